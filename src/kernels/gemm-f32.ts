@@ -1,0 +1,30 @@
+/** Plaintext fp32 GEMM: out[M,N] = w[M,K] · x[K,N]. */
+
+function checkF32Shapes(w: Float32Array, x: Float32Array, M: number, K: number, N: number): void {
+  for (const [name, v] of [['M', M], ['K', K], ['N', N]] as const) {
+    if (!Number.isInteger(v) || v <= 0) throw new Error(`helora: gemmF32 ${name} must be a positive integer, got ${v}`);
+  }
+  if (w.length !== M * K) throw new Error(`helora: gemmF32 w has ${w.length} values, expected M*K = ${M * K}`);
+  if (x.length !== K * N) throw new Error(`helora: gemmF32 x has ${x.length} values, expected K*N = ${K * N}`);
+}
+
+/** Plain-TS reference, accumulating in double precision. */
+export function gemmF32Reference(w: Float32Array, x: Float32Array, M: number, K: number, N: number): Float32Array {
+  checkF32Shapes(w, x, M, K, N);
+  const out = new Float32Array(M * N);
+  const acc = new Float64Array(N);
+  for (let m = 0; m < M; m++) {
+    acc.fill(0);
+    for (let k = 0; k < K; k++) {
+      const a = w[m * K + k]!;
+      const xr = k * N;
+      for (let n = 0; n < N; n++) acc[n]! += a * x[xr + n]!;
+    }
+    out.set(acc, m * N);
+  }
+  return out;
+}
+
+export function gemmF32(w: Float32Array, x: Float32Array, M: number, K: number, N: number): Float32Array {
+  return gemmF32Reference(w, x, M, K, N);
+}

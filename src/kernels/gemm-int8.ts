@@ -1,0 +1,30 @@
+/** Plaintext int8 GEMM: out[M,N] = w[M,K] · x[K,N] with exact int32 results. */
+
+function checkInt8Shapes(w: Int8Array, x: Int8Array, M: number, K: number, N: number): void {
+  for (const [name, v] of [['M', M], ['K', K], ['N', N]] as const) {
+    if (!Number.isInteger(v) || v <= 0) throw new Error(`helora: gemmInt8 ${name} must be a positive integer, got ${v}`);
+  }
+  if (w.length !== M * K) throw new Error(`helora: gemmInt8 w has ${w.length} values, expected M*K = ${M * K}`);
+  if (x.length !== K * N) throw new Error(`helora: gemmInt8 x has ${x.length} values, expected K*N = ${K * N}`);
+}
+
+/** Plain-TS reference (exact: |sum| <= 128*128*K stays far below 2^53). */
+export function gemmInt8Reference(w: Int8Array, x: Int8Array, M: number, K: number, N: number): Int32Array {
+  checkInt8Shapes(w, x, M, K, N);
+  const out = new Int32Array(M * N);
+  for (let m = 0; m < M; m++) {
+    const row = m * N;
+    for (let k = 0; k < K; k++) {
+      const a = w[m * K + k]!;
+      if (a === 0) continue;
+      const xr = k * N;
+      for (let n = 0; n < N; n++) out[row + n] = (out[row + n]! + a * x[xr + n]!) | 0;
+    }
+  }
+  return out;
+}
+
+/** Exact int8 GEMM (WebAssembly SIMD when built; see gemmInt8Reference for the plain version). */
+export function gemmInt8(w: Int8Array, x: Int8Array, M: number, K: number, N: number): Int32Array {
+  return gemmInt8Reference(w, x, M, K, N);
+}

@@ -1,0 +1,55 @@
+/** llm.c-style fp32 matmuls for the model engine (flat row-major buffers). */
+
+function need(name: string, arr: Float32Array, len: number): void {
+  if (arr.length < len) throw new Error(`helora: ${name} has ${arr.length} values, expected at least ${len}`);
+}
+function dims(T: number, C: number, OC: number): void {
+  for (const [n, v] of [['T', T], ['C', C], ['OC', OC]] as const) {
+    if (!Number.isInteger(v) || v < 0) throw new Error(`helora: matmul ${n} must be a non-negative integer, got ${v}`);
+  }
+}
+
+/** out[T,OC] = inp[T,C] · weight[OC,C]^T (+ bias[OC] if given); overwrites out. Plain TS. */
+export function matmulForwardReference(out: Float32Array, inp: Float32Array, weight: Float32Array, bias: Float32Array | null, T: number, C: number, OC: number): void {
+  dims(T, C, OC); need('out', out, T * OC); need('inp', inp, T * C); need('weight', weight, OC * C);
+  if (bias) need('bias', bias, OC);
+  for (let t = 0; t < T; t++) {
+    for (let o = 0; o < OC; o++) {
+      let s = bias ? bias[o]! : 0;
+      for (let c = 0; c < C; c++) s += inp[t * C + c]! * weight[o * C + c]!;
+      out[t * OC + o] = s;
+    }
+  }
+}
+
+/** dinp[T,C] += dout[T,OC] · weight[OC,C]. Plain TS. */
+export function matmulBackwardInputReference(dinp: Float32Array, dout: Float32Array, weight: Float32Array, T: number, C: number, OC: number): void {
+  dims(T, C, OC); need('dinp', dinp, T * C); need('dout', dout, T * OC); need('weight', weight, OC * C);
+  for (let t = 0; t < T; t++) {
+    for (let o = 0; o < OC; o++) {
+      const d = dout[t * OC + o]!;
+      for (let c = 0; c < C; c++) dinp[t * C + c]! += d * weight[o * C + c]!;
+    }
+  }
+}
+
+/** dweight[OC,C] += dout[T,OC]^T · inp[T,C]. Plain TS. */
+export function matmulBackwardWeightReference(dweight: Float32Array, dout: Float32Array, inp: Float32Array, T: number, C: number, OC: number): void {
+  dims(T, C, OC); need('dweight', dweight, OC * C); need('dout', dout, T * OC); need('inp', inp, T * C);
+  for (let o = 0; o < OC; o++) {
+    for (let t = 0; t < T; t++) {
+      const d = dout[t * OC + o]!;
+      for (let c = 0; c < C; c++) dweight[o * C + c]! += d * inp[t * C + c]!;
+    }
+  }
+}
+
+export function matmulForward(out: Float32Array, inp: Float32Array, weight: Float32Array, bias: Float32Array | null, T: number, C: number, OC: number): void {
+  matmulForwardReference(out, inp, weight, bias, T, C, OC);
+}
+export function matmulBackwardInput(dinp: Float32Array, dout: Float32Array, weight: Float32Array, T: number, C: number, OC: number): void {
+  matmulBackwardInputReference(dinp, dout, weight, T, C, OC);
+}
+export function matmulBackwardWeight(dweight: Float32Array, dout: Float32Array, inp: Float32Array, T: number, C: number, OC: number): void {
+  matmulBackwardWeightReference(dweight, dout, inp, T, C, OC);
+}
