@@ -1,6 +1,7 @@
 /** Plaintext fp32 GEMM: out[M,N] = w[M,K] · x[K,N]. */
+import { kernelEngine } from './engine.js';
 
-function checkF32Shapes(w: Float32Array, x: Float32Array, M: number, K: number, N: number): void {
+export function checkF32Shapes(w: Float32Array, x: Float32Array, M: number, K: number, N: number): void {
   for (const [name, v] of [['M', M], ['K', K], ['N', N]] as const) {
     if (!Number.isInteger(v) || v <= 0) throw new Error(`helora: gemmF32 ${name} must be a positive integer, got ${v}`);
   }
@@ -25,6 +26,13 @@ export function gemmF32Reference(w: Float32Array, x: Float32Array, M: number, K:
   return out;
 }
 
+/** fp32 GEMM in WebAssembly SIMD (f32x4, 4x8 register tiles); sums in float32. */
 export function gemmF32(w: Float32Array, x: Float32Array, M: number, K: number, N: number): Float32Array {
-  return gemmF32Reference(w, x, M, K, N);
+  checkF32Shapes(w, x, M, K, N);
+  const e = kernelEngine();
+  const ap = e.packF32A({ data: w, offset: 0, si: K, sj: 1 }, M, K, false);
+  const bp = e.packF32B({ data: x, offset: 0, si: N, sj: 1 }, K, N, false);
+  const out = new Float32Array(M * N);
+  e.gemmF32Packed(ap, bp, M, K, N, { data: out, offset: 0, si: N, sj: 1 }, false, null);
+  return out;
 }

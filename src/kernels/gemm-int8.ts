@@ -1,6 +1,7 @@
 /** Plaintext int8 GEMM: out[M,N] = w[M,K] · x[K,N] with exact int32 results. */
+import { kernelEngine } from './engine.js';
 
-function checkInt8Shapes(w: Int8Array, x: Int8Array, M: number, K: number, N: number): void {
+export function checkInt8Shapes(w: Int8Array, x: Int8Array, M: number, K: number, N: number): void {
   for (const [name, v] of [['M', M], ['K', K], ['N', N]] as const) {
     if (!Number.isInteger(v) || v <= 0) throw new Error(`helora: gemmInt8 ${name} must be a positive integer, got ${v}`);
   }
@@ -26,5 +27,10 @@ export function gemmInt8Reference(w: Int8Array, x: Int8Array, M: number, K: numb
 
 /** Exact int8 GEMM (WebAssembly SIMD when built; see gemmInt8Reference for the plain version). */
 export function gemmInt8(w: Int8Array, x: Int8Array, M: number, K: number, N: number): Int32Array {
-  return gemmInt8Reference(w, x, M, K, N);
+  checkInt8Shapes(w, x, M, K, N);
+  // Exactness of the int32 sums: |sum| <= 128 * 128 * K must stay below 2^31.
+  if (K > 131072) throw new Error(`helora: gemmInt8 K = ${K} exceeds 131072 (int32 sums could overflow)`);
+  const e = kernelEngine();
+  const wp = e.packInt8(w, M, K, false);
+  return e.gemmInt8Packed(wp, M, K, x, N);
 }

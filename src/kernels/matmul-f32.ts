@@ -1,4 +1,5 @@
 /** llm.c-style fp32 matmuls for the model engine (flat row-major buffers). */
+import { kernelEngine } from './engine.js';
 
 function need(name: string, arr: Float32Array, len: number): void {
   if (arr.length < len) throw new Error(`helora: ${name} has ${arr.length} values, expected at least ${len}`);
@@ -44,12 +45,33 @@ export function matmulBackwardWeightReference(dweight: Float32Array, dout: Float
   }
 }
 
+/** out[T,OC] = inp[T,C] · weight[OC,C]^T (+ bias[OC] if given); overwrites out. WebAssembly SIMD. */
 export function matmulForward(out: Float32Array, inp: Float32Array, weight: Float32Array, bias: Float32Array | null, T: number, C: number, OC: number): void {
-  matmulForwardReference(out, inp, weight, bias, T, C, OC);
+  dims(T, C, OC); need('out', out, T * OC); need('inp', inp, T * C); need('weight', weight, OC * C);
+  if (bias) need('bias', bias, OC);
+  if (T === 0 || OC === 0) return;
+  const e = kernelEngine();
+  const ap = e.packF32A({ data: inp, offset: 0, si: C, sj: 1 }, T, C, false);
+  const bp = e.packF32B({ data: weight, offset: 0, si: 1, sj: C }, C, OC, false);
+  e.gemmF32Packed(ap, bp, T, C, OC, { data: out, offset: 0, si: OC, sj: 1 }, false, bias);
 }
+
+/** dinp[T,C] += dout[T,OC] · weight[OC,C]. WebAssembly SIMD. */
 export function matmulBackwardInput(dinp: Float32Array, dout: Float32Array, weight: Float32Array, T: number, C: number, OC: number): void {
-  matmulBackwardInputReference(dinp, dout, weight, T, C, OC);
+  dims(T, C, OC); need('dinp', dinp, T * C); need('dout', dout, T * OC); need('weight', weight, OC * C);
+  if (T === 0 || C === 0 || OC === 0) return;
+  const e = kernelEngine();
+  const ap = e.packF32A({ data: dout, offset: 0, si: OC, sj: 1 }, T, OC, false);
+  const bp = e.packF32B({ data: weight, offset: 0, si: C, sj: 1 }, OC, C, false);
+  e.gemmF32Packed(ap, bp, T, OC, C, { data: dinp, offset: 0, si: C, sj: 1 }, true, null);
 }
+
+/** dweight[OC,C] += dout[T,OC]^T · inp[T,C]. WebAssembly SIMD. */
 export function matmulBackwardWeight(dweight: Float32Array, dout: Float32Array, inp: Float32Array, T: number, C: number, OC: number): void {
-  matmulBackwardWeightReference(dweight, dout, inp, T, C, OC);
+  dims(T, C, OC); need('dweight', dweight, OC * C); need('dout', dout, T * OC); need('inp', inp, T * C);
+  if (T === 0 || C === 0 || OC === 0) return;
+  const e = kernelEngine();
+  const ap = e.packF32A({ data: dout, offset: 0, si: 1, sj: OC }, OC, T, false);
+  const bp = e.packF32B({ data: inp, offset: 0, si: C, sj: 1 }, T, C, false);
+  e.gemmF32Packed(ap, bp, OC, T, C, { data: dweight, offset: 0, si: C, sj: 1 }, true, null);
 }

@@ -1,0 +1,112 @@
+/**
+ * RLWE parameter sets (one named, documented constant each, Lattigo / tfhe-rs style).
+ *
+ * Scheme (design-notes section 2): batch-packed RLWE over R_q = Z_q[X]/(X^N + 1), q = 2^logQ.
+ * One ciphertext per input feature i holds that feature for N tokens in its coefficients:
+ *   b_i = a_i * s + e_i + Delta * m_i  (mod q),  Delta = 2^(logQ - plaintextBits),
+ * with a_i uniform, expanded from a 32-byte seed (AES-256-CTR), so only b_i is uploaded,
+ * rounded to its top uploadBits bits. The server returns sum_i W[o,i] (a_i, b_i), both parts
+ * rounded to downloadBits bits.
+ */
+
+export interface RlweParams {
+  /** Wire identifier of the set (protocol messages carry it). */
+  readonly id: number;
+  readonly name: string;
+  /** N: ring degree, tokens per ciphertext. */
+  readonly ringDegree: number;
+  /** q = 2^logQ (a power of two: no modular reduction costs on the server). */
+  readonly logQ: number;
+  /** Secret distribution: uniform ternary {-1, 0, 1}. */
+  readonly secret: 'uniform-ternary';
+  /** Standard deviation sigma of the centered discrete Gaussian error. */
+  readonly errorStd: number;
+  /** Tail cut: errors are sampled on [-errorTailCut, errorTailCut] (renormalized). */
+  readonly errorTailCut: number;
+  /** P: plaintext bits; results live in [-2^(P-1), 2^(P-1)), Delta = 2^(logQ - P). */
+  readonly plaintextBits: number;
+  /** b is rounded to its top uploadBits bits before upload (a is never sent: seeded). */
+  readonly uploadBits: number;
+  /** The server rounds both result parts to downloadBits bits. */
+  readonly downloadBits: number;
+  /** Default bound on |activation| and |weight| (8-bit symmetric quantization). */
+  readonly maxAbsActivation: number;
+  readonly maxAbsWeight: number;
+  /** Classical security level claimed (bits), see the constant's comment. */
+  readonly securityBits: number;
+}
+
+/**
+ * N = 2048, q = 2^44, ternary secret, sigma = 3.2, P = 28, 40-bit upload, 32-bit download.
+ *
+ * Security (128-bit classical). The HomomorphicEncryption.org security standard (Albrecht et al.,
+ * 2018, table for the uniform ternary secret, error sigma ~ 3.2) allows log2 q <= 54 at N = 2048
+ * for 128-bit classical security (lattice estimator, uSVP / dec / dual attacks); log2 q = 44 is
+ * well inside (smaller q = harder RLWE). The public samples are (a_i, b_i) with fresh uniform a_i
+ * (AES-256-CTR from a fresh 32-byte seed, i.e. pseudo-random under the AES assumption), a fixed
+ * secret and fresh errors: plain RLWE samples. Everything else the server sees is computed from
+ * RLWE samples without the secret: rounding b to 40 bits before upload and rounding a_out and
+ * b_out to 32 bits on download are public post-processing (they can only lose information), and
+ * the products sum_i W[o,i] (a_i, b_i) are public linear maps of the uploads. So the server's view
+ * is as hard to distinguish from uniform as the underlying RLWE instance.
+ *
+ * Error: centered discrete Gaussian, sigma = 3.2, tail cut at 19 (about 6 sigma, SEAL's choice:
+ * P(|e| > 19) ~ 5e-9 for the untruncated distribution), sampled by CDT inversion from
+ * node:crypto randomness with 2^-32 threshold resolution (each probability within 2^-32 of the
+ * tail-cut discrete Gaussian).
+ *
+ * Capacity: |sum_i W[o,i] m_i| must stay below 2^27 (centered decoding with P = 28), which holds
+ * for 8-bit inputs and weights (|x| <= 127) with K <= maxInnerDim(params, 8, 8) inputs.
+ * Noise: see noise.ts (std about 0.8 in result units for K = 2048 at full-scale weights).
+ */
+export const RLWE_N2048_Q44: RlweParams = Object.freeze({
+  id: 1,
+  name: 'RLWE_N2048_Q44',
+  ringDegree: 2048,
+  logQ: 44,
+  secret: 'uniform-ternary',
+  errorStd: 3.2,
+  errorTailCut: 19,
+  plaintextBits: 28,
+  uploadBits: 40,
+  downloadBits: 32,
+  maxAbsActivation: 127,
+  maxAbsWeight: 127,
+  securityBits: 128,
+});
+
+const PARAMS_BY_ID: ReadonlyMap<number, RlweParams> = new Map([[RLWE_N2048_Q44.id, RLWE_N2048_Q44]]);
+
+/** The parameter set with this wire id; throws on an unknown id. */
+export function paramsById(id: number): RlweParams {
+  const p = PARAMS_BY_ID.get(id);
+  if (!p) throw new Error(`helora: unknown RLWE parameter set id ${id} (known: ${[...PARAMS_BY_ID.keys()].join(', ')})`);
+  return p;
+}
+
+/** log2 Delta: the message scale exponent. */
+export function logDelta(params: RlweParams): number {
+  return params.logQ - params.plaintextBits;
+}
+
+/** Bytes per coefficient of an expanded mask a (48-bit little endian, low logQ bits used). */
+export const MASK_BYTES = 6;
+
+/** Bytes per uploaded coefficient of b (uploadBits rounded up to bytes). */
+export function uploadBytes(params: RlweParams): number {
+  return Math.ceil(params.uploadBits / 8);
+}
+
+/**
+ * Largest inner dimension K with 2 * (2^(actBits-1) - 1) * (2^(weightBits-1) - 1) * K < 2^P,
+ * i.e. every exact result |sum_i W[o,i] x_i| < 2^(P-1) fits the centered plaintext range (the HE
+ * error bound, ~10, is far below the remaining slack). 8321 for 8/8-bit; 8192 is the largest power
+ * of two below it.
+ */
+export function maxInnerDim(params: RlweParams, actBits = 8, weightBits = 8): number {
+  if (!(Number.isInteger(actBits) && actBits >= 2 && actBits <= 16 && Number.isInteger(weightBits) && weightBits >= 2 && weightBits <= 16)) {
+    throw new Error(`helora: bit widths must be integers in [2, 16], got ${actBits}/${weightBits}`);
+  }
+  const per = 2 * (2 ** (actBits - 1) - 1) * (2 ** (weightBits - 1) - 1);
+  return Math.ceil(2 ** params.plaintextBits / per) - 1;
+}

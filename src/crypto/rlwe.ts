@@ -1,0 +1,116 @@
+/**
+ * Client-side RLWE encryption of column blocks and decryption of the server's results.
+ *
+ * Block layout (feature-major): message m has d*N coefficients, (feature i, token t) at i*N + t.
+ *   a_i = expandMask(seed, blockIndex, d)  (never uploaded: the server expands the same seed)
+ *   b_i = a_i*s + e_i + Delta*m_i mod 2^logQ, uploaded as round(b_i / 2^(logQ-uploadBits)) mod
+ *         2^uploadBits, uploadBytes little-endian bytes per coefficient, same (i, t) order.
+ * The rounding adds 2^(upShift-1) - 1 plus a fresh random bit (ties go either way with probability
+ * 1/2), so the upload rounding error has mean 0 (a plain round-half-up would add a bias of 1/2 per
+ * input, summed through W).
+ * Server results: aOut, bOut (rows*N u32, (o, t) at o*N + t) with 2^(logQ-downloadBits)*aOut ~ sum_o W a,
+ * same for b; decryption y = round((bOut - aOut*s mod 2^32) / (Delta / 2^(logQ-downloadBits))),
+ * centered into [-2^(P-1), 2^(P-1)).
+ *
+ * The a*s products run in build/wasm/ntt.wasm (src/kernels/ntt.ts): exact NTT products over two
+ * 30-bit primes with CRT, fused with noise sampling, rounding and byte packing.
+ */
+import { randomFillSync } from 'node:crypto';
+import { nttKernel, NTT_MAX_A_BITS, NTT_MAX_N, type NttKernel } from '../kernels/ntt.js';
+import { SecretKey } from './keys.js';
+import { logDelta, MASK_BYTES, uploadBytes, type RlweParams } from './params.js';
+import { gaussianMagnitudeCdt, MaskStream, randomSeed, SEED_BYTES } from './sampling.js';
+
+/** Polynomials per kernel call (scratch ~1.4 MB at N = 2048: stays in L2/L3). */
+const ENCRYPT_CHUNK_POLYS = 16;
+const DECRYPT_CHUNK_ROWS = 32;
+
+function checkParams(params: RlweParams, key: SecretKey): void {
+  if (key.params.id !== params.id) throw new Error(`helora: key belongs to parameter set ${key.params.name}, not ${params.name}`);
+  if (params.ringDegree > NTT_MAX_N || params.logQ > NTT_MAX_A_BITS || params.logQ > 8 * MASK_BYTES) {
+    throw new Error(`helora: parameter set ${params.name} is outside what the NTT kernel supports`);
+  }
+  if (params.downloadBits !== 32) throw new Error(`helora: decryption kernel needs downloadBits = 32, set ${params.name} has ${params.downloadBits}`);
+  if (params.uploadBits >= params.logQ || params.uploadBits % 8 !== 0 || params.uploadBits > 56) throw new Error(`helora: unsupported uploadBits ${params.uploadBits}`);
+  if (logDelta(params) - (params.logQ - params.downloadBits) < 1) throw new Error(`helora: ${params.name} leaves no room below Delta after download rounding`);
+}
+
+/** The kernel for this key's ring with the key (and the noise table) loaded. */
+function kernelFor(params: RlweParams, key: SecretKey): NttKernel {
+  const k = nttKernel(params.ringDegree);
+  if (!k.hasSecret(key)) {
+    k.loadSecret(SecretKey.coefficients(key), key);
+    k.loadNoiseTable(gaussianMagnitudeCdt(params.errorStd, params.errorTailCut));
+  }
+  return k;
+}
+
+function hex(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex');
+}
+
+/**
+ * Encrypts one column block of d features x N tokens with the mask of (seed, blockIndex).
+ * Returns the upload: d*N*uploadBytes bytes. The (seed, blockIndex) pair is claimed on the key:
+ * a second use with the same key throws (mask reuse would leak message differences). Draw the
+ * seed with randomSeed() for every request (or use encryptFresh).
+ */
+export function encryptBlock(params: RlweParams, key: SecretKey, m: Int32Array, d: number, seed: Uint8Array, blockIndex: number): Uint8Array {
+  checkParams(params, key);
+  const n = params.ringDegree;
+  if (!(Number.isInteger(d) && d >= 1 && d <= 1 << 20)) throw new Error(`helora: feature count d must be in [1, 2^20], got ${d}`);
+  if (!(m instanceof Int32Array) || m.length !== d * n) throw new Error(`helora: message must be an Int32Array of d*N = ${d * n} values, got ${m?.length}`);
+  if (!(seed instanceof Uint8Array) || seed.length !== SEED_BYTES) throw new Error(`helora: seed must be ${SEED_BYTES} bytes`);
+  const lim = 2 ** (params.plaintextBits - 1);
+  for (let i = 0; i < m.length; i++) {
+    const v = m[i];
+    if (v >= lim || v < -lim) throw new Error(`helora: message value ${v} at ${i} is outside [-2^${params.plaintextBits - 1}, 2^${params.plaintextBits - 1})`);
+  }
+  const stream = new MaskStream(seed, blockIndex); // validates blockIndex
+  SecretKey.claimSeed(key, hex(seed), blockIndex);
+  const k = kernelFor(params, key);
+  const ob = uploadBytes(params);
+  const out = new Uint8Array(d * n * ob);
+  const upShift = params.logQ - params.uploadBits;
+  for (let p0 = 0; p0 < d; p0 += ENCRYPT_CHUNK_POLYS) {
+    const np = Math.min(ENCRYPT_CHUNK_POLYS, d - p0);
+    const v = k.beginEncrypt(np, ob);
+    v.a.set(stream.next(np * n * MASK_BYTES));
+    v.m.set(m.subarray(p0 * n, (p0 + np) * n));
+    randomFillSync(v.rnd);
+    k.encrypt(logDelta(params), upShift);
+    out.set(v.out, p0 * n * ob);
+  }
+  return out;
+}
+
+/** encryptBlock with a seed drawn here (the seed must be sent to the server with the upload). */
+export function encryptFresh(params: RlweParams, key: SecretKey, m: Int32Array, d: number, blockIndex = 0): { seed: Uint8Array; b: Uint8Array } {
+  const seed = randomSeed();
+  return { seed, b: encryptBlock(params, key, m, d, seed, blockIndex) };
+}
+
+/**
+ * Decrypts rows result ciphertexts: aOut, bOut are rows*N u32 ((o, t) at o*N + t). Returns
+ * rows*N centered integers y[o*N + t] = sum_i W[o,i] m_i[t] + error (see noise.ts).
+ */
+export function decryptBlock(params: RlweParams, key: SecretKey, aOut: Uint32Array, bOut: Uint32Array, rows: number): Int32Array {
+  checkParams(params, key);
+  const n = params.ringDegree;
+  if (!(Number.isInteger(rows) && rows >= 1)) throw new Error(`helora: row count must be a positive integer, got ${rows}`);
+  if (!(aOut instanceof Uint32Array) || !(bOut instanceof Uint32Array) || aOut.length !== rows * n || bOut.length !== rows * n) {
+    throw new Error(`helora: result parts must be Uint32Array of rows*N = ${rows * n} values, got ${aOut?.length} and ${bOut?.length}`);
+  }
+  const k = kernelFor(params, key);
+  const sh = logDelta(params) - (params.logQ - params.downloadBits);
+  const y = new Int32Array(rows * n);
+  for (let r0 = 0; r0 < rows; r0 += DECRYPT_CHUNK_ROWS) {
+    const nr = Math.min(DECRYPT_CHUNK_ROWS, rows - r0);
+    const v = k.beginDecrypt(nr);
+    v.a.set(aOut.subarray(r0 * n, (r0 + nr) * n));
+    v.b.set(bOut.subarray(r0 * n, (r0 + nr) * n));
+    k.decrypt(sh);
+    y.set(v.y, r0 * n);
+  }
+  return y;
+}

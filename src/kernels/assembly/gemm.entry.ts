@@ -1,0 +1,406 @@
+// GEMM kernels for helora (AssemblyScript -> WebAssembly SIMD).
+//
+// Memory is managed by the TypeScript side (src/kernels/wasm.ts): every function takes raw byte
+// offsets into linear memory and allocates nothing. Layouts (all little endian):
+//
+//   int16 path (i32x4.dot_i16x8_s, exact int32 accumulation):
+//     A (weights) "4-row blocks": for row block b and k-pair q, 16 bytes = rows 4b..4b+3, each an
+//       i16 pair (a[r][2q], a[r][2q+1]); a block holds K2 = ceil(K/2) pairs, rows/K padded with 0.
+//     B (inputs) "8-column panels": for panel p and k-pair q, 32 bytes = columns 8p..8p+7, each an
+//       i16 pair (b[2q][j], b[2q+1][j]).
+//   f32 path (f32x4 mul+add):
+//     A: for row block b and k, 16 bytes = a[4b..4b+3][k];  B: for panel p and k, 32 bytes = b[k][8p..8p+7].
+//   C: padded row-major i32 / f32 with row stride ldc elements (a multiple of 8).
+//
+// Micro-kernel: a 4x8 output tile in 8 i32x4/f32x4 accumulators (8 + 2 + 1 live registers,
+// which x86-64's 16 xmm registers hold without spilling). K is processed in chunks so that the
+// B panels of one column group stay in L2 while each A block (4 rows x chunk) stays in L1.
+
+/** k-pairs per chunk of the int16 kernel (1024 pairs: B panel 32 KiB, A block 16 KiB). */
+const KC16: i32 = 1024;
+/** 8-column panels per column group of the int16 kernel (16 panels x 32 KiB = 512 KiB in L2). */
+const NCP16: i32 = 16;
+/** k per chunk of the f32 kernel (B panel 16 KiB, A block 8 KiB). */
+const KC32: i32 = 512;
+/** Panels per column group of the f32 kernel (32 x 16 KiB = 512 KiB). */
+const NCP32: i32 = 32;
+
+export function heapBase(): usize {
+  return __heap_base;
+}
+
+// ---------------------------------------------------------------------------------------------
+// int16 path
+
+/** Packs int8 a[M][K] (row-major at src, row stride lda bytes) into 4-row blocks of i16 pairs. */
+export function packA8(src: usize, M: i32, K: i32, lda: i32, dst: usize): void {
+  const K2 = (K + 1) >> 1;
+  const Mb = (M + 3) >> 2;
+  for (let b = 0; b < Mb; b++) {
+    const blk = dst + <usize>b * <usize>K2 * 16;
+    for (let r = 0; r < 4; r++) {
+      const row = b * 4 + r;
+      let p = blk + <usize>(r * 4);
+      if (row >= M) {
+        for (let q = 0; q < K2; q++) { store<i32>(p, 0); p += 16; }
+        continue;
+      }
+      const s = src + <usize>row * <usize>lda;
+      const Ke = K & ~1;
+      for (let k = 0; k < Ke; k += 2) {
+        const lo = <i32>load<i8>(s + <usize>k);
+        const hi = <i32>load<i8>(s + <usize>k + 1);
+        store<i32>(p, (lo & 0xffff) | (hi << 16));
+        p += 16;
+      }
+      if (K & 1) store<i32>(p, <i32>load<i8>(s + <usize>(K - 1)) & 0xffff);
+    }
+  }
+}
+
+/** Packs int8 b[K][N] (row stride ldb bytes) into 8-column panels of i16 pairs. */
+export function packB8(src: usize, K: i32, N: i32, ldb: i32, dst: usize): void {
+  const K2 = (K + 1) >> 1;
+  const P = (N + 7) >> 3;
+  for (let p = 0; p < P; p++) {
+    const pan = dst + <usize>p * <usize>K2 * 32;
+    for (let q = 0; q < K2; q++) {
+      const k = q * 2;
+      const r0 = src + <usize>k * <usize>ldb;
+      const has1 = k + 1 < K;
+      for (let jj = 0; jj < 8; jj++) {
+        const j = p * 8 + jj;
+        let v: i32 = 0;
+        if (j < N) {
+          const lo = <i32>load<i8>(r0 + <usize>j);
+          const hi = has1 ? <i32>load<i8>(r0 + <usize>ldb + <usize>j) : 0;
+          v = (lo & 0xffff) | (hi << 16);
+        }
+        store<i32>(pan + <usize>(q * 32 + jj * 4), v);
+      }
+    }
+  }
+}
+
+// @ts-ignore: decorator
+@inline
+function kern16(a: usize, b: usize, c: usize, ldcBytes: usize, n: i32): void {
+  const c1 = c + ldcBytes;
+  const c2 = c1 + ldcBytes;
+  const c3 = c2 + ldcBytes;
+  let s00 = v128.load(c), s01 = v128.load(c, 16);
+  let s10 = v128.load(c1), s11 = v128.load(c1, 16);
+  let s20 = v128.load(c2), s21 = v128.load(c2, 16);
+  let s30 = v128.load(c3), s31 = v128.load(c3, 16);
+  // One k-pair per iteration: V8 hoists the loads of an unrolled body above its arithmetic and
+  // then spills accumulators (16 xmm registers); this body needs 15.
+  for (let q = 0; q < n; q++) {
+    {
+      const x0 = v128.load(b);
+      const x1 = v128.load(b, 16);
+      let w = v128.load32_splat(a);
+      s00 = i32x4.add(s00, i32x4.dot_i16x8_s(w, x0));
+      s01 = i32x4.add(s01, i32x4.dot_i16x8_s(w, x1));
+      w = v128.load32_splat(a, 4);
+      s10 = i32x4.add(s10, i32x4.dot_i16x8_s(w, x0));
+      s11 = i32x4.add(s11, i32x4.dot_i16x8_s(w, x1));
+      w = v128.load32_splat(a, 8);
+      s20 = i32x4.add(s20, i32x4.dot_i16x8_s(w, x0));
+      s21 = i32x4.add(s21, i32x4.dot_i16x8_s(w, x1));
+      w = v128.load32_splat(a, 12);
+      s30 = i32x4.add(s30, i32x4.dot_i16x8_s(w, x0));
+      s31 = i32x4.add(s31, i32x4.dot_i16x8_s(w, x1));
+    }
+    a += 16;
+    b += 32;
+  }
+  v128.store(c, s00); v128.store(c, s01, 16);
+  v128.store(c1, s10); v128.store(c1, s11, 16);
+  v128.store(c2, s20); v128.store(c2, s21, 16);
+  v128.store(c3, s30); v128.store(c3, s31, 16);
+}
+
+/**
+ * C[Mb*4][P*8] += A·B over k-pairs [q0, q1) (int16 layouts above; aK2/bK2 are the pair counts
+ * of the packed A blocks / B panels, i.e. their strides). C rows have stride ldc i32 elements.
+ */
+export function gemm16(A: usize, aK2: i32, B: usize, bK2: i32, q0: i32, q1: i32, C: usize, Mb: i32, P: i32, ldc: i32): void {
+  const ldcBytes = <usize>ldc * 4;
+  const aStride = <usize>aK2 * 16;
+  const bStride = <usize>bK2 * 32;
+  for (let k0 = q0; k0 < q1; k0 += KC16) {
+    const n = min(KC16, q1 - k0);
+    for (let p0 = 0; p0 < P; p0 += NCP16) {
+      const p1 = min(P, p0 + NCP16);
+      for (let rb = 0; rb < Mb; rb++) {
+        const a = A + <usize>rb * aStride + <usize>k0 * 16;
+        const crow = C + <usize>(rb * 4) * ldcBytes;
+        for (let p = p0; p < p1; p++) {
+          kern16(a, B + <usize>p * bStride + <usize>k0 * 32, crow + <usize>p * 32, ldcBytes, n);
+        }
+      }
+    }
+  }
+}
+
+/** out[M][N] (i32, compact) = C[M][N] (row stride ldc). */
+export function copyOutI32(C: usize, ldc: i32, M: i32, N: i32, out: usize): void {
+  for (let i = 0; i < M; i++) {
+    memory.copy(out + <usize>i * <usize>N * 4, C + <usize>i * <usize>ldc * 4, <usize>N * 4);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Z_2^44 encrypted product (see src/kernels/zq-matmul.ts for the arithmetic)
+
+/** Limbs per operand and operands (a, b): the limb matrix has 6 column blocks per token block. */
+const ZQ_LIMBS: i32 = 6;
+const MASK44: u64 = (<u64>1 << 44) - 1;
+const MASK40: u64 = (<u64>1 << 40) - 1;
+
+/**
+ * Decomposes values (k, t) for k in [k0, k1), t in [t0, t0+Tb) into limb panels at dst:
+ * panel (limb L, token panel tp) has index L*(Tb/8)+tp and K2c = ceil((k1-k0)/2) pairs.
+ * a (48-bit LE words masked to 44 bits) -> balanced 12-bit limb, then two int16 limbs (weights 2^0, 2^12, 2^28).
+ * b (40-bit LE words, used as b<<4) -> balanced 8-bit limb, then two int16 limbs (weights 2^4, 2^12, 2^28).
+ * The input buffers need 2 readable bytes past their end (8-byte loads of 6/5-byte words).
+ */
+export function zqDecompose(aBytes: usize, bBytes: usize, N: i32, t0: i32, Tb: i32, k0: i32, k1: i32, dst: usize): void {
+  const K2c = (k1 - k0 + 1) >> 1;
+  const TP = Tb >> 3;
+  const panStride = <usize>K2c * 32;
+  const limbStride = panStride * <usize>TP;
+  for (let q = 0; q < K2c; q++) {
+    for (let h = 0; h < 2; h++) {
+      const k = k0 + q * 2 + h;
+      const valid = k < k1;
+      const base = <usize>k * <usize>N + <usize>t0;
+      for (let t = 0; t < Tb; t++) {
+        let a0: i32 = 0, a1: i32 = 0, a2: i32 = 0, b0: i32 = 0, b1: i32 = 0, b2: i32 = 0;
+        if (valid) {
+          const idx = base + <usize>t;
+          const av = <i64>(load<u64>(aBytes + idx * 6) & MASK44);
+          const bv = <i64>(load<u64>(bBytes + idx * 5) & MASK40);
+          a0 = ((<i32>av & 0xfff) ^ 0x800) - 0x800;
+          const ar = (av - <i64>a0) >> 12;
+          a1 = ((<i32>ar & 0xffff) ^ 0x8000) - 0x8000;
+          a2 = <i32>((ar - <i64>a1) >> 16);
+          b0 = ((<i32>bv & 0xff) ^ 0x80) - 0x80;
+          const br = (bv - <i64>b0) >> 8;
+          b1 = ((<i32>br & 0xffff) ^ 0x8000) - 0x8000;
+          b2 = <i32>((br - <i64>b1) >> 16);
+        }
+        const off = <usize>(t >> 3) * panStride + <usize>q * 32 + <usize>((t & 7) * 4 + h * 2);
+        let p = dst + off;
+        store<i16>(p, <i16>a0); p += limbStride;
+        store<i16>(p, <i16>a1); p += limbStride;
+        store<i16>(p, <i16>a2); p += limbStride;
+        store<i16>(p, <i16>b0); p += limbStride;
+        store<i16>(p, <i16>b1); p += limbStride;
+        store<i16>(p, <i16>b2);
+      }
+    }
+  }
+}
+
+/**
+ * Recombines the six limb products of rows [0, rows) for one token block.
+ * C: i32 rows x (6*Tb) (stride 6*Tb), columns [L*Tb, (L+1)*Tb) = limb L.
+ * acc: i64 rows x (2*Tb) running sums mod 2^44 across K chunks (a then b), or 0 when unused.
+ * addAcc: include acc; final: write rounded outputs, else store the sums to acc.
+ */
+export function zqRecombine(C: usize, rows: i32, Tb: i32, acc: usize, addAcc: i32, final: i32, aOut: usize, bOut: usize, N: i32, t0: i32): void {
+  const ldc = <usize>(ZQ_LIMBS * Tb);
+  const tb = <usize>Tb;
+  for (let o = 0; o < rows; o++) {
+    const c = C + <usize>o * ldc * 4;
+    const ac = acc + <usize>o * tb * 16;
+    const ao = aOut + (<usize>o * <usize>N + <usize>t0) * 4;
+    const bo = bOut + (<usize>o * <usize>N + <usize>t0) * 4;
+    for (let t: usize = 0; t < tb; t++) {
+      const ct = c + t * 4;
+      let sa = <i64>load<i32>(ct) + (<i64>load<i32>(ct + tb * 4) << 12) + (<i64>load<i32>(ct + tb * 8) << 28);
+      let sb = (<i64>load<i32>(ct + tb * 12) << 4) + (<i64>load<i32>(ct + tb * 16) << 12) + (<i64>load<i32>(ct + tb * 20) << 28);
+      if (addAcc) {
+        sa += load<i64>(ac + t * 8);
+        sb += load<i64>(ac + tb * 8 + t * 8);
+      }
+      if (final) {
+        // floor((s mod 2^44 + 2^11) / 2^12) mod 2^32: the shift commutes with "mod 2^44" because 2^12 | 2^44.
+        store<u32>(ao + t * 4, <u32>((sa + 2048) >> 12));
+        store<u32>(bo + t * 4, <u32>((sb + 2048) >> 12));
+      } else {
+        store<i64>(ac + t * 8, sa & <i64>MASK44);
+        store<i64>(ac + tb * 8 + t * 8, sb & <i64>MASK44);
+      }
+    }
+  }
+}
+
+/**
+ * Full encrypted product for rows x cols weights packed by packA8 (K2 = ceil(cols/2)).
+ * Scratch: X (limb panels, kChunk x 6*Tb i16), C (rows4 x 6*Tb i32), acc (rows x 2*Tb i64, if cols > kChunk).
+ * kChunk (even, <= 8192) bounds the exact range of the lowest A limb.
+ */
+export function zqMatmul(Wp: usize, rows: i32, cols: i32, aBytes: usize, bBytes: usize, N: i32, aOut: usize, bOut: usize,
+  Tb: i32, kChunk: i32, X: usize, C: usize, acc: usize): void {
+  const K2 = (cols + 1) >> 1;
+  const Mb = (rows + 3) >> 2;
+  const cBytes = <usize>Mb * 4 * <usize>(ZQ_LIMBS * Tb) * 4;
+  for (let t0 = 0; t0 < N; t0 += Tb) {
+    const tb = min(Tb, N - t0);
+    const nChunks = (cols + kChunk - 1) / kChunk;
+    for (let ch = 0; ch < nChunks; ch++) {
+      const k0 = ch * kChunk;
+      const k1 = min(cols, k0 + kChunk);
+      zqDecompose(aBytes, bBytes, N, t0, tb, k0, k1, X);
+      memory.fill(C, 0, cBytes);
+      const K2c = (k1 - k0 + 1) >> 1;
+      // The packed A rows run over all K2 pairs; this chunk starts at pair k0/2. B panels hold K2c pairs.
+      gemm16(Wp + <usize>(k0 >> 1) * 16, K2, X, K2c, 0, K2c, C, Mb, (ZQ_LIMBS * tb) >> 3, ZQ_LIMBS * tb);
+      zqRecombine(C, rows, tb, acc, ch > 0 ? 1 : 0, ch == nChunks - 1 ? 1 : 0, aOut, bOut, N, t0);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// f32 path
+
+/**
+ * Packs a[M][K] with element (i,k) at src + 4*(i*sai + k*sak) into 4-row blocks. The destination
+ * is written sequentially and the source is read as 4 streams (or one, when sai = 1), so both
+ * row-major and transposed sources stay cache friendly.
+ */
+export function packA32(src: usize, M: i32, K: i32, sai: i32, sak: i32, dst: usize): void {
+  const Mb = (M + 3) >> 2;
+  const si = <usize>sai * 4;
+  const sk = <usize>sak * 4;
+  let d = dst;
+  for (let b = 0; b < Mb; b++) {
+    const r0 = b * 4;
+    const s0 = src + <usize>r0 * si;
+    if (r0 + 4 <= M) {
+      for (let k = 0; k < K; k++) {
+        const s = s0 + <usize>k * sk;
+        store<f32>(d, load<f32>(s));
+        store<f32>(d, load<f32>(s + si), 4);
+        store<f32>(d, load<f32>(s + si * 2), 8);
+        store<f32>(d, load<f32>(s + si * 3), 12);
+        d += 16;
+      }
+    } else {
+      for (let k = 0; k < K; k++) {
+        const s = s0 + <usize>k * sk;
+        for (let r = 0; r < 4; r++) store<f32>(d + <usize>(r * 4), r0 + r < M ? load<f32>(s + si * <usize>r) : 0);
+        d += 16;
+      }
+    }
+  }
+}
+
+/** Packs b[K][N] with element (k,j) at src + 4*(k*sbk + j*sbj) into 8-column panels (sequential writes). */
+export function packB32(src: usize, K: i32, N: i32, sbk: i32, sbj: i32, dst: usize): void {
+  const P = (N + 7) >> 3;
+  const sk = <usize>sbk * 4;
+  const sj = <usize>sbj * 4;
+  let d = dst;
+  for (let p = 0; p < P; p++) {
+    const j0 = p * 8;
+    const s0 = src + <usize>j0 * sj;
+    if (j0 + 8 <= N && sbj == 1) {
+      for (let k = 0; k < K; k++) {
+        const s = s0 + <usize>k * sk;
+        v128.store(d, v128.load(s));
+        v128.store(d, v128.load(s, 16), 16);
+        d += 32;
+      }
+    } else if (j0 + 8 <= N) {
+      for (let k = 0; k < K; k++) {
+        const s = s0 + <usize>k * sk;
+        for (let jj = 0; jj < 8; jj++) store<f32>(d + <usize>(jj * 4), load<f32>(s + sj * <usize>jj));
+        d += 32;
+      }
+    } else {
+      for (let k = 0; k < K; k++) {
+        const s = s0 + <usize>k * sk;
+        for (let jj = 0; jj < 8; jj++) store<f32>(d + <usize>(jj * 4), j0 + jj < N ? load<f32>(s + sj * <usize>jj) : 0);
+        d += 32;
+      }
+    }
+  }
+}
+
+// @ts-ignore: decorator
+@inline
+function kern32(a: usize, b: usize, c: usize, ldcBytes: usize, n: i32): void {
+  const c1 = c + ldcBytes;
+  const c2 = c1 + ldcBytes;
+  const c3 = c2 + ldcBytes;
+  let s00 = v128.load(c), s01 = v128.load(c, 16);
+  let s10 = v128.load(c1), s11 = v128.load(c1, 16);
+  let s20 = v128.load(c2), s21 = v128.load(c2, 16);
+  let s30 = v128.load(c3), s31 = v128.load(c3, 16);
+  // One k-pair per iteration: V8 hoists the loads of an unrolled body above its arithmetic and
+  // then spills accumulators (16 xmm registers); this body needs 15.
+  for (let q = 0; q < n; q++) {
+    {
+      const x0 = v128.load(b);
+      const x1 = v128.load(b, 16);
+      let w = v128.load32_splat(a);
+      s00 = f32x4.add(s00, f32x4.mul(w, x0));
+      s01 = f32x4.add(s01, f32x4.mul(w, x1));
+      w = v128.load32_splat(a, 4);
+      s10 = f32x4.add(s10, f32x4.mul(w, x0));
+      s11 = f32x4.add(s11, f32x4.mul(w, x1));
+      w = v128.load32_splat(a, 8);
+      s20 = f32x4.add(s20, f32x4.mul(w, x0));
+      s21 = f32x4.add(s21, f32x4.mul(w, x1));
+      w = v128.load32_splat(a, 12);
+      s30 = f32x4.add(s30, f32x4.mul(w, x0));
+      s31 = f32x4.add(s31, f32x4.mul(w, x1));
+    }
+    a += 16;
+    b += 32;
+  }
+  v128.store(c, s00); v128.store(c, s01, 16);
+  v128.store(c1, s10); v128.store(c1, s11, 16);
+  v128.store(c2, s20); v128.store(c2, s21, 16);
+  v128.store(c3, s30); v128.store(c3, s31, 16);
+}
+
+/** C[Mb*4][P*8] += A·B (f32 layouts; both packed with K rows). */
+export function gemm32(A: usize, B: usize, K: i32, C: usize, Mb: i32, P: i32, ldc: i32): void {
+  const ldcBytes = <usize>ldc * 4;
+  const aStride = <usize>K * 16;
+  const bStride = <usize>K * 32;
+  for (let k0 = 0; k0 < K; k0 += KC32) {
+    const n = min(KC32, K - k0);
+    for (let p0 = 0; p0 < P; p0 += NCP32) {
+      const p1 = min(P, p0 + NCP32);
+      for (let rb = 0; rb < Mb; rb++) {
+        const a = A + <usize>rb * aStride + <usize>k0 * 16;
+        const crow = C + <usize>(rb * 4) * ldcBytes;
+        for (let p = p0; p < p1; p++) {
+          kern32(a, B + <usize>p * bStride + <usize>k0 * 32, crow + <usize>p * 32, ldcBytes, n);
+        }
+      }
+    }
+  }
+}
+
+/** out(i,j) at out + 4*(i*soi + j*soj) = (accumulate ? out(i,j) : 0) + C[i][j] + (bias ? bias[j] : 0). */
+export function finishF32(C: usize, ldc: i32, M: i32, N: i32, out: usize, soi: i32, soj: i32, accumulate: i32, bias: usize): void {
+  const sj = <usize>soj * 4;
+  for (let i = 0; i < M; i++) {
+    const c = C + <usize>i * <usize>ldc * 4;
+    let o = out + <usize>i * <usize>soi * 4;
+    for (let j = 0; j < N; j++) {
+      const jj = <usize>j * 4;
+      let v = load<f32>(c + jj);
+      if (bias) v += load<f32>(bias + jj);
+      if (accumulate) v += load<f32>(o);
+      store<f32>(o, v);
+      o += sj;
+    }
+  }
+}

@@ -1,0 +1,417 @@
+// Negacyclic NTT kernels for the RLWE client (AssemblyScript -> WebAssembly SIMD).
+//
+// Ring Z[X]/(X^N + 1). The product a*s of a (< 2^44, or < 2^32) with a ternary secret s is
+// computed exactly modulo two ~30-bit primes p0, p1 (p = 1 mod 2N, 4p < 2^32 < 6p) and
+// recombined by CRT: |a*s| < 2^44 * N = 2^55 << p0*p1/2 ~ 2^59, so the centered CRT value is
+// the exact integer product; the callers only need it modulo 2^44 (encrypt) or 2^32 (decrypt).
+//
+// NTT: Cooley-Tukey forward (natural order in, bit-reversed out) and Gentleman-Sande inverse
+// with the powers of a primitive 2N-th root psi in bit-reversed order (Longa-Naehrig layout),
+// Harvey's lazy butterflies (values kept in [0, 4p) forward, [0, 2p) inverse) and Shoup
+// multiplication by precomputed constants: q = hi32(x * w'), w' = floor(w 2^32 / p),
+// x*w - q*p in [0, 2p) for any 32-bit x. The high 32 bits of the four 32x32 products come
+// from two i64x2.extmul and one shuffle (WebAssembly SIMD has no i32x4 mulhi).
+//
+// Memory is owned by the TypeScript wrapper (src/kernels/ntt.ts): it writes the tables, calls
+// setup() once with their offsets, and passes buffer offsets to every call. Nothing here
+// allocates. Table layout per prime k (u32, each table followed by its Shoup companions):
+//   fw:  N psi^brv(i)               (forward twiddles; index m + i)
+//   fw2: N/2, stage t = 2 expanded as [w_i, w_i, w_{i+1}, w_{i+1}] per vector
+//   iw:  N psi^-brv(i)              (inverse twiddles; index h + i)
+//   iw2: N/2, stage t = 2 of the inverse, expanded like fw2
+//   sh:  N   NTT(s) * N^-1 mod p    (the secret in NTT form with the 1/N of the inverse folded in)
+
+let N: i32 = 0;
+let P0: u32 = 0;
+let P1: u32 = 0;
+/** Per-prime table bases: [fw, fws, fw2, fw2s, iw, iws, iw2, iw2s, sh, shs] offsets. */
+let T0: usize = 0;
+let T1: usize = 0;
+/** 2^32 mod p_k and its Shoup companion (residue of the high word of a 44-bit value). */
+let C0: u32 = 0;
+let C0S: u32 = 0;
+let C1: u32 = 0;
+let C1S: u32 = 0;
+/** p0^-1 mod p1 and its Shoup companion (CRT). */
+let PINV: u32 = 0;
+let PINVS: u32 = 0;
+/** Work buffers: N u32 residues for each prime. */
+let BUF0: usize = 0;
+let BUF1: usize = 0;
+
+export function heapBase(): usize {
+  return __heap_base;
+}
+
+/**
+ * Records the ring degree, the primes, table bases and scratch buffers. Each table base points at
+ * 10 consecutive u32 arrays (see the layout above; sizes N, N, N/2, N/2, N, N, N/2, N/2, N, N).
+ */
+export function setup(n: i32, p0: u32, p1: u32, t0: usize, t1: usize, c0: u32, c0s: u32, c1: u32, c1s: u32,
+  pinv: u32, pinvs: u32, buf0: usize, buf1: usize): void {
+  N = n; P0 = p0; P1 = p1; T0 = t0; T1 = t1;
+  C0 = c0; C0S = c0s; C1 = c1; C1S = c1s; PINV = pinv; PINVS = pinvs;
+  BUF0 = buf0; BUF1 = buf1;
+}
+
+/** Byte offset of table j (0..9) inside one prime's table block. */
+@inline function tab(base: usize, j: i32): usize {
+  const n = <usize>N;
+  // sizes in u32: N, N, N/2, N/2, N, N, N/2, N/2, N, N
+  let off: usize = 0;
+  if (j > 0) off += n;
+  if (j > 1) off += n;
+  if (j > 2) off += n >> 1;
+  if (j > 3) off += n >> 1;
+  if (j > 4) off += n;
+  if (j > 5) off += n;
+  if (j > 6) off += n >> 1;
+  if (j > 7) off += n >> 1;
+  if (j > 8) off += n;
+  return base + (off << 2);
+}
+
+/** Shoup product x*w mod p in [0, 2p) for any u32 x (w < p, ws = floor(w 2^32 / p)). */
+@inline function shoup(x: v128, w: v128, ws: v128, p: v128): v128 {
+  const lo = i64x2.extmul_low_i32x4_u(x, ws);
+  const hi = i64x2.extmul_high_i32x4_u(x, ws);
+  const q = i32x4.shuffle(lo, hi, 1, 3, 5, 7);
+  return i32x4.sub(i32x4.mul(x, w), i32x4.mul(q, p));
+}
+
+/** x - m if x >= m else x (for x < m + 2^32 - m wrap-free ranges). */
+@inline function csub(x: v128, m: v128): v128 {
+  return i32x4.min_u(x, i32x4.sub(x, m));
+}
+
+/** Forward negacyclic NTT in place; input in [0, 4p), output in [0, 4p) (bit-reversed order). */
+function forward(a: usize, base: usize, p: u32): void {
+  const n = N;
+  const pv = i32x4.splat(p);
+  const p2 = i32x4.splat(p << 1);
+  const fw = tab(base, 0);
+  const fws = tab(base, 1);
+  let t = n >> 1;
+  for (let m = 1; t >= 4; m <<= 1, t >>= 1) {
+    for (let i = 0; i < m; i++) {
+      const w = v128.load32_splat(fw + (<usize>(m + i) << 2));
+      const ws = v128.load32_splat(fws + (<usize>(m + i) << 2));
+      let x = a + (<usize>(2 * i * t) << 2);
+      const end = x + (<usize>t << 2);
+      const off = <usize>t << 2;
+      for (; x < end; x += 16) {
+        let X = v128.load(x);
+        const Y = v128.load(x + off);
+        X = csub(X, p2);
+        const T = shoup(Y, w, ws, pv);
+        v128.store(x, i32x4.add(X, T));
+        v128.store(x + off, i32x4.add(i32x4.sub(X, T), p2));
+      }
+    }
+  }
+  // t = 2 (m = N/4): pairs (j, j+2) inside each 4-element group, one twiddle per group.
+  const fw2 = tab(base, 2);
+  const fw2s = tab(base, 3);
+  for (let j = 0; j < n; j += 8) {
+    const x = a + (<usize>j << 2);
+    const A = v128.load(x);
+    const B = v128.load(x + 16);
+    let X = i32x4.shuffle(A, B, 0, 1, 4, 5);
+    const Y = i32x4.shuffle(A, B, 2, 3, 6, 7);
+    const w = v128.load(fw2 + (<usize>j << 1));
+    const ws = v128.load(fw2s + (<usize>j << 1));
+    X = csub(X, p2);
+    const T = shoup(Y, w, ws, pv);
+    const U = i32x4.add(X, T);
+    const V = i32x4.add(i32x4.sub(X, T), p2);
+    v128.store(x, i32x4.shuffle(U, V, 0, 1, 4, 5));
+    v128.store(x + 16, i32x4.shuffle(U, V, 2, 3, 6, 7));
+  }
+  // t = 1 (m = N/2): pairs (2i, 2i+1) with twiddle fw[N/2 + i].
+  const half = <usize>(n >> 1) << 2;
+  for (let j = 0; j < n; j += 8) {
+    const x = a + (<usize>j << 2);
+    const A = v128.load(x);
+    const B = v128.load(x + 16);
+    let X = i32x4.shuffle(A, B, 0, 2, 4, 6);
+    const Y = i32x4.shuffle(A, B, 1, 3, 5, 7);
+    const w = v128.load(fw + half + (<usize>j << 1));
+    const ws = v128.load(fws + half + (<usize>j << 1));
+    X = csub(X, p2);
+    const T = shoup(Y, w, ws, pv);
+    const U = i32x4.add(X, T);
+    const V = i32x4.add(i32x4.sub(X, T), p2);
+    v128.store(x, i32x4.shuffle(U, V, 0, 4, 1, 5));
+    v128.store(x + 16, i32x4.shuffle(U, V, 2, 6, 3, 7));
+  }
+}
+
+/** Pointwise product with the secret's NTT (1/N folded in); input any u32, output [0, 2p). */
+function pointwise(a: usize, base: usize, p: u32): void {
+  const pv = i32x4.splat(p);
+  const sh = tab(base, 8);
+  const shs = tab(base, 9);
+  const n = <usize>N << 2;
+  for (let o: usize = 0; o < n; o += 16) {
+    v128.store(a + o, shoup(v128.load(a + o), v128.load(sh + o), v128.load(shs + o), pv));
+  }
+}
+
+/** Inverse negacyclic NTT in place without the 1/N factor; input [0, 2p), output [0, 2p). */
+function inverse(a: usize, base: usize, p: u32): void {
+  const n = N;
+  const pv = i32x4.splat(p);
+  const p2 = i32x4.splat(p << 1);
+  const iw = tab(base, 4);
+  const iws = tab(base, 5);
+  // t = 1 (h = N/2): pairs (2i, 2i+1) with twiddle iw[N/2 + i].
+  const half = <usize>(n >> 1) << 2;
+  for (let j = 0; j < n; j += 8) {
+    const x = a + (<usize>j << 2);
+    const A = v128.load(x);
+    const B = v128.load(x + 16);
+    const X = i32x4.shuffle(A, B, 0, 2, 4, 6);
+    const Y = i32x4.shuffle(A, B, 1, 3, 5, 7);
+    const w = v128.load(iw + half + (<usize>j << 1));
+    const ws = v128.load(iws + half + (<usize>j << 1));
+    const U = csub(i32x4.add(X, Y), p2);
+    const V = shoup(i32x4.add(i32x4.sub(X, Y), p2), w, ws, pv);
+    v128.store(x, i32x4.shuffle(U, V, 0, 4, 1, 5));
+    v128.store(x + 16, i32x4.shuffle(U, V, 2, 6, 3, 7));
+  }
+  // t = 2 (h = N/4)
+  const iw2 = tab(base, 6);
+  const iw2s = tab(base, 7);
+  for (let j = 0; j < n; j += 8) {
+    const x = a + (<usize>j << 2);
+    const A = v128.load(x);
+    const B = v128.load(x + 16);
+    const X = i32x4.shuffle(A, B, 0, 1, 4, 5);
+    const Y = i32x4.shuffle(A, B, 2, 3, 6, 7);
+    const w = v128.load(iw2 + (<usize>j << 1));
+    const ws = v128.load(iw2s + (<usize>j << 1));
+    const U = csub(i32x4.add(X, Y), p2);
+    const V = shoup(i32x4.add(i32x4.sub(X, Y), p2), w, ws, pv);
+    v128.store(x, i32x4.shuffle(U, V, 0, 1, 4, 5));
+    v128.store(x + 16, i32x4.shuffle(U, V, 2, 3, 6, 7));
+  }
+  let t = 4;
+  for (let h = n >> 3; h >= 1; h >>= 1, t <<= 1) {
+    for (let i = 0; i < h; i++) {
+      const w = v128.load32_splat(iw + (<usize>(h + i) << 2));
+      const ws = v128.load32_splat(iws + (<usize>(h + i) << 2));
+      let x = a + (<usize>(2 * i * t) << 2);
+      const end = x + (<usize>t << 2);
+      const off = <usize>t << 2;
+      for (; x < end; x += 16) {
+        const X = v128.load(x);
+        const Y = v128.load(x + off);
+        v128.store(x, csub(i32x4.add(X, Y), p2));
+        v128.store(x + off, shoup(i32x4.add(i32x4.sub(X, Y), p2), w, ws, pv));
+      }
+    }
+  }
+}
+
+/** Forward NTT of buffer k (0 or 1) in place, output reduced to [0, p). Used once per secret. */
+export function nttForward(k: i32): void {
+  const buf = k == 0 ? BUF0 : BUF1;
+  const p = k == 0 ? P0 : P1;
+  forward(buf, k == 0 ? T0 : T1, p);
+  const pv = i32x4.splat(p);
+  const p2 = i32x4.splat(p << 1);
+  const n = <usize>N << 2;
+  for (let o: usize = 0; o < n; o += 16) v128.store(buf + o, csub(csub(v128.load(buf + o), p2), pv));
+}
+
+/** Inverse NTT (without 1/N) of buffer k in place, output reduced to [0, p). For tests. */
+export function nttInverse(k: i32): void {
+  const buf = k == 0 ? BUF0 : BUF1;
+  const p = k == 0 ? P0 : P1;
+  inverse(buf, k == 0 ? T0 : T1, p);
+  const pv = i32x4.splat(p);
+  const n = <usize>N << 2;
+  for (let o: usize = 0; o < n; o += 16) v128.store(buf + o, csub(v128.load(buf + o), pv));
+}
+
+/** BUF0/BUF1 <- a*s mod p0 / p1 in [0, 2p) (natural order); inputs hold residues in [0, 4p). */
+function mulSecret(): void {
+  forward(BUF0, T0, P0);
+  pointwise(BUF0, T0, P0);
+  inverse(BUF0, T0, P0);
+  forward(BUF1, T1, P1);
+  pointwise(BUF1, T1, P1);
+  inverse(BUF1, T1, P1);
+}
+
+/** Residues in [0, 4p) of N 44-bit values stored as 6-byte little-endian integers (high 4 bits ignored). */
+function loadResidues44(src: usize): void {
+  const p0 = i32x4.splat(P0);
+  const p1 = i32x4.splat(P1);
+  const p02 = i32x4.splat(P0 << 1);
+  const p12 = i32x4.splat(P1 << 1);
+  const c0 = i32x4.splat(C0);
+  const c0s = i32x4.splat(C0S);
+  const c1 = i32x4.splat(C1);
+  const c1s = i32x4.splat(C1S);
+  const mask12 = i32x4.splat(0xfff);
+  const n = N;
+  for (let j = 0; j < n; j += 4) {
+    const s = src + <usize>j * 6;
+    const A = v128.load(s);
+    const B = v128.load(s + 8);
+    const lo = i8x16.shuffle(A, B, 0, 1, 2, 3, 6, 7, 8, 9, 12, 13, 14, 15, 26, 27, 28, 29);
+    const hi = v128.and(i8x16.shuffle(A, B, 4, 5, 0, 0, 10, 11, 0, 0, 24, 25, 0, 0, 30, 31, 0, 0), mask12);
+    // a = hi 2^32 + lo:  (hi * (2^32 mod p)) in [0, 2p)  +  lo reduced to [0, 2p)
+    const o = <usize>j << 2;
+    v128.store(BUF0 + o, i32x4.add(shoup(hi, c0, c0s, p0), csub(csub(lo, p02), p02)));
+    v128.store(BUF1 + o, i32x4.add(shoup(hi, c1, c1s, p1), csub(csub(lo, p12), p12)));
+  }
+}
+
+/** Residues in [0, 4p) of N u32 values (needs 2^32 < 6p). */
+function loadResidues32(src: usize): void {
+  const p02 = i32x4.splat(P0 << 1);
+  const p12 = i32x4.splat(P1 << 1);
+  const n = <usize>N << 2;
+  for (let o: usize = 0; o < n; o += 16) {
+    const x = v128.load(src + o);
+    v128.store(BUF0 + o, csub(x, p02));
+    v128.store(BUF1 + o, csub(x, p12));
+  }
+}
+
+/**
+ * CRT digit for 4 coefficients at byte offset o: returns t in [0, p1) with
+ * a*s = r0 + p0 t - [t > p1/2] p0 p1 (exact because |a*s| < 2^55, so t is near 0 or near p1).
+ * r0 (in [0, p0)) is written back to BUF0.
+ */
+@inline function crtDigit(o: usize): v128 {
+  const p0 = i32x4.splat(P0);
+  const p1 = i32x4.splat(P1);
+  const r0 = csub(v128.load(BUF0 + o), p0);
+  const r1 = csub(v128.load(BUF1 + o), p1);
+  v128.store(BUF0 + o, r0);
+  // r1 - r0 + 2 p1 is positive and < 3 p1 (r0 < p0 < 2 p1)
+  const d = i32x4.add(i32x4.sub(r1, r0), i32x4.splat(P1 << 1));
+  return csub(shoup(d, i32x4.splat(PINV), i32x4.splat(PINVS), p1), p1);
+}
+
+/** Exact product a*s as i64 (dst: N i64) for a given as 6-byte 44-bit values at src. For tests. */
+export function productExact44(src: usize, dst: usize): void {
+  loadResidues44(src);
+  mulSecret();
+  finishExact(dst);
+}
+
+/** Exact product a*s as i64 (dst: N i64) for u32 a at src. For tests. */
+export function productExact32(src: usize, dst: usize): void {
+  loadResidues32(src);
+  mulSecret();
+  finishExact(dst);
+}
+
+function finishExact(dst: usize): void {
+  const half = i32x4.splat(P1 >> 1);
+  const pp = i64x2.splat(<i64>P0 * <i64>P1);
+  const p0 = i32x4.splat(P0);
+  const n = N;
+  for (let j = 0; j < n; j += 4) {
+    const o = <usize>j << 2;
+    const t = crtDigit(o);
+    const r0 = v128.load(BUF0 + o);
+    const flag = i32x4.gt_u(t, half);
+    const lo = i64x2.sub(i64x2.add(i64x2.extend_low_i32x4_u(r0), i64x2.extmul_low_i32x4_u(t, p0)),
+      v128.and(i64x2.extend_low_i32x4_s(flag), pp));
+    const hi = i64x2.sub(i64x2.add(i64x2.extend_high_i32x4_u(r0), i64x2.extmul_high_i32x4_u(t, p0)),
+      v128.and(i64x2.extend_high_i32x4_s(flag), pp));
+    v128.store(dst + (<usize>j << 3), lo);
+    v128.store(dst + (<usize>j << 3) + 16, hi);
+  }
+}
+
+/**
+ * Encrypts nPolys polynomials: b = a*s + e + (m << deltaShift) mod 2^64, uploaded as
+ * ((b + 2^(upShift-1) - 1 + tie) >> upShift) mod 2^(8 outBytes), outBytes little-endian bytes each
+ * (a random tie bit makes the upload rounding unbiased).
+ *   aSrc: nPolys*N*6 bytes (mask values), m: nPolys*N i32,
+ *   rnd: nPolys*N u32 (noise magnitude draws) then nPolys*N/4 bytes (per coefficient: bit lane =
+ *   sign, bit 4+lane = rounding tie, for the 4 coefficients of each byte),
+ *   cdt: nCdt u32 thresholds (|e| = #{k : u >= cdt[k]}), out: nPolys*N*outBytes (+8 slack).
+ */
+export function encryptPolys(nPolys: i32, aSrc: usize, m: usize, rnd: usize, cdt: usize, nCdt: i32,
+  deltaShift: i32, upShift: i32, outBytes: i32, out: usize): void {
+  const n = N;
+  const half = i32x4.splat(P1 >> 1);
+  const pp = i64x2.splat(<i64>P0 * <i64>P1);
+  const p0 = i32x4.splat(P0);
+  const signBits = i32x4(1, 2, 4, 8);
+  const tieBits = i32x4(16, 32, 64, 128);
+  const one = i32x4.splat(1);
+  const roundAdd = i64x2.splat((<i64>1 << (upShift - 1)) - 1);
+  const outMask: u64 = outBytes >= 8 ? <u64>-1 : (<u64>1 << (<u64>outBytes << 3)) - 1;
+  const bits = rnd + (<usize>nPolys * <usize>n << 2);
+  let dst = out;
+  for (let poly = 0; poly < nPolys; poly++) {
+    const base = <usize>poly * <usize>n;
+    loadResidues44(aSrc + base * 6);
+    mulSecret();
+    for (let j = 0; j < n; j += 4) {
+      const o = <usize>j << 2;
+      const t = crtDigit(o);
+      const r0 = v128.load(BUF0 + o);
+      const flag = i32x4.gt_u(t, half);
+      // noise: |e| by inversion of the magnitude CDT, then a random sign
+      const u = v128.load(rnd + ((base + <usize>j) << 2));
+      let mag = i32x4.splat(0);
+      for (let k = 0; k < nCdt; k++) {
+        mag = i32x4.sub(mag, i32x4.ge_u(u, v128.load32_splat(cdt + (<usize>k << 2))));
+      }
+      const bb = i32x4.splat(<i32>load<u8>(bits + ((base + <usize>j) >> 2)));
+      const sgn = i32x4.ne(v128.and(bb, signBits), i32x4.splat(0));
+      const tie = v128.and(i32x4.ne(v128.and(bb, tieBits), i32x4.splat(0)), one);
+      const e = i32x4.sub(v128.xor(mag, sgn), sgn);
+      const mm = v128.load(m + ((base + <usize>j) << 2));
+      const add32 = i32x4.add(e, tie);
+      let lo = i64x2.sub(i64x2.add(i64x2.extend_low_i32x4_u(r0), i64x2.extmul_low_i32x4_u(t, p0)),
+        v128.and(i64x2.extend_low_i32x4_s(flag), pp));
+      let hi = i64x2.sub(i64x2.add(i64x2.extend_high_i32x4_u(r0), i64x2.extmul_high_i32x4_u(t, p0)),
+        v128.and(i64x2.extend_high_i32x4_s(flag), pp));
+      lo = i64x2.add(lo, i64x2.add(i64x2.extend_low_i32x4_s(add32), i64x2.shl(i64x2.extend_low_i32x4_s(mm), deltaShift)));
+      hi = i64x2.add(hi, i64x2.add(i64x2.extend_high_i32x4_s(add32), i64x2.shl(i64x2.extend_high_i32x4_s(mm), deltaShift)));
+      lo = i64x2.shr_u(i64x2.add(lo, roundAdd), upShift);
+      hi = i64x2.shr_u(i64x2.add(hi, roundAdd), upShift);
+      // overlapping 8-byte stores in ascending order leave exactly outBytes bytes per value
+      store<u64>(dst, i64x2.extract_lane(lo, 0) & outMask); dst += <usize>outBytes;
+      store<u64>(dst, i64x2.extract_lane(lo, 1) & outMask); dst += <usize>outBytes;
+      store<u64>(dst, i64x2.extract_lane(hi, 0) & outMask); dst += <usize>outBytes;
+      store<u64>(dst, i64x2.extract_lane(hi, 1) & outMask); dst += <usize>outBytes;
+    }
+  }
+}
+
+/**
+ * Decrypts nRows rows: v = b - a*s mod 2^32, y = (v + 2^(sh-1)) >> sh (arithmetic, so y is the
+ * centered value in [-2^(31-sh), 2^(31-sh))). a, b: nRows*N u32; y: nRows*N i32.
+ */
+export function decryptRows(nRows: i32, a: usize, b: usize, sh: i32, y: usize): void {
+  const n = N;
+  const half = i32x4.splat(P1 >> 1);
+  const p0 = i32x4.splat(P0);
+  const ppLow = i32x4.splat(<i32>(<i64>P0 * <i64>P1));
+  const rnd = i32x4.splat(1 << (sh - 1));
+  for (let row = 0; row < nRows; row++) {
+    const base = <usize>row * <usize>n << 2;
+    loadResidues32(a + base);
+    mulSecret();
+    for (let j = 0; j < n; j += 4) {
+      const o = <usize>j << 2;
+      const t = crtDigit(o);
+      const r0 = v128.load(BUF0 + o);
+      const flag = i32x4.gt_u(t, half);
+      const c = i32x4.sub(i32x4.add(r0, i32x4.mul(t, p0)), v128.and(flag, ppLow));
+      const v = i32x4.sub(v128.load(b + base + o), c);
+      v128.store(y + base + o, i32x4.shr_s(i32x4.add(v, rnd), sh));
+    }
+  }
+}

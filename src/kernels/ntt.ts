@@ -1,0 +1,292 @@
+/**
+ * Negacyclic products a*s in Z[X]/(X^N + 1) with a small (ternary) secret s, for the RLWE client:
+ * TypeScript side of build/wasm/ntt.wasm (src/kernels/assembly/ntt.entry.ts) plus a schoolbook
+ * BigInt reference.
+ *
+ * The kernel computes a*s exactly modulo two NTT-friendly ~30-bit primes and recombines by CRT.
+ * Exactness needs |a*s| < P/2 (P = p0 p1 ~ 2^60): with |s_i| <= 1 and a < 2^44 the product is
+ * below 2^44 N <= 2^56, so N <= 4096 and 44-bit a are safe (checked below).
+ */
+import { instantiateWasm, WasmHeap } from './wasm.js';
+
+/** The two primes, p = 1 mod 8192 (so N <= 4096), 2^32/6 < p < 2^30 (lazy-reduction ranges). */
+export const NTT_PRIMES: readonly [number, number] = [1073692673, 1073668097];
+/** Largest ring degree the primes support (p - 1 divisible by 2N). */
+export const NTT_MAX_N = 4096;
+/** Largest coefficient size (bits) of a for which a*s (s ternary) is exact for N = NTT_MAX_N. */
+export const NTT_MAX_A_BITS = 44;
+
+interface NttExports {
+  memory: WebAssembly.Memory;
+  heapBase(): number;
+  setup(n: number, p0: number, p1: number, t0: number, t1: number, c0: number, c0s: number, c1: number, c1s: number,
+    pinv: number, pinvs: number, buf0: number, buf1: number): void;
+  nttForward(k: number): void;
+  nttInverse(k: number): void;
+  productExact44(src: number, dst: number): void;
+  productExact32(src: number, dst: number): void;
+  encryptPolys(nPolys: number, aSrc: number, m: number, rnd: number, cdt: number, nCdt: number,
+    deltaShift: number, upShift: number, outBytes: number, out: number): void;
+  decryptRows(nRows: number, a: number, b: number, sh: number, y: number): void;
+}
+
+function powMod(b: bigint, e: bigint, m: bigint): bigint {
+  let r = 1n;
+  b %= m;
+  while (e > 0n) {
+    if (e & 1n) r = (r * b) % m;
+    b = (b * b) % m;
+    e >>= 1n;
+  }
+  return r;
+}
+
+/** A primitive 2n-th root of unity mod p (psi^n = -1). */
+function primitiveRoot2n(p: number, n: number): bigint {
+  const P = BigInt(p);
+  for (let g = 2n; g < 1000n; g++) {
+    const psi = powMod(g, (P - 1n) / BigInt(2 * n), P);
+    if (powMod(psi, BigInt(n), P) === P - 1n) return psi;
+  }
+  throw new Error('helora: no primitive root found (internal)');
+}
+
+function bitReverse(i: number, logN: number): number {
+  let r = 0;
+  for (let k = 0; k < logN; k++) r |= ((i >> k) & 1) << (logN - 1 - k);
+  return r;
+}
+
+/** floor(w 2^32 / p): Shoup's companion of the constant w. */
+function shoupOf(w: bigint, p: bigint): number {
+  return Number((w << 32n) / p);
+}
+
+/** Per-prime tables, in the order the kernel expects (see ntt.entry.ts). */
+function buildTables(p: number, n: number): Uint32Array[] {
+  const P = BigInt(p);
+  const logN = Math.log2(n);
+  const psi = primitiveRoot2n(p, n);
+  const psiInv = powMod(psi, P - 2n, P);
+  const fw = new Uint32Array(n), fws = new Uint32Array(n), iw = new Uint32Array(n), iws = new Uint32Array(n);
+  for (let i = 0; i < n; i++) {
+    const e = BigInt(bitReverse(i, logN));
+    const w = powMod(psi, e, P);
+    const wi = powMod(psiInv, e, P);
+    fw[i] = Number(w); fws[i] = shoupOf(w, P);
+    iw[i] = Number(wi); iws[i] = shoupOf(wi, P);
+  }
+  // stage t = 2 uses twiddle index N/4 + g for the 4-element group g: expand to 2 lanes each
+  const expand = (src: Uint32Array): Uint32Array => {
+    const out = new Uint32Array(n / 2);
+    for (let g = 0; g < n / 4; g++) { out[2 * g] = src[n / 4 + g]; out[2 * g + 1] = src[n / 4 + g]; }
+    return out;
+  };
+  return [fw, fws, expand(fw), expand(fws), iw, iws, expand(iw), expand(iws)];
+}
+
+/** One WebAssembly instance doing negacyclic products with one secret at a time, ring degree n. */
+export class NttKernel {
+  readonly n: number;
+  private readonly ex: NttExports;
+  private readonly heap: WasmHeap;
+  private readonly tables: [number, number];
+  private readonly bufs: [number, number];
+  private readonly cdtPtr: number;
+  private cdtLen = 0;
+  /** Identity of the secret currently loaded (set by the caller via loadSecret). */
+  private secretOwner: object | null = null;
+
+  constructor(n: number) {
+    if (!Number.isInteger(n) || n < 16 || n > NTT_MAX_N || (n & (n - 1)) !== 0) {
+      throw new Error(`helora: NTT ring degree must be a power of two in [16, ${NTT_MAX_N}], got ${n}`);
+    }
+    this.n = n;
+    this.ex = instantiateWasm('ntt').exports as unknown as NttExports;
+    this.heap = new WasmHeap(this.ex.memory, this.ex.heapBase());
+    const tableWords = 8 * n;
+    this.tables = [this.heap.allocPermanent(tableWords * 4), this.heap.allocPermanent(tableWords * 4)];
+    this.bufs = [this.heap.allocPermanent(n * 4), this.heap.allocPermanent(n * 4)];
+    this.cdtPtr = this.heap.allocPermanent(64 * 4);
+    for (let k = 0; k < 2; k++) {
+      let off = this.tables[k];
+      for (const t of buildTables(NTT_PRIMES[k], n)) {
+        this.heap.u32(off, t.length).set(t);
+        off += t.length * 4;
+      }
+    }
+    const [p0, p1] = NTT_PRIMES.map(BigInt) as [bigint, bigint];
+    const c0 = (1n << 32n) % p0, c1 = (1n << 32n) % p1;
+    const pinv = powMod(p0 % p1, p1 - 2n, p1);
+    this.ex.setup(n, NTT_PRIMES[0], NTT_PRIMES[1], this.tables[0], this.tables[1],
+      Number(c0), shoupOf(c0, p0), Number(c1), shoupOf(c1, p1), Number(pinv), shoupOf(pinv, p1),
+      this.bufs[0], this.bufs[1]);
+  }
+
+  /** True when the secret of `owner` is the one loaded. */
+  hasSecret(owner: object): boolean {
+    return this.secretOwner === owner;
+  }
+
+  /** Loads a secret with coefficients in [-1, 1] (stored in NTT form, 1/N folded in). */
+  loadSecret(s: Int8Array, owner: object): void {
+    const n = this.n;
+    if (s.length !== n) throw new Error(`helora: secret has ${s.length} coefficients, expected ${n}`);
+    for (let k = 0; k < 2; k++) {
+      const p = NTT_PRIMES[k];
+      const P = BigInt(p);
+      const buf = this.heap.u32(this.bufs[k], n);
+      for (let i = 0; i < n; i++) {
+        const c = s[i];
+        if (c < -1 || c > 1) throw new Error(`helora: secret coefficient ${c} at ${i} is not ternary`);
+        buf[i] = c < 0 ? p + c : c;
+      }
+      this.ex.nttForward(k);
+      const nInv = powMod(BigInt(n), P - 2n, P);
+      const out = this.heap.u32(this.bufs[k], n);
+      const sh = new Uint32Array(n), shs = new Uint32Array(n);
+      for (let i = 0; i < n; i++) {
+        const w = ((BigInt(out[i]) % P) * nInv) % P;
+        sh[i] = Number(w);
+        shs[i] = shoupOf(w, P);
+      }
+      const shOff = this.tables[k] + 6 * n * 4; // after fw, fws, fw2, fw2s, iw, iws, iw2, iw2s (6n words)
+      this.heap.u32(shOff, n).set(sh);
+      this.heap.u32(shOff + n * 4, n).set(shs);
+    }
+    this.secretOwner = owner;
+  }
+
+  /** Magnitude thresholds of the noise sampler (|e| = #{k : u32 >= cdt[k]}), at most 64. */
+  loadNoiseTable(cdt: Uint32Array): void {
+    if (cdt.length > 64) throw new Error('helora: noise table too long');
+    this.heap.u32(this.cdtPtr, cdt.length).set(cdt);
+    this.cdtLen = cdt.length;
+  }
+
+  private requireSecret(): void {
+    if (this.secretOwner === null) throw new Error('helora: no secret loaded in the NTT kernel');
+  }
+
+  /** Exact integers a*s for a with coefficients in [0, 2^44) (tests, reference checks). */
+  productExact44(a: ArrayLike<number>): BigInt64Array {
+    this.requireSecret();
+    const n = this.n;
+    if (a.length !== n) throw new Error(`helora: operand has ${a.length} coefficients, expected ${n}`);
+    this.heap.resetScratch();
+    const src = this.heap.alloc(n * 6, 16);
+    const dst = this.heap.alloc(n * 8);
+    const bytes = this.heap.u8(src, n * 6);
+    for (let i = 0; i < n; i++) {
+      const v = a[i];
+      if (!(Number.isInteger(v) && v >= 0 && v < 2 ** 44)) throw new Error(`helora: coefficient ${v} is not in [0, 2^44)`);
+      let x = v;
+      for (let b = 0; b < 6; b++) { bytes[i * 6 + b] = x % 256; x = Math.floor(x / 256); }
+    }
+    this.ex.productExact44(src, dst);
+    return new BigInt64Array(this.ex.memory.buffer.slice(dst, dst + n * 8));
+  }
+
+  /** Exact integers a*s for u32 a (tests, reference checks). */
+  productExact32(a: Uint32Array): BigInt64Array {
+    this.requireSecret();
+    const n = this.n;
+    if (a.length !== n) throw new Error(`helora: operand has ${a.length} coefficients, expected ${n}`);
+    this.heap.resetScratch();
+    const src = this.heap.alloc(n * 4);
+    const dst = this.heap.alloc(n * 8);
+    this.heap.u32(src, n).set(a);
+    this.ex.productExact32(src, dst);
+    return new BigInt64Array(this.ex.memory.buffer.slice(dst, dst + n * 8));
+  }
+
+  /**
+   * Scratch views for encrypting nPolys polynomials; fill a (6-byte mask values), m and rnd, then
+   * call encrypt(). The views stay valid until the next begin*() call on this kernel.
+   */
+  beginEncrypt(nPolys: number, outBytes: number): { a: Uint8Array; m: Int32Array; rnd: Uint8Array; out: Uint8Array } {
+    const n = this.n;
+    this.heap.resetScratch();
+    const count = nPolys * n;
+    const a = this.heap.alloc(count * 6, 16);
+    const m = this.heap.alloc(count * 4);
+    const rndBytes = count * 4 + count / 4;
+    const rnd = this.heap.alloc(rndBytes);
+    const out = this.heap.alloc(count * outBytes, 8);
+    this.pending = { nPolys, a, m, rnd, out, outBytes };
+    return {
+      a: this.heap.u8(a, count * 6),
+      m: this.heap.i32(m, count),
+      rnd: this.heap.u8(rnd, rndBytes),
+      out: this.heap.u8(out, count * outBytes),
+    };
+  }
+
+  private pending: { nPolys: number; a: number; m: number; rnd: number; out: number; outBytes: number } | null = null;
+
+  /**
+   * Runs the encryption prepared by beginEncrypt (see encryptPolys in ntt.entry.ts):
+   * out = round((a*s + e + (m << deltaShift)) / 2^upShift) mod 2^(8 outBytes).
+   */
+  encrypt(deltaShift: number, upShift: number): void {
+    this.requireSecret();
+    const p = this.pending;
+    if (p === null) throw new Error('helora: encrypt() without beginEncrypt()');
+    if (this.cdtLen === 0) throw new Error('helora: no noise table loaded');
+    this.ex.encryptPolys(p.nPolys, p.a, p.m, p.rnd, this.cdtPtr, this.cdtLen, deltaShift, upShift, p.outBytes, p.out);
+    this.pending = null;
+  }
+
+  private pendingDec: { nRows: number; a: number; b: number; y: number } | null = null;
+
+  /** Scratch views for decrypting nRows rows; fill a and b, then call decrypt(). */
+  beginDecrypt(nRows: number): { a: Uint32Array; b: Uint32Array; y: Int32Array } {
+    const count = nRows * this.n;
+    this.heap.resetScratch();
+    const a = this.heap.alloc(count * 4);
+    const b = this.heap.alloc(count * 4);
+    const y = this.heap.alloc(count * 4);
+    this.pendingDec = { nRows, a, b, y };
+    return { a: this.heap.u32(a, count), b: this.heap.u32(b, count), y: this.heap.i32(y, count) };
+  }
+
+  /** y = centered round((b - a*s mod 2^32) / 2^sh) for the rows prepared by beginDecrypt. */
+  decrypt(sh: number): void {
+    this.requireSecret();
+    const p = this.pendingDec;
+    if (p === null) throw new Error('helora: decrypt() without beginDecrypt()');
+    if (!(sh >= 1 && sh <= 31)) throw new Error(`helora: bad decryption shift ${sh}`);
+    this.ex.decryptRows(p.nRows, p.a, p.b, sh, p.y);
+    this.pendingDec = null;
+  }
+}
+
+const kernels = new Map<number, NttKernel>();
+
+/** The NTT kernel of this thread for ring degree n (created on first use). */
+export function nttKernel(n: number): NttKernel {
+  let k = kernels.get(n);
+  if (!k) {
+    k = new NttKernel(n);
+    kernels.set(n, k);
+  }
+  return k;
+}
+
+/** Schoolbook negacyclic product in Z[X]/(X^N + 1) (reference for tests; O(N^2) BigInt). */
+export function negacyclicMulRef(a: readonly bigint[], b: readonly bigint[]): bigint[] {
+  const n = a.length;
+  if (b.length !== n) throw new Error('helora: negacyclicMulRef operands differ in length');
+  const c = new Array<bigint>(n).fill(0n);
+  for (let j = 0; j < n; j++) {
+    const bj = b[j];
+    if (bj === 0n) continue;
+    for (let i = 0; i < n; i++) {
+      const k = i + j;
+      const prod = bj === 1n ? a[i] : bj === -1n ? -a[i] : a[i] * bj;
+      if (k < n) c[k] += prod;
+      else c[k - n] -= prod;
+    }
+  }
+  return c;
+}

@@ -1,0 +1,20 @@
+/** Messages between KernelPool (main thread) and its workers (pool-worker.ts). */
+
+export type PoolRequest =
+  | { op: 'warm' }
+  | { op: 'regInt8'; handle: number; w: Int8Array; rows: number; cols: number }
+  | { op: 'regF32'; handle: number; w: Float32Array; rows: number; cols: number }
+  | { op: 'zq'; handle: number; a: Uint8Array; b: Uint8Array; N: number }
+  | { op: 'int8'; handle: number; x: Int8Array; N: number }
+  | { op: 'f32'; handle: number; x: Float32Array; N: number }
+  | { op: 'fwd'; handle: number; inp: Float32Array; T: number }
+  | { op: 'bwdIn'; handle: number; dout: Float32Array; T: number; OC: number; r0: number };
+
+export type PoolResult =
+  | { kind: 'none' }
+  | { kind: 'zq'; a: Uint32Array; b: Uint32Array }
+  | { kind: 'i32'; v: Int32Array }
+  | { kind: 'f32'; v: Float32Array };
+
+export interface PoolEnvelope { id: number; req: PoolRequest }
+export interface PoolReply { id: number; ok: boolean; result?: PoolResult; error?: string }

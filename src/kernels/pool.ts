@@ -1,0 +1,253 @@
+/**
+ * KernelPool: worker_threads running the WebAssembly kernels on every core.
+ *
+ * Weights are sharded by output rows and sent to the workers once at registration (they stay
+ * resident in each worker's linear memory); per call only the inputs travel, copied once into a
+ * SharedArrayBuffer that all workers read, and each worker's rows come back as a transferred buffer.
+ * Idle workers are unref'd, so an open pool never keeps the process alive; close() ends them.
+ */
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import { checkF32Shapes } from './gemm-f32.js';
+import { checkInt8Shapes } from './gemm-int8.js';
+import type { PoolEnvelope, PoolReply, PoolRequest, PoolResult } from './pool-protocol.js';
+import { checkWeights, checkZqCall } from './zq-matmul.js';
+
+interface Pending { resolve: (r: PoolResult) => void; reject: (e: Error) => void }
+
+class PoolWorker {
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private dead: Error | null = null;
+
+  constructor(readonly worker: Worker) {
+    worker.unref();
+    worker.on('message', (m: PoolReply) => {
+      const p = this.pending.get(m.id);
+      if (!p) return;
+      this.pending.delete(m.id);
+      if (this.pending.size === 0) worker.unref();
+      if (m.ok) p.resolve(m.result!);
+      else p.reject(new Error(m.error ?? 'helora: kernel worker failed'));
+    });
+    const fail = (e: Error): void => {
+      this.dead = e;
+      for (const p of this.pending.values()) p.reject(e);
+      this.pending.clear();
+    };
+    worker.on('error', (e) => fail(e instanceof Error ? e : new Error(String(e))));
+    worker.on('exit', (code) => fail(new Error(`helora: kernel worker exited (code ${code})`)));
+  }
+
+  call(req: PoolRequest, transfer: ArrayBuffer[] = []): Promise<PoolResult> {
+    if (this.dead) return Promise.reject(this.dead);
+    const id = this.nextId++;
+    return new Promise<PoolResult>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      // Keep the process alive while a result is owed.
+      this.worker.ref();
+      const env: PoolEnvelope = { id, req };
+      this.worker.postMessage(env, transfer);
+    });
+  }
+}
+
+/** Row range [r0, r1) of one worker's shard. */
+interface Shard { worker: number; r0: number; r1: number }
+interface Registered { kind: 'int8' | 'f32'; rows: number; cols: number; shards: Shard[] }
+
+/** Tile height of the kernels: shard boundaries on multiples of it avoid padded tiles. */
+const ROW_ALIGN = 4;
+
+function shardRows(rows: number, threads: number): Shard[] {
+  const shards: Shard[] = [];
+  const blocks = Math.ceil(rows / ROW_ALIGN);
+  let b0 = 0;
+  for (let w = 0; w < threads; w++) {
+    const b1 = Math.round((blocks * (w + 1)) / threads);
+    const r0 = Math.min(rows, b0 * ROW_ALIGN);
+    const r1 = Math.min(rows, b1 * ROW_ALIGN);
+    if (r1 > r0) shards.push({ worker: w, r0, r1 });
+    b0 = b1;
+  }
+  return shards;
+}
+
+/** A view of the same bytes in a SharedArrayBuffer (copied once) that every worker can read. */
+function shared<T extends Uint8Array | Int8Array | Float32Array>(a: T): T {
+  if (a.buffer instanceof SharedArrayBuffer) return a;
+  const sab = new SharedArrayBuffer(a.byteLength);
+  const ctor = a.constructor as new (b: SharedArrayBuffer) => T;
+  const copy = new ctor(sab);
+  copy.set(a as never);
+  return copy;
+}
+
+export class KernelPool {
+  private readonly workers: PoolWorker[];
+  private readonly registry = new Map<number, Registered>();
+  private nextHandle = 1;
+  private closed = false;
+
+  private constructor(workers: PoolWorker[]) {
+    this.workers = workers;
+  }
+
+  get threads(): number {
+    return this.workers.length;
+  }
+
+  /** Starts `threads` workers (default: one per core) and warms them up. */
+  static async create(threads: number = availableParallelism()): Promise<KernelPool> {
+    if (!Number.isInteger(threads) || threads < 1 || threads > 256) throw new Error(`helora: KernelPool threads must be an integer in [1, 256], got ${threads}`);
+    const url = new URL('./pool-worker.js', import.meta.url);
+    const workers = Array.from({ length: threads }, () => new PoolWorker(new Worker(url)));
+    const pool = new KernelPool(workers);
+    try {
+      await Promise.all(workers.map((w) => w.call({ op: 'warm' })));
+    } catch (e) {
+      await pool.close();
+      throw e;
+    }
+    return pool;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.all(this.workers.map((w) => w.worker.terminate()));
+  }
+
+  private live(): void {
+    if (this.closed) throw new Error('helora: KernelPool is closed');
+  }
+
+  private get(handle: number, kind: 'int8' | 'f32'): Registered {
+    const r = this.registry.get(handle);
+    if (!r || r.kind !== kind) throw new Error(`helora: KernelPool has no ${kind} weights with handle ${handle}`);
+    return r;
+  }
+
+  private async registerInt8Rows(w: Int8Array, rows: number, cols: number): Promise<number> {
+    const handle = this.nextHandle++;
+    const shards = shardRows(rows, this.threads);
+    await Promise.all(shards.map((s) => this.workers[s.worker]!.call({ op: 'regInt8', handle, w: w.slice(s.r0 * cols, s.r1 * cols), rows: s.r1 - s.r0, cols })));
+    this.registry.set(handle, { kind: 'int8', rows, cols, shards });
+    return handle;
+  }
+
+  /** Registers public int8 weights (rows x cols, |W| <= 127) for zqMatmul; returns a handle. */
+  async registerZq(w: Int8Array, rows: number, cols: number): Promise<number> {
+    this.live();
+    checkWeights(w, rows, cols);
+    return this.registerInt8Rows(w, rows, cols);
+  }
+
+  /** The encrypted product (see zq-matmul.ts) over registered weights, rows sharded over the workers. */
+  async zqMatmul(handle: number, aBytes: Uint8Array, bBytes: Uint8Array, N: number): Promise<{ aOut: Uint32Array; bOut: Uint32Array }> {
+    this.live();
+    const r = this.get(handle, 'int8');
+    checkZqCall(r.rows, r.cols, aBytes, bBytes, N);
+    const a = shared(aBytes);
+    const b = shared(bBytes);
+    const aOut = new Uint32Array(r.rows * N);
+    const bOut = new Uint32Array(r.rows * N);
+    await Promise.all(r.shards.map(async (s) => {
+      const res = await this.workers[s.worker]!.call({ op: 'zq', handle, a, b, N });
+      if (res.kind !== 'zq') throw new Error('helora: kernel worker sent an unexpected result');
+      aOut.set(res.a, s.r0 * N);
+      bOut.set(res.b, s.r0 * N);
+    }));
+    return { aOut, bOut };
+  }
+
+  /** Registers int8 weights w[M][K] for gemmInt8; returns a handle. */
+  async registerInt8(w: Int8Array, M: number, K: number): Promise<number> {
+    this.live();
+    checkInt8Shapes(w, new Int8Array(K), M, K, 1);
+    return this.registerInt8Rows(w, M, K);
+  }
+
+  /** out[M][N] = W · x[K][N], exact int32. */
+  async gemmInt8(handle: number, x: Int8Array, N: number): Promise<Int32Array> {
+    this.live();
+    const r = this.get(handle, 'int8');
+    if (!Number.isInteger(N) || N <= 0) throw new Error(`helora: gemmInt8 N must be a positive integer, got ${N}`);
+    if (x.length !== r.cols * N) throw new Error(`helora: gemmInt8 x has ${x.length} values, expected K*N = ${r.cols * N}`);
+    const xs = shared(x);
+    const out = new Int32Array(r.rows * N);
+    await Promise.all(r.shards.map(async (s) => {
+      const res = await this.workers[s.worker]!.call({ op: 'int8', handle, x: xs, N });
+      if (res.kind !== 'i32') throw new Error('helora: kernel worker sent an unexpected result');
+      out.set(res.v, s.r0 * N);
+    }));
+    return out;
+  }
+
+  /** Registers fp32 weights w[M][K] (for gemmF32, matmulForward, matmulBackwardInput); returns a handle. */
+  async registerF32(w: Float32Array, M: number, K: number): Promise<number> {
+    this.live();
+    checkF32Shapes(w, new Float32Array(K), M, K, 1);
+    const handle = this.nextHandle++;
+    const shards = shardRows(M, this.threads);
+    await Promise.all(shards.map((s) => this.workers[s.worker]!.call({ op: 'regF32', handle, w: w.slice(s.r0 * K, s.r1 * K), rows: s.r1 - s.r0, cols: K })));
+    this.registry.set(handle, { kind: 'f32', rows: M, cols: K, shards });
+    return handle;
+  }
+
+  /** out[M][N] = W · x[K][N] (fp32). */
+  async gemmF32(handle: number, x: Float32Array, N: number): Promise<Float32Array> {
+    this.live();
+    const r = this.get(handle, 'f32');
+    if (!Number.isInteger(N) || N <= 0) throw new Error(`helora: gemmF32 N must be a positive integer, got ${N}`);
+    if (x.length !== r.cols * N) throw new Error(`helora: gemmF32 x has ${x.length} values, expected K*N = ${r.cols * N}`);
+    const xs = shared(x);
+    const out = new Float32Array(r.rows * N);
+    await Promise.all(r.shards.map(async (s) => {
+      const res = await this.workers[s.worker]!.call({ op: 'f32', handle, x: xs, N });
+      if (res.kind !== 'f32') throw new Error('helora: kernel worker sent an unexpected result');
+      out.set(res.v, s.r0 * N);
+    }));
+    return out;
+  }
+
+  /** out[T][OC] = inp[T][C] · W^T for registered W[OC][C] (llm.c matmul_forward without bias). */
+  async matmulForward(handle: number, inp: Float32Array, T: number): Promise<Float32Array> {
+    this.live();
+    const r = this.get(handle, 'f32');
+    const OC = r.rows, C = r.cols;
+    if (!Number.isInteger(T) || T <= 0) throw new Error(`helora: matmulForward T must be a positive integer, got ${T}`);
+    if (inp.length !== T * C) throw new Error(`helora: matmulForward inp has ${inp.length} values, expected T*C = ${T * C}`);
+    const xs = shared(inp);
+    const out = new Float32Array(T * OC);
+    await Promise.all(r.shards.map(async (s) => {
+      const res = await this.workers[s.worker]!.call({ op: 'fwd', handle, inp: xs, T });
+      if (res.kind !== 'f32') throw new Error('helora: kernel worker sent an unexpected result');
+      const n = s.r1 - s.r0;
+      for (let t = 0; t < T; t++) out.set(res.v.subarray(t * n, (t + 1) * n), t * OC + s.r0);
+    }));
+    return out;
+  }
+
+  /** dinp[T][C] = dout[T][OC] · W for registered W[OC][C] (a fresh array; add it to yours). */
+  async matmulBackwardInput(handle: number, dout: Float32Array, T: number): Promise<Float32Array> {
+    this.live();
+    const r = this.get(handle, 'f32');
+    const OC = r.rows, C = r.cols;
+    if (!Number.isInteger(T) || T <= 0) throw new Error(`helora: matmulBackwardInput T must be a positive integer, got ${T}`);
+    if (dout.length !== T * OC) throw new Error(`helora: matmulBackwardInput dout has ${dout.length} values, expected T*OC = ${T * OC}`);
+    const ds = shared(dout);
+    const parts = await Promise.all(r.shards.map(async (s) => {
+      const res = await this.workers[s.worker]!.call({ op: 'bwdIn', handle, dout: ds, T, OC, r0: s.r0 });
+      if (res.kind !== 'f32') throw new Error('helora: kernel worker sent an unexpected result');
+      return res.v;
+    }));
+    // Each worker holds a slice of the reduction dimension OC: sum the partial products.
+    const out = parts[0]!;
+    for (let p = 1; p < parts.length; p++) {
+      const v = parts[p]!;
+      for (let i = 0; i < out.length; i++) out[i]! += v[i]!;
+    }
+    return out;
+  }
+}

@@ -1,0 +1,261 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { RLWE_N2048_Q44, SecretKey, resultErrorBound, resultNoiseStd } from '../crypto/index.js';
+import { quantizeWeightsPerChannel } from '../quant/quantize.js';
+import { HeLinearClient } from './client.js';
+import { HeLinearServer } from './server.js';
+import { QuantizedGroup } from './plain.js';
+import type { Int8Matrix } from './types.js';
+
+const params = RLWE_N2048_Q44;
+const N = params.ringDegree;
+
+function randInts(n: number, max: number, Arr: Int8ArrayConstructor | Int16ArrayConstructor = Int8Array): Int8Array | Int16Array {
+  const a = new Arr(n);
+  for (let i = 0; i < n; i++) a[i] = Math.floor(Math.random() * (2 * max + 1)) - max;
+  return a;
+}
+
+function randMatrix(rows: number, cols: number, fill?: number): Int8Matrix {
+  const values = fill === undefined ? (randInts(rows * cols, 127) as Int8Array) : new Int8Array(rows * cols).fill(fill);
+  return { values, rows, cols };
+}
+
+/** Independent exact reference: y[t,o] = sum_i x[t,i] W[o,i] in doubles (exact below 2^53). */
+function exactForward(x: ArrayLike<number>, T: number, w: Int8Matrix): Float64Array {
+  const y = new Float64Array(T * w.rows);
+  for (let t = 0; t < T; t++) {
+    for (let o = 0; o < w.rows; o++) {
+      let s = 0;
+      for (let i = 0; i < w.cols; i++) s += x[t * w.cols + i] * w.values[o * w.cols + i];
+      y[t * w.rows + o] = s;
+    }
+  }
+  return y;
+}
+
+/** dx[t,i] = sum_j sum_o dy_j[t,o] W_j[o,i], with the dy_j stacked token-major in one array. */
+function exactBackward(dy: ArrayLike<number>, T: number, parts: Int8Matrix[]): Float64Array {
+  const C = parts[0].cols;
+  const K = parts.reduce((s, p) => s + p.rows, 0);
+  const dx = new Float64Array(T * C);
+  for (let t = 0; t < T; t++) {
+    let k = 0;
+    for (const p of parts) {
+      for (let o = 0; o < p.rows; o++, k++) {
+        const d = dy[t * K + k];
+        for (let i = 0; i < C; i++) dx[t * C + i] += d * p.values[o * C + i];
+      }
+    }
+  }
+  return dx;
+}
+
+function rowSqNorms(w: Int8Matrix): number[] {
+  const out: number[] = [];
+  for (let o = 0; o < w.rows; o++) {
+    let s = 0;
+    for (let i = 0; i < w.cols; i++) s += w.values[o * w.cols + i] ** 2;
+    out.push(s);
+  }
+  return out;
+}
+
+/** Column norms of the stacked [W_1; W_2; ...]: the row norms of the backward matrix. */
+function colSqNorms(parts: Int8Matrix[]): number[] {
+  const C = parts[0].cols;
+  const out = new Array<number>(C).fill(0);
+  for (const p of parts) for (let o = 0; o < p.rows; o++) for (let i = 0; i < C; i++) out[i] += p.values[o * C + i] ** 2;
+  return out;
+}
+
+function assertWithinBound(got: Float64Array, want: Float64Array, T: number, rows: number, sqNorms: number[], key: SecretKey, what: string): number {
+  let worst = 0;
+  for (let t = 0; t < T; t++) {
+    for (let o = 0; o < rows; o++) {
+      const err = Math.abs(got[t * rows + o] - want[t * rows + o]);
+      const bound = resultErrorBound(params, sqNorms[o], key.hammingWeight);
+      if (err > bound) assert.fail(`${what}: |error| ${err} > bound ${bound.toFixed(2)} at token ${t}, output ${o}`);
+      worst = Math.max(worst, err / bound);
+    }
+  }
+  return worst;
+}
+
+async function setup(parts: Int8Matrix[], actBits = 8) {
+  const key = SecretKey.generate(params);
+  const client = new HeLinearClient({ key, actBits });
+  const server = new HeLinearServer({ actBits });
+  await server.registerGroup('g', parts);
+  return { key, client, server };
+}
+
+test('fused q/k/v forward equals the integer products for T < N, T = N and T > N', async () => {
+  const C = 96;
+  const parts = [randMatrix(64, C), randMatrix(16, C), randMatrix(16, C)];
+  const { key, client, server } = await setup(parts);
+  for (const T of [37, N, N + 45]) {
+    const x = randInts(T * C, 127);
+    const req = client.encryptIntegers(x, T, [C]);
+    assert.equal(req.blocks.length, Math.ceil(T / N));
+    const res = await server.forward('g', req);
+    const got = client.decryptIntegers(req, res, parts.map((p) => p.rows));
+    parts.forEach((p, j) => assertWithinBound(got[j], exactForward(x, T, p), T, p.rows, rowSqNorms(p), key, `T=${T} part ${j}`));
+  }
+});
+
+test('d = 8192 (Llama down_proj) with extreme values: all +-127 inputs and weights', async () => {
+  const C = 8192;
+  const T = 300;
+  const w = randMatrix(3, C, 127);
+  for (let i = 0; i < C; i += 3) w.values[C + i] = -127; // second row mixed signs
+  const { key, client, server } = await setup([w]);
+  const x = new Int8Array(T * C).fill(127);
+  for (let t = 1; t < T; t += 2) x.fill(-127, t * C, (t + 1) * C);
+  const req = client.encryptIntegers(x, T, [C]);
+  const res = await server.forward('g', req);
+  const [got] = client.decryptIntegers(req, res, [w.rows]);
+  const want = exactForward(x, T, w);
+  assert.equal(Math.abs(want[0]), 127 * 127 * C, 'the extreme case reaches the capacity limit');
+  assertWithinBound(got, want, T, w.rows, rowSqNorms(w), key, 'd=8192 extremes');
+});
+
+test('summed backward (W_q^T dq + W_k^T dk + W_v^T dv) equals the integer product', async () => {
+  const C = 80;
+  const parts = [randMatrix(48, C), randMatrix(24, C), randMatrix(24, C)];
+  const { key, client, server } = await setup(parts);
+  const T = 130;
+  const K = 96;
+  const dy = randInts(T * K, 127);
+  const req = client.encryptIntegers(dy, T, parts.map((p) => p.rows));
+  const res = await server.backward('g', req);
+  assert.equal(res.outputRows.length, 1);
+  const [got] = client.decryptIntegers(req, res, [C]);
+  assertWithinBound(got, exactBackward(dy, T, parts), T, C, colSqNorms(parts), key, 'backward');
+});
+
+test('products longer than the plaintext headroom are split into K-chunk terms and summed by the client', async () => {
+  // 10-bit inputs leave room for K <= 2067 per exact term: K = 3000 needs two terms.
+  const C = 3000;
+  const w = randMatrix(5, C);
+  const { key, client, server } = await setup([w], 10);
+  assert.ok(server.maxTermK < C);
+  const T = 50;
+  const x = randInts(T * C, 511, Int16Array);
+  const req = client.encryptIntegers(x, T, [C]);
+  const res = await server.forward('g', req);
+  assert.equal(res.terms, 2);
+  const [got] = client.decryptIntegers(req, res, [w.rows]);
+  // Each term carries its own noise: the bound of the sum is at most the sum of the bounds.
+  const want = exactForward(x, T, w);
+  const norms = rowSqNorms(w);
+  for (let i = 0; i < got.length; i++) {
+    const bound = 2 * resultErrorBound(params, norms[i % w.rows], key.hammingWeight);
+    assert.ok(Math.abs(got[i] - want[i]) <= bound, `error ${got[i] - want[i]} > ${bound}`);
+  }
+  // Without the split the sum would wrap around the plaintext modulus for some outputs.
+  assert.ok(want.some((v) => Math.abs(v) >= 2 ** 27) || server.maxTermK < C);
+});
+
+test('encrypted path matches the plaintext quantized path within the HE error (forward and backward)', async () => {
+  const T = 64;
+  const C = 128;
+  const rowsOf = [96, 32, 32];
+  const fp = rowsOf.map((r) => {
+    const w = new Float32Array(r * C);
+    for (let i = 0; i < w.length; i++) w[i] = (Math.random() * 2 - 1) * 0.05;
+    return quantizeWeightsPerChannel(w, r, C);
+  });
+  const plain = new QuantizedGroup(fp);
+  const parts = fp.map((q) => ({ values: q.values, rows: q.rows, cols: q.cols }));
+  const { key, client, server } = await setup(parts);
+  const x = new Float32Array(T * C);
+  for (let i = 0; i < x.length; i++) x[i] = Math.sin(i * 0.37) * (1 + (i % 7));
+
+  const pending = client.encryptForward(x, T, C);
+  const ys = client.decryptForward(pending, await server.forward('g', pending.request), fp.map((q) => q.scales));
+  const ysPlain = plain.forward(x, T);
+  ys.forEach((y, j) => {
+    const norms = rowSqNorms(parts[j]);
+    for (let t = 0; t < T; t++) {
+      for (let o = 0; o < rowsOf[j]; o++) {
+        const unit = pending.scales[t] * fp[j].scales[o];
+        const bound = resultErrorBound(params, norms[o], key.hammingWeight) * unit + 1e-6 * Math.abs(ysPlain[j][t * rowsOf[j] + o]);
+        const err = Math.abs(y[t * rowsOf[j] + o] - ysPlain[j][t * rowsOf[j] + o]);
+        assert.ok(err <= bound, `forward part ${j} [${t},${o}]: ${err} > ${bound}`);
+      }
+    }
+  });
+
+  const dys = rowsOf.map((r) => {
+    const d = new Float32Array(T * r);
+    for (let i = 0; i < d.length; i++) d[i] = Math.cos(i * 0.11) * 1e-3;
+    return d;
+  });
+  const pb = client.encryptBackward(dys, T, fp.map((q) => q.scales));
+  const dx = client.decryptBackward(pb, await server.backward('g', pb.request), C);
+  const dxPlain = plain.backward(dys, T);
+  const norms = colSqNorms(parts);
+  for (let t = 0; t < T; t++) {
+    for (let i = 0; i < C; i++) {
+      const bound = resultErrorBound(params, norms[i], key.hammingWeight) * pb.scales[t] + 1e-6 * Math.abs(dxPlain[t * C + i]);
+      assert.ok(Math.abs(dx[t * C + i] - dxPlain[t * C + i]) <= bound, `backward [${t},${i}]`);
+    }
+  }
+});
+
+test('the measured error std matches the noise model', async () => {
+  const C = 512;
+  const w = randMatrix(64, C);
+  const { key, client, server } = await setup([w]);
+  const T = N;
+  const x = randInts(T * C, 127);
+  const req = client.encryptIntegers(x, T, [C]);
+  const [got] = client.decryptIntegers(req, await server.forward('g', req), [w.rows]);
+  const want = exactForward(x, T, w);
+  const norms = rowSqNorms(w);
+  let sq = 0;
+  let model = 0;
+  for (let i = 0; i < got.length; i++) {
+    sq += (got[i] - want[i]) ** 2;
+    model += resultNoiseStd(params, norms[i % w.rows], key.hammingWeight) ** 2;
+  }
+  const ratio = Math.sqrt(sq / model);
+  assert.ok(ratio > 0.8 && ratio < 1.2, `measured/model noise std ratio ${ratio.toFixed(3)}`);
+});
+
+test('a wrong key recovers nothing, and the server and client reject mismatched shapes', async () => {
+  const C = 40;
+  const w = randMatrix(8, C);
+  const { client, server } = await setup([w]);
+  const T = 20;
+  const x = randInts(T * C, 127);
+  const req = client.encryptIntegers(x, T, [C]);
+  const res = await server.forward('g', req);
+  const other = new HeLinearClient();
+  const [garbage] = other.decryptIntegers(req, res, [w.rows]);
+  const want = exactForward(x, T, w);
+  let close = 0;
+  for (let i = 0; i < want.length; i++) if (Math.abs(garbage[i] - want[i]) < 1000) close++;
+  assert.ok(close <= 1, `${close} of ${want.length} values decrypted close to the truth with a wrong key`);
+
+  await assert.rejects(server.forward('g', { ...req, partCols: [C + 1] }), /must have parts \[40\]/);
+  await assert.rejects(server.forward('nope', req), /unknown projection group/);
+  await assert.rejects(server.forward('g', { ...req, blocks: [req.blocks[0].subarray(1)] }), /column block has/);
+  await assert.rejects(server.forward('g', { ...req, T: N + 1 }), /need 2 column blocks/);
+  assert.throws(() => client.decryptIntegers(req, { ...res, terms: 2 }, [w.rows]), /terms per output/);
+  assert.throws(() => client.decryptIntegers(req, res, [w.rows + 1]), /expected \[9\]/);
+  assert.throws(() => client.decryptIntegers(req, { ...res, T: 21 }, [w.rows]), /for 21 tokens/);
+});
+
+test('every request uses a fresh seed', () => {
+  const client = new HeLinearClient();
+  const seen = new Set<string>();
+  const x = new Int8Array(4 * 8);
+  for (let i = 0; i < 20; i++) {
+    const req = client.encryptIntegers(x, 4, [8]);
+    const hex = Buffer.from(req.seed).toString('hex');
+    assert.ok(!seen.has(hex));
+    seen.add(hex);
+  }
+});

@@ -1,0 +1,196 @@
+// The server's half of an encrypted projection group: public int8 weights, products on ciphertexts.
+//
+// Forward  (q/k/v, gate/up share one input): the matrices are stacked by rows, so one limb GEMM
+//          answers all of them; each output is a contiguous row range of the result.
+// Backward (sum_j W_j^T dy_j): the transposed matrices are stacked along K and the inputs dy_j
+//          arrive stacked the same way, so the sum is one GEMM too.
+// Products whose K exceeds the plaintext headroom are split into K-chunk terms (layout.ts).
+
+import { expandMask, MASK_BYTES, maxInnerDim, paramsById, uploadBytes, type RlweParams } from '../crypto/index.js';
+import { ZqWeights, zqMatmul } from '../kernels/zq-matmul.js';
+import type { KernelPool } from '../kernels/pool.js';
+import { blockCount, featureChunks, type FeatureChunk } from './layout.js';
+import type { CipherMatrix, EncryptedInput, EncryptedOutput, Int8Matrix, ProductDirection } from './types.js';
+
+/** Where the limb GEMMs run: this thread, or a worker pool holding the weights. */
+export interface ZqBackend {
+  register(w: Int8Array, rows: number, cols: number): Promise<number>;
+  matmul(handle: number, aBytes: Uint8Array, bBytes: Uint8Array, N: number): Promise<CipherMatrixPair>;
+}
+interface CipherMatrixPair {
+  aOut: Uint32Array;
+  bOut: Uint32Array;
+}
+
+/** Runs the products on the calling thread (tests, small jobs). */
+export function localBackend(): ZqBackend {
+  const weights: ZqWeights[] = [];
+  return {
+    async register(w, rows, cols) {
+      weights.push(ZqWeights.pack(w, rows, cols));
+      return weights.length - 1;
+    },
+    async matmul(handle, aBytes, bBytes, N) {
+      const w = weights[handle];
+      const aOut = new Uint32Array(w.rows * N);
+      const bOut = new Uint32Array(w.rows * N);
+      zqMatmul(w, aBytes, bBytes, N, aOut, bOut);
+      return { aOut, bOut };
+    },
+  };
+}
+
+/** Runs the products on every core; each worker keeps its row shard of the weights. */
+export function poolBackend(pool: KernelPool): ZqBackend {
+  return {
+    register: (w, rows, cols) => pool.registerZq(w, rows, cols),
+    matmul: (handle, aBytes, bBytes, N) => pool.zqMatmul(handle, aBytes, bBytes, N),
+  };
+}
+
+interface ChunkMatrix {
+  chunk: FeatureChunk;
+  handle: number;
+}
+
+interface RegisteredGroup {
+  /** Input features of the forward product (shared by every part). */
+  inDim: number;
+  /** Output rows of each part. */
+  partRows: number[];
+  forward: ChunkMatrix[];
+  backward: ChunkMatrix[];
+}
+
+export interface HeServerOptions {
+  params?: RlweParams;
+  backend?: ZqBackend;
+  /** Activation / gradient bit width the clients use: bounds the K of one exact term. */
+  actBits?: number;
+}
+
+export class HeLinearServer {
+  readonly params: RlweParams;
+  readonly actBits: number;
+  private readonly backend: ZqBackend;
+  private readonly groups = new Map<string, RegisteredGroup>();
+
+  constructor(opts: HeServerOptions = {}) {
+    this.params = opts.params ?? paramsById(1);
+    this.actBits = opts.actBits ?? 8;
+    this.backend = opts.backend ?? localBackend();
+  }
+
+  /** Largest K of one exact term for the configured bit widths. */
+  get maxTermK(): number {
+    return maxInnerDim(this.params, this.actBits, 8);
+  }
+
+  /** Registers the matrices of one group (all with the same input features) under a key. */
+  async registerGroup(key: string, parts: Int8Matrix[]): Promise<void> {
+    if (this.groups.has(key)) throw new Error(`helora: projection group ${key} is already registered`);
+    if (parts.length === 0) throw new Error(`helora: projection group ${key} has no matrices`);
+    const inDim = parts[0].cols;
+    for (const p of parts) {
+      if (p.cols !== inDim) throw new Error(`helora: group ${key} mixes input sizes ${inDim} and ${p.cols}`);
+      if (p.values.length !== p.rows * p.cols) throw new Error(`helora: group ${key}: weight length ${p.values.length} != ${p.rows}x${p.cols}`);
+    }
+    const partRows = parts.map((p) => p.rows);
+    const outDim = partRows.reduce((s, r) => s + r, 0);
+    const maxK = this.maxTermK;
+
+    // Forward: rows stacked, columns cut into K-chunks.
+    const forward: ChunkMatrix[] = [];
+    for (const chunk of featureChunks(inDim, maxK)) {
+      const kc = chunk.end - chunk.start;
+      const w = new Int8Array(outDim * kc);
+      let row = 0;
+      for (const p of parts) {
+        for (let o = 0; o < p.rows; o++, row++) w.set(p.values.subarray(o * inDim + chunk.start, o * inDim + chunk.end), row * kc);
+      }
+      forward.push({ chunk, handle: await this.backend.register(w, outDim, kc) });
+    }
+    // Backward: [W_1^T | W_2^T | ...] (inDim x outDim), cut into K-chunks over the stacked outputs.
+    const backward: ChunkMatrix[] = [];
+    for (const chunk of featureChunks(outDim, maxK)) {
+      const kc = chunk.end - chunk.start;
+      const w = new Int8Array(inDim * kc);
+      for (let k = chunk.start; k < chunk.end; k++) {
+        const { part, row } = locateRow(parts, k);
+        const src = part.values;
+        for (let i = 0; i < inDim; i++) w[i * kc + (k - chunk.start)] = src[row * inDim + i];
+      }
+      backward.push({ chunk, handle: await this.backend.register(w, inDim, kc) });
+    }
+    this.groups.set(key, { inDim, partRows, forward, backward });
+  }
+
+  /** The shapes a client needs to talk to a group. */
+  groupShape(key: string): { inDim: number; partRows: number[] } {
+    const g = this.group(key);
+    return { inDim: g.inDim, partRows: [...g.partRows] };
+  }
+
+  async forward(key: string, input: EncryptedInput): Promise<EncryptedOutput> {
+    return this.product(key, 'forward', input);
+  }
+
+  async backward(key: string, input: EncryptedInput): Promise<EncryptedOutput> {
+    return this.product(key, 'backward', input);
+  }
+
+  private group(key: string): RegisteredGroup {
+    const g = this.groups.get(key);
+    if (!g) throw new Error(`helora: unknown projection group ${key}`);
+    return g;
+  }
+
+  private async product(key: string, direction: ProductDirection, input: EncryptedInput): Promise<EncryptedOutput> {
+    const g = this.group(key);
+    const params = this.params;
+    const N = params.ringDegree;
+    if (input.paramsId !== params.id) throw new Error(`helora: request uses parameter set ${input.paramsId}, this server runs ${params.id}`);
+    const expectedCols = direction === 'forward' ? [g.inDim] : g.partRows;
+    if (input.partCols.length !== expectedCols.length || input.partCols.some((c, i) => c !== expectedCols[i])) {
+      throw new Error(`helora: ${direction} input of group ${key} must have parts [${expectedCols.join(', ')}], got [${input.partCols.join(', ')}]`);
+    }
+    const K = expectedCols.reduce((s, c) => s + c, 0);
+    const blocks = blockCount(input.T, N);
+    if (input.blocks.length !== blocks) throw new Error(`helora: ${input.T} tokens need ${blocks} column blocks, got ${input.blocks.length}`);
+    const upBytes = uploadBytes(params);
+    for (const b of input.blocks) {
+      if (b.length !== K * N * upBytes) throw new Error(`helora: column block has ${b.length} bytes, expected ${K * N * upBytes}`);
+    }
+    const chunks = direction === 'forward' ? g.forward : g.backward;
+    const outputRows = direction === 'forward' ? g.partRows : [g.inDim];
+    const terms = chunks.length;
+    const out: CipherMatrix[][] = [];
+    for (let blk = 0; blk < blocks; blk++) {
+      const mask = expandMask(params, input.seed, blk, K);
+      const results: CipherMatrixPair[] = await Promise.all(chunks.map((c) => this.backend.matmul(
+        c.handle,
+        mask.subarray(c.chunk.start * N * MASK_BYTES, c.chunk.end * N * MASK_BYTES),
+        input.blocks[blk].subarray(c.chunk.start * N * upBytes, c.chunk.end * N * upBytes),
+        N,
+      )));
+      // Order: output-major, then term; outputs are contiguous row ranges of each chunk's result.
+      const row: CipherMatrix[] = [];
+      let r0 = 0;
+      for (const rows of outputRows) {
+        for (const res of results) row.push({ a: res.aOut.subarray(r0 * N, (r0 + rows) * N), b: res.bOut.subarray(r0 * N, (r0 + rows) * N) });
+        r0 += rows;
+      }
+      out.push(row);
+    }
+    return { paramsId: params.id, T: input.T, outputRows: [...outputRows], terms, blocks: out };
+  }
+}
+
+function locateRow(parts: Int8Matrix[], k: number): { part: Int8Matrix; row: number } {
+  let row = k;
+  for (const part of parts) {
+    if (row < part.rows) return { part, row };
+    row -= part.rows;
+  }
+  throw new Error(`helora: stacked row ${k} out of range`);
+}

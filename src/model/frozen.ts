@@ -1,0 +1,156 @@
+/**
+ * The frozen linear products of every block (q/k/v, o, gate/up, down) behind one async
+ * interface, so the model code is the same whether they run in memory (fp32 or int8) or on
+ * a server over encrypted activations.
+ */
+
+import { matmulBackwardInput, matmulForward } from '../kernels/matmul-f32.js';
+import { quantizedLinearBackward, quantizedLinearForward, quantizeWeightsPerChannel, DEFAULT_ACT_BITS, type QuantizedWeights } from '../quant/quantize.js';
+import type { LlamaConfig } from './config.js';
+
+/** Projections fused by shared input: qkv -> [q, k, v], o -> [o], gate_up -> [gate, up], down -> [down]. */
+export type ProjectionGroup = 'qkv' | 'o' | 'gate_up' | 'down';
+export const PROJECTION_GROUPS: readonly ProjectionGroup[] = ['qkv', 'o', 'gate_up', 'down'];
+
+export interface FrozenLinearProvider {
+  /** y_j[T, out_j] = x[T, in] · W_j^T for each projection of the group. Biases are NOT included. */
+  forward(layer: number, group: ProjectionGroup, x: Float32Array, T: number): Promise<Float32Array[]>;
+  /** dx[T, in] = sum_j dy_j · W_j. */
+  backward(layer: number, group: ProjectionGroup, dys: Float32Array[], T: number): Promise<Float32Array>;
+}
+
+/** A tensor as the loader returns it (HF names, fp32 data). */
+export interface NamedTensor { shape: number[]; data: Float32Array }
+export type TensorMap = Map<string, NamedTensor>;
+
+/** HF module names of each group, in output order. */
+export const GROUP_MODULES: Record<ProjectionGroup, readonly string[]> = {
+  qkv: ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj'],
+  o: ['self_attn.o_proj'],
+  gate_up: ['mlp.gate_proj', 'mlp.up_proj'],
+  down: ['mlp.down_proj'],
+};
+
+/** [out, in] of every projection of a group for this config. */
+export function groupShapes(config: LlamaConfig, group: ProjectionGroup): [number, number][] {
+  const C = config.hiddenSize, I = config.intermediateSize;
+  const qDim = config.numHeads * config.headDim, kvDim = config.numKvHeads * config.headDim;
+  switch (group) {
+    case 'qkv': return [[qDim, C], [kvDim, C], [kvDim, C]];
+    case 'o': return [[C, qDim]];
+    case 'gate_up': return [[I, C], [I, C]];
+    case 'down': return [[C, I]];
+  }
+}
+
+/** Fetches and shape-checks the projection weights of one group of one layer. */
+export function groupWeights(config: LlamaConfig, tensors: TensorMap, layer: number, group: ProjectionGroup): Float32Array[] {
+  const shapes = groupShapes(config, group);
+  return GROUP_MODULES[group].map((m, j) => {
+    const name = `model.layers.${layer}.${m}.weight`;
+    const t = tensors.get(name);
+    if (!t) throw new Error(`helora: checkpoint has no tensor ${name}`);
+    const [o, i] = shapes[j]!;
+    if (t.shape.length !== 2 || t.shape[0] !== o || t.shape[1] !== i || t.data.length !== o * i) {
+      throw new Error(`helora: ${name} has shape [${t.shape.join(', ')}], expected [${o}, ${i}]`);
+    }
+    return t.data;
+  });
+}
+
+abstract class LocalProvider<W> implements FrozenLinearProvider {
+  protected readonly weights: Map<string, W[]> = new Map();
+  protected readonly shapes: Map<ProjectionGroup, [number, number][]> = new Map();
+
+  protected constructor(readonly config: LlamaConfig) {
+    for (const g of PROJECTION_GROUPS) this.shapes.set(g, groupShapes(config, g));
+  }
+
+  protected get(layer: number, group: ProjectionGroup): { ws: W[]; shapes: [number, number][] } {
+    const ws = this.weights.get(`${layer}.${group}`);
+    if (!ws) throw new Error(`helora: no frozen weights for layer ${layer} group ${group}`);
+    return { ws, shapes: this.shapes.get(group)! };
+  }
+
+  protected static checkX(x: Float32Array, T: number, C: number, what: string): void {
+    if (!Number.isInteger(T) || T < 0 || x.length !== T * C) throw new Error(`helora: ${what} has ${x.length} values, expected T*${C} with T = ${T}`);
+  }
+
+  abstract forward(layer: number, group: ProjectionGroup, x: Float32Array, T: number): Promise<Float32Array[]>;
+  abstract backward(layer: number, group: ProjectionGroup, dys: Float32Array[], T: number): Promise<Float32Array>;
+}
+
+/** fp32 weights in memory (the plaintext reference). */
+export class LocalFp32Provider extends LocalProvider<Float32Array> {
+  private constructor(config: LlamaConfig) { super(config); }
+
+  /** Keeps references to the projection tensors (no copy). */
+  static fromTensors(config: LlamaConfig, tensors: TensorMap): LocalFp32Provider {
+    const p = new LocalFp32Provider(config);
+    for (let l = 0; l < config.numLayers; l++) {
+      for (const g of PROJECTION_GROUPS) p.weights.set(`${l}.${g}`, groupWeights(config, tensors, l, g));
+    }
+    return p;
+  }
+
+  async forward(layer: number, group: ProjectionGroup, x: Float32Array, T: number): Promise<Float32Array[]> {
+    const { ws, shapes } = this.get(layer, group);
+    LocalProvider.checkX(x, T, shapes[0]![1], `${group} input`);
+    return ws.map((w, j) => {
+      const [o, i] = shapes[j]!;
+      const y = new Float32Array(T * o);
+      matmulForward(y, x, w, null, T, i, o);
+      return y;
+    });
+  }
+
+  async backward(layer: number, group: ProjectionGroup, dys: Float32Array[], T: number): Promise<Float32Array> {
+    const { ws, shapes } = this.get(layer, group);
+    if (dys.length !== ws.length) throw new Error(`helora: ${group} backward takes ${ws.length} gradients, got ${dys.length}`);
+    const C = shapes[0]![1];
+    const dx = new Float32Array(T * C);
+    ws.forEach((w, j) => {
+      const [o, i] = shapes[j]!;
+      LocalProvider.checkX(dys[j]!, T, o, `${group} gradient ${j}`);
+      matmulBackwardInput(dx, dys[j]!, w, T, i, o);
+    });
+    return dx;
+  }
+}
+
+/**
+ * Per-output-channel int8 weights and per-token quantized activations / gradients: the exact
+ * plaintext integers that the encrypted server path reproduces.
+ */
+export class LocalQuantizedProvider extends LocalProvider<QuantizedWeights> {
+  private constructor(config: LlamaConfig, readonly bits: number) { super(config); }
+
+  static fromTensors(config: LlamaConfig, tensors: TensorMap, bits = DEFAULT_ACT_BITS): LocalQuantizedProvider {
+    const p = new LocalQuantizedProvider(config, bits);
+    for (let l = 0; l < config.numLayers; l++) {
+      for (const g of PROJECTION_GROUPS) {
+        const shapes = groupShapes(config, g);
+        p.weights.set(`${l}.${g}`, groupWeights(config, tensors, l, g).map((w, j) => quantizeWeightsPerChannel(w, shapes[j]![0], shapes[j]![1])));
+      }
+    }
+    return p;
+  }
+
+  async forward(layer: number, group: ProjectionGroup, x: Float32Array, T: number): Promise<Float32Array[]> {
+    const { ws, shapes } = this.get(layer, group);
+    LocalProvider.checkX(x, T, shapes[0]![1], `${group} input`);
+    return ws.map((w) => quantizedLinearForward(x, T, w.cols, w, this.bits));
+  }
+
+  async backward(layer: number, group: ProjectionGroup, dys: Float32Array[], T: number): Promise<Float32Array> {
+    const { ws, shapes } = this.get(layer, group);
+    if (dys.length !== ws.length) throw new Error(`helora: ${group} backward takes ${ws.length} gradients, got ${dys.length}`);
+    const dx = new Float32Array(T * shapes[0]![1]);
+    ws.forEach((w, j) => {
+      LocalProvider.checkX(dys[j]!, T, w.rows, `${group} gradient ${j}`);
+      const part = quantizedLinearBackward(dys[j]!, T, w.rows, w, this.bits);
+      for (let n = 0; n < dx.length; n++) dx[n]! += part[n]!;
+    });
+    return dx;
+  }
+}

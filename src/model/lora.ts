@@ -1,0 +1,271 @@
+/**
+ * LoRA adapters on the frozen projections: y = W x + (alpha/r) · B · A · dropout(x).
+ * A [r, in] starts kaiming-uniform like PEFT (bound 1/sqrt(in)), B [out, r] starts at 0.
+ * The LoRA products run on the client in the clear (matmul-f32).
+ */
+
+import { createCipheriv, createHash, randomBytes } from 'node:crypto';
+import { matmulBackwardInput, matmulBackwardWeight, matmulForward } from '../kernels/matmul-f32.js';
+import type { LlamaConfig } from './config.js';
+import type { TensorMap } from './frozen.js';
+import type { LoraTensors } from './peft.js';
+
+export type LoraModule = 'q_proj' | 'k_proj' | 'v_proj' | 'o_proj' | 'gate_proj' | 'up_proj' | 'down_proj';
+export const ALL_LORA_MODULES: readonly LoraModule[] = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+
+/** HF sub-module path of each projection inside a decoder layer. */
+export const MODULE_PATH: Record<LoraModule, string> = {
+  q_proj: 'self_attn.q_proj', k_proj: 'self_attn.k_proj', v_proj: 'self_attn.v_proj', o_proj: 'self_attn.o_proj',
+  gate_proj: 'mlp.gate_proj', up_proj: 'mlp.up_proj', down_proj: 'mlp.down_proj',
+};
+
+export interface LoraConfig {
+  rank: number;
+  alpha: number;
+  /** Probability of zeroing an input feature of the LoRA branch during training (PEFT lora_dropout). */
+  dropout: number;
+  targetModules: LoraModule[];
+}
+
+export const DEFAULT_LORA_CONFIG: LoraConfig = { rank: 8, alpha: 16, dropout: 0.05, targetModules: [...ALL_LORA_MODULES] };
+
+/** One adapted projection: A [rank, inDim], B [outDim, rank], with gradients of the same shapes. */
+export interface LoraPair {
+  A: Float32Array;
+  B: Float32Array;
+  gradA: Float32Array;
+  gradB: Float32Array;
+  inDim: number;
+  outDim: number;
+}
+
+export interface LoraParameter { name: string; value: Float32Array; grad: Float32Array }
+
+/** [out, in] of a projection for this model. */
+export function moduleShape(config: LlamaConfig, m: LoraModule): [number, number] {
+  const C = config.hiddenSize, I = config.intermediateSize;
+  const qDim = config.numHeads * config.headDim, kvDim = config.numKvHeads * config.headDim;
+  switch (m) {
+    case 'q_proj': return [qDim, C];
+    case 'k_proj': case 'v_proj': return [kvDim, C];
+    case 'o_proj': return [C, qDim];
+    case 'gate_proj': case 'up_proj': return [I, C];
+    case 'down_proj': return [C, I];
+  }
+}
+
+/** Key of a projection in LoraTensors.layers: 'layers.{i}.self_attn.q_proj'. */
+export function loraKey(layer: number, m: LoraModule): string {
+  return `layers.${layer}.${MODULE_PATH[m]}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deterministic random streams (AES-256-CTR keyed by SHA-256 of a seed and a label): the same
+// (seed, label) gives the same numbers, so dropout masks can be regenerated in backward
+// instead of stored.
+
+/** n uniform uint32 values from the keystream of (seed, label). */
+export function seededUint32(seed: Uint8Array, label: string, n: number): Uint32Array {
+  const key = createHash('sha256').update(seed).update('\0helora-stream\0').update(label).digest();
+  const cipher = createCipheriv('aes-256-ctr', key, Buffer.alloc(16));
+  const bytes = cipher.update(Buffer.alloc(n * 4));
+  const out = new Uint32Array(n);
+  for (let i = 0; i < n; i++) out[i] = bytes.readUInt32LE(i * 4);
+  return out;
+}
+
+/** Keep-mask (1 = keep) for dropout probability p over n values. */
+export function dropoutMask(seed: Uint8Array, label: string, n: number, p: number): Uint8Array {
+  const u = seededUint32(seed, label, n);
+  const threshold = p * 4294967296;
+  const mask = new Uint8Array(n);
+  for (let i = 0; i < n; i++) mask[i] = u[i]! >= threshold ? 1 : 0;
+  return mask;
+}
+
+function checkLoraConfig(c: LoraConfig): void {
+  if (!Number.isInteger(c.rank) || c.rank < 1) throw new Error(`helora: LoRA rank must be a positive integer, got ${c.rank}`);
+  if (!Number.isFinite(c.alpha) || c.alpha <= 0) throw new Error(`helora: LoRA alpha must be positive, got ${c.alpha}`);
+  if (!(c.dropout >= 0 && c.dropout < 1)) throw new Error(`helora: LoRA dropout must be in [0, 1), got ${c.dropout}`);
+  if (c.targetModules.length === 0) throw new Error('helora: LoRA needs at least one target module');
+  for (const m of c.targetModules) {
+    if (!ALL_LORA_MODULES.includes(m)) throw new Error(`helora: unknown LoRA target module '${m}' (expected one of ${ALL_LORA_MODULES.join(', ')})`);
+  }
+}
+
+export class LoraAdapter {
+  /** alpha / rank. */
+  readonly scale: number;
+  private readonly pairs = new Map<string, LoraPair>();
+
+  private constructor(readonly modelConfig: LlamaConfig, readonly config: LoraConfig) {
+    checkLoraConfig(config);
+    this.scale = config.alpha / config.rank;
+  }
+
+  /**
+   * Fresh adapter: A ~ U(-1/sqrt(in), 1/sqrt(in)) (PEFT's kaiming_uniform_(a=sqrt(5))), B = 0.
+   * With a seed the initialization is reproducible; without one it comes from node:crypto.
+   */
+  static create(modelConfig: LlamaConfig, config: Partial<LoraConfig> = {}, opts: { seed?: Uint8Array | string } = {}): LoraAdapter {
+    const full: LoraConfig = { ...DEFAULT_LORA_CONFIG, ...config, targetModules: [...(config.targetModules ?? DEFAULT_LORA_CONFIG.targetModules)] };
+    const ad = new LoraAdapter(modelConfig, full);
+    const seed = opts.seed === undefined ? randomBytes(32) : typeof opts.seed === 'string' ? Buffer.from(opts.seed, 'utf8') : opts.seed;
+    for (let l = 0; l < modelConfig.numLayers; l++) {
+      for (const m of full.targetModules) {
+        const [out, inp] = moduleShape(modelConfig, m);
+        const pair = ad.allocate(l, m, out, inp);
+        const u = seededUint32(seed, `lora-init ${loraKey(l, m)}`, pair.A.length);
+        const bound = 1 / Math.sqrt(inp);
+        for (let i = 0; i < pair.A.length; i++) pair.A[i] = (u[i]! / 4294967296) * 2 * bound - bound;
+      }
+    }
+    return ad;
+  }
+
+  /** Adapter from saved tensors (peft.ts loadAdapter), shapes validated against the model. */
+  static fromTensors(modelConfig: LlamaConfig, t: LoraTensors): LoraAdapter {
+    const targets = t.targetModules.map((m) => m as LoraModule);
+    const ad = new LoraAdapter(modelConfig, { rank: t.rank, alpha: t.alpha, dropout: t.dropout, targetModules: targets });
+    for (let l = 0; l < modelConfig.numLayers; l++) {
+      for (const m of targets) {
+        const key = loraKey(l, m);
+        const src = t.layers.get(key);
+        if (!src) throw new Error(`helora: adapter has no weights for ${key}`);
+        const [out, inp] = moduleShape(modelConfig, m);
+        if (src.inDim !== inp || src.outDim !== out || src.A.length !== t.rank * inp || src.B.length !== out * t.rank) {
+          throw new Error(`helora: adapter ${key} has A ${src.A.length} / B ${src.B.length} values (in ${src.inDim}, out ${src.outDim}), expected in ${inp}, out ${out}, rank ${t.rank}`);
+        }
+        const pair = ad.allocate(l, m, out, inp);
+        pair.A.set(src.A);
+        pair.B.set(src.B);
+      }
+    }
+    for (const key of t.layers.keys()) {
+      if (!ad.pairs.has(key)) throw new Error(`helora: adapter holds ${key}, which is not a target module of this model`);
+    }
+    return ad;
+  }
+
+  private allocate(layer: number, m: LoraModule, out: number, inp: number): LoraPair {
+    const r = this.config.rank;
+    const pair: LoraPair = { A: new Float32Array(r * inp), B: new Float32Array(out * r), gradA: new Float32Array(r * inp), gradB: new Float32Array(out * r), inDim: inp, outDim: out };
+    this.pairs.set(loraKey(layer, m), pair);
+    return pair;
+  }
+
+  /** The adapter of one projection, or undefined if it is not a target. */
+  get(layer: number, m: LoraModule): LoraPair | undefined {
+    return this.pairs.get(loraKey(layer, m));
+  }
+
+  /** Copies of the weights (not the gradients) in the peft.ts exchange form. */
+  toTensors(): LoraTensors {
+    const layers = new Map<string, { A: Float32Array; B: Float32Array; inDim: number; outDim: number }>();
+    for (const [k, p] of this.pairs) layers.set(k, { A: p.A.slice(), B: p.B.slice(), inDim: p.inDim, outDim: p.outDim });
+    return { rank: this.config.rank, alpha: this.config.alpha, dropout: this.config.dropout, targetModules: [...this.config.targetModules], layers };
+  }
+
+  /** Flat list for an optimizer, in a fixed order (layer, then module, A before B). */
+  parameters(): LoraParameter[] {
+    const out: LoraParameter[] = [];
+    for (const [k, p] of this.pairs) {
+      out.push({ name: `${k}.lora_A`, value: p.A, grad: p.gradA });
+      out.push({ name: `${k}.lora_B`, value: p.B, grad: p.gradB });
+    }
+    return out;
+  }
+
+  zeroGrad(): void {
+    for (const p of this.pairs.values()) { p.gradA.fill(0); p.gradB.fill(0); }
+  }
+
+  /** Number of trainable values. */
+  numParameters(): number {
+    let n = 0;
+    for (const p of this.pairs.values()) n += p.A.length + p.B.length;
+    return n;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The LoRA branch of one projection.
+
+function applyMask(x: Float32Array, mask: Uint8Array, keepScale: number): Float32Array {
+  const xd = new Float32Array(x.length);
+  for (let i = 0; i < x.length; i++) if (mask[i]) xd[i] = x[i]! * keepScale;
+  return xd;
+}
+
+/** Dropout of the branch input: mask (1 = keep) and p, or null when off (eval, p = 0). */
+export interface LoraDropout { mask: Uint8Array; p: number }
+
+/**
+ * y[T, out] += scale · (dropout(x) · A^T) · B^T. Returns h = dropout(x)·A^T [T, rank], which
+ * the backward needs.
+ */
+export function loraLinearForward(y: Float32Array, x: Float32Array, T: number, pair: LoraPair, rank: number, scale: number, drop: LoraDropout | null): Float32Array {
+  const xd = drop ? applyMask(x, drop.mask, 1 / (1 - drop.p)) : x;
+  const h = new Float32Array(T * rank);
+  matmulForward(h, xd, pair.A, null, T, pair.inDim, rank);
+  const tmp = new Float32Array(T * pair.outDim);
+  matmulForward(tmp, h, pair.B, null, T, rank, pair.outDim);
+  for (let i = 0; i < tmp.length; i++) y[i]! += scale * tmp[i]!;
+  return h;
+}
+
+/**
+ * Accumulates gradA, gradB for dy [T, out]; if dx is given, dx[T, in] += the branch's input
+ * gradient. x is the branch input (before dropout), h the value loraLinearForward returned.
+ */
+export function loraLinearBackward(dx: Float32Array | null, dy: Float32Array, x: Float32Array, h: Float32Array, T: number, pair: LoraPair, rank: number, scale: number, drop: LoraDropout | null): void {
+  // dB += scale dy^T h
+  const hs = new Float32Array(h.length);
+  for (let i = 0; i < h.length; i++) hs[i] = scale * h[i]!;
+  matmulBackwardWeight(pair.gradB, dy, hs, T, rank, pair.outDim);
+  // dh = scale dy B
+  const dh = new Float32Array(T * rank);
+  matmulBackwardInput(dh, dy, pair.B, T, rank, pair.outDim);
+  for (let i = 0; i < dh.length; i++) dh[i]! *= scale;
+  const keep = drop ? 1 / (1 - drop.p) : 1;
+  const xd = drop ? applyMask(x, drop.mask, keep) : x;
+  matmulBackwardWeight(pair.gradA, dh, xd, T, pair.inDim, rank);
+  if (dx) {
+    if (!drop) {
+      matmulBackwardInput(dx, dh, pair.A, T, pair.inDim, rank);
+    } else {
+      const dxd = new Float32Array(T * pair.inDim);
+      matmulBackwardInput(dxd, dh, pair.A, T, pair.inDim, rank);
+      const mask = drop.mask;
+      for (let i = 0; i < dxd.length; i++) if (mask[i]) dx[i]! += dxd[i]! * keep;
+    }
+  }
+}
+
+/**
+ * Merged checkpoint tensors: a new map sharing every untouched tensor, with each adapted
+ * projection replaced by W + (alpha/r) B A.
+ */
+export function mergeLora(tensors: TensorMap, lora: LoraAdapter): TensorMap {
+  const out: TensorMap = new Map(tensors);
+  const r = lora.config.rank;
+  for (let l = 0; l < lora.modelConfig.numLayers; l++) {
+    for (const m of lora.config.targetModules) {
+      const pair = lora.get(l, m)!;
+      const name = `model.layers.${l}.${MODULE_PATH[m]}.weight`;
+      const t = tensors.get(name);
+      if (!t || t.data.length !== pair.outDim * pair.inDim) throw new Error(`helora: cannot merge LoRA into ${name}: missing or of the wrong size`);
+      const w = new Float32Array(t.data);
+      for (let o = 0; o < pair.outDim; o++) {
+        for (let k = 0; k < r; k++) {
+          const b = lora.scale * pair.B[o * r + k]!;
+          if (b === 0) continue;
+          const ao = k * pair.inDim, wo = o * pair.inDim;
+          for (let i = 0; i < pair.inDim; i++) w[wo + i]! += b * pair.A[ao + i]!;
+        }
+      }
+      out.set(name, { shape: [...t.shape], data: w });
+    }
+  }
+  return out;
+}

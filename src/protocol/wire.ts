@@ -1,0 +1,574 @@
+// Versioned binary wire messages between client and server, with strict validation.
+//
+// Every byte from the network is hostile: each length is checked against the configured limits and
+// against the bytes actually present BEFORE anything is allocated, every field is range-checked, and
+// every failure is a WireError with a machine-readable code. Decoding is O(header) plus, at most,
+// one copy of an output payload (only when its offset is not 4-byte aligned).
+//
+// Layout (all integers little-endian):
+//   header (16 bytes)  magic "HLRA" | version u16 | type u8 | params id u8 | request id u64
+//   ENCRYPTED_INPUT  (1) op u8 | layer u16 | group u8 | parts u8 | reserved 3 x u8 (zero)
+//                        | cols u32 x parts | tokens u32 | seed 32 bytes
+//                        | payload: for block in ceil(T/N), for part: cols*N values of uploadBytes each
+//   ENCRYPTED_OUTPUT (2) op u8 | layer u16 | group u8 | parts u8 | reserved 3 x u8 (zero)
+//                        | rows u32 x parts | tokens u32
+//                        | payload: for block, for part: a (rows*N u32) then b (rows*N u32)
+//   ERROR            (3) code u16 | length u16 (<= 1024) | message utf8
+// The 3 reserved bytes keep every u32 field and both payloads 4-byte aligned relative to the message
+// start, so a decoded output payload is a zero-copy Uint32Array view whenever the received buffer is
+// itself aligned. Types >= 4 are reserved for later messages and rejected by this version.
+// Assumption: typed-array views are little-endian (HOST_LITTLE_ENDIAN); on a big-endian host the
+// output payload is converted by copying.
+
+import { ByteReader, HOST_LITTLE_ENDIAN } from '../util/bytes.js';
+
+export const WIRE_MAGIC = new Uint8Array([0x48, 0x4c, 0x52, 0x41]); // "HLRA"
+export const WIRE_VERSION = 1;
+export const HEADER_BYTES = 16;
+/** op, layer, group, parts, 3 reserved bytes. */
+const FIXED_PRODUCT_FIELDS_BYTES = 8;
+export const SEED_BYTES = 32;
+export const MIN_PARTS = 1;
+export const MAX_PARTS = 8;
+export const MAX_ERROR_MESSAGE_BYTES = 1024;
+/** An ERROR message may carry params id 0 when the request's own id was unusable. */
+export const NO_PARAMS_ID = 0;
+
+export const MessageType = { EncryptedInput: 1, EncryptedOutput: 2, Error: 3 } as const;
+export type MessageType = (typeof MessageType)[keyof typeof MessageType];
+
+export const Op = { Forward: 1, Backward: 2 } as const;
+export type Op = (typeof Op)[keyof typeof Op];
+
+/** Projection groups: inputs that share one upload (forward) or one summed download (backward). */
+export const Group = { Qkv: 1, O: 2, GateUp: 3, Down: 4 } as const;
+export type Group = (typeof Group)[keyof typeof Group];
+
+/** Number of stacked matrices in each group (q,k,v = 3; gate,up = 2). */
+const GROUP_MATRICES: Record<Group, number> = { 1: 3, 2: 1, 3: 2, 4: 1 };
+
+/** Parts an ENCRYPTED_INPUT carries: forward uploads x once; backward uploads one dy per matrix. */
+export function inputParts(op: Op, group: Group): number {
+  return op === Op.Forward ? 1 : GROUP_MATRICES[group];
+}
+
+/** Parts an ENCRYPTED_OUTPUT carries: forward returns one y per matrix; backward returns the summed dx. */
+export function outputParts(op: Op, group: Group): number {
+  return op === Op.Forward ? GROUP_MATRICES[group] : 1;
+}
+
+/** Per-parameter-set sizes the wire format needs (kept here so protocol imports nothing from crypto). */
+export interface WireParams {
+  id: number;
+  /** N: tokens per ciphertext block. */
+  ringDegree: number;
+  /** Bytes per uploaded (seeded, mod-switched) b coefficient. */
+  uploadBytes: number;
+  /** Bytes per downloaded coefficient, for each of a and b (the payload is u32 views: must be 4). */
+  downloadBytes: number;
+}
+
+/** Id 1 is the same set as src/crypto/params.ts RLWE_N2048_Q44. */
+export const WIRE_PARAMS: ReadonlyMap<number, Readonly<WireParams>> = new Map([
+  [1, Object.freeze({ id: 1, ringDegree: 2048, uploadBytes: 5, downloadBytes: 4 })],
+]);
+
+export interface WireLimits {
+  maxTokens: number;
+  maxCols: number;
+  /** Largest whole message accepted, in bytes. */
+  maxBytes: number;
+}
+
+export const DEFAULT_WIRE_LIMITS: Readonly<WireLimits> = Object.freeze({
+  maxTokens: 65536,
+  maxCols: 65536,
+  maxBytes: 1024 * 1024 * 1024,
+});
+
+export type WireErrorCode =
+  | 'truncated' // fewer bytes than the fields or payload need
+  | 'bad_magic'
+  | 'bad_version'
+  | 'bad_type' // unknown message type, or not the type the caller asked for
+  | 'unknown_params'
+  | 'bad_field' // an enum value out of range, non-zero reserved bytes, invalid UTF-8
+  | 'bad_shape' // zero sizes, part counts that do not fit the op/group, payloads of the wrong size (encode)
+  | 'too_large' // over WireLimits
+  | 'trailing_bytes';
+
+export class WireError extends Error {
+  constructor(readonly code: WireErrorCode, message: string) {
+    super(`helora: wire: ${message}`);
+    this.name = 'WireError';
+  }
+}
+
+export interface WireHeader {
+  version: number;
+  type: MessageType;
+  paramsId: number;
+  requestId: bigint;
+}
+
+export interface EncryptedInputMessage {
+  paramsId: number;
+  requestId: bigint;
+  op: Op;
+  layer: number;
+  group: Group;
+  /** Features of each stacked input (parts = cols.length). */
+  cols: number[];
+  tokens: number;
+  /** Seed of the a-parts (32 bytes). */
+  seed: Uint8Array;
+  /** blocks[block][part]: cols[part] * N * uploadBytes bytes; decoded ones are views into the message. */
+  blocks: Uint8Array[][];
+}
+
+export interface OutputPart {
+  a: Uint32Array;
+  b: Uint32Array;
+}
+
+export interface EncryptedOutputMessage {
+  paramsId: number;
+  requestId: bigint;
+  op: Op;
+  layer: number;
+  group: Group;
+  /** Output features of each part (parts = rows.length). */
+  rows: number[];
+  tokens: number;
+  /** blocks[block][part]: a and b, rows[part] * N values each; views into the message when aligned. */
+  blocks: OutputPart[][];
+}
+
+export interface ErrorMessage {
+  paramsId: number;
+  requestId: bigint;
+  code: number;
+  message: string;
+}
+
+/** Numeric codes the server puts in ERROR messages. */
+export const ServerErrorCode = {
+  Malformed: 1,
+  UnsupportedVersion: 2,
+  UnknownParams: 3,
+  TooLarge: 4,
+  BadRequest: 5,
+  Busy: 6,
+  Internal: 7,
+} as const;
+
+/** The ERROR code a server answers a decode failure with. */
+export function serverCodeFor(e: WireError): number {
+  switch (e.code) {
+    case 'bad_version': return ServerErrorCode.UnsupportedVersion;
+    case 'unknown_params': return ServerErrorCode.UnknownParams;
+    case 'too_large': return ServerErrorCode.TooLarge;
+    default: return ServerErrorCode.Malformed;
+  }
+}
+
+export type DecodedMessage =
+  | { type: typeof MessageType.EncryptedInput; message: EncryptedInputMessage }
+  | { type: typeof MessageType.EncryptedOutput; message: EncryptedOutputMessage }
+  | { type: typeof MessageType.Error; message: ErrorMessage };
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+const short = (what: string, need: number, have: number, offset: number): WireError =>
+  new WireError('truncated', `message ends inside ${what}: need ${need} bytes at offset ${offset}, ${have} left`);
+
+function resolveLimits(limits?: Partial<WireLimits>): WireLimits {
+  const l = { ...DEFAULT_WIRE_LIMITS, ...limits };
+  for (const k of ['maxTokens', 'maxCols', 'maxBytes'] as const) {
+    if (!Number.isSafeInteger(l[k]) || l[k] < 1) throw new Error(`helora: wire limit ${k} must be a positive integer, got ${l[k]}`);
+  }
+  return l;
+}
+
+function checkBytesArg(bytes: Uint8Array): void {
+  if (!(bytes instanceof Uint8Array)) throw new TypeError('helora: wire: expected the message as a Uint8Array');
+}
+
+function knownParams(id: number): Readonly<WireParams> {
+  const p = WIRE_PARAMS.get(id);
+  if (p === undefined) {
+    throw new WireError('unknown_params', `unknown parameter set id ${id} (known: ${[...WIRE_PARAMS.keys()].join(', ')})`);
+  }
+  return p;
+}
+
+function readHeader(r: ByteReader): WireHeader {
+  r.need(WIRE_MAGIC.length, 'magic');
+  for (let i = 0; i < WIRE_MAGIC.length; i++) {
+    const b = r.u8('magic');
+    if (b !== WIRE_MAGIC[i]) throw new WireError('bad_magic', `bad magic byte ${i}: 0x${b.toString(16)}, expected "HLRA"`);
+  }
+  const version = r.u16('version');
+  if (version !== WIRE_VERSION) throw new WireError('bad_version', `unsupported version ${version}, expected ${WIRE_VERSION}`);
+  const type = r.u8('message type');
+  if (type !== MessageType.EncryptedInput && type !== MessageType.EncryptedOutput && type !== MessageType.Error) {
+    throw new WireError('bad_type', `unknown message type ${type}, expected 1 (input), 2 (output) or 3 (error)`);
+  }
+  const paramsId = r.u8('params id');
+  if (!(type === MessageType.Error && paramsId === NO_PARAMS_ID)) knownParams(paramsId);
+  const requestId = r.u64('request id');
+  return { version, type, paramsId, requestId };
+}
+
+/** Reads and validates the header only, for dispatch. */
+export function peekHeader(bytes: Uint8Array): WireHeader {
+  checkBytesArg(bytes);
+  return readHeader(new ByteReader(bytes, short));
+}
+
+function expectType(h: WireHeader, want: MessageType, name: string): void {
+  if (h.type !== want) throw new WireError('bad_type', `message type ${h.type}, expected ${want} (${name})`);
+}
+
+function checkMaxBytes(n: number, limits: WireLimits): void {
+  if (n > limits.maxBytes) throw new WireError('too_large', `message of ${n} bytes exceeds the limit of ${limits.maxBytes} bytes`);
+}
+
+interface ProductFields {
+  op: Op;
+  layer: number;
+  group: Group;
+  dims: number[];
+  tokens: number;
+}
+
+/** The shared op/layer/group/parts/dims/tokens fields of input and output messages. */
+function readProductFields(r: ByteReader, limits: WireLimits, dir: 'input' | 'output'): ProductFields {
+  const op = r.u8('op');
+  if (op !== Op.Forward && op !== Op.Backward) throw new WireError('bad_field', `unknown op ${op}, expected 1 (forward) or 2 (backward)`);
+  const layer = r.u16('layer');
+  const group = r.u8('group');
+  if (group < Group.Qkv || group > Group.Down) {
+    throw new WireError('bad_field', `unknown projection group ${group}, expected 1 (qkv), 2 (o), 3 (gate_up) or 4 (down)`);
+  }
+  const parts = r.u8('parts');
+  if (parts < MIN_PARTS || parts > MAX_PARTS) throw new WireError('bad_shape', `${parts} parts, expected ${MIN_PARTS}..${MAX_PARTS}`);
+  const want = dir === 'input' ? inputParts(op as Op, group as Group) : outputParts(op as Op, group as Group);
+  if (parts !== want) {
+    throw new WireError('bad_shape', `${dir} of op ${op} group ${group} has ${parts} parts, expected ${want}`);
+  }
+  for (let i = 0; i < 3; i++) {
+    const z = r.u8('reserved');
+    if (z !== 0) throw new WireError('bad_field', `reserved byte ${i} is ${z}, expected 0`);
+  }
+  const dimName = dir === 'input' ? 'cols' : 'rows';
+  const dims: number[] = [];
+  for (let p = 0; p < parts; p++) {
+    const d = r.u32(`${dimName}[${p}]`);
+    if (d === 0) throw new WireError('bad_shape', `${dimName}[${p}] is 0, expected at least 1`);
+    if (d > limits.maxCols) throw new WireError('too_large', `${dimName}[${p}] = ${d} exceeds the limit of ${limits.maxCols}`);
+    dims.push(d);
+  }
+  const tokens = r.u32('tokens');
+  if (tokens === 0) throw new WireError('bad_shape', 'tokens is 0, expected at least 1');
+  if (tokens > limits.maxTokens) throw new WireError('too_large', `tokens = ${tokens} exceeds the limit of ${limits.maxTokens}`);
+  return { op: op as Op, layer, group: group as Group, dims, tokens };
+}
+
+/** Checks the payload length that the fields imply against the limits and the bytes present. */
+function checkPayload(r: ByteReader, total: number, headerEnd: number, limits: WireLimits): void {
+  // All factors are bounded by the limits (<= 2^53 in total), so this product is exact or, when
+  // huge, still far above maxBytes.
+  checkMaxBytes(total, limits);
+  const payload = total - headerEnd;
+  if (r.remaining < payload) throw new WireError('truncated', `payload needs ${payload} bytes, only ${r.remaining} present`);
+  if (r.remaining > payload) throw new WireError('trailing_bytes', `${r.remaining - payload} bytes after the ${payload}-byte payload`);
+}
+
+function blockCount(tokens: number, n: number): number {
+  return Math.ceil(tokens / n);
+}
+
+function sum(a: number[]): number {
+  let s = 0;
+  for (const v of a) s += v;
+  return s;
+}
+
+class Writer {
+  readonly bytes: Uint8Array;
+  readonly view: DataView;
+  pos = 0;
+  constructor(n: number) {
+    this.bytes = new Uint8Array(n);
+    this.view = new DataView(this.bytes.buffer);
+  }
+  u8(v: number): void { this.view.setUint8(this.pos, v); this.pos += 1; }
+  u16(v: number): void { this.view.setUint16(this.pos, v, true); this.pos += 2; }
+  u32(v: number): void { this.view.setUint32(this.pos, v, true); this.pos += 4; }
+  u64(v: bigint): void { this.view.setBigUint64(this.pos, v, true); this.pos += 8; }
+  raw(b: Uint8Array): void { this.bytes.set(b, this.pos); this.pos += b.length; }
+}
+
+function writeHeader(w: Writer, type: MessageType, paramsId: number, requestId: bigint): void {
+  w.raw(WIRE_MAGIC);
+  w.u16(WIRE_VERSION);
+  w.u8(type);
+  w.u8(paramsId);
+  w.u64(requestId);
+}
+
+function checkRequestId(id: bigint): void {
+  if (typeof id !== 'bigint' || id < 0n || id > 0xffffffffffffffffn) {
+    throw new WireError('bad_field', `request id must be a bigint in [0, 2^64), got ${String(id)}`);
+  }
+}
+
+function checkEncodeFields(m: { op: number; layer: number; group: number; tokens: number }, dims: number[], dir: 'input' | 'output'): void {
+  if (m.op !== Op.Forward && m.op !== Op.Backward) throw new WireError('bad_field', `unknown op ${m.op}`);
+  if (!Number.isInteger(m.group) || m.group < Group.Qkv || m.group > Group.Down) throw new WireError('bad_field', `unknown group ${m.group}`);
+  if (!Number.isInteger(m.layer) || m.layer < 0 || m.layer > 0xffff) throw new WireError('bad_field', `layer ${m.layer} is not a u16`);
+  const want = dir === 'input' ? inputParts(m.op as Op, m.group as Group) : outputParts(m.op as Op, m.group as Group);
+  if (dims.length !== want) throw new WireError('bad_shape', `${dir} of op ${m.op} group ${m.group} needs ${want} parts, got ${dims.length}`);
+  for (const d of dims) {
+    if (!Number.isInteger(d) || d < 1 || d > 0xffffffff) throw new WireError('bad_shape', `feature count ${d} is not in 1..2^32-1`);
+  }
+  if (!Number.isInteger(m.tokens) || m.tokens < 1 || m.tokens > 0xffffffff) throw new WireError('bad_shape', `tokens ${m.tokens} is not in 1..2^32-1`);
+}
+
+function checkBlocksShape(blocks: unknown[][], nBlocks: number, parts: number): void {
+  if (blocks.length !== nBlocks) throw new WireError('bad_shape', `${blocks.length} payload blocks, expected ${nBlocks}`);
+  for (const b of blocks) if (b.length !== parts) throw new WireError('bad_shape', `a payload block has ${b.length} parts, expected ${parts}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ENCRYPTED_INPUT
+
+function inputHeaderBytes(parts: number): number {
+  return HEADER_BYTES + FIXED_PRODUCT_FIELDS_BYTES + 4 * parts + 4 + SEED_BYTES;
+}
+
+/** Total encoded size of an ENCRYPTED_INPUT message. */
+export function encryptedInputBytes(paramsId: number, cols: number[], tokens: number): number {
+  const p = knownParams(paramsId);
+  return inputHeaderBytes(cols.length) + blockCount(tokens, p.ringDegree) * sum(cols) * p.ringDegree * p.uploadBytes;
+}
+
+export function encodeEncryptedInput(msg: EncryptedInputMessage): Uint8Array {
+  const p = knownParams(msg.paramsId);
+  checkRequestId(msg.requestId);
+  checkEncodeFields(msg, msg.cols, 'input');
+  if (!(msg.seed instanceof Uint8Array) || msg.seed.length !== SEED_BYTES) {
+    throw new WireError('bad_shape', `seed must be ${SEED_BYTES} bytes`);
+  }
+  const nBlocks = blockCount(msg.tokens, p.ringDegree);
+  checkBlocksShape(msg.blocks, nBlocks, msg.cols.length);
+  for (const b of msg.blocks) {
+    b.forEach((part, j) => {
+      const want = msg.cols[j] * p.ringDegree * p.uploadBytes;
+      if (!(part instanceof Uint8Array) || part.length !== want) {
+        throw new WireError('bad_shape', `input part ${j} has ${part?.length} bytes, expected ${want}`);
+      }
+    });
+  }
+  const w = new Writer(encryptedInputBytes(msg.paramsId, msg.cols, msg.tokens));
+  writeHeader(w, MessageType.EncryptedInput, msg.paramsId, msg.requestId);
+  w.u8(msg.op); w.u16(msg.layer); w.u8(msg.group); w.u8(msg.cols.length);
+  w.u8(0); w.u8(0); w.u8(0);
+  for (const c of msg.cols) w.u32(c);
+  w.u32(msg.tokens);
+  w.raw(msg.seed);
+  for (const b of msg.blocks) for (const part of b) w.raw(part);
+  return w.bytes;
+}
+
+/** Decodes an ENCRYPTED_INPUT; payload parts and seed are zero-copy views into `bytes`. */
+export function decodeEncryptedInput(bytes: Uint8Array, limits?: Partial<WireLimits>): EncryptedInputMessage {
+  checkBytesArg(bytes);
+  const lim = resolveLimits(limits);
+  checkMaxBytes(bytes.length, lim);
+  const r = new ByteReader(bytes, short);
+  const h = readHeader(r);
+  expectType(h, MessageType.EncryptedInput, 'encrypted input');
+  return readInputBody(r, h, lim);
+}
+
+function readInputBody(r: ByteReader, h: WireHeader, lim: WireLimits): EncryptedInputMessage {
+  const p = knownParams(h.paramsId);
+  const f = readProductFields(r, lim, 'input');
+  const seed = r.bytesView(SEED_BYTES, 'seed');
+  const nBlocks = blockCount(f.tokens, p.ringDegree);
+  const partBytes = f.dims.map((c) => c * p.ringDegree * p.uploadBytes);
+  const headerEnd = r.offset;
+  checkPayload(r, headerEnd + nBlocks * sum(partBytes), headerEnd, lim);
+  const blocks: Uint8Array[][] = [];
+  for (let b = 0; b < nBlocks; b++) blocks.push(partBytes.map((n, j) => r.bytesView(n, `block ${b} part ${j}`)));
+  return { paramsId: h.paramsId, requestId: h.requestId, op: f.op, layer: f.layer, group: f.group, cols: f.dims, tokens: f.tokens, seed, blocks };
+}
+
+// ---------------------------------------------------------------------------------------------
+// ENCRYPTED_OUTPUT
+
+function outputHeaderBytes(parts: number): number {
+  return HEADER_BYTES + FIXED_PRODUCT_FIELDS_BYTES + 4 * parts + 4;
+}
+
+/** Total encoded size of an ENCRYPTED_OUTPUT message. */
+export function encryptedOutputBytes(paramsId: number, rows: number[], tokens: number): number {
+  const p = knownParams(paramsId);
+  return outputHeaderBytes(rows.length) + blockCount(tokens, p.ringDegree) * sum(rows) * p.ringDegree * 2 * p.downloadBytes;
+}
+
+function writeU32s(w: Writer, a: Uint32Array): void {
+  if (HOST_LITTLE_ENDIAN) {
+    w.raw(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+  } else {
+    for (let i = 0; i < a.length; i++) w.u32(a[i]);
+  }
+}
+
+export function encodeEncryptedOutput(msg: EncryptedOutputMessage): Uint8Array {
+  const p = knownParams(msg.paramsId);
+  if (p.downloadBytes !== 4) throw new WireError('unknown_params', `parameter set ${p.id} downloads ${p.downloadBytes}-byte values; this version carries 4`);
+  checkRequestId(msg.requestId);
+  checkEncodeFields(msg, msg.rows, 'output');
+  const nBlocks = blockCount(msg.tokens, p.ringDegree);
+  checkBlocksShape(msg.blocks, nBlocks, msg.rows.length);
+  for (const b of msg.blocks) {
+    b.forEach((part, j) => {
+      const want = msg.rows[j] * p.ringDegree;
+      if (!(part?.a instanceof Uint32Array) || !(part.b instanceof Uint32Array) || part.a.length !== want || part.b.length !== want) {
+        throw new WireError('bad_shape', `output part ${j} must hold a and b as Uint32Array of ${want} values`);
+      }
+    });
+  }
+  const w = new Writer(encryptedOutputBytes(msg.paramsId, msg.rows, msg.tokens));
+  writeHeader(w, MessageType.EncryptedOutput, msg.paramsId, msg.requestId);
+  w.u8(msg.op); w.u16(msg.layer); w.u8(msg.group); w.u8(msg.rows.length);
+  w.u8(0); w.u8(0); w.u8(0);
+  for (const c of msg.rows) w.u32(c);
+  w.u32(msg.tokens);
+  for (const b of msg.blocks) for (const part of b) { writeU32s(w, part.a); writeU32s(w, part.b); }
+  return w.bytes;
+}
+
+/**
+ * Decodes an ENCRYPTED_OUTPUT. The a/b arrays are zero-copy views into `bytes` when the payload is
+ * 4-byte aligned in memory (always for buffers this module encoded); otherwise the payload is copied
+ * once into a fresh aligned buffer.
+ */
+export function decodeEncryptedOutput(bytes: Uint8Array, limits?: Partial<WireLimits>): EncryptedOutputMessage {
+  checkBytesArg(bytes);
+  const lim = resolveLimits(limits);
+  checkMaxBytes(bytes.length, lim);
+  const r = new ByteReader(bytes, short);
+  const h = readHeader(r);
+  expectType(h, MessageType.EncryptedOutput, 'encrypted output');
+  return readOutputBody(bytes, r, h, lim);
+}
+
+function readOutputBody(bytes: Uint8Array, r: ByteReader, h: WireHeader, lim: WireLimits): EncryptedOutputMessage {
+  const p = knownParams(h.paramsId);
+  if (p.downloadBytes !== 4) throw new WireError('unknown_params', `parameter set ${p.id} downloads ${p.downloadBytes}-byte values; this version carries 4`);
+  const f = readProductFields(r, lim, 'output');
+  const nBlocks = blockCount(f.tokens, p.ringDegree);
+  const partValues = f.dims.map((rows) => rows * p.ringDegree);
+  const headerEnd = r.offset;
+  const payloadValues = nBlocks * 2 * sum(partValues);
+  checkPayload(r, headerEnd + payloadValues * 4, headerEnd, lim);
+  const payloadBytes = r.bytesView(payloadValues * 4, 'payload');
+  let words: Uint32Array;
+  if (HOST_LITTLE_ENDIAN && payloadBytes.byteOffset % 4 === 0) {
+    words = new Uint32Array(payloadBytes.buffer, payloadBytes.byteOffset, payloadValues);
+  } else if (HOST_LITTLE_ENDIAN) {
+    words = new Uint32Array(payloadBytes.slice().buffer); // size already validated against the bytes present
+  } else {
+    words = new Uint32Array(payloadValues);
+    const dv = new DataView(bytes.buffer, payloadBytes.byteOffset, payloadBytes.byteLength);
+    for (let i = 0; i < payloadValues; i++) words[i] = dv.getUint32(4 * i, true);
+  }
+  const blocks: OutputPart[][] = [];
+  let off = 0;
+  for (let b = 0; b < nBlocks; b++) {
+    const parts: OutputPart[] = [];
+    for (const n of partValues) {
+      const a = words.subarray(off, off + n);
+      const bb = words.subarray(off + n, off + 2 * n);
+      off += 2 * n;
+      parts.push({ a, b: bb });
+    }
+    blocks.push(parts);
+  }
+  return { paramsId: h.paramsId, requestId: h.requestId, op: f.op, layer: f.layer, group: f.group, rows: f.dims, tokens: f.tokens, blocks };
+}
+
+// ---------------------------------------------------------------------------------------------
+// ERROR
+
+const utf8Encoder = new TextEncoder();
+const utf8Decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/** UTF-8 of s, cut to at most max bytes on a code point boundary. */
+function utf8Truncated(s: string, max: number): Uint8Array {
+  const all = utf8Encoder.encode(s);
+  if (all.length <= max) return all;
+  let end = max;
+  while (end > 0 && (all[end] & 0xc0) === 0x80) end--; // do not split a multi-byte sequence
+  return all.subarray(0, end);
+}
+
+/** Encodes an ERROR message; a message longer than 1024 UTF-8 bytes is truncated (on a character boundary). */
+export function encodeError(msg: ErrorMessage): Uint8Array {
+  if (msg.paramsId !== NO_PARAMS_ID) knownParams(msg.paramsId);
+  checkRequestId(msg.requestId);
+  if (!Number.isInteger(msg.code) || msg.code < 0 || msg.code > 0xffff) throw new WireError('bad_field', `error code ${msg.code} is not a u16`);
+  const text = utf8Truncated(String(msg.message), MAX_ERROR_MESSAGE_BYTES);
+  const w = new Writer(HEADER_BYTES + 4 + text.length);
+  writeHeader(w, MessageType.Error, msg.paramsId, msg.requestId);
+  w.u16(msg.code);
+  w.u16(text.length);
+  w.raw(text);
+  return w.bytes;
+}
+
+export function decodeError(bytes: Uint8Array, limits?: Partial<WireLimits>): ErrorMessage {
+  checkBytesArg(bytes);
+  const lim = resolveLimits(limits);
+  checkMaxBytes(bytes.length, lim);
+  const r = new ByteReader(bytes, short);
+  const h = readHeader(r);
+  expectType(h, MessageType.Error, 'error');
+  return readErrorBody(r, h, lim);
+}
+
+function readErrorBody(r: ByteReader, h: WireHeader, lim: WireLimits): ErrorMessage {
+  const code = r.u16('error code');
+  const len = r.u16('error message length');
+  if (len > MAX_ERROR_MESSAGE_BYTES) throw new WireError('too_large', `error message of ${len} bytes, expected at most ${MAX_ERROR_MESSAGE_BYTES}`);
+  checkPayload(r, r.offset + len, r.offset, lim);
+  const raw = r.bytesView(len, 'error message');
+  let message: string;
+  try {
+    message = utf8Decoder.decode(raw);
+  } catch {
+    throw new WireError('bad_field', 'error message is not valid UTF-8');
+  }
+  return { paramsId: h.paramsId, requestId: h.requestId, code, message };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/** Decodes any known message, dispatching on its header. */
+export function decodeMessage(bytes: Uint8Array, limits?: Partial<WireLimits>): DecodedMessage {
+  checkBytesArg(bytes);
+  const lim = resolveLimits(limits);
+  checkMaxBytes(bytes.length, lim);
+  const r = new ByteReader(bytes, short);
+  const h = readHeader(r);
+  switch (h.type) {
+    case MessageType.EncryptedInput: return { type: h.type, message: readInputBody(r, h, lim) };
+    case MessageType.EncryptedOutput: return { type: h.type, message: readOutputBody(bytes, r, h, lim) };
+    case MessageType.Error: return { type: h.type, message: readErrorBody(r, h, lim) };
+  }
+}
