@@ -61,11 +61,8 @@ export function encryptBlock(params: RlweParams, key: SecretKey, m: Int32Array, 
   if (!(Number.isInteger(d) && d >= 1 && d <= 1 << 20)) throw new Error(`helora: feature count d must be in [1, 2^20], got ${d}`);
   if (!(m instanceof Int32Array) || m.length !== d * n) throw new Error(`helora: message must be an Int32Array of d*N = ${d * n} values, got ${m?.length}`);
   if (!(seed instanceof Uint8Array) || seed.length !== SEED_BYTES) throw new Error(`helora: seed must be ${SEED_BYTES} bytes`);
+  // |m| < 2^(P-1) (checked inside the kernel, which is free there)
   const lim = 2 ** (params.plaintextBits - 1);
-  for (let i = 0; i < m.length; i++) {
-    const v = m[i];
-    if (v >= lim || v < -lim) throw new Error(`helora: message value ${v} at ${i} is outside [-2^${params.plaintextBits - 1}, 2^${params.plaintextBits - 1})`);
-  }
   const stream = new MaskStream(seed, blockIndex); // validates blockIndex
   SecretKey.claimSeed(key, hex(seed), blockIndex);
   const k = kernelFor(params, key);
@@ -78,7 +75,10 @@ export function encryptBlock(params: RlweParams, key: SecretKey, m: Int32Array, 
     v.a.set(stream.next(np * n * MASK_BYTES));
     v.m.set(m.subarray(p0 * n, (p0 + np) * n));
     randomFillSync(v.rnd);
-    k.encrypt(logDelta(params), upShift);
+    if (!k.encrypt(logDelta(params), upShift, lim)) {
+      const i = m.findIndex((x) => x >= lim || x < -lim);
+      throw new Error(`helora: message value ${m[i]} at ${i} is outside [-2^${params.plaintextBits - 1}, 2^${params.plaintextBits - 1})`);
+    }
     out.set(v.out, p0 * n * ob);
   }
   return out;

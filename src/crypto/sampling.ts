@@ -113,10 +113,11 @@ export class MaskStream {
     this.cipher = createCipheriv('aes-256-ctr', seed, maskIv(blockIndex));
   }
 
-  /** The next `bytes` bytes of key stream (a new buffer). */
+  /** The next `bytes` bytes of key stream (a new array). */
   next(bytes: number): Uint8Array {
     if (this.zeros.length < bytes) this.zeros = new Uint8Array(bytes);
-    return this.cipher.update(this.zeros.subarray(0, bytes));
+    const out = this.cipher.update(this.zeros.subarray(0, bytes));
+    return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
   }
 }
 

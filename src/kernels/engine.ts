@@ -18,6 +18,9 @@ interface GemmExports {
   packB32(src: number, K: number, N: number, sbk: number, sbj: number, dst: number): void;
   gemm32(A: number, B: number, K: number, C: number, Mb: number, P: number, ldc: number): void;
   finishF32(C: number, ldc: number, M: number, N: number, out: number, soi: number, soj: number, accumulate: number, bias: number): void;
+  smallForwardF32(out: number, inp: number, w: number, bias: number, T: number, C: number, OC: number): void;
+  smallBackwardInputF32(dinp: number, dout: number, w: number, T: number, C: number, OC: number): void;
+  smallBackwardWeightF32(dw: number, dout: number, inp: number, T: number, C: number, OC: number): void;
 }
 
 /** Tokens per block of the encrypted product: 6 limbs x 64 tokens = 48 panels of 8 columns. */
@@ -160,6 +163,33 @@ export class KernelEngine {
     const st = this.stage(out, M, N);
     ex.finishF32(c, ldc, M, N, st.ptr, out.si, out.sj, accumulate ? 1 : 0, bp2);
     out.data.set(h.f32(st.ptr, st.len), st.first);
+  }
+
+  /**
+   * Few-token llm.c matmuls (see matmul-f32.ts) that read the weights in place instead of packing
+   * them. Arrays are used from index 0 with the lengths given by T, C, OC.
+   */
+  smallMatmul(op: 'fwd' | 'bwdIn' | 'bwdW', target: Float32Array, x: Float32Array, y: Float32Array, bias: Float32Array | null, T: number, C: number, OC: number): void {
+    const ex = this.ex;
+    const put = (a: Float32Array, n: number): number => {
+      const p = this.heap.alloc(n * 4);
+      this.heap.f32(p, n).set(a.subarray(0, n));
+      return p;
+    };
+    if (op === 'fwd') {
+      const ip = put(x, T * C), wp = put(y, OC * C), bp = bias ? put(bias, OC) : 0;
+      const op2 = this.heap.alloc(T * OC * 4);
+      ex.smallForwardF32(op2, ip, wp, bp, T, C, OC);
+      target.set(this.heap.f32(op2, T * OC));
+    } else if (op === 'bwdIn') {
+      const tp = put(target, T * C), dp = put(x, T * OC), wp = put(y, OC * C);
+      ex.smallBackwardInputF32(tp, dp, wp, T, C, OC);
+      target.set(this.heap.f32(tp, T * C));
+    } else {
+      const tp = put(target, OC * C), dp = put(x, T * OC), ip = put(y, T * C);
+      ex.smallBackwardWeightF32(tp, dp, ip, T, C, OC);
+      target.set(this.heap.f32(tp, OC * C));
+    }
   }
 
   /**

@@ -15,7 +15,8 @@ function close(got: Float32Array, want: Float32Array, tol: number, what: string)
   for (let i = 0; i < got.length; i++) assert.ok(Math.abs(got[i]! - want[i]!) <= tol, `${what} at ${i}: ${got[i]} vs ${want[i]}`);
 }
 
-const shapes = [[1, 1, 1], [7, 13, 5], [16, 64, 48], [33, 70, 9], [5, 300, 130]] as const;
+// Both paths: T <= SMALL_T (weights read in place) and the packed GEMM.
+const shapes = [[1, 1, 1], [7, 13, 5], [8, 9, 3], [9, 16, 8], [16, 64, 48], [33, 70, 9], [5, 300, 130], [40, 300, 130]] as const;
 
 test('matmulForward matches the reference, with and without bias', () => {
   for (const [T, C, OC] of shapes) {

@@ -1,6 +1,13 @@
 /** llm.c-style fp32 matmuls for the model engine (flat row-major buffers). */
 import { kernelEngine } from './engine.js';
 
+/**
+ * Up to this many tokens the products read the weights in place (dot / axpy kernels, memory
+ * bound) instead of packing them for the register-blocked GEMM, whose packing would cost more
+ * than the product.
+ */
+export const SMALL_T = 8;
+
 function need(name: string, arr: Float32Array, len: number): void {
   if (arr.length < len) throw new Error(`helora: ${name} has ${arr.length} values, expected at least ${len}`);
 }
@@ -51,6 +58,7 @@ export function matmulForward(out: Float32Array, inp: Float32Array, weight: Floa
   if (bias) need('bias', bias, OC);
   if (T === 0 || OC === 0) return;
   const e = kernelEngine();
+  if (T <= SMALL_T) return e.smallMatmul('fwd', out, inp, weight, bias, T, C, OC);
   const ap = e.packF32A({ data: inp, offset: 0, si: C, sj: 1 }, T, C, false);
   const bp = e.packF32B({ data: weight, offset: 0, si: 1, sj: C }, C, OC, false);
   e.gemmF32Packed(ap, bp, T, C, OC, { data: out, offset: 0, si: OC, sj: 1 }, false, bias);
@@ -61,6 +69,7 @@ export function matmulBackwardInput(dinp: Float32Array, dout: Float32Array, weig
   dims(T, C, OC); need('dinp', dinp, T * C); need('dout', dout, T * OC); need('weight', weight, OC * C);
   if (T === 0 || C === 0 || OC === 0) return;
   const e = kernelEngine();
+  if (T <= SMALL_T) return e.smallMatmul('bwdIn', dinp, dout, weight, null, T, C, OC);
   const ap = e.packF32A({ data: dout, offset: 0, si: OC, sj: 1 }, T, OC, false);
   const bp = e.packF32B({ data: weight, offset: 0, si: C, sj: 1 }, OC, C, false);
   e.gemmF32Packed(ap, bp, T, OC, C, { data: dinp, offset: 0, si: C, sj: 1 }, true, null);
@@ -71,6 +80,7 @@ export function matmulBackwardWeight(dweight: Float32Array, dout: Float32Array, 
   dims(T, C, OC); need('dweight', dweight, OC * C); need('dout', dout, T * OC); need('inp', inp, T * C);
   if (T === 0 || C === 0 || OC === 0) return;
   const e = kernelEngine();
+  if (T <= SMALL_T) return e.smallMatmul('bwdW', dweight, dout, inp, null, T, C, OC);
   const ap = e.packF32A({ data: dout, offset: 0, si: 1, sj: OC }, OC, T, false);
   const bp = e.packF32B({ data: inp, offset: 0, si: C, sj: 1 }, T, C, false);
   e.gemmF32Packed(ap, bp, OC, T, C, { data: dweight, offset: 0, si: C, sj: 1 }, true, null);

@@ -26,7 +26,7 @@ interface NttExports {
   productExact44(src: number, dst: number): void;
   productExact32(src: number, dst: number): void;
   encryptPolys(nPolys: number, aSrc: number, m: number, rnd: number, cdt: number, nCdt: number,
-    deltaShift: number, upShift: number, outBytes: number, out: number): void;
+    deltaShift: number, upShift: number, outBytes: number, out: number, mLimit: number): number;
   decryptRows(nRows: number, a: number, b: number, sh: number, y: number): void;
 }
 
@@ -227,14 +227,17 @@ export class NttKernel {
   /**
    * Runs the encryption prepared by beginEncrypt (see encryptPolys in ntt.entry.ts):
    * out = round((a*s + e + (m << deltaShift)) / 2^upShift) mod 2^(8 outBytes).
+   * Returns false (output unusable) if some message value has |m| >= mLimit (mLimit <= 2^30).
    */
-  encrypt(deltaShift: number, upShift: number): void {
+  encrypt(deltaShift: number, upShift: number, mLimit: number): boolean {
     this.requireSecret();
     const p = this.pending;
     if (p === null) throw new Error('helora: encrypt() without beginEncrypt()');
     if (this.cdtLen === 0) throw new Error('helora: no noise table loaded');
-    this.ex.encryptPolys(p.nPolys, p.a, p.m, p.rnd, this.cdtPtr, this.cdtLen, deltaShift, upShift, p.outBytes, p.out);
+    if (!(Number.isInteger(mLimit) && mLimit >= 1 && mLimit <= 2 ** 30)) throw new Error(`helora: bad message limit ${mLimit}`);
+    const bad = this.ex.encryptPolys(p.nPolys, p.a, p.m, p.rnd, this.cdtPtr, this.cdtLen, deltaShift, upShift, p.outBytes, p.out, mLimit);
     this.pending = null;
+    return bad === 0;
   }
 
   private pendingDec: { nRows: number; a: number; b: number; y: number } | null = null;

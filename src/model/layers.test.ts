@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  attentionBackward, attentionForward, crossEntropyBackward, crossEntropyForward, crossEntropyForwardBackwardInPlace,
+  ATTN_QUERY_BLOCK, attentionBackward, attentionBackwardReference, attentionForward, attentionForwardReference, crossEntropyBackward, crossEntropyForward, crossEntropyForwardBackwardInPlace,
   IGNORE_INDEX, rmsnormBackward, rmsnormForward, ropeBackward, ropeForward, ropeInvFreq, ropeTables, swigluBackward,
   swigluForward, type Vec,
 } from './layers.js';
@@ -96,16 +96,16 @@ const attnCase = { T: 8, nHeads: 4, nKvHeads: 2, headDim: 4 };
 // Two packed sequences, a padding token with its own id, and a sequence id that re-appears later.
 const seqIds = Int32Array.from([0, 0, 0, 1, 1, 9, 1, 0]);
 
-test('attention backward (GQA + packing mask) matches finite differences', () => {
+test('attention backward (reference, GQA + packing mask) matches finite differences', () => {
   const r = rng(3);
   const { T, nHeads, nKvHeads, headDim } = attnCase;
   const q = randn(T * nHeads * headDim, r), k = randn(T * nKvHeads * headDim, r), v = randn(T * nKvHeads * headDim, r);
   const R = randn(T * nHeads * headDim, r);
-  const loss = (): number => { const o = new Float64Array(T * nHeads * headDim); attentionForward(o, null, q, k, v, seqIds, attnCase); return dot(o, R); };
+  const loss = (): number => { const o = new Float64Array(T * nHeads * headDim); attentionForwardReference(o, null, q, k, v, seqIds, attnCase); return dot(o, R); };
   const out = new Float64Array(T * nHeads * headDim), lse = new Float64Array(nHeads * T);
-  attentionForward(out, lse, q, k, v, seqIds, attnCase);
+  attentionForwardReference(out, lse, q, k, v, seqIds, attnCase);
   const dq = new Float64Array(q.length), dk = new Float64Array(k.length), dv = new Float64Array(v.length);
-  attentionBackward(dq, dk, dv, R, q, k, v, out, lse, seqIds, attnCase);
+  attentionBackwardReference(dq, dk, dv, R, q, k, v, out, lse, seqIds, attnCase);
   checkGrad('attention dq', q, dq, loss);
   checkGrad('attention dk', k, dk, loss);
   checkGrad('attention dv', v, dv, loss);
@@ -116,7 +116,7 @@ test('attention forward equals a naive masked softmax and respects the packing m
   const { T, nHeads, nKvHeads, headDim: hd } = attnCase;
   const q = randn(T * nHeads * hd, r), k = randn(T * nKvHeads * hd, r), v = randn(T * nKvHeads * hd, r);
   const out = new Float64Array(T * nHeads * hd);
-  attentionForward(out, null, q, k, v, seqIds, attnCase);
+  attentionForwardReference(out, null, q, k, v, seqIds, attnCase);
   for (let t = 0; t < T; t++) {
     for (let h = 0; h < nHeads; h++) {
       const kh = Math.floor(h / (nHeads / nKvHeads));
@@ -137,6 +137,32 @@ test('attention forward equals a naive masked softmax and respects the packing m
   // The padding token (own id) sees only itself: its output is its own v.
   const kh0 = 0;
   for (let i = 0; i < hd; i++) assert.ok(Math.abs(out[(5 * nHeads) * hd + i]! - v[(5 * nKvHeads + kh0) * hd + i]!) < 1e-12);
+});
+
+test('blocked attention (matmul kernels) equals the reference, forward and backward, across block edges', () => {
+  const r = rng(7);
+  const T = 2 * ATTN_QUERY_BLOCK + 23, nHeads = 6, nKvHeads = 2, headDim = 8;
+  const dims = { T, nHeads, nKvHeads, headDim };
+  // A long run crossing block edges, short runs, padding with own ids, and an id that comes back.
+  const ids = Int32Array.from({ length: T }, (_, t) => (t < 90 ? 0 : t < 100 ? 1 : t < 104 ? 100 + t : t < 140 ? 2 : t < 145 ? 1 : 3));
+  for (const seq of [ids, new Int32Array(T)]) {
+    const f32 = (n: number): Float32Array => Float32Array.from(randn(n, r));
+    const q = f32(T * nHeads * headDim), k = f32(T * nKvHeads * headDim), v = f32(T * nKvHeads * headDim), dout = f32(T * nHeads * headDim);
+    const o1 = new Float32Array(q.length), l1 = new Float32Array(nHeads * T), o2 = new Float32Array(q.length), l2 = new Float32Array(nHeads * T);
+    attentionForwardReference(o1, l1, q, k, v, seq, dims);
+    attentionForward(o2, l2, q, k, v, seq, dims);
+    const close = (a: Float32Array, b: Float32Array, what: string): void => {
+      let m = 0, e = 0;
+      for (let i = 0; i < a.length; i++) { m = Math.max(m, Math.abs(b[i]!)); e = Math.max(e, Math.abs(a[i]! - b[i]!)); }
+      assert.ok(m > 0 && e <= 1e-5 * m, `${what}: max err ${e}, max ${m}`);
+    };
+    close(o2, o1, 'out'); close(l2, l1, 'lse');
+    const g1 = [new Float32Array(q.length), new Float32Array(k.length), new Float32Array(v.length)] as const;
+    const g2 = [new Float32Array(q.length), new Float32Array(k.length), new Float32Array(v.length)] as const;
+    attentionBackwardReference(g1[0], g1[1], g1[2], dout, q, k, v, o1, l1, seq, dims);
+    attentionBackward(g2[0], g2[1], g2[2], dout, q, k, v, o2, l2, seq, dims);
+    close(g2[0], g1[0], 'dq'); close(g2[1], g1[1], 'dk'); close(g2[2], g1[2], 'dv');
+  }
 });
 
 test('swiglu backward matches finite differences', () => {

@@ -7,6 +7,7 @@
  * Sums run in JS doubles and are rounded once when stored.
  */
 
+import { matmulBackwardInput, matmulBackwardWeight, matmulForward } from '../kernels/matmul-f32.js';
 import type { RopeScaling } from './config.js';
 
 /** Label value of positions that take no part in the loss (PyTorch / Hugging Face convention). */
@@ -182,10 +183,11 @@ function checkAttn(d: AttentionDims): void {
 }
 
 /**
+ * Plain-loop reference (any float width; the fp64 finite-difference tests use it).
  * out[T, nHeads*hd] = softmax(q k^T / sqrt(hd) + mask) v, per head, kv head = h / (nHeads/nKvHeads).
  * q: [T, nHeads*hd]; k, v: [T, nKvHeads*hd]; lse: [nHeads*T] (may be null when not training).
  */
-export function attentionForward(out: Vec, lse: Vec | null, q: Vec, k: Vec, v: Vec, seqIds: Int32Array, d: AttentionDims): void {
+export function attentionForwardReference(out: Vec, lse: Vec | null, q: Vec, k: Vec, v: Vec, seqIds: Int32Array, d: AttentionDims): void {
   checkAttn(d);
   const { T, nHeads, nKvHeads, headDim: hd } = d;
   const group = nHeads / nKvHeads;
@@ -228,10 +230,10 @@ export function attentionForward(out: Vec, lse: Vec | null, q: Vec, k: Vec, v: V
 }
 
 /**
- * dq, dk, dv += gradients of attentionForward given dout, the saved q, k, v, out and lse.
+ * dq, dk, dv += gradients of attentionForwardReference given dout, the saved q, k, v, out and lse.
  * With p = softmax row: dv_s += p_s dout; ds = p_s (dout·v_s - dout·out); dq += scale ds k_s; dk_s += scale ds q.
  */
-export function attentionBackward(dq: Vec, dk: Vec, dv: Vec, dout: Vec, q: Vec, k: Vec, v: Vec, out: Vec, lse: Vec, seqIds: Int32Array, d: AttentionDims): void {
+export function attentionBackwardReference(dq: Vec, dk: Vec, dv: Vec, dout: Vec, q: Vec, k: Vec, v: Vec, out: Vec, lse: Vec, seqIds: Int32Array, d: AttentionDims): void {
   checkAttn(d);
   const { T, nHeads, nKvHeads, headDim: hd } = d;
   const group = nHeads / nKvHeads;
@@ -266,6 +268,147 @@ export function attentionBackward(dq: Vec, dk: Vec, dv: Vec, dout: Vec, q: Vec, 
       }
       for (let i = 0; i < hd; i++) dq[qo + i]! += dqAcc[i]!;
     }
+  }
+}
+
+/** Queries per block of the blocked attention: S blocks are [64, keys], small enough for cache. */
+export const ATTN_QUERY_BLOCK = 64;
+
+interface QueryBlock { t0: number; t1: number; s0: number }
+
+/** Runs of equal sequence id cut into blocks of at most B queries; s0 = first key they may see. */
+function queryBlocks(seqIds: Int32Array, T: number, B: number): QueryBlock[] {
+  const starts = sequenceStarts(seqIds, T);
+  const blocks: QueryBlock[] = [];
+  let t0 = 0;
+  while (t0 < T) {
+    let t1 = t0 + 1;
+    while (t1 < T && t1 - t0 < B && seqIds[t1] === seqIds[t0]) t1++;
+    blocks.push({ t0, t1, s0: starts[t0]! });
+    t0 = t1;
+  }
+  return blocks;
+}
+
+/** dst[T, hd] = scale * head h of x[T, nH*hd]. */
+function gatherHead(dst: Float32Array, x: Float32Array, t0: number, t1: number, nH: number, hd: number, h: number, scale: number): void {
+  for (let t = t0; t < t1; t++) {
+    const src = (t * nH + h) * hd, d = (t - t0) * hd;
+    for (let i = 0; i < hd; i++) dst[d + i] = x[src + i]! * scale;
+  }
+}
+
+/** Head h of x[T, nH*hd] += scale * src[t1-t0, hd]. */
+function scatterAddHead(x: Float32Array, src: Float32Array, t0: number, t1: number, nH: number, hd: number, h: number, scale: number): void {
+  for (let t = t0; t < t1; t++) {
+    const d = (t * nH + h) * hd, o = (t - t0) * hd;
+    for (let i = 0; i < hd; i++) x[d + i]! += src[o + i]! * scale;
+  }
+}
+
+/** Row i of S (query t0+i, keys s0..): true where the key is visible. */
+function visible(seqIds: Int32Array, t: number, s: number, sid: number): boolean {
+  return s <= t && seqIds[s] === sid;
+}
+
+/**
+ * Blocked attention on the matmul kernels (same math as attentionForwardReference): per head and
+ * query block, S = (q/sqrt(hd)) K^T over the block's key range, masked softmax, O = P V.
+ * q: [T, nHeads*hd]; k, v: [T, nKvHeads*hd]; lse: [nHeads*T] or null.
+ */
+export function attentionForward(out: Float32Array, lse: Float32Array | null, q: Float32Array, k: Float32Array, v: Float32Array, seqIds: Int32Array, d: AttentionDims): void {
+  checkAttn(d);
+  const { T, nHeads: nH, nKvHeads: nKv, headDim: hd } = d;
+  const group = nH / nKv, scale = 1 / Math.sqrt(hd), B = ATTN_QUERY_BLOCK;
+  const blocks = queryBlocks(seqIds, T, B);
+  const Kh = new Float32Array(T * hd), Vh = new Float32Array(T * hd);
+  const Qb = new Float32Array(B * hd), Ob = new Float32Array(B * hd), S = new Float32Array(B * T);
+  for (let kvh = 0; kvh < nKv; kvh++) {
+    gatherHead(Kh, k, 0, T, nKv, hd, kvh, 1);
+    gatherHead(Vh, v, 0, T, nKv, hd, kvh, 1);
+    for (let h = kvh * group; h < (kvh + 1) * group; h++) {
+      for (const { t0, t1, s0 } of blocks) {
+        const Bq = t1 - t0, Lk = t1 - s0;
+        const sid = seqIds[t0]!;
+        const q_ = Qb.subarray(0, Bq * hd), S_ = S.subarray(0, Bq * Lk), O_ = Ob.subarray(0, Bq * hd);
+        const K_ = Kh.subarray(s0 * hd, t1 * hd), V_ = Vh.subarray(s0 * hd, t1 * hd);
+        gatherHead(q_, q, t0, t1, nH, hd, h, scale);
+        matmulForward(S_, q_, K_, null, Bq, hd, Lk);
+        for (let i = 0; i < Bq; i++) {
+          const t = t0 + i, row = i * Lk;
+          let max = -Infinity;
+          for (let j = 0; j < Lk; j++) {
+            if (visible(seqIds, t, s0 + j, sid)) { if (S_[row + j]! > max) max = S_[row + j]!; } else S_[row + j] = -Infinity;
+          }
+          let sum = 0;
+          for (let j = 0; j < Lk; j++) { const e = Math.exp(S_[row + j]! - max); S_[row + j] = e; sum += e; }
+          const inv = 1 / sum;
+          for (let j = 0; j < Lk; j++) S_[row + j]! *= inv;
+          if (lse) lse[h * T + t] = max + Math.log(sum);
+        }
+        O_.fill(0);
+        matmulBackwardInput(O_, S_, V_, Bq, hd, Lk);
+        for (let t = t0; t < t1; t++) out.set(O_.subarray((t - t0) * hd, (t - t0 + 1) * hd), (t * nH + h) * hd);
+      }
+    }
+  }
+}
+
+/**
+ * dq, dk, dv += gradients of attentionForward (blocked, on the matmul kernels). Probabilities are
+ * recomputed from the saved lse: P = exp(S - lse); dS = P (dO V^T - rowsum(dO * O)).
+ */
+export function attentionBackward(dq: Float32Array, dk: Float32Array, dv: Float32Array, dout: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array, seqIds: Int32Array, d: AttentionDims): void {
+  checkAttn(d);
+  const { T, nHeads: nH, nKvHeads: nKv, headDim: hd } = d;
+  const group = nH / nKv, scale = 1 / Math.sqrt(hd), B = ATTN_QUERY_BLOCK;
+  const blocks = queryBlocks(seqIds, T, B);
+  const Kh = new Float32Array(T * hd), Vh = new Float32Array(T * hd), dKh = new Float32Array(T * hd), dVh = new Float32Array(T * hd);
+  const Qb = new Float32Array(B * hd), dOb = new Float32Array(B * hd), dQb = new Float32Array(B * hd);
+  const S = new Float32Array(B * T), dP = new Float32Array(B * T), D = new Float64Array(B);
+  for (let kvh = 0; kvh < nKv; kvh++) {
+    gatherHead(Kh, k, 0, T, nKv, hd, kvh, 1);
+    gatherHead(Vh, v, 0, T, nKv, hd, kvh, 1);
+    dKh.fill(0); dVh.fill(0);
+    for (let h = kvh * group; h < (kvh + 1) * group; h++) {
+      for (const { t0, t1, s0 } of blocks) {
+        const Bq = t1 - t0, Lk = t1 - s0;
+        const sid = seqIds[t0]!;
+        const q_ = Qb.subarray(0, Bq * hd), dO_ = dOb.subarray(0, Bq * hd), dQ_ = dQb.subarray(0, Bq * hd);
+        const P_ = S.subarray(0, Bq * Lk), dP_ = dP.subarray(0, Bq * Lk);
+        const K_ = Kh.subarray(s0 * hd, t1 * hd), V_ = Vh.subarray(s0 * hd, t1 * hd);
+        gatherHead(q_, q, t0, t1, nH, hd, h, scale);
+        gatherHead(dO_, dout, t0, t1, nH, hd, h, 1);
+        for (let t = t0; t < t1; t++) {
+          const a = (t * nH + h) * hd, b = (t - t0) * hd;
+          let s = 0;
+          for (let i = 0; i < hd; i++) s += dO_[b + i]! * out[a + i]!;
+          D[t - t0] = s;
+        }
+        matmulForward(P_, q_, K_, null, Bq, hd, Lk);
+        matmulForward(dP_, dO_, V_, null, Bq, hd, Lk);
+        for (let i = 0; i < Bq; i++) {
+          const t = t0 + i, row = i * Lk, l = lse[h * T + t]!, Di = D[i]!;
+          for (let j = 0; j < Lk; j++) {
+            if (visible(seqIds, t, s0 + j, sid)) {
+              const p = Math.exp(P_[row + j]! - l);
+              P_[row + j] = p;
+              dP_[row + j] = p * (dP_[row + j]! - Di);
+            } else {
+              P_[row + j] = 0;
+              dP_[row + j] = 0;
+            }
+          }
+        }
+        dQ_.fill(0);
+        matmulBackwardInput(dQ_, dP_, K_, Bq, hd, Lk);
+        scatterAddHead(dq, dQ_, t0, t1, nH, hd, h, scale);
+        matmulBackwardWeight(dKh.subarray(s0 * hd, t1 * hd), dP_, q_, Bq, hd, Lk);
+        matmulBackwardWeight(dVh.subarray(s0 * hd, t1 * hd), P_, dO_, Bq, hd, Lk);
+      }
+    }
+    scatterAddHead(dk, dKh, 0, T, nKv, hd, kvh, 1);
+    scatterAddHead(dv, dVh, 0, T, nKv, hd, kvh, 1);
   }
 }
 

@@ -404,3 +404,71 @@ export function finishF32(C: usize, ldc: i32, M: i32, N: i32, out: usize, soi: i
     }
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Few-token (T small) fp32 products: memory bound on the weights, so they read the weights in
+// place (no packing) and stream them once.
+
+// @ts-ignore: decorator
+@inline
+function dotF32(x: usize, y: usize, n: i32): f32 {
+  let s0 = f32x4.splat(0), s1 = f32x4.splat(0);
+  let c = 0;
+  for (; c + 8 <= n; c += 8) {
+    const o = <usize>c * 4;
+    s0 = f32x4.add(s0, f32x4.mul(v128.load(x + o), v128.load(y + o)));
+    s1 = f32x4.add(s1, f32x4.mul(v128.load(x + o, 16), v128.load(y + o, 16)));
+  }
+  s0 = f32x4.add(s0, s1);
+  let s = f32x4.extract_lane(s0, 0) + f32x4.extract_lane(s0, 1) + f32x4.extract_lane(s0, 2) + f32x4.extract_lane(s0, 3);
+  for (; c < n; c++) s += load<f32>(x + <usize>c * 4) * load<f32>(y + <usize>c * 4);
+  return s;
+}
+
+// @ts-ignore: decorator
+@inline
+function axpyF32(y: usize, a: f32, x: usize, n: i32): void {
+  const av = f32x4.splat(a);
+  let c = 0;
+  for (; c + 4 <= n; c += 4) {
+    const o = <usize>c * 4;
+    v128.store(y + o, f32x4.add(v128.load(y + o), f32x4.mul(av, v128.load(x + o))));
+  }
+  for (; c < n; c++) {
+    const o = <usize>c * 4;
+    store<f32>(y + o, load<f32>(y + o) + a * load<f32>(x + o));
+  }
+}
+
+/** out[T][OC] = inp[T][C] · w[OC][C]^T (+ bias). */
+export function smallForwardF32(out: usize, inp: usize, w: usize, bias: usize, T: i32, C: i32, OC: i32): void {
+  for (let o = 0; o < OC; o++) {
+    const wr = w + <usize>o * <usize>C * 4;
+    const b: f32 = bias ? load<f32>(bias + <usize>o * 4) : 0;
+    for (let t = 0; t < T; t++) {
+      store<f32>(out + (<usize>t * <usize>OC + <usize>o) * 4, dotF32(inp + <usize>t * <usize>C * 4, wr, C) + b);
+    }
+  }
+}
+
+/** dinp[T][C] += dout[T][OC] · w[OC][C]. */
+export function smallBackwardInputF32(dinp: usize, dout: usize, w: usize, T: i32, C: i32, OC: i32): void {
+  for (let o = 0; o < OC; o++) {
+    const wr = w + <usize>o * <usize>C * 4;
+    for (let t = 0; t < T; t++) {
+      const d = load<f32>(dout + (<usize>t * <usize>OC + <usize>o) * 4);
+      if (d != 0) axpyF32(dinp + <usize>t * <usize>C * 4, d, wr, C);
+    }
+  }
+}
+
+/** dw[OC][C] += dout[T][OC]^T · inp[T][C]. */
+export function smallBackwardWeightF32(dw: usize, dout: usize, inp: usize, T: i32, C: i32, OC: i32): void {
+  for (let o = 0; o < OC; o++) {
+    const wr = dw + <usize>o * <usize>C * 4;
+    for (let t = 0; t < T; t++) {
+      const d = load<f32>(dout + (<usize>t * <usize>OC + <usize>o) * 4);
+      if (d != 0) axpyF32(wr, d, inp + <usize>t * <usize>C * 4, C);
+    }
+  }
+}

@@ -338,9 +338,13 @@ function finishExact(dst: usize): void {
  *   rnd: nPolys*N u32 (noise magnitude draws) then nPolys*N/4 bytes (per coefficient: bit lane =
  *   sign, bit 4+lane = rounding tie, for the 4 coefficients of each byte),
  *   cdt: nCdt u32 thresholds (|e| = #{k : u >= cdt[k]}), out: nPolys*N*outBytes (+8 slack).
+ * Returns 0, or 1 if some |m| >= mLimit (the caller then discards the output).
  */
 export function encryptPolys(nPolys: i32, aSrc: usize, m: usize, rnd: usize, cdt: usize, nCdt: i32,
-  deltaShift: i32, upShift: i32, outBytes: i32, out: usize): void {
+  deltaShift: i32, upShift: i32, outBytes: i32, out: usize, mLimit: i32): i32 {
+  const lim = i32x4.splat(mLimit);
+  const lim2 = i32x4.splat(mLimit << 1);
+  let bad = i32x4.splat(0);
   const n = N;
   const half = i32x4.splat(P1 >> 1);
   const pp = i64x2.splat(<i64>P0 * <i64>P1);
@@ -372,6 +376,7 @@ export function encryptPolys(nPolys: i32, aSrc: usize, m: usize, rnd: usize, cdt
       const tie = v128.and(i32x4.ne(v128.and(bb, tieBits), i32x4.splat(0)), one);
       const e = i32x4.sub(v128.xor(mag, sgn), sgn);
       const mm = v128.load(m + ((base + <usize>j) << 2));
+      bad = v128.or(bad, i32x4.ge_u(i32x4.add(mm, lim), lim2));
       const add32 = i32x4.add(e, tie);
       let lo = i64x2.sub(i64x2.add(i64x2.extend_low_i32x4_u(r0), i64x2.extmul_low_i32x4_u(t, p0)),
         v128.and(i64x2.extend_low_i32x4_s(flag), pp));
@@ -388,6 +393,7 @@ export function encryptPolys(nPolys: i32, aSrc: usize, m: usize, rnd: usize, cdt
       store<u64>(dst, i64x2.extract_lane(hi, 1) & outMask); dst += <usize>outBytes;
     }
   }
+  return v128.any_true(bad) ? 1 : 0;
 }
 
 /**
