@@ -4,16 +4,30 @@
  * products. Prints ONE JSON object to stdout; progress goes to stderr.
  *
  * Flags (or env HELORA_BENCH_<NAME>): --layers N, --tokens T (micro-batch size), --seq-len L
- * (tokens per packed sequence), --no-fp32, --no-int8, --no-gemm. Defaults are the real shape:
- * 30 layers, 2048-token micro-batches of four 512-token sequences.
+ * (tokens per packed sequence), --threads N (kernel pool workers for the frozen products;
+ * default all cores, 1 = the in-process LocalFp32Provider / LocalQuantizedProvider),
+ * --no-fp32, --no-int8, --no-gemm. Defaults are the real shape: 30 layers, 2048-token
+ * micro-batches of four 512-token sequences.
+ *
+ * The frozen products are what the server computes; the pooled providers below shard them over
+ * worker threads (same integers as LocalQuantizedProvider for int8). Norms, attention, LoRA and
+ * the LM head stay on the main thread, as on the client.
  * Each provider runs one warm-up training step, then ONE measured step (forward, backward,
  * clip, AdamW): the full-size step takes minutes.
  */
 
-import { cpus, platform, release } from 'node:os';
+import { availableParallelism, cpus, platform, release } from 'node:os';
 import { matmulForward } from '../kernels/matmul-f32.js';
-import { parseConfig } from '../model/config.js';
-import { LocalFp32Provider, LocalQuantizedProvider, type FrozenLinearProvider } from '../model/frozen.js';
+import { KernelPool } from '../kernels/pool.js';
+import { parseConfig, type LlamaConfig } from '../model/config.js';
+import {
+  LocalFp32Provider, LocalQuantizedProvider, PROJECTION_GROUPS, groupShapes, groupWeights,
+  type FrozenLinearProvider, type ProjectionGroup, type TensorMap,
+} from '../model/frozen.js';
+import {
+  DEFAULT_ACT_BITS, dequantizeBackward, dequantizeForward, prepareBackwardInput, quantizePerToken,
+  quantizeWeightsPerChannel, type QuantizedWeights,
+} from '../quant/quantize.js';
 import { LlamaModel } from '../model/llama.js';
 import { LoraAdapter } from '../model/lora.js';
 import { makeSchedule } from '../train/optim.js';
@@ -51,6 +65,117 @@ function intOption(args: string[], name: string, fallback: number): number {
 function flag(args: string[], name: string): boolean {
   const env = process.env[`HELORA_BENCH_${name.toUpperCase().replace(/-/g, '_')}`];
   return args.includes(`--${name}`) || env === '1' || env === 'true';
+}
+
+/** T x C row-major -> C x T (the pool's GEMMs take the token axis as columns). */
+function transposeI8(x: Int8Array, rows: number, cols: number): Int8Array {
+  const out = new Int8Array(rows * cols);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = x[r * cols + c]!;
+  return out;
+}
+function transposeI32(x: Int32Array, rows: number, cols: number): Int32Array {
+  const out = new Int32Array(rows * cols);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = x[r * cols + c]!;
+  return out;
+}
+
+/** fp32 frozen products on the kernel pool (weights resident in the workers). */
+class PooledFp32Provider implements FrozenLinearProvider {
+  private readonly handles = new Map<string, number[]>();
+  private constructor(private readonly pool: KernelPool) {}
+
+  static async create(pool: KernelPool, config: LlamaConfig, tensors: TensorMap): Promise<PooledFp32Provider> {
+    const p = new PooledFp32Provider(pool);
+    for (let l = 0; l < config.numLayers; l++) {
+      for (const g of PROJECTION_GROUPS) {
+        const shapes = groupShapes(config, g);
+        const ws = groupWeights(config, tensors, l, g);
+        p.handles.set(`${l}.${g}`, await Promise.all(ws.map((w, j) => pool.registerF32(w, shapes[j]![0], shapes[j]![1]))));
+      }
+    }
+    return p;
+  }
+
+  async forward(layer: number, group: ProjectionGroup, x: Float32Array, T: number): Promise<Float32Array[]> {
+    return Promise.all(this.handles.get(`${layer}.${group}`)!.map((h) => this.pool.matmulForward(h, x, T)));
+  }
+
+  async backward(layer: number, group: ProjectionGroup, dys: Float32Array[], T: number): Promise<Float32Array> {
+    const hs = this.handles.get(`${layer}.${group}`)!;
+    const parts = await Promise.all(hs.map((h, j) => this.pool.matmulBackwardInput(h, dys[j]!, T)));
+    const dx = parts[0]!;
+    for (let j = 1; j < parts.length; j++) for (let i = 0; i < dx.length; i++) dx[i]! += parts[j]![i]!;
+    return dx;
+  }
+}
+
+/**
+ * int8 frozen products on the kernel pool: per-token quantization on the main thread, exact
+ * int32 GEMMs in the workers (W for forward, W^T for backward), the same dequantization as
+ * LocalQuantizedProvider, hence the same numbers.
+ */
+class PooledInt8Provider implements FrozenLinearProvider {
+  private readonly entries = new Map<string, { wq: QuantizedWeights; fwd: number; bwd: number }[]>();
+  private constructor(private readonly pool: KernelPool, private readonly bits: number) {}
+
+  static async create(pool: KernelPool, config: LlamaConfig, tensors: TensorMap, bits = DEFAULT_ACT_BITS): Promise<PooledInt8Provider> {
+    const p = new PooledInt8Provider(pool, bits);
+    for (let l = 0; l < config.numLayers; l++) {
+      for (const g of PROJECTION_GROUPS) {
+        const shapes = groupShapes(config, g);
+        const ws = groupWeights(config, tensors, l, g);
+        p.entries.set(`${l}.${g}`, await Promise.all(ws.map(async (w, j) => {
+          const [o, i] = shapes[j]!;
+          const wq = quantizeWeightsPerChannel(w, o, i);
+          const fwd = await pool.registerInt8(wq.values, o, i);
+          const bwd = await pool.registerInt8(transposeI8(wq.values, o, i), i, o);
+          return { wq, fwd, bwd };
+        })));
+      }
+    }
+    return p;
+  }
+
+  async forward(layer: number, group: ProjectionGroup, x: Float32Array, T: number): Promise<Float32Array[]> {
+    const es = this.entries.get(`${layer}.${group}`)!;
+    const C = es[0]!.wq.cols;
+    const qx = quantizePerToken(x, T, C, this.bits);
+    const xt = transposeI8(qx.values as Int8Array, T, C);
+    return Promise.all(es.map(async (e) => {
+      const accT = await this.pool.gemmInt8(e.fwd, xt, T); // [OC, T]
+      return dequantizeForward(transposeI32(accT, e.wq.rows, T), qx.scales, e.wq, T, e.wq.rows);
+    }));
+  }
+
+  async backward(layer: number, group: ProjectionGroup, dys: Float32Array[], T: number): Promise<Float32Array> {
+    const es = this.entries.get(`${layer}.${group}`)!;
+    const C = es[0]!.wq.cols;
+    const parts = await Promise.all(es.map(async (e, j) => {
+      const OC = e.wq.rows;
+      const qdy = prepareBackwardInput(dys[j]!, T, OC, e.wq.scales, this.bits);
+      const accT = await this.pool.gemmInt8(e.bwd, transposeI8(qdy.values as Int8Array, T, OC), T); // [C, T]
+      return dequantizeBackward(transposeI32(accT, C, T), qdy.scales, T, C);
+    }));
+    const dx = parts[0]!;
+    for (let j = 1; j < parts.length; j++) for (let i = 0; i < dx.length; i++) dx[i]! += parts[j]![i]!;
+    return dx;
+  }
+}
+
+/** Largest |a - b| between two providers' outputs on one layer's groups (a self-check of the pooled path). */
+async function maxProviderDiff(a: FrozenLinearProvider, b: FrozenLinearProvider, config: LlamaConfig, T: number): Promise<number> {
+  const rnd = seededRandom(3);
+  let worst = 0;
+  for (const g of PROJECTION_GROUPS) {
+    const shapes = groupShapes(config, g);
+    const x = Float32Array.from({ length: T * shapes[0]![1] }, () => rnd() - 0.5);
+    const dys = shapes.map(([o]) => Float32Array.from({ length: T * o }, () => rnd() - 0.5));
+    const ya = await a.forward(0, g, x, T), yb = await b.forward(0, g, x, T);
+    const da = await a.backward(0, g, dys, T), db = await b.backward(0, g, dys, T);
+    ya.forEach((y, j) => y.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - yb[j]![i]!)))));
+    da.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - db[i]!))));
+  }
+  return worst;
 }
 
 function gemmGflops(): number {
@@ -98,6 +223,7 @@ async function main(): Promise<void> {
   const layers = intOption(args, 'layers', SMOLLM2_135M.numLayers);
   const T = intOption(args, 'tokens', 2048);
   const seqLen = intOption(args, 'seq-len', 512);
+  const threads = intOption(args, 'threads', availableParallelism());
   const shape: RandomLlamaShape = { ...SMOLLM2_135M, numLayers: layers };
   const result: Record<string, unknown> = {
     bench: 'model',
@@ -115,17 +241,41 @@ async function main(): Promise<void> {
     log(`building a random ${layers}-layer model`);
     const config = parseConfig(llamaConfigJson(shape));
     const tensors = randomLlamaTensors(shape, 7);
-    const run = async (label: string, make: () => FrozenLinearProvider): Promise<number> => {
-      const t0 = performance.now();
-      const provider = make();
-      log(`${label}: provider ready in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-      return trainThroughput(label, LlamaModel.fromTensors(config, tensors, provider), config, T, seqLen);
-    };
-    if (wantFp32) result.train_tokens_per_s_fp32 = await run('fp32', () => LocalFp32Provider.fromTensors(config, tensors));
-    if (wantInt8) result.train_tokens_per_s_int8 = await run('int8', () => LocalQuantizedProvider.fromTensors(config, tensors));
+    const pool = threads > 1 ? await KernelPool.create(threads) : null;
+    try {
+      const run = async (label: string, make: () => Promise<FrozenLinearProvider>): Promise<number> => {
+        const t0 = performance.now();
+        const provider = await make();
+        log(`${label}: provider ready in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+        return trainThroughput(label, LlamaModel.fromTensors(config, tensors, provider), config, T, seqLen);
+      };
+      const local = {
+        fp32: async (): Promise<FrozenLinearProvider> => LocalFp32Provider.fromTensors(config, tensors),
+        int8: async (): Promise<FrozenLinearProvider> => LocalQuantizedProvider.fromTensors(config, tensors),
+      };
+      const pooled = pool && {
+        fp32: async (): Promise<FrozenLinearProvider> => PooledFp32Provider.create(pool, config, tensors),
+        int8: async (): Promise<FrozenLinearProvider> => PooledInt8Provider.create(pool, config, tensors),
+      };
+      if (pooled) {
+        // The pooled providers must compute what the in-process ones do (int8: the same integers).
+        const one = { ...config, numLayers: 1 };
+        const check = { fp32: 0, int8: 0 };
+        check.fp32 = await maxProviderDiff(LocalFp32Provider.fromTensors(one, tensors), await PooledFp32Provider.create(pool!, one, tensors), one, 64);
+        check.int8 = await maxProviderDiff(LocalQuantizedProvider.fromTensors(one, tensors), await PooledInt8Provider.create(pool!, one, tensors), one, 64);
+        log(`pooled vs in-process providers, max |diff|: fp32 ${check.fp32}, int8 ${check.int8}`);
+        if (!(check.fp32 < 1e-4) || check.int8 !== 0) throw new Error(`helora: pooled providers disagree with the in-process ones (${JSON.stringify(check)})`);
+        result.pooled_check_max_abs_diff = check;
+      }
+      const make = pooled ?? local;
+      if (wantFp32) result.train_tokens_per_s_fp32 = await run('fp32', make.fp32);
+      if (wantInt8) result.train_tokens_per_s_int8 = await run('int8', make.int8);
+    } finally {
+      await pool?.close();
+    }
   }
 
-  result.threads = 1;
+  result.threads = threads;
   result.peak_rss_mb = Math.round(process.resourceUsage().maxRSS / 1024);
   const cpu = cpus();
   result.machine = { cpu: cpu[0]?.model ?? 'unknown', cores: cpu.length, os: `${platform()} ${release()}` };

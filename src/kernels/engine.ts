@@ -52,7 +52,7 @@ export interface F32Operand {
 
 export class KernelEngine {
   readonly heap: WasmHeap;
-  private readonly ex: GemmExports;
+  readonly ex: GemmExports;
 
   /** moduleName: build/wasm/<moduleName>.wasm (another name only for A/B experiments). */
   constructor(moduleName = 'gemm') {
@@ -102,10 +102,10 @@ export class KernelEngine {
   }
 
   /** The encrypted product over packed weights; see zq-matmul.ts for the contract. */
-  zqPacked(wp: number, rows: number, cols: number, aBytes: Uint8Array, bBytes: Uint8Array, N: number, aOut: Uint32Array, bOut: Uint32Array): void {
+  zqPacked(wp: number, rows: number, cols: number, aBytes: Uint8Array, bBytes: Uint8Array, N: number, aOut: Uint32Array, bOut: Uint32Array, tokenBlock = ZQ_TOKEN_BLOCK): void {
     const ex = this.ex;
     const h = this.heap;
-    const Tb = Math.min(ZQ_TOKEN_BLOCK, N);
+    const Tb = Math.min(tokenBlock, N);
     const kChunk = Math.min(ZQ_MAX_EXACT_COLS, cols + (cols & 1));
     // 8-byte loads of 6- and 5-byte words read up to 2 bytes past the last one.
     const ap = h.alloc(aBytes.length, 8);

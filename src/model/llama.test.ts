@@ -82,6 +82,10 @@ test('matches the PyTorch reference: logits, loss and LoRA gradients for every c
     assert.ok(relErr(base.logits, get('logits_base')) <= 1e-4, `${name}: base logits rel err ${relErr(base.logits, get('logits_base'))}`);
     assert.ok(Math.abs(base.loss - exp.loss_base) <= 1e-5 * Math.abs(exp.loss_base), `${name}: base loss ${base.loss} vs ${exp.loss_base}`);
 
+    const lossOnly = await model.forward(batch, null, { returnLogits: false });
+    assert.equal(lossOnly.logits.length, 0);
+    assert.ok(Math.abs(lossOnly.loss - base.loss) <= 1e-6 * base.loss, `${name}: chunked loss ${lossOnly.loss} vs ${base.loss}`);
+
     const withLora = await model.forward(batch, lora);
     assert.ok(relErr(withLora.logits, get('logits_lora')) <= 1e-4, `${name}: LoRA logits rel err ${relErr(withLora.logits, get('logits_lora'))}`);
     assert.ok(Math.abs(withLora.loss - exp.loss_lora) <= 1e-5 * Math.abs(exp.loss_lora), `${name}: LoRA loss ${withLora.loss} vs ${exp.loss_lora}`);

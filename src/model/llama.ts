@@ -296,8 +296,10 @@ export class LlamaModel {
   /**
    * Logits [T, V] and the mean loss over counted targets (0 when none count). No dropout unless
    * opts.dropoutSeed is given (then the same masks as forwardBackward with that seed).
+   * With returnLogits: false the loss is computed in token chunks and logits is empty (an
+   * evaluation pass then never holds the [T, V] matrix: 400 MB at T = 2048, V = 49152).
    */
-  async forward(batch: Batch, lora: LoraAdapter | null, opts: { dropoutSeed?: Uint8Array | string | number } = {}): Promise<{ logits: Float32Array; loss: number; tokens: number }> {
+  async forward(batch: Batch, lora: LoraAdapter | null, opts: { dropoutSeed?: Uint8Array | string | number; returnLogits?: boolean } = {}): Promise<{ logits: Float32Array; loss: number; tokens: number }> {
     this.checkBatch(batch);
     const { T } = batch;
     const { cos, sin } = ropeTables(batch.positions, this.invFreq, T);
@@ -306,11 +308,25 @@ export class LlamaModel {
     const x = await this.trunk(batch, ctx, null);
     const xf = this.finalNormOf(x, T, null);
     const V = this.config.vocabSize, C = this.config.hiddenSize;
-    const logits = new Float32Array(T * V);
-    matmulForward(logits, xf, this.lmHead, null, T, C, V);
     const n = countTargets(batch.targets, T);
-    const sum = crossEntropyForward(null, logits, batch.targets, T, V);
-    return { logits, loss: n > 0 ? sum / n : 0, tokens: n };
+    if (opts.returnLogits ?? true) {
+      const logits = new Float32Array(T * V);
+      matmulForward(logits, xf, this.lmHead, null, T, C, V);
+      const sum = crossEntropyForward(null, logits, batch.targets, T, V);
+      return { logits, loss: n > 0 ? sum / n : 0, tokens: n };
+    }
+    const chunk = Math.max(1, Math.floor(LOGITS_CHUNK_VALUES / V));
+    const buf = new Float32Array(Math.min(chunk, T) * V);
+    let sum = 0;
+    for (let t0 = 0; t0 < T; t0 += chunk) {
+      const tn = Math.min(chunk, T - t0);
+      const tg = batch.targets.subarray(t0, t0 + tn);
+      if (countTargets(tg, tn) === 0) continue;
+      const lg = buf.subarray(0, tn * V);
+      matmulForward(lg, xf.subarray(t0 * C, (t0 + tn) * C), this.lmHead, null, tn, C, V);
+      sum += crossEntropyForward(null, lg, tg, tn, V);
+    }
+    return { logits: new Float32Array(0), loss: n > 0 ? sum / n : 0, tokens: n };
   }
 
   /**

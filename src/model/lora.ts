@@ -64,22 +64,29 @@ export function loraKey(layer: number, m: LoraModule): string {
 // (seed, label) gives the same numbers, so dropout masks can be regenerated in backward
 // instead of stored.
 
-/** n uniform uint32 values from the keystream of (seed, label). */
-export function seededUint32(seed: Uint8Array, label: string, n: number): Uint32Array {
+function keystream(seed: Uint8Array, label: string, nBytes: number): Buffer {
   const key = createHash('sha256').update(seed).update('\0helora-stream\0').update(label).digest();
   const cipher = createCipheriv('aes-256-ctr', key, Buffer.alloc(16));
-  const bytes = cipher.update(Buffer.alloc(n * 4));
+  return Buffer.concat([cipher.update(Buffer.alloc(nBytes)), cipher.final()]);
+}
+
+/** n uniform uint32 values from the keystream of (seed, label). */
+export function seededUint32(seed: Uint8Array, label: string, n: number): Uint32Array {
+  const bytes = keystream(seed, label, n * 4);
   const out = new Uint32Array(n);
   for (let i = 0; i < n; i++) out[i] = bytes.readUInt32LE(i * 4);
   return out;
 }
 
-/** Keep-mask (1 = keep) for dropout probability p over n values. */
+/**
+ * Keep-mask (1 = keep) for dropout probability p over n values: keep where a 16-bit uniform is
+ * >= p * 2^16 (p is thereby rounded to a multiple of 2^-16, far below any use of dropout).
+ */
 export function dropoutMask(seed: Uint8Array, label: string, n: number, p: number): Uint8Array {
-  const u = seededUint32(seed, label, n);
-  const threshold = p * 4294967296;
+  const bytes = keystream(seed, label, n * 2);
+  const threshold = Math.round(p * 65536);
   const mask = new Uint8Array(n);
-  for (let i = 0; i < n; i++) mask[i] = u[i]! >= threshold ? 1 : 0;
+  for (let i = 0; i < n; i++) mask[i] = (bytes[2 * i]! | (bytes[2 * i + 1]! << 8)) >= threshold ? 1 : 0;
   return mask;
 }
 

@@ -10,11 +10,14 @@
 //   ENCRYPTED_INPUT  (1) op u8 | layer u16 | group u8 | parts u8 | reserved 3 x u8 (zero)
 //                        | cols u32 x parts | tokens u32 | seed 32 bytes
 //                        | payload: for block in ceil(T/N), for part: cols*N values of uploadBytes each
-//   ENCRYPTED_OUTPUT (2) op u8 | layer u16 | group u8 | parts u8 | reserved 3 x u8 (zero)
+//   ENCRYPTED_OUTPUT (2) op u8 | layer u16 | group u8 | parts u8 | terms u8 (1..64) | reserved 2 x u8 (zero)
 //                        | rows u32 x parts | tokens u32
-//                        | payload: for block, for part: a (rows*N u32) then b (rows*N u32)
+//                        | payload: for block, for part, for term: a (rows*N u32) then b (rows*N u32)
 //   ERROR            (3) code u16 | length u16 (<= 1024) | message utf8
-// The 3 reserved bytes keep every u32 field and both payloads 4-byte aligned relative to the message
+// "terms": a product whose inner dimension exceeds the plaintext headroom is returned as K-chunk
+// terms that the client adds after decryption (src/linear/layout.ts featureChunks), so an output
+// carries parts * terms ciphertext matrices. In an ENCRYPTED_INPUT that byte is reserved (zero).
+// The 3 bytes after "parts" keep every u32 field and both payloads 4-byte aligned relative to the message
 // start, so a decoded output payload is a zero-copy Uint32Array view whenever the received buffer is
 // itself aligned. Types >= 4 are reserved for later messages and rejected by this version.
 // Assumption: typed-array views are little-endian (HOST_LITTLE_ENDIAN); on a big-endian host the
@@ -30,6 +33,9 @@ const FIXED_PRODUCT_FIELDS_BYTES = 8;
 export const SEED_BYTES = 32;
 export const MIN_PARTS = 1;
 export const MAX_PARTS = 8;
+/** K-chunk terms per output part of an ENCRYPTED_OUTPUT (e.g. 2 for Llama-3.2-1B gate_up backward). */
+export const MIN_TERMS = 1;
+export const MAX_TERMS = 64;
 export const MAX_ERROR_MESSAGE_BYTES = 1024;
 /** An ERROR message may carry params id 0 when the request's own id was unusable. */
 export const NO_PARAMS_ID = 0;
@@ -140,7 +146,9 @@ export interface EncryptedOutputMessage {
   /** Output features of each part (parts = rows.length). */
   rows: number[];
   tokens: number;
-  /** blocks[block][part]: a and b, rows[part] * N values each; views into the message when aligned. */
+  /** K-chunk terms per part (1..64); the client adds them after decryption. */
+  terms: number;
+  /** blocks[block][part * terms + term]: a and b, rows[part] * N values each; views into the message when aligned. */
   blocks: OutputPart[][];
 }
 
@@ -160,6 +168,8 @@ export const ServerErrorCode = {
   BadRequest: 5,
   Busy: 6,
   Internal: 7,
+  /** The connection sent more requests per second than the server allows; retry later. */
+  RateLimited: 8,
 } as const;
 
 /** The ERROR code a server answers a decode failure with. */
@@ -241,6 +251,8 @@ interface ProductFields {
   group: Group;
   dims: number[];
   tokens: number;
+  /** Output messages only (1 for inputs). */
+  terms: number;
 }
 
 /** The shared op/layer/group/parts/dims/tokens fields of input and output messages. */
@@ -258,7 +270,14 @@ function readProductFields(r: ByteReader, limits: WireLimits, dir: 'input' | 'ou
   if (parts !== want) {
     throw new WireError('bad_shape', `${dir} of op ${op} group ${group} has ${parts} parts, expected ${want}`);
   }
-  for (let i = 0; i < 3; i++) {
+  let terms = 1;
+  let reserved = 3;
+  if (dir === 'output') {
+    terms = r.u8('terms');
+    if (terms < MIN_TERMS || terms > MAX_TERMS) throw new WireError('bad_shape', `${terms} terms per part, expected ${MIN_TERMS}..${MAX_TERMS}`);
+    reserved = 2;
+  }
+  for (let i = 0; i < reserved; i++) {
     const z = r.u8('reserved');
     if (z !== 0) throw new WireError('bad_field', `reserved byte ${i} is ${z}, expected 0`);
   }
@@ -273,7 +292,7 @@ function readProductFields(r: ByteReader, limits: WireLimits, dir: 'input' | 'ou
   const tokens = r.u32('tokens');
   if (tokens === 0) throw new WireError('bad_shape', 'tokens is 0, expected at least 1');
   if (tokens > limits.maxTokens) throw new WireError('too_large', `tokens = ${tokens} exceeds the limit of ${limits.maxTokens}`);
-  return { op: op as Op, layer, group: group as Group, dims, tokens };
+  return { op: op as Op, layer, group: group as Group, dims, tokens, terms };
 }
 
 /** Checks the payload length that the fields imply against the limits and the bytes present. */
@@ -415,9 +434,13 @@ function outputHeaderBytes(parts: number): number {
 }
 
 /** Total encoded size of an ENCRYPTED_OUTPUT message. */
-export function encryptedOutputBytes(paramsId: number, rows: number[], tokens: number): number {
+export function encryptedOutputBytes(paramsId: number, rows: number[], tokens: number, terms = 1): number {
   const p = knownParams(paramsId);
-  return outputHeaderBytes(rows.length) + blockCount(tokens, p.ringDegree) * sum(rows) * p.ringDegree * 2 * p.downloadBytes;
+  return outputHeaderBytes(rows.length) + blockCount(tokens, p.ringDegree) * terms * sum(rows) * p.ringDegree * 2 * p.downloadBytes;
+}
+
+function checkTerms(terms: number): void {
+  if (!Number.isInteger(terms) || terms < MIN_TERMS || terms > MAX_TERMS) throw new WireError('bad_shape', `terms ${terms} is not in ${MIN_TERMS}..${MAX_TERMS}`);
 }
 
 function writeU32s(w: Writer, a: Uint32Array): void {
@@ -433,20 +456,21 @@ export function encodeEncryptedOutput(msg: EncryptedOutputMessage): Uint8Array {
   if (p.downloadBytes !== 4) throw new WireError('unknown_params', `parameter set ${p.id} downloads ${p.downloadBytes}-byte values; this version carries 4`);
   checkRequestId(msg.requestId);
   checkEncodeFields(msg, msg.rows, 'output');
+  checkTerms(msg.terms);
   const nBlocks = blockCount(msg.tokens, p.ringDegree);
-  checkBlocksShape(msg.blocks, nBlocks, msg.rows.length);
+  checkBlocksShape(msg.blocks, nBlocks, msg.rows.length * msg.terms);
   for (const b of msg.blocks) {
     b.forEach((part, j) => {
-      const want = msg.rows[j] * p.ringDegree;
+      const want = msg.rows[Math.floor(j / msg.terms)] * p.ringDegree;
       if (!(part?.a instanceof Uint32Array) || !(part.b instanceof Uint32Array) || part.a.length !== want || part.b.length !== want) {
-        throw new WireError('bad_shape', `output part ${j} must hold a and b as Uint32Array of ${want} values`);
+        throw new WireError('bad_shape', `output matrix ${j} must hold a and b as Uint32Array of ${want} values`);
       }
     });
   }
-  const w = new Writer(encryptedOutputBytes(msg.paramsId, msg.rows, msg.tokens));
+  const w = new Writer(encryptedOutputBytes(msg.paramsId, msg.rows, msg.tokens, msg.terms));
   writeHeader(w, MessageType.EncryptedOutput, msg.paramsId, msg.requestId);
   w.u8(msg.op); w.u16(msg.layer); w.u8(msg.group); w.u8(msg.rows.length);
-  w.u8(0); w.u8(0); w.u8(0);
+  w.u8(msg.terms); w.u8(0); w.u8(0);
   for (const c of msg.rows) w.u32(c);
   w.u32(msg.tokens);
   for (const b of msg.blocks) for (const part of b) { writeU32s(w, part.a); writeU32s(w, part.b); }
@@ -473,7 +497,9 @@ function readOutputBody(bytes: Uint8Array, r: ByteReader, h: WireHeader, lim: Wi
   if (p.downloadBytes !== 4) throw new WireError('unknown_params', `parameter set ${p.id} downloads ${p.downloadBytes}-byte values; this version carries 4`);
   const f = readProductFields(r, lim, 'output');
   const nBlocks = blockCount(f.tokens, p.ringDegree);
-  const partValues = f.dims.map((rows) => rows * p.ringDegree);
+  // One entry per (part, term), in payload order.
+  const partValues: number[] = [];
+  for (const rows of f.dims) for (let t = 0; t < f.terms; t++) partValues.push(rows * p.ringDegree);
   const headerEnd = r.offset;
   const payloadValues = nBlocks * 2 * sum(partValues);
   checkPayload(r, headerEnd + payloadValues * 4, headerEnd, lim);
@@ -500,7 +526,7 @@ function readOutputBody(bytes: Uint8Array, r: ByteReader, h: WireHeader, lim: Wi
     }
     blocks.push(parts);
   }
-  return { paramsId: h.paramsId, requestId: h.requestId, op: f.op, layer: f.layer, group: f.group, rows: f.dims, tokens: f.tokens, blocks };
+  return { paramsId: h.paramsId, requestId: h.requestId, op: f.op, layer: f.layer, group: f.group, rows: f.dims, tokens: f.tokens, terms: f.terms, blocks };
 }
 
 // ---------------------------------------------------------------------------------------------
