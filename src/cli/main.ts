@@ -1,13 +1,57 @@
 #!/usr/bin/env node
 // The `helora` command.
 
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { matmulDemo, MATMUL_DEMO_DEFAULTS } from './matmul-demo.js';
+import { serve, SERVE_DEFAULT_RATE } from './serve.js';
+import { runTrain, TRAIN_DEFAULTS, TRAIN_MODES, type TrainMode } from './train.js';
+import { generateCommand } from './generate-cmd.js';
+import { runDemo, DEMO_DEFAULTS } from './demo.js';
+import { ALL_LORA_MODULES, type LoraModule } from '../model/lora.js';
 
 function positiveInt(v: string): number {
   const n = Number(v);
-  if (!Number.isSafeInteger(n) || n <= 0) throw new InvalidArgumentError(`expected a positive integer, got "${v}"`);
+  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n <= 0) throw new InvalidArgumentError(`expected a positive integer, got "${v}"`);
   return n;
+}
+
+function nonNegativeInt(v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n)) throw new InvalidArgumentError(`expected a non-negative integer, got "${v}"`);
+  return n;
+}
+
+function positiveNumber(v: string): number {
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`expected a positive number, got "${v}"`);
+  return n;
+}
+
+function nonNegativeNumber(v: string): number {
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`expected a non-negative number, got "${v}"`);
+  return n;
+}
+
+function probability(v: string): number {
+  const n = Number(v);
+  if (v.trim() === '' || !(n >= 0 && n < 1)) throw new InvalidArgumentError(`expected a number in [0, 1), got "${v}"`);
+  return n;
+}
+
+function port(v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || n > 65535) throw new InvalidArgumentError(`expected a port number 0..65535, got "${v}"`);
+  return n;
+}
+
+function targets(v: string): LoraModule[] {
+  const list = v.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  if (list.length === 0) throw new InvalidArgumentError('expected a comma-separated list of modules');
+  for (const t of list) {
+    if (!(ALL_LORA_MODULES as readonly string[]).includes(t)) throw new InvalidArgumentError(`unknown module "${t}" (choose from ${ALL_LORA_MODULES.join(',')})`);
+  }
+  return list as LoraModule[];
 }
 
 const program = new Command();
@@ -15,6 +59,101 @@ program
   .name('helora')
   .description('Private LoRA fine-tuning of open LLMs: the server computes the frozen linear products on RLWE-encrypted activations.')
   .showHelpAfterError();
+
+program
+  .command('serve')
+  .description('serve a model folder: quantize and hash its projection weights, compute encrypted products for clients')
+  .requiredOption('--model <dir>', 'Hugging Face model folder (config.json, safetensors)')
+  .option('--host <host>', 'address to listen on', '127.0.0.1')
+  .option('--port <n>', 'port (0: a free one)', port, 0)
+  .option('--threads <n>', 'kernel worker threads (default: every core)', positiveInt)
+  .option('--token <t>', 'bearer token clients must present')
+  .option('--tls-cert <file>', 'PEM certificate chain (serve wss://)')
+  .option('--tls-key <file>', 'PEM private key')
+  .option('--rate <n>', 'requests per second per connection', positiveNumber, SERVE_DEFAULT_RATE)
+  .option('--max-tokens <n>', 'most tokens per request', positiveInt)
+  .action(async (o: { model: string; host: string; port: number; threads?: number; token?: string; tlsCert?: string; tlsKey?: string; rate: number; maxTokens?: number }) => {
+    const s = await serve({ ...o });
+    const stop = (): void => {
+      void s.close().then(() => process.exit(0));
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
+
+program
+  .command('train')
+  .description('LoRA fine-tuning; the frozen products run encrypted on a server (default), or locally (quantized / fp32)')
+  .option('--server <url>', 'server URL, ws://host:port (encrypted mode)')
+  .requiredOption('--model <dir>', 'model folder (tokenizer, embeddings, norms, LM head; projection weights optional in encrypted mode)')
+  .requiredOption('--data <file>', 'training data: JSONL {"text"}, JSONL {"prompt","completion"}, or plain text')
+  .requiredOption('--out <dir>', 'output folder (loss.csv, loss.png, adapter/, checkpoints/)')
+  .addOption(new Option('--mode <mode>', 'where the frozen products run').choices(TRAIN_MODES as string[]).default(TRAIN_DEFAULTS.mode))
+  .option('--steps <n>', 'optimizer steps', positiveInt)
+  .option('--epochs <n>', 'epochs over the data (default 1 when --steps is not given)', positiveNumber)
+  .option('--batch-tokens <n>', 'tokens per micro-batch', positiveInt, TRAIN_DEFAULTS.batchTokens)
+  .option('--grad-accum <k>', 'micro-batches per optimizer step', positiveInt, TRAIN_DEFAULTS.gradAccum)
+  .option('--lr <x>', 'peak learning rate', positiveNumber, TRAIN_DEFAULTS.lr)
+  .option('--warmup <n>', 'warmup steps', nonNegativeInt, TRAIN_DEFAULTS.warmup)
+  .addOption(new Option('--schedule <kind>', 'learning-rate schedule after warmup').choices(['cosine', 'linear', 'constant']).default(TRAIN_DEFAULTS.schedule))
+  .option('--rank <r>', 'LoRA rank', positiveInt, TRAIN_DEFAULTS.rank)
+  .option('--alpha <a>', 'LoRA alpha', positiveNumber, TRAIN_DEFAULTS.alpha)
+  .option('--dropout <p>', 'LoRA dropout', probability, TRAIN_DEFAULTS.dropout)
+  .option('--targets <list>', 'LoRA target modules', targets, TRAIN_DEFAULTS.targets)
+  .option('--seed <n>', 'seed of the LoRA init, data order and dropout', nonNegativeInt, TRAIN_DEFAULTS.seed)
+  .option('--token <t>', 'bearer token for the server')
+  .option('--expect-hash <h>', "the server's model hash to insist on")
+  .option('--resume', 'continue from the newest checkpoint in --out', false)
+  .option('--checkpoint-every <n>', 'steps between checkpoints', positiveInt, TRAIN_DEFAULTS.checkpointEvery)
+  .option('--no-progress', 'no progress output')
+  .addOption(new Option('--stop-after <n>', 'stop after this many steps without finishing the run (testing crash recovery)').argParser(positiveInt).hideHelp())
+  .action(async (o: {
+    server?: string; model: string; data: string; out: string; mode: TrainMode; steps?: number; epochs?: number; batchTokens: number; gradAccum: number;
+    lr: number; warmup: number; schedule: 'cosine' | 'linear' | 'constant'; rank: number; alpha: number; dropout: number; targets: LoraModule[]; seed: number;
+    token?: string; expectHash?: string; resume: boolean; checkpointEvery: number; progress: boolean; stopAfter?: number;
+  }) => {
+    const r = await runTrain({ ...o });
+    const last = r.history[r.history.length - 1];
+    process.stdout.write(JSON.stringify({
+      event: 'done', mode: o.mode, steps: r.history.length, total_steps: r.totalSteps, resumed_from: r.startStep,
+      final_loss: last?.loss ?? null, csv: r.csvPath, plot: r.pngPath, adapter: r.adapterDir, model_hash: r.modelHash, hash_check: r.hashCheck,
+      bytes_up: last?.bytesUp ?? 0, bytes_down: last?.bytesDown ?? 0,
+    }) + '\n');
+  });
+
+program
+  .command('generate')
+  .description('generate text locally, with or without a LoRA adapter')
+  .requiredOption('--model <dir>', 'model folder')
+  .option('--adapter <dir>', 'PEFT adapter folder')
+  .requiredOption('--prompt <text>', 'prompt text')
+  .option('--max-new-tokens <n>', 'most tokens to generate', positiveInt, 64)
+  .option('--temperature <t>', '0 = greedy', nonNegativeNumber, 0)
+  .option('--top-p <p>', 'nucleus sampling mass', positiveNumber, 1)
+  .option('--seed <s>', 'sampling seed (default: random)')
+  .action(async (o: { model: string; adapter?: string; prompt: string; maxNewTokens: number; temperature: number; topP: number; seed?: string }) => {
+    const text = await generateCommand(o);
+    process.stdout.write(text + '\n');
+  });
+
+program
+  .command('demo')
+  .description('fine-tune the shipped tiny model on WordNet glosses through a loopback server: encrypted vs quantized vs fp32')
+  .option('--model <dir>', 'base model folder', DEMO_DEFAULTS.model)
+  .option('--out <dir>', 'output folder (default ./runs/demo-<timestamp>)')
+  .option('--steps <n>', 'optimizer steps per mode', positiveInt, DEMO_DEFAULTS.steps)
+  .option('--batch-tokens <n>', 'tokens per micro-batch', positiveInt, DEMO_DEFAULTS.batchTokens)
+  .option('--examples <n>', 'WordNet glosses to train on', positiveInt, DEMO_DEFAULTS.examples)
+  .option('--lr <x>', 'peak learning rate', positiveNumber, DEMO_DEFAULTS.lr)
+  .option('--rank <r>', 'LoRA rank', positiveInt, DEMO_DEFAULTS.rank)
+  .option('--seed <n>', 'seed', nonNegativeInt, DEMO_DEFAULTS.seed)
+  .option('--threads <n>', 'server threads', positiveInt)
+  .option('--modes <list>', 'modes to run, comma-separated', DEMO_DEFAULTS.modes.join(','))
+  .action(async (o: { model: string; out?: string; steps: number; batchTokens: number; examples: number; lr: number; rank: number; seed: number; threads?: number; modes: string }) => {
+    const modes = o.modes.split(',').map((s) => s.trim()) as TrainMode[];
+    for (const m of modes) if (!TRAIN_MODES.includes(m)) throw new Error(`--modes: unknown mode "${m}" (${TRAIN_MODES.join(', ')})`);
+    await runDemo({ ...o, modes });
+  });
 
 program
   .command('matmul-demo')

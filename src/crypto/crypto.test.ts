@@ -4,7 +4,7 @@ import { createCipheriv } from 'node:crypto';
 import {
   RLWE_N2048_Q44 as P, paramsById, maxInnerDim, randomSeed, expandMask, MaskStream, SecretKey, encryptBlock,
   encryptFresh, decryptBlock, resultNoiseStd, resultErrorBound, serverProductReference, sampleGaussian,
-  gaussianMagnitudeCdt, gaussianTablePmf,
+  gaussianMagnitudeCdt, gaussianTablePmf, choosePlaintextBits, MIN_PLAINTEXT_BITS,
 } from './index.js';
 import { nttKernel } from '../kernels/ntt.js';
 
@@ -355,4 +355,42 @@ test('a wrong key decrypts to garbage (error spread over the whole plaintext ran
   const uniformStd = 2 ** 28 / Math.sqrt(12);
   assert.ok(std > 0.8 * uniformStd, `wrong-key error std ${std}, uniform would be ${uniformStd}`);
   assert.ok(small < 5, `${small} results decrypted close to the truth under the wrong key`);
+});
+
+test('choosePlaintextBits: the smallest width holding the result bound plus the error bound, capped at P', () => {
+  const sq = 127 * 127 * 2048;
+  const h = 1365;
+  const seen = new Set<number>();
+  for (const B of [0, 1, 2, 100, 12345, 2 ** 20, 2 ** 24 + 7, 2 ** 26 - 50, 2 ** 26, 2 ** 27, 1e12]) {
+    const p = choosePlaintextBits(P, B, sq, h);
+    seen.add(p);
+    assert.ok(p >= MIN_PLAINTEXT_BITS && p <= P.plaintextBits, `B=${B}: ${p}`);
+    if (p < P.plaintextBits) {
+      assert.ok(B + resultErrorBound(P, sq, h, 8, p) + 1 <= 2 ** (p - 1), `B=${B}: P'=${p} does not hold the bound`);
+    }
+    if (p > MIN_PLAINTEXT_BITS) {
+      assert.ok(B + resultErrorBound(P, sq, h, 8, p - 1) + 2 > 2 ** (p - 2), `B=${B}: P'=${p} is not the smallest`);
+    }
+  }
+  assert.equal(choosePlaintextBits(P, 1e12, sq, h), P.plaintextBits);
+  assert.equal(choosePlaintextBits(P, 0, sq, h), MIN_PLAINTEXT_BITS);
+  assert.ok(seen.size >= 8);
+  assert.throws(() => choosePlaintextBits(P, -1, sq, h), /result bound/);
+  assert.throws(() => choosePlaintextBits(P, NaN, sq, h), /result bound/);
+  // the error in result units halves with every bit removed
+  const s28 = resultNoiseStd(P, sq, h);
+  assert.ok(Math.abs(resultNoiseStd(P, sq, h, 20) * 256 - s28) < 1e-12 * s28);
+});
+
+test('encryptBlock / decryptBlock accept only plaintext widths in [2, P]', () => {
+  const key = SecretKey.generate(P);
+  const m = new Int32Array(N);
+  for (const bad of [1, 1.5, P.plaintextBits + 1]) {
+    assert.throws(() => encryptBlock(P, key, m, 1, randomSeed(), 0, bad), /plaintext bits/);
+    assert.throws(() => decryptBlock(P, key, new Uint32Array(N), new Uint32Array(N), 1, bad), /plaintext bits/);
+  }
+  // a message that fits P but not a smaller width is refused at that width
+  m[5] = 2 ** 10;
+  assert.throws(() => encryptBlock(P, key, m, 1, randomSeed(), 0, 11), /outside \[-2\^10, 2\^10\)/);
+  assert.equal(encryptBlock(P, key, m, 1, randomSeed(), 0, 12).length, N * 5);
 });

@@ -22,8 +22,12 @@
  * most 1.1e-7 that any of the 2048 x 2048 results of one layer product exceeds the bound (E is
  * a sum of thousands of terms, so the Gaussian tail, 1.2e-15 per coefficient, is the realistic figure).
  * The decrypted integer error is round(E), so |y - W m| <= floor(k std + 1/2).
+ *
+ * Adaptive scale: a request encrypted with P' < P plaintext bits (Delta' = 2^(logQ - P'), see
+ * rlwe.ts) has the same raw noise in units of q, so its error in y units is 2^(P' - P) times the
+ * figure above: both functions take the P' used (default: params.plaintextBits).
  */
-import { logDelta, type RlweParams } from './params.js';
+import type { RlweParams } from './params.js';
 
 /** Variance of E (see above) times Delta^2, in units of the modulus q. */
 function rawVariance(params: RlweParams, weightRowSqNorm: number, hammingWeight: number): number {
@@ -36,21 +40,67 @@ function rawVariance(params: RlweParams, weightRowSqNorm: number, hammingWeight:
   return weightRowSqNorm * (sigma2 + (U * U + 2) / 12) + (1 + hammingWeight) * (D * D - 1) / 12;
 }
 
-/** Standard deviation of the (continuous, pre-rounding) error E of one result, in y units. */
-export function resultNoiseStd(params: RlweParams, weightRowSqNorm: number, hammingWeight: number): number {
-  return Math.sqrt(rawVariance(params, weightRowSqNorm, hammingWeight)) / 2 ** logDelta(params);
+/** Checks a per-request plaintext bit count P' (1 <= P' <= P) and returns log2 Delta' = logQ - P'. */
+export function logDeltaFor(params: RlweParams, plaintextBits: number): number {
+  if (!(Number.isInteger(plaintextBits) && plaintextBits >= MIN_PLAINTEXT_BITS && plaintextBits <= params.plaintextBits)) {
+    throw new Error(`helora: plaintext bits must be an integer in [${MIN_PLAINTEXT_BITS}, ${params.plaintextBits}], got ${plaintextBits}`);
+  }
+  return params.logQ - plaintextBits;
+}
+
+/** Smallest per-request plaintext width: one sign bit and one magnitude bit. */
+export const MIN_PLAINTEXT_BITS = 2;
+
+/**
+ * Standard deviation of the (continuous, pre-rounding) error E of one result, in y units, for a
+ * request encrypted with plaintextBits P' (Delta' = 2^(logQ - P')).
+ */
+export function resultNoiseStd(params: RlweParams, weightRowSqNorm: number, hammingWeight: number, plaintextBits = params.plaintextBits): number {
+  return Math.sqrt(rawVariance(params, weightRowSqNorm, hammingWeight)) / 2 ** logDeltaFor(params, plaintextBits);
 }
 
 /**
  * Bound on |y - W m| for one decrypted coefficient, exceeded with probability at most
  * 2 exp(-tailSigmas^2 / 2) (2.5e-14 for the default 8).
  */
-export function resultErrorBound(params: RlweParams, weightRowSqNorm: number, hammingWeight: number, tailSigmas = 8): number {
+export function resultErrorBound(params: RlweParams, weightRowSqNorm: number, hammingWeight: number, tailSigmas = 8,
+  plaintextBits = params.plaintextBits): number {
   if (!(tailSigmas > 0)) throw new Error(`helora: tailSigmas must be positive, got ${tailSigmas}`);
-  return Math.floor(tailSigmas * resultNoiseStd(params, weightRowSqNorm, hammingWeight) + 0.5);
+  return Math.floor(tailSigmas * resultNoiseStd(params, weightRowSqNorm, hammingWeight, plaintextBits) + 0.5);
 }
 
 /** Failure probability bound of resultErrorBound per coefficient. */
 export function resultErrorBoundFailure(tailSigmas = 8): number {
   return 2 * Math.exp(-(tailSigmas * tailSigmas) / 2);
+}
+
+/** Extra result units of headroom the plaintext-width rule keeps beyond what its proof needs. */
+export const PLAINTEXT_MARGIN = 1;
+
+/**
+ * The smallest plaintext width P' (capped at params.plaintextBits) that decodes every result of a
+ * block exactly up to the noise, given a proven bound on the results:
+ *   maxAbsResult >= |y| for every result y of the block (the client knows its own inputs:
+ *     |y[t,o]| = |sum_i W[o,i] x[t,i]| <= maxAbsWeight * ||x_t||_1, max over the block's tokens;
+ *     every K-chunk term obeys the same bound, its sum runs over a subset of the features),
+ *   maxWeightRowSqNorm >= ||W[o,:]||^2 for every row of every term (maxAbsWeight^2 * K at worst).
+ * Rule: smallest P' with  maxAbsResult + resultErrorBound(.., P') + 1 + PLAINTEXT_MARGIN <= 2^(P'-1).
+ *
+ * Proof. With sh = downloadBits - P', decryption (rlwe.ts) holds the integer V = 2^sh (y + E) as a
+ * 32-bit two's complement value v = V mod 2^32 and returns (v + 2^(sh-1)) >> sh (arithmetic). If
+ * -2^31 <= V and V + 2^(sh-1) < 2^31, then v = V and no overflow happens, so the result is
+ * floor(y + E + 1/2) = y + round(E). Dividing by 2^sh, both hold when |y + E| < 2^(P'-1) - 1/2.
+ * With probability >= 1 - resultErrorBoundFailure(), |E| <= 8 std' < bound' + 1/2 (bound' =
+ * floor(8 std' + 1/2)), so |y + E| < maxAbsResult + bound' + 1/2 <= 2^(P'-1) - 1/2 - PLAINTEXT_MARGIN.
+ * Hence the block decrypts to y + round(E), |round(E)| <= bound', with the same failure
+ * probability as at the full width. At the cap the shape-based K-chunk split (maxInnerDim) is
+ * what guarantees |y| < 2^(P-1), as before.
+ */
+export function choosePlaintextBits(params: RlweParams, maxAbsResult: number, maxWeightRowSqNorm: number, hammingWeight: number): number {
+  if (!(maxAbsResult >= 0 && Number.isFinite(maxAbsResult))) throw new Error(`helora: bad result bound ${maxAbsResult}`);
+  for (let p = MIN_PLAINTEXT_BITS; p < params.plaintextBits; p++) {
+    const bound = resultErrorBound(params, maxWeightRowSqNorm, hammingWeight, 8, p);
+    if (maxAbsResult + bound + 1 + PLAINTEXT_MARGIN <= 2 ** (p - 1)) return p;
+  }
+  return params.plaintextBits;
 }

@@ -12,12 +12,17 @@
  * same for b; decryption y = round((bOut - aOut*s mod 2^32) / (Delta / 2^(logQ-downloadBits))),
  * centered into [-2^(P-1), 2^(P-1)).
  *
+ * Plaintext width: encryptBlock/decryptBlock take an optional P' <= params.plaintextBits
+ * (Delta' = 2^(logQ - P')); the client picks the smallest safe P' per block from its own inputs
+ * (noise.ts choosePlaintextBits) and keeps it: the server never needs Delta, so P' is never sent.
+ *
  * The a*s products run in build/wasm/ntt.wasm (src/kernels/ntt.ts): exact NTT products over two
  * 30-bit primes with CRT, fused with noise sampling, rounding and byte packing.
  */
 import { randomFillSync } from 'node:crypto';
 import { nttKernel, NTT_MAX_A_BITS, NTT_MAX_N, type NttKernel } from '../kernels/ntt.js';
 import { SecretKey } from './keys.js';
+import { logDeltaFor } from './noise.js';
 import { logDelta, MASK_BYTES, uploadBytes, type RlweParams } from './params.js';
 import { gaussianMagnitudeCdt, MaskStream, randomSeed, SEED_BYTES } from './sampling.js';
 
@@ -55,16 +60,45 @@ function hex(bytes: Uint8Array): string {
  * a second use with the same key throws (mask reuse would leak message differences). Draw the
  * seed with randomSeed() for every request (or use encryptFresh).
  */
-export function encryptBlock(params: RlweParams, key: SecretKey, m: Int32Array, d: number, seed: Uint8Array, blockIndex: number): Uint8Array {
+export function encryptBlock(params: RlweParams, key: SecretKey, m: Int32Array, d: number, seed: Uint8Array, blockIndex: number,
+  plaintextBits = params.plaintextBits): Uint8Array {
+  checkEncryptArgs(params, key, m, d, seed, blockIndex, 0, plaintextBits);
+  SecretKey.claimSeed(key, hex(seed), blockIndex);
+  return encryptPolyRange(params, key, m, d, seed, blockIndex, 0, plaintextBits);
+}
+
+/** @internal Validation shared by encryptBlock and the worker pool (before the seed is claimed). */
+export function checkEncryptArgs(params: RlweParams, key: SecretKey, m: Int32Array, d: number, seed: Uint8Array, blockIndex: number,
+  polyStart: number, plaintextBits: number): void {
   checkParams(params, key);
+  logDeltaFor(params, plaintextBits);
   const n = params.ringDegree;
   if (!(Number.isInteger(d) && d >= 1 && d <= 1 << 20)) throw new Error(`helora: feature count d must be in [1, 2^20], got ${d}`);
+  if (!(Number.isInteger(polyStart) && polyStart >= 0 && polyStart < 1 << 20)) throw new Error(`helora: polynomial offset must be in [0, 2^20), got ${polyStart}`);
   if (!(m instanceof Int32Array) || m.length !== d * n) throw new Error(`helora: message must be an Int32Array of d*N = ${d * n} values, got ${m?.length}`);
   if (!(seed instanceof Uint8Array) || seed.length !== SEED_BYTES) throw new Error(`helora: seed must be ${SEED_BYTES} bytes`);
-  // |m| < 2^(P-1) (checked inside the kernel, which is free there)
-  const lim = 2 ** (params.plaintextBits - 1);
-  const stream = new MaskStream(seed, blockIndex); // validates blockIndex
-  SecretKey.claimSeed(key, hex(seed), blockIndex);
+  maskIvCheck(blockIndex);
+}
+
+function maskIvCheck(blockIndex: number): void {
+  if (!(Number.isInteger(blockIndex) && blockIndex >= 0 && blockIndex < 2 ** 32)) {
+    throw new Error(`helora: blockIndex must be an integer in [0, 2^32), got ${blockIndex}`);
+  }
+}
+
+/**
+ * @internal Encrypts polynomials polyStart .. polyStart + d - 1 of block (seed, blockIndex) WITHOUT
+ * claiming the seed: only for encryptBlock and for pool workers, whose caller claimed the
+ * (seed, blockIndex) pair on the key in the main thread. m holds the d polynomials of the range.
+ */
+export function encryptPolyRange(params: RlweParams, key: SecretKey, m: Int32Array, d: number, seed: Uint8Array, blockIndex: number,
+  polyStart: number, plaintextBits: number): Uint8Array {
+  checkEncryptArgs(params, key, m, d, seed, blockIndex, polyStart, plaintextBits);
+  const deltaShift = logDeltaFor(params, plaintextBits);
+  const n = params.ringDegree;
+  // |m| < 2^(P'-1) (checked inside the kernel, which is free there)
+  const lim = 2 ** (plaintextBits - 1);
+  const stream = new MaskStream(seed, blockIndex, polyStart * n * MASK_BYTES);
   const k = kernelFor(params, key);
   const ob = uploadBytes(params);
   const out = new Uint8Array(d * n * ob);
@@ -72,12 +106,14 @@ export function encryptBlock(params: RlweParams, key: SecretKey, m: Int32Array, 
   for (let p0 = 0; p0 < d; p0 += ENCRYPT_CHUNK_POLYS) {
     const np = Math.min(ENCRYPT_CHUNK_POLYS, d - p0);
     const v = k.beginEncrypt(np, ob);
-    v.a.set(stream.next(np * n * MASK_BYTES));
+    stream.nextInto(v.a);
     v.m.set(m.subarray(p0 * n, (p0 + np) * n));
     randomFillSync(v.rnd);
-    if (!k.encrypt(logDelta(params), upShift, lim)) {
+    const ok = k.encrypt(deltaShift, upShift, lim);
+    v.rnd.fill(0);
+    if (!ok) {
       const i = m.findIndex((x) => x >= lim || x < -lim);
-      throw new Error(`helora: message value ${m[i]} at ${i} is outside [-2^${params.plaintextBits - 1}, 2^${params.plaintextBits - 1})`);
+      throw new Error(`helora: message value ${m[i]} at ${i} is outside [-2^${plaintextBits - 1}, 2^${plaintextBits - 1})`);
     }
     out.set(v.out, p0 * n * ob);
   }
@@ -94,15 +130,17 @@ export function encryptFresh(params: RlweParams, key: SecretKey, m: Int32Array, 
  * Decrypts rows result ciphertexts: aOut, bOut are rows*N u32 ((o, t) at o*N + t). Returns
  * rows*N centered integers y[o*N + t] = sum_i W[o,i] m_i[t] + error (see noise.ts).
  */
-export function decryptBlock(params: RlweParams, key: SecretKey, aOut: Uint32Array, bOut: Uint32Array, rows: number): Int32Array {
+export function decryptBlock(params: RlweParams, key: SecretKey, aOut: Uint32Array, bOut: Uint32Array, rows: number,
+  plaintextBits = params.plaintextBits): Int32Array {
   checkParams(params, key);
+  const deltaShift = logDeltaFor(params, plaintextBits);
   const n = params.ringDegree;
   if (!(Number.isInteger(rows) && rows >= 1)) throw new Error(`helora: row count must be a positive integer, got ${rows}`);
   if (!(aOut instanceof Uint32Array) || !(bOut instanceof Uint32Array) || aOut.length !== rows * n || bOut.length !== rows * n) {
     throw new Error(`helora: result parts must be Uint32Array of rows*N = ${rows * n} values, got ${aOut?.length} and ${bOut?.length}`);
   }
   const k = kernelFor(params, key);
-  const sh = logDelta(params) - (params.logQ - params.downloadBits);
+  const sh = deltaShift - (params.logQ - params.downloadBits);
   const y = new Int32Array(rows * n);
   for (let r0 = 0; r0 < rows; r0 += DECRYPT_CHUNK_ROWS) {
     const nr = Math.min(DECRYPT_CHUNK_ROWS, rows - r0);

@@ -83,15 +83,26 @@ export function sampleGaussian(params: RlweParams, count: number): Int32Array {
   return e;
 }
 
-/** The AES-256-CTR IV of block blockIndex: blockIndex big-endian in bytes 0..3, counter in 8..15. */
-function maskIv(blockIndex: number): Uint8Array {
+/**
+ * The AES-256-CTR IV of block blockIndex at key-stream byte byteOffset: blockIndex big-endian in
+ * bytes 0..3, zeros in 4..7, the 64-bit big-endian counter byteOffset / 16 in bytes 8..15.
+ */
+function maskIv(blockIndex: number, byteOffset: number): Uint8Array {
   if (!(Number.isInteger(blockIndex) && blockIndex >= 0 && blockIndex < 2 ** 32)) {
     throw new Error(`helora: blockIndex must be an integer in [0, 2^32), got ${blockIndex}`);
   }
+  if (!(Number.isSafeInteger(byteOffset) && byteOffset >= 0 && byteOffset % MASK_STREAM_ALIGN === 0)) {
+    throw new Error(`helora: mask stream offset must be a non-negative multiple of ${MASK_STREAM_ALIGN}, got ${byteOffset}`);
+  }
   const iv = new Uint8Array(16);
-  new DataView(iv.buffer).setUint32(0, blockIndex, false);
+  const dv = new DataView(iv.buffer);
+  dv.setUint32(0, blockIndex, false);
+  dv.setBigUint64(8, BigInt(byteOffset / MASK_STREAM_ALIGN), false);
   return iv;
 }
+
+/** AES block size: a mask stream can start at any multiple of it. */
+export const MASK_STREAM_ALIGN = 16;
 
 function checkSeed(seed: Uint8Array): void {
   if (!(seed instanceof Uint8Array) || seed.length !== SEED_BYTES) {
@@ -102,15 +113,17 @@ function checkSeed(seed: Uint8Array): void {
 /**
  * Streams the mask bytes of one block in order (callers take them chunk by chunk). The key stream
  * is AES-256-CTR(key = seed, IV = blockIndex || 0^32 || counter64 from 0): the 64-bit counter can
- * never carry into the block index, so different blocks never share key stream.
+ * never carry into the block index, so different blocks never share key stream. The stream is
+ * seekable: starting at byteOffset (a multiple of 16) sets the counter to byteOffset / 16, which
+ * gives exactly the bytes a stream from 0 would produce there (workers encrypt polynomial ranges).
  */
 export class MaskStream {
   private readonly cipher;
   private zeros = new Uint8Array(0);
 
-  constructor(seed: Uint8Array, blockIndex: number) {
+  constructor(seed: Uint8Array, blockIndex: number, byteOffset = 0) {
     checkSeed(seed);
-    this.cipher = createCipheriv('aes-256-ctr', seed, maskIv(blockIndex));
+    this.cipher = createCipheriv('aes-256-ctr', seed, maskIv(blockIndex, byteOffset));
   }
 
   /** The next `bytes` bytes of key stream (a new array). */
@@ -118,6 +131,11 @@ export class MaskStream {
     if (this.zeros.length < bytes) this.zeros = new Uint8Array(bytes);
     const out = this.cipher.update(this.zeros.subarray(0, bytes));
     return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+  }
+
+  /** Fills dst with the next dst.length bytes of key stream. */
+  nextInto(dst: Uint8Array): void {
+    dst.set(this.next(dst.length));
   }
 }
 

@@ -5,7 +5,7 @@
  */
 import { instantiateWasm, WasmHeap } from './wasm.js';
 
-interface GemmExports {
+export interface GemmExports {
   memory: WebAssembly.Memory;
   heapBase(): number;
   packA8(src: number, M: number, K: number, lda: number, dst: number): void;
@@ -52,6 +52,7 @@ export interface F32Operand {
 
 export class KernelEngine {
   readonly heap: WasmHeap;
+  /** The raw module exports (byte-offset API of gemm.entry.ts), for benchmarks and experiments. */
   readonly ex: GemmExports;
 
   /** moduleName: build/wasm/<moduleName>.wasm (another name only for A/B experiments). */
@@ -73,7 +74,7 @@ export class KernelEngine {
     return dst;
   }
 
-  /** Copies already packed int8 weights (from packedInt8Copy) into scratch. */
+  /** Copies already packed int8 weights (ZqWeights.packed) into scratch. */
   loadPacked(packed: Uint8Array): number {
     const dst = this.heap.alloc(packed.length);
     this.heap.u8(dst, packed.length).set(packed);
@@ -107,10 +108,9 @@ export class KernelEngine {
     const h = this.heap;
     const Tb = Math.min(tokenBlock, N);
     const kChunk = Math.min(ZQ_MAX_EXACT_COLS, cols + (cols & 1));
-    // 8-byte loads of 6- and 5-byte words read up to 2 bytes past the last one.
-    const ap = h.alloc(aBytes.length, 8);
+    const ap = h.alloc(aBytes.length);
     h.u8(ap, aBytes.length).set(aBytes);
-    const bp = h.alloc(bBytes.length, 8);
+    const bp = h.alloc(bBytes.length);
     h.u8(bp, bBytes.length).set(bBytes);
     const xBuf = h.alloc(Math.ceil(kChunk / 2) * 32 * (ZQ_LIMBS * Tb) / 8);
     const cBuf = h.alloc(Math.ceil(rows / 4) * 4 * ZQ_LIMBS * Tb * 4);

@@ -57,3 +57,8 @@ test('gemmF32Reference on a tiny case', () => {
   const out = gemmF32Reference(Float32Array.from([1, 2, 3, 4]), Float32Array.from([5, 6, 7, 8]), 2, 2, 2);
   assert.deepEqual(Array.from(out), [19, 22, 43, 50]);
 });
+
+test('the wasm loader names the build step when a module is missing', async () => {
+  const { loadWasmModule } = await import('./wasm.js');
+  assert.throws(() => loadWasmModule('no-such-kernel'), /no-such-kernel\.wasm is missing; run `npm run build:wasm`/);
+});

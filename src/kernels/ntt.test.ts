@@ -33,7 +33,7 @@ test('schoolbook reference: X^(n-1) * X = -1 and small products by hand', () => 
   assert.deepEqual(negacyclicMulRef([0n, 0n, 0n, 1n], [0n, 1n, 0n, 0n]), [-1n, 0n, 0n, 0n]);
 });
 
-for (const n of [16, 256, 2048]) {
+for (const n of [16, 32, 64, 256, 2048]) {
   test(`NTT product a*s (44-bit a, ternary s) equals the schoolbook product, N = ${n}`, () => {
     const k = new NttKernel(n);
     const s = randomTernary(n);

@@ -97,12 +97,13 @@ export class NttKernel {
   /** Identity of the secret currently loaded (set by the caller via loadSecret). */
   private secretOwner: object | null = null;
 
-  constructor(n: number) {
+  /** module: the build/wasm file to run (another build of ntt.entry.ts, for kernel comparisons). */
+  constructor(n: number, module = 'ntt') {
     if (!Number.isInteger(n) || n < 16 || n > NTT_MAX_N || (n & (n - 1)) !== 0) {
       throw new Error(`helora: NTT ring degree must be a power of two in [16, ${NTT_MAX_N}], got ${n}`);
     }
     this.n = n;
-    this.ex = instantiateWasm('ntt').exports as unknown as NttExports;
+    this.ex = instantiateWasm(module).exports as unknown as NttExports;
     this.heap = new WasmHeap(this.ex.memory, this.ex.heapBase());
     const tableWords = 8 * n;
     this.tables = [this.heap.allocPermanent(tableWords * 4), this.heap.allocPermanent(tableWords * 4)];

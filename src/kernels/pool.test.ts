@@ -39,8 +39,8 @@ test('KernelPool computes every op like the references (3 workers, uneven shards
       zqMatmulReference(w, rows, cols, a, b, N, ar, br);
       assert.deepEqual(got.aOut, ar);
       assert.deepEqual(got.bOut, br);
-      // Registered weights stay resident: a second call with new inputs.
-      const a2 = randBytes(cols * N * 6), b2 = randBytes(cols * N * 5);
+      // Registered weights stay resident: a second call with new inputs (as Node Buffers, as from a socket).
+      const a2 = Buffer.from(randBytes(cols * N * 6)), b2 = Buffer.from(randBytes(cols * N * 5));
       const got2 = await pool.zqMatmul(h, a2, b2, N);
       zqMatmulReference(w, rows, cols, a2, b2, N, ar, br);
       assert.deepEqual(got2.aOut, ar);

@@ -73,12 +73,15 @@ function shardRows(rows: number, threads: number): Shard[] {
   return shards;
 }
 
-/** A view of the same bytes in a SharedArrayBuffer (copied once) that every worker can read. */
-function shared<T extends Uint8Array | Int8Array | Float32Array>(a: T): T {
-  if (a.buffer instanceof SharedArrayBuffer) return a;
-  const sab = new SharedArrayBuffer(a.byteLength);
-  const ctor = a.constructor as new (b: SharedArrayBuffer) => T;
-  const copy = new ctor(sab);
+type SharedCtor<T> = new (b: SharedArrayBuffer) => T;
+
+/**
+ * The same values in a SharedArrayBuffer (copied once) that every worker can read without a
+ * copy of its own. ctor is explicit so that Buffer (a Uint8Array subclass) becomes a plain view.
+ */
+function shared<T extends Uint8Array | Int8Array | Float32Array>(a: T, ctor: SharedCtor<T>): T {
+  if (a.buffer instanceof SharedArrayBuffer && a.constructor === ctor) return a;
+  const copy = new ctor(new SharedArrayBuffer(a.byteLength));
   copy.set(a as never);
   return copy;
 }
@@ -131,7 +134,10 @@ export class KernelPool {
   private async registerInt8Rows(w: Int8Array, rows: number, cols: number): Promise<number> {
     const handle = this.nextHandle++;
     const shards = shardRows(rows, this.threads);
-    await Promise.all(shards.map((s) => this.workers[s.worker]!.call({ op: 'regInt8', handle, w: w.slice(s.r0 * cols, s.r1 * cols), rows: s.r1 - s.r0, cols })));
+    await Promise.all(shards.map((s) => {
+      const part = w.slice(s.r0 * cols, s.r1 * cols);
+      return this.workers[s.worker]!.call({ op: 'regInt8', handle, w: part, rows: s.r1 - s.r0, cols }, [part.buffer]);
+    }));
     this.registry.set(handle, { kind: 'int8', rows, cols, shards });
     return handle;
   }
@@ -148,8 +154,8 @@ export class KernelPool {
     this.live();
     const r = this.get(handle, 'int8');
     checkZqCall(r.rows, r.cols, aBytes, bBytes, N);
-    const a = shared(aBytes);
-    const b = shared(bBytes);
+    const a = shared(aBytes, Uint8Array);
+    const b = shared(bBytes, Uint8Array);
     const aOut = new Uint32Array(r.rows * N);
     const bOut = new Uint32Array(r.rows * N);
     await Promise.all(r.shards.map(async (s) => {
@@ -174,7 +180,7 @@ export class KernelPool {
     const r = this.get(handle, 'int8');
     if (!Number.isInteger(N) || N <= 0) throw new Error(`helora: gemmInt8 N must be a positive integer, got ${N}`);
     if (x.length !== r.cols * N) throw new Error(`helora: gemmInt8 x has ${x.length} values, expected K*N = ${r.cols * N}`);
-    const xs = shared(x);
+    const xs = shared(x, Int8Array);
     const out = new Int32Array(r.rows * N);
     await Promise.all(r.shards.map(async (s) => {
       const res = await this.workers[s.worker]!.call({ op: 'int8', handle, x: xs, N });
@@ -190,7 +196,10 @@ export class KernelPool {
     checkF32Shapes(w, new Float32Array(K), M, K, 1);
     const handle = this.nextHandle++;
     const shards = shardRows(M, this.threads);
-    await Promise.all(shards.map((s) => this.workers[s.worker]!.call({ op: 'regF32', handle, w: w.slice(s.r0 * K, s.r1 * K), rows: s.r1 - s.r0, cols: K })));
+    await Promise.all(shards.map((s) => {
+      const part = w.slice(s.r0 * K, s.r1 * K);
+      return this.workers[s.worker]!.call({ op: 'regF32', handle, w: part, rows: s.r1 - s.r0, cols: K }, [part.buffer]);
+    }));
     this.registry.set(handle, { kind: 'f32', rows: M, cols: K, shards });
     return handle;
   }
@@ -201,7 +210,7 @@ export class KernelPool {
     const r = this.get(handle, 'f32');
     if (!Number.isInteger(N) || N <= 0) throw new Error(`helora: gemmF32 N must be a positive integer, got ${N}`);
     if (x.length !== r.cols * N) throw new Error(`helora: gemmF32 x has ${x.length} values, expected K*N = ${r.cols * N}`);
-    const xs = shared(x);
+    const xs = shared(x, Float32Array);
     const out = new Float32Array(r.rows * N);
     await Promise.all(r.shards.map(async (s) => {
       const res = await this.workers[s.worker]!.call({ op: 'f32', handle, x: xs, N });
@@ -218,7 +227,7 @@ export class KernelPool {
     const OC = r.rows, C = r.cols;
     if (!Number.isInteger(T) || T <= 0) throw new Error(`helora: matmulForward T must be a positive integer, got ${T}`);
     if (inp.length !== T * C) throw new Error(`helora: matmulForward inp has ${inp.length} values, expected T*C = ${T * C}`);
-    const xs = shared(inp);
+    const xs = shared(inp, Float32Array);
     const out = new Float32Array(T * OC);
     await Promise.all(r.shards.map(async (s) => {
       const res = await this.workers[s.worker]!.call({ op: 'fwd', handle, inp: xs, T });
@@ -236,7 +245,7 @@ export class KernelPool {
     const OC = r.rows, C = r.cols;
     if (!Number.isInteger(T) || T <= 0) throw new Error(`helora: matmulBackwardInput T must be a positive integer, got ${T}`);
     if (dout.length !== T * OC) throw new Error(`helora: matmulBackwardInput dout has ${dout.length} values, expected T*OC = ${T * OC}`);
-    const ds = shared(dout);
+    const ds = shared(dout, Float32Array);
     const parts = await Promise.all(r.shards.map(async (s) => {
       const res = await this.workers[s.worker]!.call({ op: 'bwdIn', handle, dout: ds, T, OC, r0: s.r0 });
       if (res.kind !== 'f32') throw new Error('helora: kernel worker sent an unexpected result');

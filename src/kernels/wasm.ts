@@ -92,7 +92,12 @@ export class WasmHeap {
   private ensure(end: number): void {
     if (end > 0xffff0000) throw new Error(`helora: WebAssembly kernel needs ${end} bytes of memory, over the 4 GiB wasm32 limit`);
     const have = this.memory.buffer.byteLength;
-    if (end > have) this.memory.grow(Math.ceil((end - have) / PAGE));
+    if (end <= have) return;
+    try {
+      this.memory.grow(Math.ceil((end - have) / PAGE));
+    } catch (e) {
+      throw new Error(`helora: cannot grow WebAssembly memory to ${end} bytes (${e instanceof Error ? e.message : String(e)})`);
+    }
   }
 
   u8(ptr: number, len: number): Uint8Array { return new Uint8Array(this.memory.buffer, ptr, len); }

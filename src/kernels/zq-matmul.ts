@@ -49,9 +49,8 @@ export function checkWeights(w: Int8Array, rows: number, cols: number): void {
   if (!Number.isInteger(rows) || rows <= 0) throw new Error(`helora: zq weights rows must be a positive integer, got ${rows}`);
   if (!Number.isInteger(cols) || cols <= 0) throw new Error(`helora: zq weights cols must be a positive integer, got ${cols}`);
   if (w.length !== rows * cols) throw new Error(`helora: zq weights have ${w.length} values, expected rows*cols = ${rows * cols}`);
-  for (let i = 0; i < w.length; i++) {
-    if (w[i] === -128) throw new Error(`helora: zq weights must satisfy |W| <= ${ZQ_MAX_ABS_W}; found -128 at index ${i}`);
-  }
+  const bad = w.indexOf(-128);
+  if (bad >= 0) throw new Error(`helora: zq weights must satisfy |W| <= ${ZQ_MAX_ABS_W}; found -128 at index ${bad}`);
 }
 
 /** Validates the shapes of one product call (shared by the single-thread and pool paths). */

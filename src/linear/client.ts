@@ -1,17 +1,24 @@
 // The client's half of an encrypted projection group: quantize, encrypt, decrypt, dequantize.
-// The secret key never leaves this object; what it returns for the server holds only a seed,
-// the rounded b parts and shapes.
+// The secret key never leaves this object (its worker pool holds copies inside the process); what
+// it returns for the server holds only a seed, the rounded b parts and shapes.
 
-import { decryptBlock, encryptBlock, paramsById, maxInnerDim, randomSeed, SecretKey, type RlweParams } from '../crypto/index.js';
+import {
+  choosePlaintextBits, CryptoPool, decryptBlock, encryptBlock, paramsById, maxInnerDim, randomSeed, SecretKey, type RlweParams,
+} from '../crypto/index.js';
 import { DEFAULT_ACT_BITS, dequantizeBackward, dequantizeForward, prepareBackwardInput, quantizePerToken } from '../quant/quantize.js';
-import { accumulateBlock, blockCount, blockMessage, featureChunks } from './layout.js';
+import { blockCount, featureChunks } from './layout.js';
 import type { EncryptedInput, EncryptedOutput } from './types.js';
 
-/** Per-request state the client keeps to dequantize the answer. */
+/** Per-request state the client keeps to dequantize the answer. Only `request` goes to the server. */
 export interface PendingProduct {
   request: EncryptedInput;
   /** Per-token scale of the quantized input. */
   scales: Float32Array;
+  /**
+   * Client-side only: the plaintext width P' used for each column block. Never sent: it would
+   * reveal a bound on the inputs' L1 norms (and the server does not need it).
+   */
+  plaintextBits: number[];
 }
 
 export interface HeClientOptions {
@@ -19,17 +26,39 @@ export interface HeClientOptions {
   key?: SecretKey;
   /** Activation / gradient bit width (default 8). */
   actBits?: number;
+  /**
+   * Pick the plaintext width per column block from the inputs (default true): smaller P' when the
+   * inputs are small, so the HE error in result units shrinks by 2^(P' - P). false: always P.
+   */
+  adaptivePlaintext?: boolean;
+  /** Worker threads for the *Async methods (default: one per core); the pool starts on first use. */
+  threads?: number;
+}
+
+/** An upload ready for the server, plus what the client keeps to decrypt the answer. */
+interface Prepared {
+  K: number;
+  blocks: number;
+  seed: Uint8Array;
+  plaintextBits: number[];
 }
 
 export class HeLinearClient {
   readonly params: RlweParams;
   readonly actBits: number;
+  readonly adaptivePlaintext: boolean;
   private readonly key: SecretKey;
+  private readonly threads: number | undefined;
+  private pool: Promise<CryptoPool> | null = null;
+  /** P' per block of every request this client encrypted (client memory only, see PendingProduct). */
+  private readonly requestBits = new WeakMap<EncryptedInput, number[]>();
 
   constructor(opts: HeClientOptions = {}) {
     this.params = opts.params ?? paramsById(1);
     this.actBits = opts.actBits ?? DEFAULT_ACT_BITS;
     this.key = opts.key ?? SecretKey.generate(this.params);
+    this.adaptivePlaintext = opts.adaptivePlaintext ?? true;
+    this.threads = opts.threads;
     maxInnerDim(this.params, this.actBits, 8); // validates the bit width early
   }
 
@@ -37,29 +66,83 @@ export class HeLinearClient {
     return maxInnerDim(this.params, this.actBits, 8);
   }
 
-  /** Encrypts integer inputs (T x sum(partCols), token-major) under a fresh seed. */
-  encryptIntegers(values: Int8Array | Int16Array, T: number, partCols: number[]): EncryptedInput {
+  /**
+   * Plaintext width of one column block (see choosePlaintextBits in crypto/noise.ts for the rule
+   * and its proof): every result of the block obeys |y[t,o]| <= maxAbsWeight * ||x_t||_1 (max over
+   * the block's tokens), and every row of every K-chunk term has ||W_o||^2 <= maxAbsWeight^2 * Kc.
+   */
+  blockPlaintextBits(values: Int8Array | Int16Array, T: number, K: number, block: number): number {
+    if (!this.adaptivePlaintext) return this.params.plaintextBits;
+    const N = this.params.ringDegree;
+    const t1 = Math.min(T, (block + 1) * N);
+    let maxL1 = 0;
+    for (let t = block * N; t < t1; t++) {
+      let l1 = 0;
+      for (let i = t * K, e = i + K; i < e; i++) l1 += Math.abs(values[i]);
+      if (l1 > maxL1) maxL1 = l1;
+    }
+    const wMax = this.params.maxAbsWeight;
+    const kc = Math.max(...featureChunks(K, this.maxTermK).map((c) => c.end - c.start));
+    return choosePlaintextBits(this.params, wMax * maxL1, wMax * wMax * kc, this.key.hammingWeight);
+  }
+
+  private prepare(values: Int8Array | Int16Array, T: number, partCols: number[]): Prepared {
     const K = partCols.reduce((s, c) => s + c, 0);
     if (values.length !== T * K) throw new Error(`helora: input has ${values.length} values, expected ${T} x ${K}`);
-    const N = this.params.ringDegree;
-    const blocks = blockCount(T, N);
+    const blocks = blockCount(T, this.params.ringDegree);
+    const plaintextBits: number[] = [];
+    for (let blk = 0; blk < blocks; blk++) plaintextBits.push(this.blockPlaintextBits(values, T, K, blk));
     // A fresh seed per request; the key itself refuses any (seed, block) pair it has seen before.
-    const seed = randomSeed();
-    const m = new Int32Array(K * N);
-    const out: Uint8Array[] = [];
-    for (let blk = 0; blk < blocks; blk++) out.push(encryptBlock(this.params, this.key, blockMessage(values, T, K, N, blk, m), K, seed, blk));
-    return { paramsId: this.params.id, T, partCols: [...partCols], seed, blocks: out };
+    return { K, blocks, seed: randomSeed(), plaintextBits };
+  }
+
+  private finish(T: number, partCols: number[], p: Prepared, out: Uint8Array[]): EncryptedInput {
+    const request: EncryptedInput = { paramsId: this.params.id, T, partCols: [...partCols], seed: p.seed, blocks: out };
+    this.requestBits.set(request, p.plaintextBits);
+    return request;
   }
 
   /**
-   * Decrypts an answer to `request` into exact integer products (T x rows, token-major, one per
-   * output), adding the K-chunk terms. Rejects an answer whose layout does not match the request.
+   * Encrypts integer inputs (T x sum(partCols), token-major) under a fresh seed. The returned
+   * object is what goes to the server; the client remembers its plaintext widths (plaintextBitsOf).
    */
-  decryptIntegers(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[]): Float64Array[] {
+  encryptIntegers(values: Int8Array | Int16Array, T: number, partCols: number[]): EncryptedInput {
+    const p = this.prepare(values, T, partCols);
+    const N = this.params.ringDegree;
+    const m = new Int32Array(p.K * N);
+    const out: Uint8Array[] = [];
+    for (let blk = 0; blk < p.blocks; blk++) {
+      out.push(encryptBlock(this.params, this.key, blockMessageTiled(values, T, p.K, N, blk, m), p.K, p.seed, blk, p.plaintextBits[blk]));
+    }
+    m.fill(0);
+    return this.finish(T, partCols, p, out);
+  }
+
+  /** encryptIntegers on the worker pool (all cores). */
+  async encryptIntegersAsync(values: Int8Array | Int16Array, T: number, partCols: number[]): Promise<EncryptedInput> {
+    const p = this.prepare(values, T, partCols);
+    const pool = await this.getPool();
+    const N = this.params.ringDegree;
+    const out = await Promise.all(Array.from({ length: p.blocks }, (_, blk) =>
+      pool.encryptBlock(blockMessageTiled(values, T, p.K, N, blk), p.K, p.seed, blk, p.plaintextBits[blk])));
+    return this.finish(T, partCols, p, out);
+  }
+
+  /** The plaintext widths (one per column block) this client used for `request`. */
+  plaintextBitsOf(request: EncryptedInput): number[] {
+    const bits = this.requestBits.get(request);
+    if (!bits) throw new Error('helora: this request was not encrypted by this client (pass the object encryptIntegers returned, or its plaintextBits)');
+    return [...bits];
+  }
+
+  private checkAnswer(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[], plaintextBits?: readonly number[]):
+    { terms: number; blocks: number; bits: readonly number[] } {
     const N = this.params.ringDegree;
     const K = request.partCols.reduce((s, c) => s + c, 0);
     const terms = featureChunks(K, this.maxTermK).length;
     const blocks = blockCount(request.T, N);
+    const bits = plaintextBits ?? this.plaintextBitsOf(request);
+    if (bits.length !== blocks) throw new Error(`helora: ${bits.length} plaintext widths for ${blocks} column blocks`);
     if (response.paramsId !== this.params.id) throw new Error(`helora: answer uses parameter set ${response.paramsId}, expected ${this.params.id}`);
     if (response.T !== request.T) throw new Error(`helora: answer is for ${response.T} tokens, asked ${request.T}`);
     if (response.terms !== terms) throw new Error(`helora: answer has ${response.terms} terms per output, expected ${terms}`);
@@ -67,7 +150,6 @@ export class HeLinearClient {
       throw new Error(`helora: answer has outputs [${response.outputRows.join(', ')}], expected [${expectedRows.join(', ')}]`);
     }
     if (response.blocks.length !== blocks) throw new Error(`helora: answer has ${response.blocks.length} column blocks, expected ${blocks}`);
-    const results = expectedRows.map((rows) => new Float64Array(request.T * rows));
     for (let blk = 0; blk < blocks; blk++) {
       const row = response.blocks[blk];
       if (row.length !== expectedRows.length * terms) throw new Error(`helora: block ${blk} has ${row.length} matrices, expected ${expectedRows.length * terms}`);
@@ -75,23 +157,76 @@ export class HeLinearClient {
         for (let term = 0; term < terms; term++) {
           const c = row[j * terms + term];
           if (c.a.length !== rows * N || c.b.length !== rows * N) throw new Error(`helora: block ${blk} output ${j} has the wrong size`);
-          accumulateBlock(results[j], decryptBlock(this.params, this.key, c.a, c.b, rows), request.T, rows, N, blk);
+        }
+      });
+    }
+    return { terms, blocks, bits };
+  }
+
+  /**
+   * Decrypts an answer to `request` into exact integer products (T x rows, token-major, one per
+   * output), adding the K-chunk terms. Rejects an answer whose layout does not match the request.
+   * plaintextBits: the widths from PendingProduct (default: remembered for `request` by this client).
+   */
+  decryptIntegers(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[], plaintextBits?: readonly number[]): Float64Array[] {
+    const N = this.params.ringDegree;
+    const { terms, blocks, bits } = this.checkAnswer(request, response, expectedRows, plaintextBits);
+    const results = expectedRows.map((rows) => new Float64Array(request.T * rows));
+    for (let blk = 0; blk < blocks; blk++) {
+      const row = response.blocks[blk];
+      expectedRows.forEach((rows, j) => {
+        for (let term = 0; term < terms; term++) {
+          const c = row[j * terms + term];
+          accumulateBlockTiled(results[j], decryptBlock(this.params, this.key, c.a, c.b, rows, bits[blk]), request.T, rows, N, blk);
         }
       });
     }
     return results;
   }
 
+  /** decryptIntegers on the worker pool (all cores). */
+  async decryptIntegersAsync(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[], plaintextBits?: readonly number[]): Promise<Float64Array[]> {
+    const N = this.params.ringDegree;
+    const { terms, blocks, bits } = this.checkAnswer(request, response, expectedRows, plaintextBits);
+    const pool = await this.getPool();
+    const results = expectedRows.map((rows) => new Float64Array(request.T * rows));
+    const jobs: Promise<void>[] = [];
+    for (let blk = 0; blk < blocks; blk++) {
+      const row = response.blocks[blk];
+      expectedRows.forEach((rows, j) => {
+        for (let term = 0; term < terms; term++) {
+          const c = row[j * terms + term];
+          jobs.push(pool.decryptBlock(c.a, c.b, rows, bits[blk]).then((y) => accumulateBlockTiled(results[j], y, request.T, rows, N, blk)));
+        }
+      });
+    }
+    await Promise.all(jobs);
+    return results;
+  }
+
   /** Forward: quantize x (T x C) per token and encrypt it. */
   encryptForward(x: Float32Array, T: number, C: number): PendingProduct {
     const q = quantizePerToken(x, T, C, this.actBits);
-    return { request: this.encryptIntegers(q.values, T, [C]), scales: q.scales };
+    const request = this.encryptIntegers(q.values, T, [C]);
+    return { request, scales: q.scales, plaintextBits: this.plaintextBitsOf(request) };
+  }
+
+  async encryptForwardAsync(x: Float32Array, T: number, C: number): Promise<PendingProduct> {
+    const q = quantizePerToken(x, T, C, this.actBits);
+    const request = await this.encryptIntegersAsync(q.values, T, [C]);
+    return { request, scales: q.scales, plaintextBits: this.plaintextBitsOf(request) };
   }
 
   /** y_j (T x rows_j) = x W_j^T from the server's answer; wScales are the public per-row weight scales. */
   decryptForward(pending: PendingProduct, response: EncryptedOutput, wScales: Float32Array[]): Float32Array[] {
     const rows = wScales.map((s) => s.length);
-    const acc = this.decryptIntegers(pending.request, response, rows);
+    const acc = this.decryptIntegers(pending.request, response, rows, pending.plaintextBits);
+    return acc.map((a, j) => dequantizeForward(a, pending.scales, wScales[j], pending.request.T, rows[j]));
+  }
+
+  async decryptForwardAsync(pending: PendingProduct, response: EncryptedOutput, wScales: Float32Array[]): Promise<Float32Array[]> {
+    const rows = wScales.map((s) => s.length);
+    const acc = await this.decryptIntegersAsync(pending.request, response, rows, pending.plaintextBits);
     return acc.map((a, j) => dequantizeForward(a, pending.scales, wScales[j], pending.request.T, rows[j]));
   }
 
@@ -99,13 +234,46 @@ export class HeLinearClient {
   encryptBackward(dys: Float32Array[], T: number, wScales: Float32Array[]): PendingProduct {
     const { stacked, scales, cols } = stackBackwardInput(dys, T, wScales);
     const q = prepareBackwardInput(stacked, T, cols.reduce((s, c) => s + c, 0), scales, this.actBits);
-    return { request: this.encryptIntegers(q.values, T, cols), scales: q.scales };
+    const request = this.encryptIntegers(q.values, T, cols);
+    return { request, scales: q.scales, plaintextBits: this.plaintextBitsOf(request) };
+  }
+
+  async encryptBackwardAsync(dys: Float32Array[], T: number, wScales: Float32Array[]): Promise<PendingProduct> {
+    const { stacked, scales, cols } = stackBackwardInput(dys, T, wScales);
+    const q = prepareBackwardInput(stacked, T, cols.reduce((s, c) => s + c, 0), scales, this.actBits);
+    const request = await this.encryptIntegersAsync(q.values, T, cols);
+    return { request, scales: q.scales, plaintextBits: this.plaintextBitsOf(request) };
   }
 
   /** dx (T x C) = sum_j dy_j W_j from the server's answer. */
   decryptBackward(pending: PendingProduct, response: EncryptedOutput, C: number): Float32Array {
-    const [acc] = this.decryptIntegers(pending.request, response, [C]);
+    const [acc] = this.decryptIntegers(pending.request, response, [C], pending.plaintextBits);
     return dequantizeBackward(acc, pending.scales, pending.request.T, C);
+  }
+
+  async decryptBackwardAsync(pending: PendingProduct, response: EncryptedOutput, C: number): Promise<Float32Array> {
+    const [acc] = await this.decryptIntegersAsync(pending.request, response, [C], pending.plaintextBits);
+    return dequantizeBackward(acc, pending.scales, pending.request.T, C);
+  }
+
+  /** Worker threads of the *Async methods (0 until the pool has started). */
+  async poolThreads(): Promise<number> {
+    return this.pool ? (await this.pool).threads : 0;
+  }
+
+  private getPool(): Promise<CryptoPool> {
+    if (!this.pool) {
+      this.pool = CryptoPool.create(this.params, this.key, this.threads);
+      this.pool.catch(() => { this.pool = null; });
+    }
+    return this.pool;
+  }
+
+  /** Ends the worker pool (if started); the synchronous methods keep working. Resolves to exit codes. */
+  async close(): Promise<number[]> {
+    const p = this.pool;
+    this.pool = null;
+    return p ? (await p).close() : [];
   }
 }
 
@@ -125,4 +293,48 @@ export function stackBackwardInput(dys: Float32Array[], T: number, wScales: Floa
     c0 += cj;
   });
   return { stacked, scales, cols };
+}
+
+/** Square tile of the cache-blocked transposes below (2 x 32 x 32 values stay in L1). */
+const TILE = 32;
+
+/**
+ * blockMessage of layout.ts (same result), transposing in TILE x TILE tiles: the plain loop
+ * strides through memory by N values per write and dominated the client's time at 2048 features.
+ */
+export function blockMessageTiled(values: Int8Array | Int16Array, T: number, C: number, N: number, block: number, out?: Int32Array): Int32Array {
+  const m = out ?? new Int32Array(C * N);
+  if (m.length !== C * N) throw new Error(`helora: message buffer has ${m.length} coefficients, expected ${C * N}`);
+  if (values.length < T * C) throw new Error(`helora: input has ${values.length} values, expected ${T} x ${C}`);
+  const t0 = block * N;
+  const tn = Math.min(N, T - t0);
+  if (tn < N) m.fill(0);
+  for (let ta = 0; ta < tn; ta += TILE) {
+    const tb = Math.min(tn, ta + TILE);
+    for (let ia = 0; ia < C; ia += TILE) {
+      const ib = Math.min(C, ia + TILE);
+      for (let t = ta; t < tb; t++) {
+        const row = (t0 + t) * C;
+        for (let i = ia; i < ib; i++) m[i * N + t] = values[row + i];
+      }
+    }
+  }
+  return m;
+}
+
+/** accumulateBlock of layout.ts (same result), in TILE x TILE tiles (see blockMessageTiled). */
+export function accumulateBlockTiled(acc: Float64Array, block: Int32Array, T: number, rows: number, N: number, blockIndex: number): void {
+  const t0 = blockIndex * N;
+  const tn = Math.min(N, T - t0);
+  if (acc.length < T * rows || block.length < rows * N) throw new Error('helora: accumulateBlockTiled size mismatch');
+  for (let oa = 0; oa < rows; oa += TILE) {
+    const ob = Math.min(rows, oa + TILE);
+    for (let ta = 0; ta < tn; ta += TILE) {
+      const tb = Math.min(tn, ta + TILE);
+      for (let t = ta; t < tb; t++) {
+        const dst = (t0 + t) * rows;
+        for (let o = oa; o < ob; o++) acc[dst + o] += block[o * N + t];
+      }
+    }
+  }
 }

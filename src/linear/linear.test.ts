@@ -1,6 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RLWE_N2048_Q44, SecretKey, resultErrorBound, resultNoiseStd } from '../crypto/index.js';
+import { RLWE_N2048_Q44, SecretKey, encryptBlock, randomSeed, resultErrorBound, resultNoiseStd } from '../crypto/index.js';
+import { quantizePerToken } from '../quant/quantize.js';
+import { accumulateBlock, blockMessage } from './layout.js';
+import { accumulateBlockTiled, blockMessageTiled } from './client.js';
 import { quantizeWeightsPerChannel } from '../quant/quantize.js';
 import { HeLinearClient } from './client.js';
 import { HeLinearServer } from './server.js';
@@ -82,9 +85,9 @@ function assertWithinBound(got: Float64Array, want: Float64Array, T: number, row
   return worst;
 }
 
-async function setup(parts: Int8Matrix[], actBits = 8) {
+async function setup(parts: Int8Matrix[], actBits = 8, adaptivePlaintext = true) {
   const key = SecretKey.generate(params);
-  const client = new HeLinearClient({ key, actBits });
+  const client = new HeLinearClient({ key, actBits, adaptivePlaintext });
   const server = new HeLinearServer({ actBits });
   await server.registerGroup('g', parts);
   return { key, client, server };
@@ -117,6 +120,7 @@ test('d = 8192 (Llama down_proj) with extreme values: all +-127 inputs and weigh
   const [got] = client.decryptIntegers(req, res, [w.rows]);
   const want = exactForward(x, T, w);
   assert.equal(Math.abs(want[0]), 127 * 127 * C, 'the extreme case reaches the capacity limit');
+  assert.deepEqual(client.plaintextBitsOf(req), [params.plaintextBits], 'all +-127 inputs at K = 8192 need the full width');
   assertWithinBound(got, want, T, w.rows, rowSqNorms(w), key, 'd=8192 extremes');
 });
 
@@ -204,10 +208,10 @@ test('encrypted path matches the plaintext quantized path within the HE error (f
   }
 });
 
-test('the measured error std matches the noise model', async () => {
+test('the measured error std matches the noise model (full plaintext width)', async () => {
   const C = 512;
   const w = randMatrix(64, C);
-  const { key, client, server } = await setup([w]);
+  const { key, client, server } = await setup([w], 8, false);
   const T = N;
   const x = randInts(T * C, 127);
   const req = client.encryptIntegers(x, T, [C]);
@@ -233,7 +237,7 @@ test('a wrong key recovers nothing, and the server and client reject mismatched 
   const req = client.encryptIntegers(x, T, [C]);
   const res = await server.forward('g', req);
   const other = new HeLinearClient();
-  const [garbage] = other.decryptIntegers(req, res, [w.rows]);
+  const [garbage] = other.decryptIntegers(req, res, [w.rows], client.plaintextBitsOf(req));
   const want = exactForward(x, T, w);
   let close = 0;
   for (let i = 0; i < want.length; i++) if (Math.abs(garbage[i] - want[i]) < 1000) close++;
@@ -257,5 +261,176 @@ test('every request uses a fresh seed', () => {
     const hex = Buffer.from(req.seed).toString('hex');
     assert.ok(!seen.has(hex));
     seen.add(hex);
+  }
+});
+
+/** Gaussian from two uniforms (test data only). */
+function gauss(): number {
+  return Math.sqrt(-2 * Math.log(1 - Math.random())) * Math.cos(2 * Math.PI * Math.random());
+}
+
+test('adaptive plaintext width: minimal and safe for +-127 inputs, exact for tiny inputs, smallest for zeros', async () => {
+  const C = 96;
+  const w = randMatrix(16, C);
+  const { key, client, server } = await setup([w]);
+  const T = 100;
+  for (const [what, maxX] of [['+-127', 127], ['+-1', 1], ['zeros', 0]] as const) {
+    const x = new Int8Array(T * C);
+    for (let i = 0; i < x.length; i++) x[i] = maxX === 0 ? 0 : (i % 2 ? maxX : -maxX);
+    const req = client.encryptIntegers(x, T, [C]);
+    const [bits] = client.plaintextBitsOf(req);
+    assert.equal(Object.values(req).some((v) => v === bits), false, 'the width is not a field of the upload');
+    const bound = 127 * C * maxX; // max_t 127 * ||x_t||_1
+    const errBound = resultErrorBound(params, 127 * 127 * C, key.hammingWeight, 8, bits);
+    // Safe: every |y| plus the error fits the centered range of 2^bits values ...
+    assert.ok(bound + errBound + 1 <= 2 ** (bits - 1), `${what}: P' = ${bits} too small for |y| <= ${bound}`);
+    // ... and minimal: one bit less would not hold the largest possible result.
+    if (bits > 2) {
+      const errBelow = resultErrorBound(params, 127 * 127 * C, key.hammingWeight, 8, bits - 1);
+      assert.ok(bound + errBelow + 2 > 2 ** (bits - 2), `${what}: P' = ${bits} is not minimal for |y| <= ${bound}`);
+    }
+    assert.ok(bits < params.plaintextBits);
+    const [got] = client.decryptIntegers(req, await server.forward('g', req), [w.rows]);
+    const want = exactForward(x, T, w);
+    for (let i = 0; i < got.length; i++) {
+      const b = resultErrorBound(params, 127 * 127 * C, key.hammingWeight, 8, bits);
+      assert.ok(Math.abs(got[i] - want[i]) <= b, `${what}: error ${got[i] - want[i]} > ${b} at ${i}`);
+    }
+    if (maxX <= 1) {
+      assert.equal(errBound, 0, `${what}: bound at P' = ${bits}`);
+      assert.deepEqual(got, want, `${what}: tiny inputs decrypt exactly`);
+    }
+  }
+  // Column blocks get their own width: a block of zeros next to a block of +-127.
+  const T2 = N + 10;
+  const x2 = new Int8Array(T2 * C).fill(0);
+  x2.fill(127, N * C);
+  const req2 = client.encryptIntegers(x2, T2, [C]);
+  const bits2 = client.plaintextBitsOf(req2);
+  assert.equal(bits2.length, 2);
+  assert.ok(bits2[0] < bits2[1], `widths ${bits2}`);
+  const [got2] = client.decryptIntegers(req2, await server.forward('g', req2), [w.rows]);
+  assertWithinBound(got2, exactForward(x2, T2, w), T2, w.rows, rowSqNorms(w), key, 'two widths');
+  // A wrong width for a block decrypts to a scaled result, not the product.
+  const [wrong] = client.decryptIntegers(req2, await server.forward('g', req2), [w.rows], [bits2[0], bits2[1] - 1]);
+  const want2 = exactForward(x2, T2, w);
+  assert.ok(Math.abs(wrong[N * w.rows] - want2[N * w.rows]) > 1000);
+});
+
+test('measured noise matches the model at several plaintext widths (error scales with 2^(P\'-P))', async () => {
+  const C = 256;
+  const w = randMatrix(32, C);
+  const { key, client, server } = await setup([w]);
+  const T = N;
+  const x = randInts(T * C, 3);
+  const norms = rowSqNorms(w);
+  const want = exactForward(x, T, w);
+  const m = blockMessage(x, T, C, N, 0);
+  const P = params.plaintextBits;
+  for (const bits of [P, 24, 20]) {
+    // Encrypt at P', decrypt once at P' (the normal path) and once at the full width P: there the
+    // result is y 2^(P-P') + E_P, which shows the error of the P' path at a resolution of 2^(P'-P).
+    const seed = randomSeed();
+    const req = { paramsId: params.id, T, partCols: [C], seed, blocks: [encryptBlock(params, key, m, C, seed, 0, bits)] };
+    const res = await server.forward('g', req);
+    const [got] = client.decryptIntegers(req, res, [w.rows], [bits]);
+    const [fine] = client.decryptIntegers(req, res, [w.rows], [P]);
+    const scale = 2 ** (P - bits);
+    let sq = 0;
+    let model = 0;
+    for (let i = 0; i < got.length; i++) {
+      const o = i % w.rows;
+      const b = resultErrorBound(params, norms[o], key.hammingWeight, 8, bits);
+      assert.ok(Math.abs(got[i] - want[i]) <= b, `P'=${bits}: error ${got[i] - want[i]} > ${b}`);
+      sq += ((fine[i] - want[i] * scale) / scale) ** 2;
+      // the fine read-out is rounded to 1/scale: add its variance
+      model += resultNoiseStd(params, norms[o], key.hammingWeight, bits) ** 2 + 1 / (12 * scale * scale);
+    }
+    const ratio = Math.sqrt(sq / model);
+    assert.ok(ratio > 0.9 && ratio < 1.1, `P'=${bits}: measured/model noise std ratio ${ratio.toFixed(3)}`);
+  }
+});
+
+test('adaptive width cuts the relative error on realistic outlier activations by >= 2^(P-P\')', async () => {
+  const T = 512;
+  const C = 512;
+  const rows = 64;
+  const wf = new Float32Array(rows * C);
+  for (let i = 0; i < wf.length; i++) wf[i] = gauss() / Math.sqrt(C);
+  const w: Int8Matrix = { values: new Int8Array(rows * C), rows, cols: C };
+  for (let o = 0; o < rows; o++) {
+    let mx = 0;
+    for (let i = 0; i < C; i++) mx = Math.max(mx, Math.abs(wf[o * C + i]));
+    for (let i = 0; i < C; i++) w.values[o * C + i] = Math.round((wf[o * C + i] / mx) * 127);
+  }
+  const xf = new Float32Array(T * C);
+  for (let i = 0; i < xf.length; i++) xf[i] = gauss();
+  for (let c = 0; c < C; c += Math.floor(C / 6)) for (let t = 0; t < T; t++) xf[t * C + c] *= 20;
+  const xq = quantizePerToken(xf, T, C, 8).values;
+  const want = exactForward(xq, T, w);
+  const relErr = async (adaptive: boolean): Promise<{ rel: number; bits: number }> => {
+    const { client, server } = await setup([w], 8, adaptive);
+    const req = client.encryptIntegers(xq, T, [C]);
+    const [got] = client.decryptIntegers(req, await server.forward('g', req), [rows]);
+    let e = 0;
+    let s = 0;
+    for (let i = 0; i < got.length; i++) { e += (got[i] - want[i]) ** 2; s += want[i] ** 2; }
+    return { rel: Math.sqrt(e / s), bits: client.plaintextBitsOf(req)[0] };
+  };
+  const cap = await relErr(false);
+  const ada = await relErr(true);
+  assert.equal(cap.bits, params.plaintextBits);
+  assert.ok(cap.rel > 0, 'the full-width path has a visible error');
+  assert.ok(ada.bits <= params.plaintextBits - 6, `outlier data should need far fewer bits, got ${ada.bits}`);
+  const factor = 2 ** (params.plaintextBits - ada.bits);
+  assert.ok(ada.rel <= cap.rel / factor, `relative error ${ada.rel} at P'=${ada.bits} vs ${cap.rel} at P`);
+});
+
+test('async client API on the worker pool: same results as the synchronous path, workers exit cleanly', async () => {
+  const C = 72;
+  const parts = [randMatrix(40, C), randMatrix(24, C)];
+  const key = SecretKey.generate(params);
+  const client = new HeLinearClient({ key, threads: 2 });
+  const server = new HeLinearServer();
+  await server.registerGroup('g', parts);
+  try {
+    const T = N + 33; // two column blocks
+    const x = randInts(T * C, 127);
+    const req = await client.encryptIntegersAsync(x, T, [C]);
+    assert.equal(await client.poolThreads(), 2);
+    assert.equal(req.blocks.length, 2);
+    const res = await server.forward('g', req);
+    const rows = parts.map((p) => p.rows);
+    const got = await client.decryptIntegersAsync(req, res, rows);
+    assert.deepEqual(got, client.decryptIntegers(req, res, rows), 'pool decryption is bit-identical');
+    parts.forEach((p, j) => assertWithinBound(got[j], exactForward(x, T, p), T, p.rows, rowSqNorms(p), key, `async part ${j}`));
+
+    // Float API: async forward equals the sync decryption of the same answer.
+    const xf = new Float32Array(64 * C);
+    for (let i = 0; i < xf.length; i++) xf[i] = Math.sin(i * 0.3);
+    const scales = parts.map((p) => new Float32Array(p.rows).fill(0.01));
+    const pending = await client.encryptForwardAsync(xf, 64, C);
+    const ans = await server.forward('g', pending.request);
+    assert.deepEqual(await client.decryptForwardAsync(pending, ans, scales), client.decryptForward(pending, ans, scales));
+  } finally {
+    assert.deepEqual(await client.close(), [0, 0]);
+  }
+});
+
+test('the client\'s tiled transposes equal layout.ts blockMessage / accumulateBlock', () => {
+  const n = 64;
+  for (const [T, C] of [[200, 45], [64, 33], [1, 1], [130, 64]]) {
+    const x = randInts(T * C, 127);
+    for (let blk = 0; blk < Math.ceil(T / n); blk++) {
+      assert.deepEqual(blockMessageTiled(x, T, C, n, blk), blockMessage(x, T, C, n, blk), `message T=${T} C=${C} block ${blk}`);
+      const rows = C;
+      const y = new Int32Array(rows * n);
+      for (let i = 0; i < y.length; i++) y[i] = Math.floor(Math.random() * 2001) - 1000;
+      const a = new Float64Array(T * rows).fill(0.5);
+      const b = new Float64Array(T * rows).fill(0.5);
+      accumulateBlock(a, y, T, rows, n, blk);
+      accumulateBlockTiled(b, y, T, rows, n, blk);
+      assert.deepEqual(b, a, `accumulate T=${T} rows=${rows} block ${blk}`);
+    }
   }
 });

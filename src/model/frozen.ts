@@ -4,7 +4,7 @@
  * a server over encrypted activations.
  */
 
-import { matmulBackwardInput, matmulForward } from '../kernels/matmul-f32.js';
+import { matmulBackwardInput, matmulBackwardWeight, matmulForward } from '../kernels/matmul-f32.js';
 import { quantizedLinearBackward, quantizedLinearForward, quantizeWeightsPerChannel, DEFAULT_ACT_BITS, type QuantizedWeights } from '../quant/quantize.js';
 import type { LlamaConfig } from './config.js';
 
@@ -151,6 +151,87 @@ export class LocalQuantizedProvider extends LocalProvider<QuantizedWeights> {
       const part = quantizedLinearBackward(dys[j]!, T, w.rows, w, this.bits);
       for (let n = 0; n < dx.length; n++) dx[n]! += part[n]!;
     });
+    return dx;
+  }
+}
+
+/** One trainable tensor (the `Param` shape of src/train/optim.ts). */
+export interface TrainableTensor { name: string; value: Float32Array; grad: Float32Array }
+
+/**
+ * fp32 projection weights that are TRAINED (pretraining / full fine-tuning), in memory. Forward
+ * keeps a reference to each group's input x (the model never writes to it afterwards), so the
+ * matching backward can accumulate dW_j += dy_j^T · x besides returning dx. A later forward of the
+ * same (layer, group) replaces the saved input, so call backward in the usual reverse order
+ * after one forward per group (what LlamaModel.forwardBackward does).
+ */
+export class LocalTrainableProvider extends LocalProvider<Float32Array> {
+  private readonly grads: Map<string, Float32Array[]> = new Map();
+  private readonly inputs: Map<string, Float32Array> = new Map();
+  private readonly params: TrainableTensor[] = [];
+
+  private constructor(config: LlamaConfig) { super(config); }
+
+  /**
+   * Keeps references to the projection tensors (no copy): optimizer updates land in `tensors`
+   * itself, so the map can be written out as the trained checkpoint.
+   */
+  static fromTensors(config: LlamaConfig, tensors: TensorMap): LocalTrainableProvider {
+    const p = new LocalTrainableProvider(config);
+    for (let l = 0; l < config.numLayers; l++) {
+      for (const g of PROJECTION_GROUPS) {
+        const ws = groupWeights(config, tensors, l, g);
+        const gs = ws.map((w) => new Float32Array(w.length));
+        p.weights.set(`${l}.${g}`, ws);
+        p.grads.set(`${l}.${g}`, gs);
+        GROUP_MODULES[g].forEach((m, j) => p.params.push({ name: `model.layers.${l}.${m}.weight`, value: ws[j]!, grad: gs[j]! }));
+      }
+    }
+    return p;
+  }
+
+  /** Every projection weight with its gradient buffer, HF names, layer by layer. */
+  parameters(): TrainableTensor[] {
+    return this.params.slice();
+  }
+
+  zeroGrad(): void {
+    for (const p of this.params) p.grad.fill(0);
+  }
+
+  /** Drops the saved forward inputs (e.g. after an evaluation pass, to free memory). */
+  releaseInputs(): void {
+    this.inputs.clear();
+  }
+
+  async forward(layer: number, group: ProjectionGroup, x: Float32Array, T: number): Promise<Float32Array[]> {
+    const { ws, shapes } = this.get(layer, group);
+    LocalProvider.checkX(x, T, shapes[0]![1], `${group} input`);
+    this.inputs.set(`${layer}.${group}`, x);
+    return ws.map((w, j) => {
+      const [o, i] = shapes[j]!;
+      const y = new Float32Array(T * o);
+      matmulForward(y, x, w, null, T, i, o);
+      return y;
+    });
+  }
+
+  async backward(layer: number, group: ProjectionGroup, dys: Float32Array[], T: number): Promise<Float32Array> {
+    const key = `${layer}.${group}`;
+    const { ws, shapes } = this.get(layer, group);
+    if (dys.length !== ws.length) throw new Error(`helora: ${group} backward takes ${ws.length} gradients, got ${dys.length}`);
+    const x = this.inputs.get(key);
+    const C = shapes[0]![1];
+    if (!x || x.length !== T * C) throw new Error(`helora: ${group} backward of layer ${layer} has no matching forward input for T = ${T}`);
+    const gs = this.grads.get(key)!;
+    const dx = new Float32Array(T * C);
+    ws.forEach((w, j) => {
+      const [o, i] = shapes[j]!;
+      LocalProvider.checkX(dys[j]!, T, o, `${group} gradient ${j}`);
+      matmulBackwardInput(dx, dys[j]!, w, T, i, o);
+      matmulBackwardWeight(gs[j]!, dys[j]!, x, T, i, o);
+    });
+    this.inputs.delete(key);
     return dx;
   }
 }

@@ -8,7 +8,7 @@
  */
 
 import { randomBytes } from 'node:crypto';
-import { matmulBackwardInput, matmulForward } from '../kernels/matmul-f32.js';
+import { matmulBackwardInput, matmulBackwardWeight, matmulForward } from '../kernels/matmul-f32.js';
 import type { LlamaConfig } from './config.js';
 import type { FrozenLinearProvider, TensorMap } from './frozen.js';
 import {
@@ -50,6 +50,36 @@ interface LayerParams {
   qBias: Float32Array | null;
   kBias: Float32Array | null;
   vBias: Float32Array | null;
+}
+
+/** One trainable client-side tensor (the `Param` shape of src/train/optim.ts). */
+export interface ModelParameter { name: string; value: Float32Array; grad: Float32Array }
+
+/** A provider whose projection weights are trained too (LocalTrainableProvider). */
+interface TrainableProvider extends FrozenLinearProvider {
+  parameters(): ModelParameter[];
+  zeroGrad(): void;
+}
+function isTrainable(p: FrozenLinearProvider): p is TrainableProvider {
+  return typeof (p as Partial<TrainableProvider>).parameters === 'function' && typeof (p as Partial<TrainableProvider>).zeroGrad === 'function';
+}
+
+/** Gradients of the client-side weights for full-parameter training (pretraining). */
+interface FullGrads {
+  embed: Float32Array;
+  /** The same buffer as `embed` when the embeddings are tied. */
+  lmHead: Float32Array;
+  finalNorm: Float32Array;
+  layers: LayerParams[];
+  params: ModelParameter[];
+}
+
+export interface LlamaModelOptions {
+  /**
+   * Also accumulate gradients of the embeddings, LM head, RMSNorm weights and q/k/v biases
+   * (full-parameter training). The projection weights get theirs from a trainable provider.
+   */
+  fullGrads?: boolean;
 }
 
 /** What one layer's backward needs (everything else is recomputed cheaply). */
@@ -107,12 +137,24 @@ function addBias(y: Float32Array, b: Float32Array | null, T: number): void {
   for (let t = 0; t < T; t++) for (let i = 0; i < n; i++) y[t * n + i]! += b[i]!;
 }
 
+/** db[n] += sum over tokens of dy[t, n] (no-op without a bias). */
+function biasGrad(db: Float32Array | null, dy: Float32Array, T: number): void {
+  if (!db) return;
+  const n = db.length;
+  for (let i = 0; i < n; i++) {
+    let s = 0;
+    for (let t = 0; t < T; t++) s += dy[t * n + i]!;
+    db[i]! += s;
+  }
+}
+
 function addInto(a: Float32Array, b: Float32Array): void {
   for (let i = 0; i < a.length; i++) a[i]! += b[i]!;
 }
 
 export class LlamaModel {
   readonly invFreq: Float32Array;
+  private readonly grads: FullGrads | null;
 
   private constructor(
     readonly config: LlamaConfig,
@@ -121,15 +163,61 @@ export class LlamaModel {
     readonly lmHead: Float32Array,
     readonly finalNorm: Float32Array,
     private readonly layers: LayerParams[],
+    fullGrads: boolean,
   ) {
     this.invFreq = ropeInvFreq(config.headDim, config.ropeTheta, config.ropeScaling);
+    this.grads = fullGrads ? this.makeGrads() : null;
+  }
+
+  private makeGrads(): FullGrads {
+    const z = (a: Float32Array): Float32Array => new Float32Array(a.length);
+    const zn = (a: Float32Array | null): Float32Array | null => (a ? z(a) : null);
+    const embed = z(this.embed);
+    const lmHead = this.config.tieWordEmbeddings ? embed : z(this.lmHead);
+    const finalNorm = z(this.finalNorm);
+    const layers = this.layers.map((p) => ({ inputNorm: z(p.inputNorm), postNorm: z(p.postNorm), qBias: zn(p.qBias), kBias: zn(p.kBias), vBias: zn(p.vBias) }));
+    const params: ModelParameter[] = [{ name: 'model.embed_tokens.weight', value: this.embed, grad: embed }];
+    this.layers.forEach((p, l) => {
+      const g = layers[l]!;
+      const pre = `model.layers.${l}.`;
+      params.push({ name: `${pre}input_layernorm.weight`, value: p.inputNorm, grad: g.inputNorm });
+      params.push({ name: `${pre}post_attention_layernorm.weight`, value: p.postNorm, grad: g.postNorm });
+      for (const [m, v, gv] of [['q_proj', p.qBias, g.qBias], ['k_proj', p.kBias, g.kBias], ['v_proj', p.vBias, g.vBias]] as const) {
+        if (v && gv) params.push({ name: `${pre}self_attn.${m}.bias`, value: v, grad: gv });
+      }
+    });
+    params.push({ name: 'model.norm.weight', value: this.finalNorm, grad: finalNorm });
+    if (!this.config.tieWordEmbeddings) params.push({ name: 'lm_head.weight', value: this.lmHead, grad: lmHead });
+    return { embed, lmHead, finalNorm, layers, params };
+  }
+
+  /** True when built with fullGrads (forwardBackward then trains every weight it holds). */
+  get fullGrads(): boolean {
+    return this.grads !== null;
+  }
+
+  /**
+   * Every trainable tensor with its gradient buffer (HF names): the client-side weights
+   * (fullGrads) followed by the provider's projection weights when the provider is trainable.
+   * Values are the live weights: an optimizer step updates the model (and its tensor map).
+   */
+  parameters(): ModelParameter[] {
+    if (!this.grads) throw new Error('helora: parameters() needs a model built with { fullGrads: true }');
+    return [...this.grads.params, ...(isTrainable(this.provider) ? this.provider.parameters() : [])];
+  }
+
+  /** Zeroes every gradient of parameters(). */
+  zeroGrad(): void {
+    if (!this.grads) throw new Error('helora: zeroGrad() needs a model built with { fullGrads: true }');
+    for (const p of this.grads.params) p.grad.fill(0);
+    if (isTrainable(this.provider)) this.provider.zeroGrad();
   }
 
   /**
    * Keeps references to the embeddings, norms, q/k/v biases and LM head (tied: the embedding
    * matrix) of an HF-named tensor map; the projection weights are the provider's business.
    */
-  static fromTensors(config: LlamaConfig, tensors: TensorMap, provider: FrozenLinearProvider): LlamaModel {
+  static fromTensors(config: LlamaConfig, tensors: TensorMap, provider: FrozenLinearProvider, opts: LlamaModelOptions = {}): LlamaModel {
     const C = config.hiddenSize, V = config.vocabSize;
     const embed = tensor(tensors, 'model.embed_tokens.weight', [V, C]);
     const lmHead = config.tieWordEmbeddings ? embed : tensor(tensors, 'lm_head.weight', [V, C]);
@@ -145,7 +233,7 @@ export class LlamaModel {
         qBias: bias('q_proj', qDim), kBias: bias('k_proj', kvDim), vBias: bias('v_proj', kvDim),
       });
     }
-    return new LlamaModel(config, provider, embed, lmHead, finalNorm, layers);
+    return new LlamaModel(config, provider, embed, lmHead, finalNorm, layers, opts.fullGrads ?? false);
   }
 
   private checkBatch(b: Batch): void {
@@ -255,7 +343,8 @@ export class LlamaModel {
     const xn2 = once(() => { const y = new Float32Array(T * C); rmsnormForward(y, null, s.x2, P.postNorm, T, C, cfg.rmsNormEps); return y; });
     this.loraBwd(ctx, l, 'gate_proj', dxn2, dgate, xn2, s);
     this.loraBwd(ctx, l, 'up_proj', dxn2, dup, xn2, s);
-    rmsnormBackward(dres, null, dxn2, s.x2, P.postNorm, s.rstd2, T, C);
+    const G = this.grads?.layers[l] ?? null;
+    rmsnormBackward(dres, G ? G.postNorm : null, dxn2, s.x2, P.postNorm, s.rstd2, T, C);
 
     // Attention: x2 = x1 + o(attn(rope(q), rope(k), v))
     const datt = await this.provider.backward(l, 'o', [dres], T);
@@ -264,13 +353,14 @@ export class LlamaModel {
     attentionBackward(dq, dk, dv, datt, s.q, s.k, s.v, s.att, s.lse, ctx.seqIds!, { T, nHeads: nH, nKvHeads: nKv, headDim: hd });
     ropeBackward(dq, ctx.cos, ctx.sin, T, nH, hd);
     ropeBackward(dk, ctx.cos, ctx.sin, T, nKv, hd);
+    if (G) { biasGrad(G.qBias, dq, T); biasGrad(G.kBias, dk, T); biasGrad(G.vBias, dv, T); }
     const xn1 = once(() => { const y = new Float32Array(T * C); rmsnormForward(y, null, s.x1, P.inputNorm, T, C, cfg.rmsNormEps); return y; });
     // The first block's input gradient would only reach the frozen embeddings: skip its server call.
     const dxn1 = needInput ? await this.provider.backward(l, 'qkv', [dq, dk, dv], T) : null;
     this.loraBwd(ctx, l, 'q_proj', dxn1, dq, xn1, s);
     this.loraBwd(ctx, l, 'k_proj', dxn1, dk, xn1, s);
     this.loraBwd(ctx, l, 'v_proj', dxn1, dv, xn1, s);
-    if (dxn1) rmsnormBackward(dres, null, dxn1, s.x1, P.inputNorm, s.rstd1, T, C);
+    if (dxn1) rmsnormBackward(dres, G ? G.inputNorm : null, dxn1, s.x1, P.inputNorm, s.rstd1, T, C);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -332,9 +422,13 @@ export class LlamaModel {
   /**
    * Forward + backward of one micro-batch: ACCUMULATES d(loss)/d(LoRA) into lora's gradients
    * (call several times before an optimizer step for gradient accumulation). Returns the mean
-   * loss over this batch's counted targets and their count.
+   * loss over this batch's counted targets and their count. With fullGrads the gradients of every
+   * weight of parameters() are accumulated too (lora may then be null: pretraining).
    */
-  async forwardBackward(batch: Batch, lora: LoraAdapter, opts: ForwardBackwardOptions = {}): Promise<{ loss: number; tokens: number }> {
+  forwardBackward(batch: Batch, lora: null, opts?: ForwardBackwardOptions): Promise<{ loss: number; tokens: number }>;
+  // The LoRA overload comes last: TypeScript infers generic callers (the Trainer) from it.
+  forwardBackward(batch: Batch, lora: LoraAdapter, opts?: ForwardBackwardOptions): Promise<{ loss: number; tokens: number }>;
+  async forwardBackward(batch: Batch, lora: LoraAdapter | null, opts: ForwardBackwardOptions = {}): Promise<{ loss: number; tokens: number }> {
     this.checkBatch(batch);
     const { T } = batch;
     const cfg = this.config;
@@ -343,9 +437,11 @@ export class LlamaModel {
     if (n === 0) return { loss: 0, tokens: 0 };
     const denom = opts.lossDenominator ?? n;
     if (!(denom > 0)) throw new Error(`helora: lossDenominator must be positive, got ${denom}`);
-    const dropSeed = lora.config.dropout > 0 ? (opts.dropoutSeed === undefined ? randomBytes(32) : seedBytes(opts.dropoutSeed)) : null;
+    if (!lora && !this.grads) throw new Error('helora: forwardBackward needs a LoRA adapter or a model built with { fullGrads: true }');
+    const dropSeed = lora && lora.config.dropout > 0 ? (opts.dropoutSeed === undefined ? randomBytes(32) : seedBytes(opts.dropoutSeed)) : null;
     const { cos, sin } = ropeTables(batch.positions, this.invFreq, T);
     const ctx: RunContext = { T, cos, sin, seqIds: batch.seqIds, cache: null, lora, dropSeed, save: true };
+    const G = this.grads;
     const saves: (LayerSaved | null)[] = [];
     const x = await this.trunk(batch, ctx, saves);
 
@@ -364,13 +460,23 @@ export class LlamaModel {
       matmulForward(lg, xf.subarray(t0 * C, (t0 + tn) * C), this.lmHead, null, tn, C, V);
       sum += crossEntropyForwardBackwardInPlace(lg, tg, tn, V, denom);
       matmulBackwardInput(dxf.subarray(t0 * C, (t0 + tn) * C), lg, this.lmHead, tn, C, V);
+      if (G) matmulBackwardWeight(G.lmHead, lg, xf.subarray(t0 * C, (t0 + tn) * C), tn, C, V);
     }
     const dres = new Float32Array(T * C);
-    rmsnormBackward(dres, null, dxf, x, this.finalNorm, rstdF, T, C);
+    rmsnormBackward(dres, G ? G.finalNorm : null, dxf, x, this.finalNorm, rstdF, T, C);
 
     for (let l = cfg.numLayers - 1; l >= 0; l--) {
-      await this.blockBackward(l, dres, saves[l]!, ctx, l > 0);
+      // Full training needs the first block's input gradient too (it reaches the embeddings),
+      // and a trainable provider gets its first-layer q/k/v weight gradients from that call.
+      await this.blockBackward(l, dres, saves[l]!, ctx, l > 0 || G !== null || isTrainable(this.provider));
       saves[l] = null; // free this layer's activations
+    }
+    if (G) {
+      // Scatter-add into the embedding rows of the batch's tokens.
+      for (let t = 0; t < T; t++) {
+        const row = batch.tokens[t]! * C;
+        for (let c = 0; c < C; c++) G.embed[row + c]! += dres[t * C + c]!;
+      }
     }
     return { loss: sum / n, tokens: n };
   }

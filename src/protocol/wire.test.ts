@@ -25,17 +25,17 @@ function makeInput(op: Op, group: Group, cols: number[], tokens: number, request
   return { paramsId: 1, requestId, op, layer, group, cols, tokens, seed: rngBytes(32), blocks };
 }
 
-function makeOutput(op: Op, group: Group, rows: number[], tokens: number, requestId = 9n, layer = 5): EncryptedOutputMessage {
+function makeOutput(op: Op, group: Group, rows: number[], tokens: number, requestId = 9n, layer = 5, terms = 1): EncryptedOutputMessage {
   const blocks = [];
   for (let b = 0; b < Math.ceil(tokens / N); b++) {
-    blocks.push(rows.map((r) => {
+    blocks.push(rows.flatMap((r) => Array.from({ length: terms }, () => {
       const a = new Uint32Array(r * N), bb = new Uint32Array(r * N);
       crypto.getRandomValues(a); crypto.getRandomValues(bb);
       a[0] = 0xffffffff; bb[bb.length - 1] = 0;
       return { a, b: bb };
-    }));
+    })));
   }
-  return { paramsId: 1, requestId, op, layer, group, rows, tokens, blocks };
+  return { paramsId: 1, requestId, op, layer, group, rows, tokens, terms, blocks };
 }
 
 function expectCode(fn: () => unknown, code: WireErrorCode, msg?: RegExp): void {
@@ -115,6 +115,7 @@ test('ENCRYPTED_OUTPUT round trip, zero-copy when aligned, copies when not', () 
     const expectLen = outputHeaderLen(rows.length) + Math.ceil(tokens / N) * rows.reduce((s, r) => s + r, 0) * N * 8;
     assert.equal(bytes.length, expectLen);
     assert.equal(encryptedOutputBytes(1, rows, tokens), expectLen);
+    assert.equal(bytes[OFF.reserved], 1, 'terms byte');
     // payload: a then b per part, u32 little-endian
     const dv = new DataView(bytes.buffer);
     const p0 = outputHeaderLen(rows.length);
@@ -132,6 +133,45 @@ test('ENCRYPTED_OUTPUT round trip, zero-copy when aligned, copies when not', () 
     assert.notEqual(d2.blocks[0][0].a.buffer, host.buffer);
     assert.equal(decodeMessage(bytes).type, MessageType.EncryptedOutput);
   }
+});
+
+test('ENCRYPTED_OUTPUT with K-chunk terms: byte 21 carries the count, payload is part-major then term', () => {
+  const rows = [3, 2];
+  for (const [terms, tokens] of [[2, 5], [3, 2049], [64, 1]] as const) {
+    const m = makeOutput(Op.Forward, Group.GateUp, rows, tokens, 11n, 7, terms);
+    const bytes = encodeEncryptedOutput(m);
+    const nb = Math.ceil(tokens / N);
+    const expectLen = outputHeaderLen(2) + nb * terms * 5 * N * 8;
+    assert.equal(bytes.length, expectLen);
+    assert.equal(encryptedOutputBytes(1, rows, tokens, terms), expectLen);
+    assert.equal(bytes[OFF.parts], 2);
+    assert.equal(bytes[OFF.reserved], terms);
+    assert.equal(bytes[OFF.reserved + 1], 0);
+    assert.equal(bytes[OFF.reserved + 2], 0);
+    // the second matrix of block 0 is part 0, term 1: it starts after part 0 term 0's a and b
+    const dv = new DataView(bytes.buffer);
+    const p0 = outputHeaderLen(2);
+    assert.equal(dv.getUint32(p0 + 2 * 4 * 3 * N + 4, true), m.blocks[0][1].a[1]);
+    // the first matrix of part 1 follows all terms of part 0
+    assert.equal(dv.getUint32(p0 + terms * 2 * 4 * 3 * N + 8, true), m.blocks[0][terms].a[2]);
+    const d = decodeEncryptedOutput(bytes);
+    assert.equal(d.terms, terms);
+    assert.equal(d.blocks[0].length, 2 * terms);
+    assert.deepEqual(d, m);
+  }
+  const good = encodeEncryptedOutput(makeOutput(Op.Forward, Group.O, [1], 1, 1n, 0, 2));
+  for (const t of [0, 65, 255]) expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint8(OFF.reserved, t))), 'bad_shape', /1\.\.64/);
+  // claiming 1 term leaves the second term's bytes trailing; claiming 3 runs past the end
+  expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint8(OFF.reserved, 1))), 'trailing_bytes');
+  expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint8(OFF.reserved, 3))), 'truncated');
+  for (const i of [1, 2]) expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint8(OFF.reserved + i, 1))), 'bad_field');
+  // an input keeps the byte reserved
+  const inp = encodeEncryptedInput(makeInput(Op.Forward, Group.O, [1], 1));
+  expectCode(() => decodeMessage(patch(inp, (dv) => dv.setUint8(OFF.reserved, 2))), 'bad_field');
+  const o = makeOutput(Op.Forward, Group.O, [1], 1, 1n, 0, 2);
+  expectCode(() => encodeEncryptedOutput({ ...o, terms: 1 }), 'bad_shape');
+  expectCode(() => encodeEncryptedOutput({ ...o, terms: 65 }), 'bad_shape');
+  expectCode(() => encodeEncryptedOutput({ ...o, terms: 1.5 }), 'bad_shape');
 });
 
 test('ERROR round trip, UTF-8, truncation on a character boundary, params id 0 allowed', () => {
@@ -262,6 +302,7 @@ test('hostile lengths fail fast, before any allocation', () => {
   const hostileOut = new Uint8Array(outputHeaderLen(1));
   hostileOut.set(hostile.subarray(0, 24));
   hostileOut[OFF.type] = 2;
+  hostileOut[OFF.reserved] = 64; // the most terms: the largest payload a header can claim
   new DataView(hostileOut.buffer).setUint32(OFF.dims, 65536, true);
   new DataView(hostileOut.buffer).setUint32(tokensOff(1), 65536, true);
   expectCode(() => decodeMessage(hostileOut), 'too_large');

@@ -12,8 +12,9 @@
 //     A: for row block b and k, 16 bytes = a[4b..4b+3][k];  B: for panel p and k, 32 bytes = b[k][8p..8p+7].
 //   C: padded row-major i32 / f32 with row stride ldc elements (a multiple of 8).
 //
-// Micro-kernel: a 4x8 output tile in 8 i32x4/f32x4 accumulators (8 + 2 + 1 live registers,
-// which x86-64's 16 xmm registers hold without spilling). K is processed in chunks so that the
+// Micro-kernel: a 4x8 output tile in 8 i32x4/f32x4 accumulators. V8 issues all loads of an
+// iteration first (2 B vectors + 4 A splats), so 8 + 6 + 1 temporary = 15 of x86-64's 16 xmm
+// registers are live; bigger tiles or unrolled bodies spill (measured slower). K is processed in chunks so that the
 // B panels of one column group stay in L2 while each A block (4 rows x chunk) stays in L1.
 
 /** k-pairs per chunk of the int16 kernel (1024 pairs: B panel 32 KiB, A block 16 KiB). */
@@ -32,28 +33,53 @@ export function heapBase(): usize {
 // ---------------------------------------------------------------------------------------------
 // int16 path
 
+/** Sign-extends 16 int8 of 4 rows (lanes = k-pairs) and writes the 8 pair rows of one block (4x4 i32 transposes). */
+// @ts-ignore: decorator
+@inline
+function packA8Step(r0: v128, r1: v128, r2: v128, r3: v128, d: usize): void {
+  const t0 = v128.shuffle<i32>(r0, r1, 0, 4, 1, 5);
+  const t1 = v128.shuffle<i32>(r2, r3, 0, 4, 1, 5);
+  const t2 = v128.shuffle<i32>(r0, r1, 2, 6, 3, 7);
+  const t3 = v128.shuffle<i32>(r2, r3, 2, 6, 3, 7);
+  v128.store(d, v128.shuffle<i64>(t0, t1, 0, 2));
+  v128.store(d, v128.shuffle<i64>(t0, t1, 1, 3), 16);
+  v128.store(d, v128.shuffle<i64>(t2, t3, 0, 2), 32);
+  v128.store(d, v128.shuffle<i64>(t2, t3, 1, 3), 48);
+}
+
 /** Packs int8 a[M][K] (row-major at src, row stride lda bytes) into 4-row blocks of i16 pairs. */
 export function packA8(src: usize, M: i32, K: i32, lda: i32, dst: usize): void {
   const K2 = (K + 1) >> 1;
   const Mb = (M + 3) >> 2;
+  const ld = <usize>lda;
   for (let b = 0; b < Mb; b++) {
     const blk = dst + <usize>b * <usize>K2 * 16;
+    const s0 = src + <usize>(b * 4) * ld;
+    let k = 0;
+    if (b * 4 + 4 <= M) {
+      // 16 k (8 pairs) of 4 rows per step.
+      for (; k + 16 <= K; k += 16) {
+        const s = s0 + <usize>k;
+        const v0 = v128.load(s), v1 = v128.load(s + ld), v2 = v128.load(s + ld * 2), v3 = v128.load(s + ld * 3);
+        const d = blk + <usize>(k >> 1) * 16;
+        packA8Step(i16x8.extend_low_i8x16_s(v0), i16x8.extend_low_i8x16_s(v1), i16x8.extend_low_i8x16_s(v2), i16x8.extend_low_i8x16_s(v3), d);
+        packA8Step(i16x8.extend_high_i8x16_s(v0), i16x8.extend_high_i8x16_s(v1), i16x8.extend_high_i8x16_s(v2), i16x8.extend_high_i8x16_s(v3), d + 64);
+      }
+    }
     for (let r = 0; r < 4; r++) {
       const row = b * 4 + r;
-      let p = blk + <usize>(r * 4);
+      let p = blk + <usize>(k >> 1) * 16 + <usize>(r * 4);
       if (row >= M) {
-        for (let q = 0; q < K2; q++) { store<i32>(p, 0); p += 16; }
+        for (let q = k >> 1; q < K2; q++) { store<i32>(p, 0); p += 16; }
         continue;
       }
-      const s = src + <usize>row * <usize>lda;
-      const Ke = K & ~1;
-      for (let k = 0; k < Ke; k += 2) {
-        const lo = <i32>load<i8>(s + <usize>k);
-        const hi = <i32>load<i8>(s + <usize>k + 1);
+      const s = src + <usize>row * ld;
+      for (let kk = k; kk < K; kk += 2) {
+        const lo = <i32>load<i8>(s + <usize>kk);
+        const hi = kk + 1 < K ? <i32>load<i8>(s + <usize>kk + 1) : 0;
         store<i32>(p, (lo & 0xffff) | (hi << 16));
         p += 16;
       }
-      if (K & 1) store<i32>(p, <i32>load<i8>(s + <usize>(K - 1)) & 0xffff);
     }
   }
 }
@@ -156,49 +182,75 @@ export function copyOutI32(C: usize, ldc: i32, M: i32, N: i32, out: usize): void
 /** Limbs per operand and operands (a, b): the limb matrix has 6 column blocks per token block. */
 const ZQ_LIMBS: i32 = 6;
 const MASK44: u64 = (<u64>1 << 44) - 1;
-const MASK40: u64 = (<u64>1 << 40) - 1;
 
 /**
  * Decomposes values (k, t) for k in [k0, k1), t in [t0, t0+Tb) into limb panels at dst:
  * panel (limb L, token panel tp) has index L*(Tb/8)+tp and K2c = ceil((k1-k0)/2) pairs.
  * a (48-bit LE words masked to 44 bits) -> balanced 12-bit limb, then two int16 limbs (weights 2^0, 2^12, 2^28).
  * b (40-bit LE words, used as b<<4) -> balanced 8-bit limb, then two int16 limbs (weights 2^4, 2^12, 2^28).
- * The input buffers need 2 readable bytes past their end (8-byte loads of 6/5-byte words).
+ * Four tokens per i32x4: with lo = the low 32 bits and hi the bits above them,
+ *   a0 = sext12(lo), r = floor((a + 2^11) / 2^12) = ((lo >>> 11) + 1 >>> 1) + (hi << 20) mod 2^32,
+ *   a1 = sext16(r), a2 = (r + 2^15) >> 16 (only needed mod 2^16); b likewise with 8 and 24.
  */
 export function zqDecompose(aBytes: usize, bBytes: usize, N: i32, t0: i32, Tb: i32, k0: i32, k1: i32, dst: usize): void {
   const K2c = (k1 - k0 + 1) >> 1;
   const TP = Tb >> 3;
   const panStride = <usize>K2c * 32;
   const limbStride = panStride * <usize>TP;
+  const zero = i32x4.splat(0);
   for (let q = 0; q < K2c; q++) {
-    for (let h = 0; h < 2; h++) {
-      const k = k0 + q * 2 + h;
-      const valid = k < k1;
-      const base = <usize>k * <usize>N + <usize>t0;
-      for (let t = 0; t < Tb; t++) {
-        let a0: i32 = 0, a1: i32 = 0, a2: i32 = 0, b0: i32 = 0, b1: i32 = 0, b2: i32 = 0;
-        if (valid) {
-          const idx = base + <usize>t;
-          const av = <i64>(load<u64>(aBytes + idx * 6) & MASK44);
-          const bv = <i64>(load<u64>(bBytes + idx * 5) & MASK40);
-          a0 = ((<i32>av & 0xfff) ^ 0x800) - 0x800;
-          const ar = (av - <i64>a0) >> 12;
-          a1 = ((<i32>ar & 0xffff) ^ 0x8000) - 0x8000;
-          a2 = <i32>((ar - <i64>a1) >> 16);
-          b0 = ((<i32>bv & 0xff) ^ 0x80) - 0x80;
-          const br = (bv - <i64>b0) >> 8;
-          b1 = ((<i32>br & 0xffff) ^ 0x8000) - 0x8000;
-          b2 = <i32>((br - <i64>b1) >> 16);
-        }
-        const off = <usize>(t >> 3) * panStride + <usize>q * 32 + <usize>((t & 7) * 4 + h * 2);
-        let p = dst + off;
-        store<i16>(p, <i16>a0); p += limbStride;
-        store<i16>(p, <i16>a1); p += limbStride;
-        store<i16>(p, <i16>a2); p += limbStride;
-        store<i16>(p, <i16>b0); p += limbStride;
-        store<i16>(p, <i16>b1); p += limbStride;
-        store<i16>(p, <i16>b2);
+    const k = k0 + q * 2;
+    const has1 = k + 1 < k1;
+    const baseA = aBytes + (<usize>k * <usize>N + <usize>t0) * 6;
+    const baseB = bBytes + (<usize>k * <usize>N + <usize>t0) * 5;
+    const rowA = <usize>N * 6;
+    const rowB = <usize>N * 5;
+    for (let t = 0; t < Tb; t += 4) {
+      const pa = baseA + <usize>t * 6;
+      const pb = baseB + <usize>t * 5;
+      // Row k.
+      let a0 = zero, a1 = zero, a2 = zero, b0 = zero, b1 = zero, b2 = zero;
+      let c0 = zero, c1 = zero, c2 = zero, d0 = zero, d1 = zero, d2 = zero;
+      {
+        const v0 = v128.load(pa), v1 = v128.load(pa, 8);
+        const lo = i8x16.shuffle(v0, v1, 0, 1, 2, 3, 6, 7, 8, 9, 12, 13, 14, 15, 26, 27, 28, 29);
+        const hi = i8x16.shuffle(v0, v1, 4, 5, 4, 5, 10, 11, 10, 11, 24, 25, 24, 25, 30, 31, 30, 31);
+        a0 = i32x4.shr_s(i32x4.shl(lo, 20), 20);
+        const r = i32x4.add(i32x4.shr_u(i32x4.add(i32x4.shr_u(lo, 11), i32x4.splat(1)), 1), i32x4.shl(hi, 20));
+        a1 = i32x4.shr_s(i32x4.shl(r, 16), 16);
+        a2 = i32x4.shr_s(i32x4.add(r, i32x4.splat(0x8000)), 16);
+        const w0 = v128.load(pb), w1 = v128.load(pb, 4);
+        const blo = i8x16.shuffle(w0, w1, 0, 1, 2, 3, 5, 6, 7, 8, 10, 11, 12, 13, 15, 28, 29, 30);
+        const bhi = i8x16.shuffle(w0, w1, 4, 4, 4, 4, 9, 9, 9, 9, 14, 14, 14, 14, 31, 31, 31, 31);
+        b0 = i32x4.shr_s(i32x4.shl(blo, 24), 24);
+        const s = i32x4.add(i32x4.shr_u(i32x4.add(i32x4.shr_u(blo, 7), i32x4.splat(1)), 1), i32x4.shl(bhi, 24));
+        b1 = i32x4.shr_s(i32x4.shl(s, 16), 16);
+        b2 = i32x4.shr_s(i32x4.add(s, i32x4.splat(0x8000)), 16);
       }
+      if (has1) {
+        const v0 = v128.load(pa + rowA), v1 = v128.load(pa + rowA, 8);
+        const lo = i8x16.shuffle(v0, v1, 0, 1, 2, 3, 6, 7, 8, 9, 12, 13, 14, 15, 26, 27, 28, 29);
+        const hi = i8x16.shuffle(v0, v1, 4, 5, 4, 5, 10, 11, 10, 11, 24, 25, 24, 25, 30, 31, 30, 31);
+        c0 = i32x4.shr_s(i32x4.shl(lo, 20), 20);
+        const r = i32x4.add(i32x4.shr_u(i32x4.add(i32x4.shr_u(lo, 11), i32x4.splat(1)), 1), i32x4.shl(hi, 20));
+        c1 = i32x4.shr_s(i32x4.shl(r, 16), 16);
+        c2 = i32x4.shr_s(i32x4.add(r, i32x4.splat(0x8000)), 16);
+        const w0 = v128.load(pb + rowB), w1 = v128.load(pb + rowB, 4);
+        const blo = i8x16.shuffle(w0, w1, 0, 1, 2, 3, 5, 6, 7, 8, 10, 11, 12, 13, 15, 28, 29, 30);
+        const bhi = i8x16.shuffle(w0, w1, 4, 4, 4, 4, 9, 9, 9, 9, 14, 14, 14, 14, 31, 31, 31, 31);
+        d0 = i32x4.shr_s(i32x4.shl(blo, 24), 24);
+        const s = i32x4.add(i32x4.shr_u(i32x4.add(i32x4.shr_u(blo, 7), i32x4.splat(1)), 1), i32x4.shl(bhi, 24));
+        d1 = i32x4.shr_s(i32x4.shl(s, 16), 16);
+        d2 = i32x4.shr_s(i32x4.add(s, i32x4.splat(0x8000)), 16);
+      }
+      // Interleave rows k and k+1 into i16 pairs: 4 tokens = 16 bytes of one panel row.
+      let p = dst + <usize>(t >> 3) * panStride + <usize>q * 32 + <usize>((t & 7) * 4);
+      v128.store(p, i8x16.shuffle(a0, c0, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29)); p += limbStride;
+      v128.store(p, i8x16.shuffle(a1, c1, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29)); p += limbStride;
+      v128.store(p, i8x16.shuffle(a2, c2, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29)); p += limbStride;
+      v128.store(p, i8x16.shuffle(b0, d0, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29)); p += limbStride;
+      v128.store(p, i8x16.shuffle(b1, d1, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29)); p += limbStride;
+      v128.store(p, i8x16.shuffle(b2, d2, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29));
     }
   }
 }
@@ -212,6 +264,24 @@ export function zqDecompose(aBytes: usize, bBytes: usize, N: i32, t0: i32, Tb: i
 export function zqRecombine(C: usize, rows: i32, Tb: i32, acc: usize, addAcc: i32, final: i32, aOut: usize, bOut: usize, N: i32, t0: i32): void {
   const ldc = <usize>(ZQ_LIMBS * Tb);
   const tb = <usize>Tb;
+  if (final && !addAcc) {
+    // One chunk: the limb multiples of 2^12 pass through the rounding, so in wrapping int32
+    //   aOut = a1 + (a2 << 16) + ((a0 + 2^11) >> 12),  bOut = b1 + (b2 << 16) + ((b0 + 2^7) >> 8)
+    // (a0, b0 are exact: |a0| + 2^11 < 2^31).
+    for (let o = 0; o < rows; o++) {
+      const c = C + <usize>o * ldc * 4;
+      const ao = aOut + (<usize>o * <usize>N + <usize>t0) * 4;
+      const bo = bOut + (<usize>o * <usize>N + <usize>t0) * 4;
+      for (let t: usize = 0; t < tb; t += 4) {
+        const ct = c + t * 4;
+        const a0 = v128.load(ct), a1 = v128.load(ct + tb * 4), a2 = v128.load(ct + tb * 8);
+        const b0 = v128.load(ct + tb * 12), b1 = v128.load(ct + tb * 16), b2 = v128.load(ct + tb * 20);
+        v128.store(ao + t * 4, i32x4.add(i32x4.add(a1, i32x4.shl(a2, 16)), i32x4.shr_s(i32x4.add(a0, i32x4.splat(2048)), 12)));
+        v128.store(bo + t * 4, i32x4.add(i32x4.add(b1, i32x4.shl(b2, 16)), i32x4.shr_s(i32x4.add(b0, i32x4.splat(128)), 8)));
+      }
+    }
+    return;
+  }
   for (let o = 0; o < rows; o++) {
     const c = C + <usize>o * ldc * 4;
     const ac = acc + <usize>o * tb * 16;

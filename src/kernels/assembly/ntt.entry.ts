@@ -84,29 +84,69 @@ export function setup(n: i32, p0: u32, p1: u32, t0: usize, t1: usize, c0: u32, c
   return i32x4.min_u(x, i32x4.sub(x, m));
 }
 
-/** Forward negacyclic NTT in place; input in [0, 4p), output in [0, 4p) (bit-reversed order). */
-function forward(a: usize, base: usize, p: u32): void {
+/** One radix-2 CT butterfly vector pair: (X, Y) -> (X + wY, X - wY + 2p), inputs and outputs in [0, 4p). */
+@inline function ctStore(x: usize, y: usize, w: v128, ws: v128, pv: v128, p2: v128): void {
+  const X = csub(v128.load(x), p2);
+  const T = shoup(v128.load(y), w, ws, pv);
+  v128.store(x, i32x4.add(X, T));
+  v128.store(y, i32x4.add(i32x4.sub(X, T), p2));
+}
+
+/**
+ * Forward negacyclic NTT in place; input in [0, 4p), output in [0, 4p) (bit-reversed order).
+ * Stages with t >= 8 run two at a time (radix 4: each element is loaded and stored once per pair
+ * of stages). With mul, the last stage also multiplies by the secret's NTT (pointwise, 1/N folded
+ * in; output [0, 2p)), saving a pass over the buffer.
+ */
+function forward(a: usize, base: usize, p: u32, mul: bool): void {
   const n = N;
   const pv = i32x4.splat(p);
   const p2 = i32x4.splat(p << 1);
   const fw = tab(base, 0);
   const fws = tab(base, 1);
   let t = n >> 1;
-  for (let m = 1; t >= 4; m <<= 1, t >>= 1) {
+  let m = 1;
+  // radix 4: stages (m, t) and (2m, t/2) together while t/2 >= 4
+  for (; t >= 8; m <<= 2, t >>= 2) {
+    const h = <usize>(t >> 1) << 2; // byte distance of the second stage (t/2 elements)
+    for (let i = 0; i < m; i++) {
+      const w1 = v128.load32_splat(fw + (<usize>(m + i) << 2));
+      const w1s = v128.load32_splat(fws + (<usize>(m + i) << 2));
+      const w2 = v128.load32_splat(fw + (<usize>(2 * m + 2 * i) << 2));
+      const w2s = v128.load32_splat(fws + (<usize>(2 * m + 2 * i) << 2));
+      const w3 = v128.load32_splat(fw + (<usize>(2 * m + 2 * i + 1) << 2));
+      const w3s = v128.load32_splat(fws + (<usize>(2 * m + 2 * i + 1) << 2));
+      let x = a + (<usize>(2 * i * t) << 2);
+      const end = x + h;
+      for (; x < end; x += 16) {
+        // x0 = a[j], x1 = a[j + t/2], x2 = a[j + t], x3 = a[j + 3t/2]; all in [0, 4p)
+        const X0 = csub(v128.load(x), p2);
+        const X1 = csub(v128.load(x + h), p2);
+        const T2 = shoup(v128.load(x + 2 * h), w1, w1s, pv);
+        const T3 = shoup(v128.load(x + 3 * h), w1, w1s, pv);
+        // first stage outputs in [0, 4p); the second stage reduces its X inputs to [0, 2p)
+        const A0 = csub(i32x4.add(X0, T2), p2);
+        const A1 = i32x4.add(X1, T3);
+        const A2 = csub(i32x4.add(i32x4.sub(X0, T2), p2), p2);
+        const A3 = i32x4.add(i32x4.sub(X1, T3), p2);
+        const U1 = shoup(A1, w2, w2s, pv);
+        const U3 = shoup(A3, w3, w3s, pv);
+        v128.store(x, i32x4.add(A0, U1));
+        v128.store(x + h, i32x4.add(i32x4.sub(A0, U1), p2));
+        v128.store(x + 2 * h, i32x4.add(A2, U3));
+        v128.store(x + 3 * h, i32x4.add(i32x4.sub(A2, U3), p2));
+      }
+    }
+  }
+  // a remaining radix-2 stage with t = 4 (odd number of wide stages)
+  for (; t >= 4; m <<= 1, t >>= 1) {
     for (let i = 0; i < m; i++) {
       const w = v128.load32_splat(fw + (<usize>(m + i) << 2));
       const ws = v128.load32_splat(fws + (<usize>(m + i) << 2));
       let x = a + (<usize>(2 * i * t) << 2);
       const end = x + (<usize>t << 2);
       const off = <usize>t << 2;
-      for (; x < end; x += 16) {
-        let X = v128.load(x);
-        const Y = v128.load(x + off);
-        X = csub(X, p2);
-        const T = shoup(Y, w, ws, pv);
-        v128.store(x, i32x4.add(X, T));
-        v128.store(x + off, i32x4.add(i32x4.sub(X, T), p2));
-      }
+      for (; x < end; x += 16) ctStore(x, x + off, w, ws, pv, p2);
     }
   }
   // t = 2 (m = N/4): pairs (j, j+2) inside each 4-element group, one twiddle per group.
@@ -129,8 +169,11 @@ function forward(a: usize, base: usize, p: u32): void {
   }
   // t = 1 (m = N/2): pairs (2i, 2i+1) with twiddle fw[N/2 + i].
   const half = <usize>(n >> 1) << 2;
+  const sh = tab(base, 8);
+  const shs = tab(base, 9);
   for (let j = 0; j < n; j += 8) {
-    const x = a + (<usize>j << 2);
+    const o = <usize>j << 2;
+    const x = a + o;
     const A = v128.load(x);
     const B = v128.load(x + 16);
     let X = i32x4.shuffle(A, B, 0, 2, 4, 6);
@@ -141,19 +184,14 @@ function forward(a: usize, base: usize, p: u32): void {
     const T = shoup(Y, w, ws, pv);
     const U = i32x4.add(X, T);
     const V = i32x4.add(i32x4.sub(X, T), p2);
-    v128.store(x, i32x4.shuffle(U, V, 0, 4, 1, 5));
-    v128.store(x + 16, i32x4.shuffle(U, V, 2, 6, 3, 7));
-  }
-}
-
-/** Pointwise product with the secret's NTT (1/N folded in); input any u32, output [0, 2p). */
-function pointwise(a: usize, base: usize, p: u32): void {
-  const pv = i32x4.splat(p);
-  const sh = tab(base, 8);
-  const shs = tab(base, 9);
-  const n = <usize>N << 2;
-  for (let o: usize = 0; o < n; o += 16) {
-    v128.store(a + o, shoup(v128.load(a + o), v128.load(sh + o), v128.load(shs + o), pv));
+    let R0 = i32x4.shuffle(U, V, 0, 4, 1, 5);
+    let R1 = i32x4.shuffle(U, V, 2, 6, 3, 7);
+    if (mul) {
+      R0 = shoup(R0, v128.load(sh + o), v128.load(shs + o), pv);
+      R1 = shoup(R1, v128.load(sh + o + 16), v128.load(shs + o + 16), pv);
+    }
+    v128.store(x, R0);
+    v128.store(x + 16, R1);
   }
 }
 
@@ -195,8 +233,39 @@ function inverse(a: usize, base: usize, p: u32): void {
     v128.store(x, i32x4.shuffle(U, V, 0, 1, 4, 5));
     v128.store(x + 16, i32x4.shuffle(U, V, 2, 3, 6, 7));
   }
+  // stages t = 4 .. N/2: two at a time (radix 4), (t, 2t) with h = N/(2t) >= 2
   let t = 4;
-  for (let h = n >> 3; h >= 1; h >>= 1, t <<= 1) {
+  let h = n >> 3;
+  for (; h >= 2; h >>= 2, t <<= 2) {
+    const d = <usize>t << 2; // byte distance of the first stage
+    for (let g = 0; g < (h >> 1); g++) {
+      const w1 = v128.load32_splat(iw + (<usize>(h + 2 * g) << 2));
+      const w1s = v128.load32_splat(iws + (<usize>(h + 2 * g) << 2));
+      const w2 = v128.load32_splat(iw + (<usize>(h + 2 * g + 1) << 2));
+      const w2s = v128.load32_splat(iws + (<usize>(h + 2 * g + 1) << 2));
+      const w3 = v128.load32_splat(iw + (<usize>((h >> 1) + g) << 2));
+      const w3s = v128.load32_splat(iws + (<usize>((h >> 1) + g) << 2));
+      let x = a + (<usize>(4 * g * t) << 2);
+      const end = x + d;
+      for (; x < end; x += 16) {
+        // inputs and every intermediate in [0, 2p)
+        const X0 = v128.load(x);
+        const X1 = v128.load(x + d);
+        const X2 = v128.load(x + 2 * d);
+        const X3 = v128.load(x + 3 * d);
+        const A0 = csub(i32x4.add(X0, X1), p2);
+        const A1 = shoup(i32x4.add(i32x4.sub(X0, X1), p2), w1, w1s, pv);
+        const A2 = csub(i32x4.add(X2, X3), p2);
+        const A3 = shoup(i32x4.add(i32x4.sub(X2, X3), p2), w2, w2s, pv);
+        v128.store(x, csub(i32x4.add(A0, A2), p2));
+        v128.store(x + 2 * d, shoup(i32x4.add(i32x4.sub(A0, A2), p2), w3, w3s, pv));
+        v128.store(x + d, csub(i32x4.add(A1, A3), p2));
+        v128.store(x + 3 * d, shoup(i32x4.add(i32x4.sub(A1, A3), p2), w3, w3s, pv));
+      }
+    }
+  }
+  // a remaining radix-2 stage (h = 1, t = N/2) when the stage count is odd
+  for (; h >= 1; h >>= 1, t <<= 1) {
     for (let i = 0; i < h; i++) {
       const w = v128.load32_splat(iw + (<usize>(h + i) << 2));
       const ws = v128.load32_splat(iws + (<usize>(h + i) << 2));
@@ -217,7 +286,7 @@ function inverse(a: usize, base: usize, p: u32): void {
 export function nttForward(k: i32): void {
   const buf = k == 0 ? BUF0 : BUF1;
   const p = k == 0 ? P0 : P1;
-  forward(buf, k == 0 ? T0 : T1, p);
+  forward(buf, k == 0 ? T0 : T1, p, false);
   const pv = i32x4.splat(p);
   const p2 = i32x4.splat(p << 1);
   const n = <usize>N << 2;
@@ -236,11 +305,9 @@ export function nttInverse(k: i32): void {
 
 /** BUF0/BUF1 <- a*s mod p0 / p1 in [0, 2p) (natural order); inputs hold residues in [0, 4p). */
 function mulSecret(): void {
-  forward(BUF0, T0, P0);
-  pointwise(BUF0, T0, P0);
+  forward(BUF0, T0, P0, true);
   inverse(BUF0, T0, P0);
-  forward(BUF1, T1, P1);
-  pointwise(BUF1, T1, P1);
+  forward(BUF1, T1, P1, true);
   inverse(BUF1, T1, P1);
 }
 
@@ -331,6 +398,41 @@ function finishExact(dst: usize): void {
 }
 
 /**
+ * Discrete Gaussian errors of one polynomial, in place: the N u32 draws at u become the signed
+ * errors e = +-#{k : u >= cdt[k]} (sign: bit lane of the byte at bits + j/4). Constant time: every
+ * draw is compared with every threshold. Four vectors share each threshold load and loop step.
+ */
+function sampleNoise(u: usize, bits: usize, cdt: usize, nCdt: i32): void {
+  const n = <usize>N;
+  const zero = i32x4.splat(0);
+  const signBits = i32x4(1, 2, 4, 8);
+  for (let j: usize = 0; j < n; j += 16) {
+    const x = u + (j << 2);
+    const u0 = v128.load(x);
+    const u1 = v128.load(x + 16);
+    const u2 = v128.load(x + 32);
+    const u3 = v128.load(x + 48);
+    let m0 = zero, m1 = zero, m2 = zero, m3 = zero;
+    for (let k = 0; k < nCdt; k++) {
+      const thr = v128.load32_splat(cdt + (<usize>k << 2));
+      m0 = i32x4.sub(m0, i32x4.ge_u(u0, thr));
+      m1 = i32x4.sub(m1, i32x4.ge_u(u1, thr));
+      m2 = i32x4.sub(m2, i32x4.ge_u(u2, thr));
+      m3 = i32x4.sub(m3, i32x4.ge_u(u3, thr));
+    }
+    const b = bits + (j >> 2);
+    const s0 = i32x4.ne(v128.and(i32x4.splat(<i32>load<u8>(b)), signBits), zero);
+    const s1 = i32x4.ne(v128.and(i32x4.splat(<i32>load<u8>(b + 1)), signBits), zero);
+    const s2 = i32x4.ne(v128.and(i32x4.splat(<i32>load<u8>(b + 2)), signBits), zero);
+    const s3 = i32x4.ne(v128.and(i32x4.splat(<i32>load<u8>(b + 3)), signBits), zero);
+    v128.store(x, i32x4.sub(v128.xor(m0, s0), s0));
+    v128.store(x + 16, i32x4.sub(v128.xor(m1, s1), s1));
+    v128.store(x + 32, i32x4.sub(v128.xor(m2, s2), s2));
+    v128.store(x + 48, i32x4.sub(v128.xor(m3, s3), s3));
+  }
+}
+
+/**
  * Encrypts nPolys polynomials: b = a*s + e + (m << deltaShift) mod 2^64, uploaded as
  * ((b + 2^(upShift-1) - 1 + tie) >> upShift) mod 2^(8 outBytes), outBytes little-endian bytes each
  * (a random tie bit makes the upload rounding unbiased).
@@ -338,6 +440,7 @@ function finishExact(dst: usize): void {
  *   rnd: nPolys*N u32 (noise magnitude draws) then nPolys*N/4 bytes (per coefficient: bit lane =
  *   sign, bit 4+lane = rounding tie, for the 4 coefficients of each byte),
  *   cdt: nCdt u32 thresholds (|e| = #{k : u >= cdt[k]}), out: nPolys*N*outBytes (+8 slack).
+ * The noise draws in rnd are overwritten by the sampled errors (the caller wipes rnd afterwards).
  * Returns 0, or 1 if some |m| >= mLimit (the caller then discards the output).
  */
 export function encryptPolys(nPolys: i32, aSrc: usize, m: usize, rnd: usize, cdt: usize, nCdt: i32,
@@ -349,7 +452,6 @@ export function encryptPolys(nPolys: i32, aSrc: usize, m: usize, rnd: usize, cdt
   const half = i32x4.splat(P1 >> 1);
   const pp = i64x2.splat(<i64>P0 * <i64>P1);
   const p0 = i32x4.splat(P0);
-  const signBits = i32x4(1, 2, 4, 8);
   const tieBits = i32x4(16, 32, 64, 128);
   const one = i32x4.splat(1);
   const roundAdd = i64x2.splat((<i64>1 << (upShift - 1)) - 1);
@@ -358,6 +460,7 @@ export function encryptPolys(nPolys: i32, aSrc: usize, m: usize, rnd: usize, cdt
   let dst = out;
   for (let poly = 0; poly < nPolys; poly++) {
     const base = <usize>poly * <usize>n;
+    sampleNoise(rnd + (base << 2), bits + (base >> 2), cdt, nCdt);
     loadResidues44(aSrc + base * 6);
     mulSecret();
     for (let j = 0; j < n; j += 4) {
@@ -365,16 +468,9 @@ export function encryptPolys(nPolys: i32, aSrc: usize, m: usize, rnd: usize, cdt
       const t = crtDigit(o);
       const r0 = v128.load(BUF0 + o);
       const flag = i32x4.gt_u(t, half);
-      // noise: |e| by inversion of the magnitude CDT, then a random sign
-      const u = v128.load(rnd + ((base + <usize>j) << 2));
-      let mag = i32x4.splat(0);
-      for (let k = 0; k < nCdt; k++) {
-        mag = i32x4.sub(mag, i32x4.ge_u(u, v128.load32_splat(cdt + (<usize>k << 2))));
-      }
+      const e = v128.load(rnd + ((base + <usize>j) << 2)); // sampled by sampleNoise
       const bb = i32x4.splat(<i32>load<u8>(bits + ((base + <usize>j) >> 2)));
-      const sgn = i32x4.ne(v128.and(bb, signBits), i32x4.splat(0));
       const tie = v128.and(i32x4.ne(v128.and(bb, tieBits), i32x4.splat(0)), one);
-      const e = i32x4.sub(v128.xor(mag, sgn), sgn);
       const mm = v128.load(m + ((base + <usize>j) << 2));
       bad = v128.or(bad, i32x4.ge_u(i32x4.add(mm, lim), lim2));
       const add32 = i32x4.add(e, tie);

@@ -14,6 +14,7 @@ autograd, and writes OUT_DIR/<case>/expected.json + expected.bin:
   - logits_lora / loss_lora: with the adapter (dropout 0)
   - grad.<key>.lora_A / grad.<key>.lora_B: d(loss_lora)/d(A, B)
   - lora.<key>.lora_A / lora.<key>.lora_B: the adapter weights (fp32)
+  - fullgrad.<tensor name>: d(loss_base)/d(every checkpoint tensor) (full-parameter training)
 """
 
 import json
@@ -254,6 +255,10 @@ def main():
 
         with torch.no_grad():
             logits_base, loss_base = model_forward(cfg, W, batch, None)
+        # Full-parameter training: d(loss_base)/d(every weight), tied embeddings counted once.
+        Wg = {n: t.clone().requires_grad_() for n, t in W.items()}
+        _, loss_full = model_forward(cfg, Wg, batch, None)
+        loss_full.backward()
         logits_lora, loss_lora = model_forward(cfg, W, batch, lora)
         loss_lora.backward()
 
@@ -267,6 +272,8 @@ def main():
             offset += a.size
 
         put("logits_base", logits_base)
+        for n, t in Wg.items():
+            put("fullgrad.%s" % n, t.grad)
         put("logits_lora", logits_lora)
         for key, (A, B) in pairs.items():
             put("lora.%s.lora_A" % key, A)

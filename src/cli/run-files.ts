@@ -1,0 +1,159 @@
+// Files of one training run under --out: the loss CSV, the plot, the PEFT adapter and the
+// checkpoints. Every file is written to a temporary name and renamed into place, so a crash (of
+// this process or the machine) leaves either the old or the new version, never half of one.
+
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { saveAdapter, type LoraTensors } from '../model/peft.js';
+import { loadTrainerCheckpoint, saveTrainerCheckpoint } from '../train/checkpoint.js';
+import type { TrainerState } from '../train/trainer.js';
+import { plotLines, type Series } from './plot.js';
+
+/** One row of the loss log. */
+export interface HistoryRow {
+  step: number;
+  loss: number;
+  lr: number;
+  /** Tokens processed in this step (micro-batch slots). */
+  tokens: number;
+  /** Seconds since the run started (summed over resumed sessions). */
+  elapsedS: number;
+  /** Cumulative bytes sent to / received from the server (0 in the local modes). */
+  bytesUp: number;
+  bytesDown: number;
+}
+
+export const CSV_HEADER = 'step,loss,lr,tokens,elapsed_s,bytes_up,bytes_down';
+
+export function historyCsv(rows: readonly HistoryRow[]): string {
+  const lines = rows.map((r) => [r.step, r.loss, r.lr, r.tokens, r.elapsedS.toFixed(3), r.bytesUp, r.bytesDown].join(','));
+  return [CSV_HEADER, ...lines].join('\n') + '\n';
+}
+
+/** Parses a loss CSV written by historyCsv (strict: header and column count are checked). */
+export function parseHistoryCsv(text: string): HistoryRow[] {
+  const lines = text.trim().split('\n');
+  if (lines[0] !== CSV_HEADER) throw new Error(`helora: loss CSV must start with "${CSV_HEADER}"`);
+  return lines.slice(1).map((line, i) => {
+    const f = line.split(',').map(Number);
+    if (f.length !== 7) throw new Error(`helora: loss CSV line ${i + 2} has ${f.length} fields, expected 7`);
+    return { step: f[0]!, loss: f[1]!, lr: f[2]!, tokens: f[3]!, elapsedS: f[4]!, bytesUp: f[5]!, bytesDown: f[6]! };
+  });
+}
+
+let tmpCounter = 0;
+function tmpName(path: string): string {
+  return `${path}.tmp-${process.pid}-${tmpCounter++}`;
+}
+
+export function writeFileAtomic(path: string, data: string | Uint8Array): void {
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = tmpName(path);
+  writeFileSync(tmp, data);
+  renameSync(tmp, path);
+}
+
+/** Writes a folder under a temporary name, then swaps it in place of `dir`. */
+export function writeDirAtomic(dir: string, fill: (tmpDir: string) => void): void {
+  mkdirSync(dirname(dir), { recursive: true });
+  const tmp = tmpName(dir);
+  mkdirSync(tmp);
+  try {
+    fill(tmp);
+    if (existsSync(dir)) {
+      // rename() cannot replace a non-empty folder: move the old one aside first.
+      const old = tmpName(dir);
+      renameSync(dir, old);
+      renameSync(tmp, dir);
+      rmSync(old, { recursive: true, force: true });
+    } else {
+      renameSync(tmp, dir);
+    }
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+export function saveAdapterAtomic(dir: string, adapter: LoraTensors, baseModel: string): void {
+  writeDirAtomic(dir, (tmp) => saveAdapter(tmp, adapter, baseModel));
+}
+
+export function writeLossPlot(path: string, series: Series[], title: string): void {
+  writeFileAtomic(path, plotLines(series, { title, xLabel: 'step', yLabel: 'loss' }).toPng());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints: <out>/checkpoints/step-00000012/{trainer.safetensors, run.json}. The folder is
+// renamed into place when complete, so the newest folder is always whole.
+
+export const RUN_CHECKPOINT_FORMAT = 'helora-run-checkpoint-v1';
+const STEP_DIR_RE = /^step-(\d{8})$/;
+/** Checkpoints kept (older ones are deleted after a new one is in place). */
+export const CHECKPOINTS_KEPT = 2;
+const MAX_RUN_JSON_BYTES = 64 * 1024 * 1024;
+
+export interface RunCheckpoint {
+  state: TrainerState;
+  /** Options that must match for a resume to continue the same run. */
+  fingerprint: Record<string, unknown>;
+  history: HistoryRow[];
+  /** Seconds of training done so far. */
+  elapsedS: number;
+  bytesUp: number;
+  bytesDown: number;
+}
+
+export function checkpointsDir(out: string): string {
+  return join(out, 'checkpoints');
+}
+
+/** Complete checkpoint folders, oldest first. */
+export function listCheckpoints(out: string): { step: number; dir: string }[] {
+  const root = checkpointsDir(out);
+  if (!existsSync(root)) return [];
+  return readdirSync(root)
+    .map((name) => ({ m: STEP_DIR_RE.exec(name), name }))
+    .filter((e) => e.m !== null)
+    .map((e) => ({ step: Number(e.m![1]), dir: join(root, e.name) }))
+    .sort((a, b) => a.step - b.step);
+}
+
+export function saveRunCheckpoint(out: string, c: RunCheckpoint): string {
+  const dir = join(checkpointsDir(out), `step-${String(c.state.step).padStart(8, '0')}`);
+  writeDirAtomic(dir, (tmp) => {
+    saveTrainerCheckpoint(join(tmp, 'trainer.safetensors'), c.state);
+    const run = { format: RUN_CHECKPOINT_FORMAT, step: c.state.step, fingerprint: c.fingerprint, elapsed_s: c.elapsedS, bytes_up: c.bytesUp, bytes_down: c.bytesDown, history: c.history };
+    writeFileSync(join(tmp, 'run.json'), JSON.stringify(run) + '\n');
+  });
+  const all = listCheckpoints(out);
+  for (const old of all.slice(0, Math.max(0, all.length - CHECKPOINTS_KEPT))) rmSync(old.dir, { recursive: true, force: true });
+  return dir;
+}
+
+export function loadRunCheckpoint(dir: string): RunCheckpoint {
+  const runPath = join(dir, 'run.json');
+  if (!existsSync(runPath)) throw new Error(`helora: checkpoint ${dir} has no run.json`);
+  if (statSync(runPath).size > MAX_RUN_JSON_BYTES) throw new Error(`helora: ${runPath} is larger than ${MAX_RUN_JSON_BYTES} bytes`);
+  let run: Record<string, unknown>;
+  try {
+    run = JSON.parse(readFileSync(runPath, 'utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new Error(`helora: ${runPath} is not valid JSON (${(e as Error).message})`);
+  }
+  if (run.format !== RUN_CHECKPOINT_FORMAT) throw new Error(`helora: ${runPath} is not a helora run checkpoint (format ${JSON.stringify(run.format)})`);
+  const state = loadTrainerCheckpoint(join(dir, 'trainer.safetensors'));
+  if (run.step !== state.step) throw new Error(`helora: checkpoint ${dir}: run.json says step ${String(run.step)}, the trainer state step ${state.step}`);
+  const history = run.history;
+  if (!Array.isArray(history) || history.length > state.step) throw new Error(`helora: checkpoint ${dir}: bad loss history`);
+  const num = (v: unknown, what: string): number => {
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new Error(`helora: checkpoint ${dir}: ${what} must be a non-negative number`);
+    return v;
+  };
+  const fp = run.fingerprint;
+  if (typeof fp !== 'object' || fp === null || Array.isArray(fp)) throw new Error(`helora: checkpoint ${dir}: missing fingerprint`);
+  return {
+    state, fingerprint: fp as Record<string, unknown>, history: history as HistoryRow[],
+    elapsedS: num(run.elapsed_s, 'elapsed_s'), bytesUp: num(run.bytes_up, 'bytes_up'), bytesDown: num(run.bytes_down, 'bytes_down'),
+  };
+}

@@ -1,0 +1,192 @@
+/**
+ * CryptoPool: client-side encryption and decryption on every core (worker_threads).
+ *
+ * Each worker holds its own NTT kernel and its own copy of the secret key, posted to it once by
+ * this thread (structured clone inside the process: the key never leaves the process). The
+ * (seed, blockIndex) pair of a block is claimed on the key here, in the calling thread, exactly as
+ * encryptBlock does; the workers then encrypt polynomial ranges of that block, each seeking the
+ * AES-CTR mask stream to its first polynomial (MaskStream byte offset), and draw their own noise
+ * from node:crypto. The upload is the same function of (seed, messages, noise) as the single
+ * thread path. Idle workers are unref'd, so an open pool never keeps the process alive.
+ */
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import { SecretKey } from './keys.js';
+import { uploadBytes, type RlweParams } from './params.js';
+import { checkEncryptArgs } from './rlwe.js';
+import type { CryptoEnvelope, CryptoReply, CryptoRequest } from './pool-protocol.js';
+
+/** Polynomials (encrypt) or rows (decrypt) per worker task: ~0.5 MB in, small enough to balance. */
+const TASK_POLYS = 64;
+const TASK_ROWS = 64;
+
+interface Job {
+  req: CryptoRequest;
+  transfer: ArrayBuffer[];
+  resolve: (r: CryptoReply) => void;
+  reject: (e: Error) => void;
+}
+
+class CryptoWorker {
+  busy = false;
+  private current: Job | null = null;
+  private nextId = 1;
+  dead: Error | null = null;
+  readonly exited: Promise<number>;
+
+  constructor(readonly worker: Worker, private readonly onIdle: () => void) {
+    worker.unref();
+    worker.on('message', (m: CryptoReply) => {
+      const job = this.current;
+      if (!job) return;
+      this.current = null;
+      this.busy = false;
+      this.worker.unref();
+      if (m.ok) job.resolve(m);
+      else job.reject(new Error(m.error ?? 'helora: crypto worker failed'));
+      this.onIdle();
+    });
+    const fail = (e: Error): void => {
+      this.dead = e;
+      if (this.current) this.current.reject(e);
+      this.current = null;
+      this.onIdle();
+    };
+    worker.on('error', (e) => fail(e instanceof Error ? e : new Error(String(e))));
+    this.exited = new Promise((resolve) => worker.on('exit', (code) => {
+      fail(new Error(`helora: crypto worker exited (code ${code})`));
+      resolve(code);
+    }));
+  }
+
+  start(job: Job): void {
+    this.busy = true;
+    this.current = job;
+    this.worker.ref(); // keep the process alive while a result is owed
+    const env: CryptoEnvelope = { id: this.nextId++, req: job.req };
+    this.worker.postMessage(env, job.transfer);
+  }
+}
+
+export class CryptoPool {
+  private readonly queue: Job[] = [];
+  private closed = false;
+  private readonly workers: CryptoWorker[];
+
+  private constructor(readonly params: RlweParams, private readonly key: SecretKey, threads: number) {
+    const url = new URL('./pool-worker.js', import.meta.url);
+    this.workers = Array.from({ length: threads }, () => new CryptoWorker(new Worker(url), () => this.pump()));
+  }
+
+  get threads(): number {
+    return this.workers.length;
+  }
+
+  /** Starts `threads` workers (default: one per core), each with a copy of the key. */
+  static async create(params: RlweParams, key: SecretKey, threads: number = availableParallelism()): Promise<CryptoPool> {
+    if (!Number.isInteger(threads) || threads < 1 || threads > 256) throw new Error(`helora: CryptoPool threads must be an integer in [1, 256], got ${threads}`);
+    if (key.params.id !== params.id) throw new Error(`helora: key belongs to parameter set ${key.params.name}, not ${params.name}`);
+    const pool = new CryptoPool(params, key, threads);
+    try {
+      await Promise.all(pool.workers.map((w) => {
+        const keyFile = key.toFileBytes();
+        const p = pool.runOn(w, { op: 'init', paramsId: params.id, keyFile }, []);
+        keyFile.fill(0); // the worker got a structured-clone copy
+        return p;
+      }));
+    } catch (e) {
+      await pool.close();
+      throw e;
+    }
+    return pool;
+  }
+
+  private runOn(w: CryptoWorker, req: CryptoRequest, transfer: ArrayBuffer[]): Promise<CryptoReply> {
+    return new Promise((resolve, reject) => w.start({ req, transfer, resolve, reject }));
+  }
+
+  private run(req: CryptoRequest, transfer: ArrayBuffer[] = []): Promise<CryptoReply> {
+    if (this.closed) return Promise.reject(new Error('helora: CryptoPool is closed'));
+    return new Promise((resolve, reject) => {
+      this.queue.push({ req, transfer, resolve, reject });
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    for (const w of this.workers) {
+      if (this.queue.length === 0) return;
+      if (w.busy) continue;
+      if (w.dead) {
+        for (const job of this.queue.splice(0)) job.reject(w.dead);
+        return;
+      }
+      w.start(this.queue.shift()!);
+    }
+  }
+
+  /**
+   * encryptBlock on the workers: same arguments, same upload format, same seed rule (the pair
+   * (seed, blockIndex) is claimed on the key here; a reuse throws before anything is encrypted).
+   */
+  async encryptBlock(m: Int32Array, d: number, seed: Uint8Array, blockIndex: number, plaintextBits = this.params.plaintextBits): Promise<Uint8Array> {
+    checkEncryptArgs(this.params, this.key, m, d, seed, blockIndex, 0, plaintextBits);
+    if (this.closed) throw new Error('helora: CryptoPool is closed');
+    SecretKey.claimSeed(this.key, Buffer.from(seed).toString('hex'), blockIndex);
+    return this.encryptClaimed(m, d, seed, blockIndex, plaintextBits);
+  }
+
+  /** @internal The polynomial ranges of a block already claimed on the key (tests use it on a key copy). */
+  async encryptClaimed(m: Int32Array, d: number, seed: Uint8Array, blockIndex: number, plaintextBits: number): Promise<Uint8Array> {
+    const n = this.params.ringDegree;
+    const ob = uploadBytes(this.params);
+    const per = Math.max(1, Math.min(TASK_POLYS, Math.ceil(d / this.threads)));
+    const out = new Uint8Array(d * n * ob);
+    const parts: Promise<void>[] = [];
+    for (let p0 = 0; p0 < d; p0 += per) {
+      const np = Math.min(per, d - p0);
+      const mm = m.slice(p0 * n, (p0 + np) * n);
+      parts.push(this.run({ op: 'encrypt', m: mm, d: np, seed, blockIndex, polyStart: p0, plaintextBits }, [mm.buffer])
+        .then((r) => out.set(r.bytes!, p0 * n * ob)));
+    }
+    await Promise.all(parts);
+    return out;
+  }
+
+  /** decryptBlock on the workers (rows split across them); bit-identical to the single-thread result. */
+  async decryptBlock(aOut: Uint32Array, bOut: Uint32Array, rows: number, plaintextBits = this.params.plaintextBits): Promise<Int32Array> {
+    const n = this.params.ringDegree;
+    if (!(Number.isInteger(rows) && rows >= 1)) throw new Error(`helora: row count must be a positive integer, got ${rows}`);
+    if (!(aOut instanceof Uint32Array) || !(bOut instanceof Uint32Array) || aOut.length !== rows * n || bOut.length !== rows * n) {
+      throw new Error(`helora: result parts must be Uint32Array of rows*N = ${rows * n} values, got ${aOut?.length} and ${bOut?.length}`);
+    }
+    const per = Math.max(1, Math.min(TASK_ROWS, Math.ceil(rows / this.threads)));
+    const y = new Int32Array(rows * n);
+    const parts: Promise<void>[] = [];
+    for (let r0 = 0; r0 < rows; r0 += per) {
+      const nr = Math.min(per, rows - r0);
+      const a = aOut.slice(r0 * n, (r0 + nr) * n);
+      const b = bOut.slice(r0 * n, (r0 + nr) * n);
+      parts.push(this.run({ op: 'decrypt', a, b, rows: nr, plaintextBits }, [a.buffer, b.buffer]).then((r) => y.set(r.y!, r0 * n)));
+    }
+    await Promise.all(parts);
+    return y;
+  }
+
+  /** Ends every worker (each drops its key copy and exits with code 0); resolves to their exit codes. */
+  async close(): Promise<number[]> {
+    if (this.closed) return Promise.all(this.workers.map((w) => w.exited));
+    this.closed = true;
+    for (const job of this.queue.splice(0)) job.reject(new Error('helora: CryptoPool is closed'));
+    // Wait for running tasks, then ask each worker to exit.
+    await Promise.all(this.workers.map(async (w) => {
+      while (w.busy && !w.dead) await new Promise((r) => setTimeout(r, 1));
+      if (!w.dead) {
+        w.worker.ref(); // until its exit event
+        await this.runOn(w, { op: 'close' }, []).catch(() => undefined);
+        w.worker.ref();
+      }
+    }));
+    return Promise.all(this.workers.map((w) => w.exited));
+  }
+}

@@ -1,0 +1,506 @@
+// The client side of the network: a RemoteSession (one WebSocket, requests multiplexed by request id,
+// reconnect-and-resend after a connection loss) and RemoteEncryptedProvider, the FrozenLinearProvider
+// that runs every projection product on the server over RLWE ciphertexts.
+//
+// Re-sending a request after a loss is safe: the bytes are the same ciphertext (same seed, same b),
+// so the server learns nothing it could not have learned from the first copy. A fresh encryption of
+// the same data would NOT be equivalent (two noise samples of one message), which is why the
+// encoded bytes are kept and re-sent verbatim.
+
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import WebSocket from 'ws';
+import { maxInnerDim, paramsById, type SecretKey } from '../crypto/index.js';
+import { featureChunks } from '../linear/layout.js';
+import { HeLinearClient } from '../linear/client.js';
+import type { EncryptedInput, EncryptedOutput } from '../linear/types.js';
+import type { FrozenLinearProvider, ProjectionGroup } from '../model/frozen.js';
+import {
+  decodeMessage, encodeEncryptedInput, encryptedOutputBytes, MessageType, peekHeader, Op, ServerErrorCode, WIRE_PARAMS, type EncryptedInputMessage, type EncryptedOutputMessage,
+} from '../protocol/wire.js';
+import { MAX_MODEL_INFO_BYTES, parseModelInfo, shapeGroupDims, type ModelInfo } from './model-info.js';
+import { HEALTH_PATH, MODEL_INFO_PATH, WIRE_GROUPS, WS_PATH } from './server.js';
+
+/** What the capture hook sees: every byte string the client hands to the network, before framing. */
+export type CaptureHook = (bytes: Uint8Array, channel: 'ws' | 'http') => void;
+
+export interface RemoteSessionOptions {
+  /** ws://host:port or wss://host:port (http:// and https:// are accepted as aliases). */
+  url: string;
+  /** Bearer token, if the server requires one. */
+  token?: string;
+  /** Refuse a server whose model hash differs (checked at connect and after every reconnect). */
+  expectedModelHash?: string;
+  /** Extra trusted CA certificate(s), PEM (for a server with a self-signed certificate). */
+  ca?: string | Buffer;
+  /** After a connection loss, keep trying to reconnect this long before failing the pending requests (default 120 s). */
+  retryDeadlineMs?: number;
+  /** Reconnect backoff: first wait, doubled up to maxBackoffMs (defaults 100 ms, 5 s). */
+  initialBackoffMs?: number;
+  maxBackoffMs?: number;
+  /** Per attempt of an HTTP GET or WebSocket handshake (default 10 s). */
+  connectTimeoutMs?: number;
+  /** Liveness: a ping this often; a connection that has not answered the previous ping is dropped and reconnected (default 30 s). */
+  pingIntervalMs?: number;
+  /** Test hook: called with every byte string the client sends. */
+  capture?: CaptureHook;
+}
+
+/** An ERROR answer from the server. */
+export class RemoteError extends Error {
+  constructor(readonly code: number, message: string) {
+    super(message);
+    this.name = 'RemoteError';
+  }
+}
+
+interface PendingRequest {
+  id: bigint;
+  bytes: Uint8Array;
+  op: number;
+  layer: number;
+  group: number;
+  resolve: (m: EncryptedOutputMessage) => void;
+  reject: (e: Error) => void;
+  /** When a rate-limited / busy request is retried, give up after this time. */
+  deadline: number;
+  retries: number;
+  timer: NodeJS.Timeout | null;
+}
+
+function normalizeBase(url: string): { ws: string; http: string; tls: boolean } {
+  const m = /^(wss?|https?):\/\/([^/]+)\/?$/.exec(url.trim());
+  if (!m) throw new Error(`helora: server URL must look like ws://host:port or wss://host:port, got ${JSON.stringify(url)}`);
+  const tls = m[1] === 'wss' || m[1] === 'https';
+  return { ws: `${tls ? 'wss' : 'ws'}://${m[2]}`, http: `${tls ? 'https' : 'http'}://${m[2]}`, tls };
+}
+
+/** The largest answer a legal request to this model can get (the WebSocket frame limit). */
+export function maxAnswerBytes(info: ModelInfo): number {
+  const maxK = maxInnerDim(paramsById(info.paramsId), info.actBits, 8);
+  let most = 0;
+  for (const g of Object.keys(WIRE_GROUPS) as ProjectionGroup[]) {
+    const dims = shapeGroupDims(info.shape, g);
+    const C = dims[0][1];
+    const rows = dims.map(([r]) => r);
+    const K = rows.reduce((s, r) => s + r, 0);
+    most = Math.max(most,
+      encryptedOutputBytes(info.paramsId, rows, info.maxTokens, featureChunks(C, maxK).length),
+      encryptedOutputBytes(info.paramsId, [C], info.maxTokens, featureChunks(K, maxK).length));
+  }
+  return most + 1024;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export class RemoteSession {
+  /** Payload bytes sent / received (WebSocket messages and HTTP bodies/headers we wrote). */
+  bytesUp = 0;
+  bytesDown = 0;
+  reconnects = 0;
+  info!: ModelInfo;
+
+  private readonly base: { ws: string; http: string; tls: boolean };
+  private readonly pending = new Map<bigint, PendingRequest>();
+  private nextId = 1n;
+  private ws: WebSocket | null = null;
+  private closed = false;
+  private reconnecting: Promise<void> | null = null;
+  private fatal: Error | null = null;
+
+  private constructor(readonly opts: RemoteSessionOptions) {
+    this.base = normalizeBase(opts.url);
+  }
+
+  /** Connects, fetches the model info and checks the model hash. */
+  static async connect(opts: RemoteSessionOptions): Promise<RemoteSession> {
+    const s = new RemoteSession(opts);
+    const text = await s.httpGet(MODEL_INFO_PATH);
+    s.info = parseModelInfo(text);
+    if (!WIRE_PARAMS.has(s.info.paramsId)) throw new Error(`helora: the server uses parameter set ${s.info.paramsId}, this client knows ${[...WIRE_PARAMS.keys()].join(', ')}`);
+    s.checkHash(s.info.hash);
+    await s.openSocket();
+    return s;
+  }
+
+  get url(): string {
+    return this.base.ws;
+  }
+
+  private checkHash(hash: string): void {
+    const want = this.opts.expectedModelHash;
+    if (want !== undefined && hash !== want.toLowerCase()) {
+      throw new Error(`helora: the server's model hash ${hash} differs from the expected ${want}: refusing to send data to a different model`);
+    }
+    if (this.info && hash !== this.info.hash) {
+      throw new Error(`helora: after reconnecting, the server's model hash is ${hash}, the session started with ${this.info.hash}`);
+    }
+  }
+
+  private headers(): Record<string, string> {
+    return this.opts.token !== undefined ? { authorization: `Bearer ${this.opts.token}` } : {};
+  }
+
+  /** GET a small JSON document; the body is size-limited before it is buffered. */
+  httpGet(path: string): Promise<string> {
+    const timeout = this.opts.connectTimeoutMs ?? 10_000;
+    const url = new URL(path, this.base.http);
+    const headers = this.headers();
+    // What goes on the wire for a GET: the request line and our headers (no body).
+    const head = Buffer.from(`GET ${url.pathname} HTTP/1.1\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`);
+    this.opts.capture?.(head, 'http');
+    this.bytesUp += head.length;
+    return new Promise<string>((resolve, reject) => {
+      const done = (res: IncomingMessage): void => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (c: Buffer) => {
+          size += c.length;
+          if (size > MAX_MODEL_INFO_BYTES) {
+            req.destroy(new Error(`helora: ${path} answered more than ${MAX_MODEL_INFO_BYTES} bytes`));
+            return;
+          }
+          chunks.push(c);
+        });
+        res.on('end', () => {
+          this.bytesDown += size;
+          const body = Buffer.concat(chunks).toString('utf8');
+          if (res.statusCode === 200) return resolve(body);
+          let why = body.slice(0, 300);
+          try { why = String((JSON.parse(body) as { error?: unknown }).error ?? why); } catch { /* keep the raw text */ }
+          const err = new Error(`helora: GET ${url.href} failed with HTTP ${res.statusCode}: ${why}`);
+          (err as Error & { status?: number }).status = res.statusCode;
+          reject(err);
+        });
+        res.on('error', reject);
+      };
+      const req = this.base.tls
+        ? httpsRequest(url, { headers, ca: this.opts.ca, timeout }, done)
+        : httpRequest(url, { headers, timeout }, done);
+      req.on('timeout', () => req.destroy(new Error(`helora: GET ${url.href} timed out after ${timeout} ms`)));
+      req.on('error', reject);
+      req.end();
+    });
+  }
+
+  private openSocket(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const ws = new WebSocket(this.base.ws + WS_PATH, {
+        headers: this.headers(),
+        ca: this.opts.ca,
+        handshakeTimeout: this.opts.connectTimeoutMs ?? 10_000,
+        perMessageDeflate: false,
+        maxPayload: maxAnswerBytes(this.info),
+      });
+      ws.binaryType = 'nodebuffer';
+      let opened = false;
+      ws.on('unexpected-response', (_req, res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => { if (chunks.length < 16) chunks.push(c); });
+        res.on('end', () => {
+          let why = Buffer.concat(chunks).toString('utf8').slice(0, 300);
+          try { why = String((JSON.parse(why) as { error?: unknown }).error ?? why); } catch { /* raw */ }
+          const err = new Error(`helora: the server refused the WebSocket connection with HTTP ${res.statusCode}: ${why}`);
+          (err as Error & { status?: number }).status = res.statusCode;
+          reject(err);
+        });
+        ws.terminate();
+      });
+      let alive = true;
+      let pinger: NodeJS.Timeout | null = null;
+      ws.on('pong', () => { alive = true; });
+      ws.on('open', () => {
+        opened = true;
+        this.ws = ws;
+        pinger = setInterval(() => {
+          // Only a connection with work outstanding needs to be proven alive.
+          if (this.pending.size === 0) { alive = true; return; }
+          if (!alive) { ws.terminate(); return; }
+          alive = false;
+          ws.ping();
+        }, this.opts.pingIntervalMs ?? 30_000);
+        pinger.unref();
+        resolve();
+        // Requests that were waiting for this connection go out now.
+        for (const p of this.pending.values()) if (!p.timer) this.sendBytes(p.bytes);
+      });
+      ws.on('message', (data: Buffer) => this.onMessage(data));
+      ws.on('error', (e) => {
+        if (!opened) reject(e);
+      });
+      ws.on('close', () => {
+        if (pinger) clearInterval(pinger);
+        if (this.ws === ws) this.ws = null;
+        if (opened && !this.closed) void this.recover();
+      });
+    });
+  }
+
+  private sendBytes(bytes: Uint8Array): void {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return; // sent on reconnect
+    this.opts.capture?.(bytes, 'ws');
+    this.bytesUp += bytes.length;
+    ws.send(bytes, { binary: true });
+  }
+
+  /** Reconnects with exponential backoff until the deadline, then re-sends every pending request. */
+  private recover(): Promise<void> {
+    this.reconnecting ??= (async () => {
+      const deadline = Date.now() + (this.opts.retryDeadlineMs ?? 120_000);
+      let wait = this.opts.initialBackoffMs ?? 100;
+      const maxWait = this.opts.maxBackoffMs ?? 5_000;
+      let last: unknown = null;
+      while (!this.closed && Date.now() < deadline) {
+        await sleep(Math.min(wait, Math.max(0, deadline - Date.now())));
+        wait = Math.min(maxWait, wait * 2);
+        if (this.closed) break;
+        try {
+          const health = JSON.parse(await this.httpGet(HEALTH_PATH)) as { model_hash?: unknown };
+          this.checkHash(String(health.model_hash));
+          await this.openSocket();
+          this.reconnects++;
+          return;
+        } catch (e) {
+          last = e;
+          const status = (e as { status?: number }).status;
+          // A different model or a refused token will not fix itself.
+          if (status === 401 || /model hash/.test((e as Error).message)) break;
+        }
+      }
+      const why = last instanceof Error ? last.message : 'session closed';
+      this.failAll(new Error(`helora: lost the connection to ${this.base.ws} and could not reconnect: ${why}`));
+    })().finally(() => {
+      this.reconnecting = null;
+    });
+    return this.reconnecting;
+  }
+
+  private failAll(e: Error): void {
+    this.fatal = e;
+    for (const p of this.pending.values()) {
+      if (p.timer) clearTimeout(p.timer);
+      p.reject(e);
+    }
+    this.pending.clear();
+  }
+
+  private onMessage(data: Buffer): void {
+    this.bytesDown += data.length;
+    let d;
+    try {
+      d = decodeMessage(data);
+    } catch (e) {
+      // An answer we cannot read fails its request, when the header says which one.
+      try {
+        const p = this.pending.get(peekHeader(data).requestId);
+        if (p) {
+          this.pending.delete(p.id);
+          p.reject(new Error(`helora: the server's answer to request ${p.id} is malformed: ${(e as Error).message}`));
+        }
+      } catch { /* not even a header: ignore the frame */ }
+      return;
+    }
+    const p = this.pending.get(d.message.requestId);
+    if (!p) return;
+    if (d.type === MessageType.Error) {
+      const { code, message } = d.message;
+      // Overload answers are retried after a pause (same bytes), until the request's deadline.
+      if ((code === ServerErrorCode.RateLimited || code === ServerErrorCode.Busy) && Date.now() < p.deadline) {
+        const delay = Math.min(this.opts.maxBackoffMs ?? 5_000, (this.opts.initialBackoffMs ?? 100) * 2 ** Math.min(p.retries++, 10));
+        p.timer = setTimeout(() => {
+          p.timer = null;
+          this.sendBytes(p.bytes);
+        }, delay);
+        return;
+      }
+      this.pending.delete(p.id);
+      p.reject(new RemoteError(code, `helora: the server answered error ${code}: ${message}`));
+      return;
+    }
+    this.pending.delete(p.id);
+    if (d.type !== MessageType.EncryptedOutput) {
+      p.reject(new Error(`helora: the server answered message type ${d.type} to request ${p.id}`));
+      return;
+    }
+    const m = d.message;
+    if (m.op !== p.op || m.layer !== p.layer || m.group !== p.group) {
+      p.reject(new Error(`helora: the answer to request ${p.id} is for op ${m.op} layer ${m.layer} group ${m.group}, asked op ${p.op} layer ${p.layer} group ${p.group}`));
+      return;
+    }
+    p.resolve(m);
+  }
+
+  /** Sends one ENCRYPTED_INPUT (its request id is assigned here) and waits for the answer. */
+  request(msg: Omit<EncryptedInputMessage, 'requestId'>): Promise<EncryptedOutputMessage> {
+    if (this.closed) return Promise.reject(new Error('helora: the remote session is closed'));
+    if (this.fatal) return Promise.reject(this.fatal);
+    const id = this.nextId++;
+    const bytes = encodeEncryptedInput({ ...msg, requestId: id });
+    return new Promise<EncryptedOutputMessage>((resolve, reject) => {
+      this.pending.set(id, {
+        id, bytes, op: msg.op, layer: msg.layer, group: msg.group, resolve, reject,
+        deadline: Date.now() + (this.opts.retryDeadlineMs ?? 120_000), retries: 0, timer: null,
+      });
+      this.sendBytes(bytes);
+    });
+  }
+
+  /** Sends raw bytes as one binary frame (tests of the server's validation). */
+  sendRaw(bytes: Uint8Array): void {
+    this.sendBytes(bytes);
+  }
+
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.failAll(new Error('helora: the remote session was closed'));
+    const ws = this.ws;
+    this.ws = null;
+    if (ws && ws.readyState !== WebSocket.CLOSED) {
+      await new Promise<void>((resolve) => {
+        ws.once('close', () => resolve());
+        ws.close(1000);
+        setTimeout(() => { ws.terminate(); resolve(); }, 1000).unref();
+      });
+    }
+  }
+}
+
+/** Traffic and time split of a RemoteEncryptedProvider. */
+export interface RemoteStats {
+  requests: number;
+  bytesUp: number;
+  bytesDown: number;
+  /** Quantize + encrypt + decrypt + dequantize on this machine. */
+  cryptoMs: number;
+  /** From sending a request to its answer (network + server queue + server compute). */
+  serverWaitMs: number;
+  reconnects: number;
+}
+
+export interface RemoteProviderOptions extends RemoteSessionOptions {
+  /** The RLWE secret key (default: a fresh one). It never leaves this process. */
+  key?: SecretKey;
+}
+
+/** FrozenLinearProvider whose products run on a helora server over encrypted activations. */
+export class RemoteEncryptedProvider implements FrozenLinearProvider {
+  readonly he: HeLinearClient;
+  private cryptoMs = 0;
+  private serverWaitMs = 0;
+  private requests = 0;
+
+  constructor(readonly session: RemoteSession, opts: { key?: SecretKey } = {}) {
+    const info = session.info;
+    this.he = new HeLinearClient({ params: paramsById(info.paramsId), key: opts.key, actBits: info.actBits });
+  }
+
+  static async connect(opts: RemoteProviderOptions): Promise<RemoteEncryptedProvider> {
+    const session = await RemoteSession.connect(opts);
+    return new RemoteEncryptedProvider(session, { key: opts.key });
+  }
+
+  get info(): ModelInfo {
+    return this.session.info;
+  }
+
+  stats(): RemoteStats {
+    return {
+      requests: this.requests, bytesUp: this.session.bytesUp, bytesDown: this.session.bytesDown,
+      cryptoMs: this.cryptoMs, serverWaitMs: this.serverWaitMs, reconnects: this.session.reconnects,
+    };
+  }
+
+  private scales(layer: number, group: ProjectionGroup): Float32Array[] {
+    const info = this.session.info;
+    if (!Number.isInteger(layer) || layer < 0 || layer >= info.shape.numLayers) throw new Error(`helora: layer ${layer} is outside 0..${info.shape.numLayers - 1}`);
+    const s = info.scales[layer][group];
+    if (!s) throw new Error(`helora: unknown projection group ${String(group)}`);
+    return s;
+  }
+
+  /** Token ranges of at most maxTokens (a multiple of N when possible, so no extra padding). */
+  private tokenChunks(T: number): [number, number][] {
+    const N = this.he.params.ringDegree;
+    let step = this.session.info.maxTokens;
+    if (step >= N) step -= step % N;
+    const out: [number, number][] = [];
+    for (let t0 = 0; t0 < T; t0 += step) out.push([t0, Math.min(T, t0 + step)]);
+    return out;
+  }
+
+  private async roundTrip(direction: 'forward' | 'backward', layer: number, group: ProjectionGroup, req: EncryptedInput): Promise<EncryptedOutput> {
+    const N = this.he.params.ringDegree;
+    const up = WIRE_PARAMS.get(req.paramsId)!.uploadBytes;
+    const offsets: number[] = [0];
+    for (const c of req.partCols) offsets.push(offsets[offsets.length - 1] + c * N * up);
+    const blocks = req.blocks.map((b) => req.partCols.map((_, j) => b.subarray(offsets[j], offsets[j + 1])));
+    const t0 = performance.now();
+    const m = await this.session.request({
+      paramsId: req.paramsId, op: direction === 'forward' ? Op.Forward : Op.Backward, layer, group: WIRE_GROUPS[group] as EncryptedInputMessage['group'],
+      cols: req.partCols, tokens: req.T, seed: req.seed, blocks,
+    });
+    this.serverWaitMs += performance.now() - t0;
+    this.requests++;
+    return { paramsId: m.paramsId, T: m.tokens, outputRows: m.rows, terms: m.terms, blocks: m.blocks };
+  }
+
+  async forward(layer: number, group: ProjectionGroup, x: Float32Array, T: number): Promise<Float32Array[]> {
+    const wScales = this.scales(layer, group);
+    const dims = shapeGroupDims(this.session.info.shape, group);
+    const C = dims[0][1];
+    if (!Number.isInteger(T) || T < 1 || x.length !== T * C) throw new Error(`helora: ${group} input has ${x.length} values, expected T*${C} with T = ${T}`);
+    const parts = await Promise.all(this.tokenChunks(T).map(async ([t0, t1]) => {
+      let c0 = performance.now();
+      const pending = this.he.encryptForward(x.subarray(t0 * C, t1 * C), t1 - t0, C);
+      this.cryptoMs += performance.now() - c0;
+      const res = await this.roundTrip('forward', layer, group, pending.request);
+      c0 = performance.now();
+      const ys = this.he.decryptForward(pending, res, wScales);
+      this.cryptoMs += performance.now() - c0;
+      return ys;
+    }));
+    if (parts.length === 1) return parts[0];
+    return dims.map(([rows], j) => {
+      const y = new Float32Array(T * rows);
+      let off = 0;
+      for (const p of parts) { y.set(p[j], off); off += p[j].length; }
+      return y;
+    });
+  }
+
+  async backward(layer: number, group: ProjectionGroup, dys: Float32Array[], T: number): Promise<Float32Array> {
+    const wScales = this.scales(layer, group);
+    const dims = shapeGroupDims(this.session.info.shape, group);
+    const C = dims[0][1];
+    if (dys.length !== dims.length) throw new Error(`helora: ${group} backward takes ${dims.length} gradients, got ${dys.length}`);
+    dys.forEach((dy, j) => {
+      if (dy.length !== T * dims[j][0]) throw new Error(`helora: ${group} gradient ${j} has ${dy.length} values, expected ${T} x ${dims[j][0]}`);
+    });
+    const parts = await Promise.all(this.tokenChunks(T).map(async ([t0, t1]) => {
+      let c0 = performance.now();
+      const slice = dys.map((dy, j) => dy.subarray(t0 * dims[j][0], t1 * dims[j][0]));
+      const pending = this.he.encryptBackward(slice, t1 - t0, wScales);
+      this.cryptoMs += performance.now() - c0;
+      const res = await this.roundTrip('backward', layer, group, pending.request);
+      c0 = performance.now();
+      const dx = this.he.decryptBackward(pending, res, C);
+      this.cryptoMs += performance.now() - c0;
+      return dx;
+    }));
+    if (parts.length === 1) return parts[0];
+    const dx = new Float32Array(T * C);
+    let off = 0;
+    for (const p of parts) { dx.set(p, off); off += p.length; }
+    return dx;
+  }
+
+  close(): Promise<void> {
+    return this.session.close();
+  }
+}

@@ -1,0 +1,205 @@
+// The compute provider's model: the projection weights of a Hugging Face folder, quantized per
+// output channel once at start, registered as encrypted projection groups, plus the public model
+// hash and info that clients check and use.
+//
+// Model hash (hex sha256) over this canonical byte string, which anyone with the weights can rebuild:
+//   "helora-model-hash-v1\n" (ASCII) | numLayers u32
+//   for layer 0..L-1, for group in [qkv, o, gate_up, down], for each matrix of the group in HF order
+//   (q, k, v | o | gate, up | down):
+//     rows u32 | cols u32 | values: rows*cols int8, row-major | scales: rows float32
+// All integers and floats little-endian. The quantization is deterministic
+// (src/quant/quantize.ts quantizeWeightsPerChannel), so the same folder always gives the same hash.
+
+import { createHash, type Hash } from 'node:crypto';
+import { paramsById, type RlweParams } from '../crypto/index.js';
+import { KernelPool } from '../kernels/pool.js';
+import { HeLinearServer, localBackend, poolBackend } from '../linear/server.js';
+import type { EncryptedInput, EncryptedOutput } from '../linear/types.js';
+import type { LlamaConfig } from '../model/config.js';
+import { GROUP_MODULES, groupShapes, groupWeights, PROJECTION_GROUPS, type ProjectionGroup, type TensorMap } from '../model/frozen.js';
+import { loadModelFolder } from '../model/loader.js';
+import { DEFAULT_ACT_BITS, quantizeWeightsPerChannel, type QuantizedWeights } from '../quant/quantize.js';
+import { HOST_LITTLE_ENDIAN } from '../util/bytes.js';
+import { shapeOf, type ModelInfo } from './model-info.js';
+
+export const MODEL_HASH_DOMAIN = 'helora-model-hash-v1\n';
+/** Default most tokens per request: two ciphertext column blocks of N = 2048. */
+export const DEFAULT_MAX_TOKENS = 4096;
+
+/** Quantized projection weights of every layer: layers[l][group] = matrices in HF order. */
+export interface QuantizedModel {
+  config: LlamaConfig;
+  layers: Record<ProjectionGroup, QuantizedWeights[]>[];
+  hash: string;
+}
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+}
+
+function f32Bytes(a: Float32Array): Uint8Array {
+  if (HOST_LITTLE_ENDIAN) return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  const b = Buffer.alloc(a.length * 4);
+  for (let i = 0; i < a.length; i++) b.writeFloatLE(a[i], 4 * i);
+  return b;
+}
+
+/** Feeds one layer's matrices into a model hash (see the encoding above). */
+function hashLayer(h: Hash, layer: Record<ProjectionGroup, QuantizedWeights[]>): void {
+  for (const g of PROJECTION_GROUPS) {
+    for (const w of layer[g]) {
+      h.update(u32(w.rows));
+      h.update(u32(w.cols));
+      h.update(new Uint8Array(w.values.buffer, w.values.byteOffset, w.values.byteLength));
+      h.update(f32Bytes(w.scales));
+    }
+  }
+}
+
+/** The model hash of already quantized layers (see the encoding above). */
+export function modelHash(layers: Record<ProjectionGroup, QuantizedWeights[]>[]): string {
+  const h = createHash('sha256');
+  h.update(MODEL_HASH_DOMAIN, 'ascii');
+  h.update(u32(layers.length));
+  for (const layer of layers) hashLayer(h, layer);
+  return h.digest('hex');
+}
+
+/** Quantizes the projection groups of one layer from an HF tensor map. */
+export function quantizeLayer(config: LlamaConfig, tensors: TensorMap, layer: number): Record<ProjectionGroup, QuantizedWeights[]> {
+  const out = {} as Record<ProjectionGroup, QuantizedWeights[]>;
+  for (const g of PROJECTION_GROUPS) {
+    const shapes = groupShapes(config, g);
+    out[g] = groupWeights(config, tensors, layer, g).map((w, j) => quantizeWeightsPerChannel(w, shapes[j][0], shapes[j][1]));
+  }
+  return out;
+}
+
+/** Quantizes every projection of an in-memory tensor map. */
+export function quantizeModel(config: LlamaConfig, tensors: TensorMap): QuantizedModel {
+  const layers = Array.from({ length: config.numLayers }, (_, l) => quantizeLayer(config, tensors, l));
+  return { config, layers, hash: modelHash(layers) };
+}
+
+const PROJECTION_RE = /^model\.layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)\.weight$/;
+
+/**
+ * Loads and quantizes the projection weights of a model folder one layer at a time, so only one
+ * layer's fp32 weights are in memory at once (embeddings, norms and the LM head are never read).
+ */
+export function loadQuantizedModel(dir: string): QuantizedModel {
+  const first = loadModelFolder(dir, () => false); // config.json only (and a header check of the files)
+  const config = first.config;
+  const layers: Record<ProjectionGroup, QuantizedWeights[]>[] = [];
+  for (let l = 0; l < config.numLayers; l++) {
+    const prefix = `model.layers.${l}.`;
+    const { tensors } = loadModelFolder(dir, (name) => name.startsWith(prefix) && PROJECTION_RE.test(name));
+    layers.push(quantizeLayer(config, tensors, l));
+  }
+  return { config, layers, hash: modelHash(layers) };
+}
+
+/** The model hash of a folder, as a client recomputes it to check a server's claim. */
+export function modelHashOfFolder(dir: string): string {
+  return loadQuantizedModel(dir).hash;
+}
+
+/** A request the server refuses because of its content (unknown layer, wrong shapes). */
+export class BadRequestError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'BadRequestError';
+  }
+}
+
+export interface ModelServerOptions {
+  /** Worker threads for the products (default: every core); 0 runs them on the calling thread. */
+  threads?: number;
+  /** Use this pool instead of creating one (it is not closed by close()). */
+  pool?: KernelPool;
+  actBits?: number;
+  params?: RlweParams;
+  maxTokens?: number;
+}
+
+function groupKey(layer: number, group: ProjectionGroup): string {
+  return `${layer}.${group}`;
+}
+
+/** The server side of every projection group of a model. */
+export class ModelServer {
+  readonly info: ModelInfo;
+  private constructor(
+    readonly config: LlamaConfig,
+    readonly hash: string,
+    readonly params: RlweParams,
+    private readonly he: HeLinearServer,
+    private readonly ownedPool: KernelPool | null,
+    info: ModelInfo,
+  ) {
+    this.info = info;
+  }
+
+  /** Registers every group of a quantized model (the weights go to the workers once). */
+  static async create(model: QuantizedModel, opts: ModelServerOptions = {}): Promise<ModelServer> {
+    const params = opts.params ?? paramsById(1);
+    const actBits = opts.actBits ?? DEFAULT_ACT_BITS;
+    const maxTokens = opts.maxTokens ?? DEFAULT_MAX_TOKENS;
+    if (!Number.isSafeInteger(maxTokens) || maxTokens < 1) throw new Error(`helora: maxTokens must be a positive integer, got ${maxTokens}`);
+    let owned: KernelPool | null = null;
+    let pool = opts.pool ?? null;
+    if (!pool && opts.threads !== 0) pool = owned = await KernelPool.create(opts.threads);
+    try {
+      const he = new HeLinearServer({ params, actBits, backend: pool ? poolBackend(pool) : localBackend() });
+      const { config } = model;
+      for (let l = 0; l < config.numLayers; l++) {
+        for (const g of PROJECTION_GROUPS) {
+          await he.registerGroup(groupKey(l, g), model.layers[l][g].map((w) => ({ values: w.values, rows: w.rows, cols: w.cols })));
+        }
+      }
+      const scales = model.layers.map((layer) => Object.fromEntries(PROJECTION_GROUPS.map((g) => [g, layer[g].map((w) => w.scales)])) as Record<ProjectionGroup, Float32Array[]>);
+      const info: ModelInfo = { hash: model.hash, paramsId: params.id, actBits, maxTokens, shape: shapeOf(config), scales };
+      return new ModelServer(config, model.hash, params, he, owned, info);
+    } catch (e) {
+      await owned?.close();
+      throw e;
+    }
+  }
+
+  /** Loads, quantizes and registers a model folder. */
+  static async fromFolder(dir: string, opts: ModelServerOptions = {}): Promise<ModelServer> {
+    return ModelServer.create(loadQuantizedModel(dir), opts);
+  }
+
+  get maxTokens(): number {
+    return this.info.maxTokens;
+  }
+
+  /** Input features of each part of a request for (direction, group). */
+  inputCols(direction: 'forward' | 'backward', group: ProjectionGroup): number[] {
+    const dims = groupShapes(this.config, group);
+    return direction === 'forward' ? [dims[0][1]] : dims.map(([rows]) => rows);
+  }
+
+  /** Validates and runs one product. Content errors throw BadRequestError. */
+  async product(direction: 'forward' | 'backward', layer: number, group: ProjectionGroup, input: EncryptedInput): Promise<EncryptedOutput> {
+    if (!Number.isInteger(layer) || layer < 0 || layer >= this.config.numLayers) {
+      throw new BadRequestError(`helora: unknown layer ${layer}: this model has layers 0..${this.config.numLayers - 1}`);
+    }
+    if (!GROUP_MODULES[group]) throw new BadRequestError(`helora: unknown projection group ${String(group)}`);
+    if (input.paramsId !== this.params.id) throw new BadRequestError(`helora: request uses parameter set ${input.paramsId}, this server runs ${this.params.id}`);
+    if (input.T > this.maxTokens) throw new BadRequestError(`helora: request has ${input.T} tokens, this server accepts at most ${this.maxTokens} per request`);
+    const want = this.inputCols(direction, group);
+    if (input.partCols.length !== want.length || input.partCols.some((c, i) => c !== want[i])) {
+      throw new BadRequestError(`helora: ${direction} of layer ${layer} ${group} needs input parts of [${want.join(', ')}] features, got [${input.partCols.join(', ')}]`);
+    }
+    const key = groupKey(layer, group);
+    return direction === 'forward' ? this.he.forward(key, input) : this.he.backward(key, input);
+  }
+
+  async close(): Promise<void> {
+    await this.ownedPool?.close();
+  }
+}

@@ -1,0 +1,52 @@
+// A minimal stand-alone server process (tests fork it; `helora serve` offers the full CLI):
+//   node serve-process.js --model DIR [--host H] [--port P] [--token T] [--threads N]
+//                         [--rate R] [--burst B] [--max-connections C] [--max-tokens M] [--act-bits A]
+// Logs JSON lines on stdout; the "listening" line carries the URL. SIGTERM/SIGINT close it cleanly.
+
+import { ModelServer } from './model-server.js';
+import { startServer } from './server.js';
+
+function parseArgs(argv: string[]): Map<string, string> {
+  const out = new Map<string, string>();
+  for (let i = 0; i < argv.length; i += 2) {
+    const k = argv[i];
+    const v = argv[i + 1];
+    if (!k.startsWith('--') || v === undefined) throw new Error(`helora: serve-process: expected --name value pairs, got ${JSON.stringify(argv.slice(i, i + 2))}`);
+    out.set(k.slice(2), v);
+  }
+  return out;
+}
+
+function int(args: Map<string, string>, key: string): number | undefined {
+  const v = args.get(key);
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new Error(`helora: --${key} must be a number, got ${v}`);
+  return n;
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const dir = args.get('model');
+  if (!dir) throw new Error('helora: serve-process needs --model DIR');
+  const model = await ModelServer.fromFolder(dir, { threads: int(args, 'threads'), maxTokens: int(args, 'max-tokens'), actBits: int(args, 'act-bits') });
+  const rate = int(args, 'rate');
+  const server = await startServer({
+    model,
+    host: args.get('host'),
+    port: int(args, 'port'),
+    token: args.get('token'),
+    maxConnections: int(args, 'max-connections'),
+    rateLimit: rate !== undefined ? { perSecond: rate, burst: int(args, 'burst') ?? rate } : undefined,
+  });
+  const stop = (): void => {
+    void server.close().then(() => model.close()).then(() => process.exit(0));
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(1);
+});
