@@ -34,7 +34,6 @@ before(() => {
 });
 
 after(() => {
-  if (process.env.HELORA_DEBUG_HANDLES) setTimeout(() => console.error((process as unknown as { _getActiveHandles(): object[] })._getActiveHandles().map((h) => h.constructor.name)), 2000).unref();
   for (const c of children) c.kill('SIGKILL');
   rmSync(work, { recursive: true, force: true });
 });

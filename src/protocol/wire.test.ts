@@ -332,6 +332,8 @@ test('server error codes for decode failures', () => {
   assert.equal(serverCodeFor(new WireError('too_large', 'x')), ServerErrorCode.TooLarge);
   assert.equal(serverCodeFor(new WireError('truncated', 'x')), ServerErrorCode.Malformed);
   assert.deepEqual(WIRE_PARAMS.get(1), { id: 1, ringDegree: 2048, uploadBytes: 5, downloadBytes: 4 });
+  // codes are part of the protocol: distinct, stable numbers
+  assert.deepEqual(Object.values(ServerErrorCode), [1, 2, 3, 4, 5, 6, 7, 8]);
 });
 
 /** Decodes, and demands either a WireError or a decode that re-encodes to the same bytes. */

@@ -225,7 +225,7 @@ export function microBatching(batchTokens: number, seqLen: number): { T: number;
  * write into the residual stream (o_proj, down_proj) scaled by 1/sqrt(2 * layers), as GPT-2 does,
  * so the residual variance does not grow with depth.
  */
-export function initTensors(configJson: Record<string, unknown>, o: PretrainOptions): TensorMap {
+export function initTensors(o: PretrainOptions): TensorMap {
   const t = randomLlamaTensors({
     hiddenSize: o.hidden, intermediateSize: o.intermediate, numLayers: o.layers, numHeads: o.heads, numKvHeads: o.kvHeads, vocabSize: o.vocab,
   }, o.seed);
@@ -236,7 +236,6 @@ export function initTensors(configJson: Record<string, unknown>, o: PretrainOpti
       for (let i = 0; i < d.length; i++) d[i] = d[i]! * s;
     }
   }
-  void configJson;
   return t;
 }
 
@@ -281,8 +280,9 @@ export function roundToBf16InPlace(tensors: TensorMap): void {
 
 function fmtTime(s: number): string {
   if (!Number.isFinite(s)) return '?';
-  const m = Math.floor(s / 60);
-  return m > 0 ? `${m}m${String(Math.round(s % 60)).padStart(2, '0')}s` : `${s.toFixed(0)}s`;
+  const r = Math.round(s);
+  const m = Math.floor(r / 60);
+  return m > 0 ? `${m}m${String(r % 60).padStart(2, '0')}s` : `${r}s`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -321,7 +321,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   // 2. Model.
   const configJson = pretrainConfigJson(o, eotId);
   const config = parseConfig(configJson);
-  const tensors = initTensors(configJson, o);
+  const tensors = initTensors(o);
   const provider = LocalTrainableProvider.fromTensors(config, tensors);
   const model = LlamaModel.fromTensors(config, tensors, provider, { fullGrads: true });
   const params = model.parameters().reduce((a, p) => a + p.value.length, 0);

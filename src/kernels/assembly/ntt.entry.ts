@@ -149,25 +149,11 @@ function forward(a: usize, base: usize, p: u32, mul: bool): void {
       for (; x < end; x += 16) ctStore(x, x + off, w, ws, pv, p2);
     }
   }
-  // t = 2 (m = N/4): pairs (j, j+2) inside each 4-element group, one twiddle per group.
+  // t = 2 and t = 1 together, 8 coefficients (two vectors) per step, in registers:
+  // t = 2 (m = N/4): pairs (j, j+2) inside each 4-element group, one twiddle per group;
+  // t = 1 (m = N/2): pairs (2i, 2i+1) with twiddle fw[N/2 + i].
   const fw2 = tab(base, 2);
   const fw2s = tab(base, 3);
-  for (let j = 0; j < n; j += 8) {
-    const x = a + (<usize>j << 2);
-    const A = v128.load(x);
-    const B = v128.load(x + 16);
-    let X = i32x4.shuffle(A, B, 0, 1, 4, 5);
-    const Y = i32x4.shuffle(A, B, 2, 3, 6, 7);
-    const w = v128.load(fw2 + (<usize>j << 1));
-    const ws = v128.load(fw2s + (<usize>j << 1));
-    X = csub(X, p2);
-    const T = shoup(Y, w, ws, pv);
-    const U = i32x4.add(X, T);
-    const V = i32x4.add(i32x4.sub(X, T), p2);
-    v128.store(x, i32x4.shuffle(U, V, 0, 1, 4, 5));
-    v128.store(x + 16, i32x4.shuffle(U, V, 2, 3, 6, 7));
-  }
-  // t = 1 (m = N/2): pairs (2i, 2i+1) with twiddle fw[N/2 + i].
   const half = <usize>(n >> 1) << 2;
   const sh = tab(base, 8);
   const shs = tab(base, 9);
@@ -176,16 +162,18 @@ function forward(a: usize, base: usize, p: u32, mul: bool): void {
     const x = a + o;
     const A = v128.load(x);
     const B = v128.load(x + 16);
-    let X = i32x4.shuffle(A, B, 0, 2, 4, 6);
-    const Y = i32x4.shuffle(A, B, 1, 3, 5, 7);
-    const w = v128.load(fw + half + (<usize>j << 1));
-    const ws = v128.load(fws + half + (<usize>j << 1));
-    X = csub(X, p2);
-    const T = shoup(Y, w, ws, pv);
-    const U = i32x4.add(X, T);
-    const V = i32x4.add(i32x4.sub(X, T), p2);
-    let R0 = i32x4.shuffle(U, V, 0, 4, 1, 5);
-    let R1 = i32x4.shuffle(U, V, 2, 6, 3, 7);
+    // t = 2: X = a0 a1 a4 a5, Y = a2 a3 a6 a7
+    const X = csub(i32x4.shuffle(A, B, 0, 1, 4, 5), p2);
+    const T = shoup(i32x4.shuffle(A, B, 2, 3, 6, 7), v128.load(fw2 + (<usize>j << 1)), v128.load(fw2s + (<usize>j << 1)), pv);
+    const U = i32x4.add(X, T); // new a0 a1 a4 a5
+    const V = i32x4.add(i32x4.sub(X, T), p2); // new a2 a3 a6 a7
+    // t = 1: X1 = a0 a2 a4 a6, Y1 = a1 a3 a5 a7
+    const X1 = csub(i32x4.shuffle(U, V, 0, 4, 2, 6), p2);
+    const T1 = shoup(i32x4.shuffle(U, V, 1, 5, 3, 7), v128.load(fw + half + (<usize>j << 1)), v128.load(fws + half + (<usize>j << 1)), pv);
+    const U1 = i32x4.add(X1, T1);
+    const V1 = i32x4.add(i32x4.sub(X1, T1), p2);
+    let R0 = i32x4.shuffle(U1, V1, 0, 4, 1, 5);
+    let R1 = i32x4.shuffle(U1, V1, 2, 6, 3, 7);
     if (mul) {
       R0 = shoup(R0, v128.load(sh + o), v128.load(shs + o), pv);
       R1 = shoup(R1, v128.load(sh + o + 16), v128.load(shs + o + 16), pv);
@@ -202,36 +190,26 @@ function inverse(a: usize, base: usize, p: u32): void {
   const p2 = i32x4.splat(p << 1);
   const iw = tab(base, 4);
   const iws = tab(base, 5);
-  // t = 1 (h = N/2): pairs (2i, 2i+1) with twiddle iw[N/2 + i].
+  // t = 1 and t = 2 together, 8 coefficients per step, in registers:
+  // t = 1 (h = N/2): pairs (2i, 2i+1) with twiddle iw[N/2 + i];
+  // t = 2 (h = N/4): pairs (j, j+2) inside each 4-element group.
   const half = <usize>(n >> 1) << 2;
-  for (let j = 0; j < n; j += 8) {
-    const x = a + (<usize>j << 2);
-    const A = v128.load(x);
-    const B = v128.load(x + 16);
-    const X = i32x4.shuffle(A, B, 0, 2, 4, 6);
-    const Y = i32x4.shuffle(A, B, 1, 3, 5, 7);
-    const w = v128.load(iw + half + (<usize>j << 1));
-    const ws = v128.load(iws + half + (<usize>j << 1));
-    const U = csub(i32x4.add(X, Y), p2);
-    const V = shoup(i32x4.add(i32x4.sub(X, Y), p2), w, ws, pv);
-    v128.store(x, i32x4.shuffle(U, V, 0, 4, 1, 5));
-    v128.store(x + 16, i32x4.shuffle(U, V, 2, 6, 3, 7));
-  }
-  // t = 2 (h = N/4)
   const iw2 = tab(base, 6);
   const iw2s = tab(base, 7);
   for (let j = 0; j < n; j += 8) {
     const x = a + (<usize>j << 2);
     const A = v128.load(x);
     const B = v128.load(x + 16);
-    const X = i32x4.shuffle(A, B, 0, 1, 4, 5);
-    const Y = i32x4.shuffle(A, B, 2, 3, 6, 7);
-    const w = v128.load(iw2 + (<usize>j << 1));
-    const ws = v128.load(iw2s + (<usize>j << 1));
-    const U = csub(i32x4.add(X, Y), p2);
-    const V = shoup(i32x4.add(i32x4.sub(X, Y), p2), w, ws, pv);
-    v128.store(x, i32x4.shuffle(U, V, 0, 1, 4, 5));
-    v128.store(x + 16, i32x4.shuffle(U, V, 2, 3, 6, 7));
+    const X = i32x4.shuffle(A, B, 0, 2, 4, 6);
+    const Y = i32x4.shuffle(A, B, 1, 3, 5, 7);
+    const U = csub(i32x4.add(X, Y), p2); // new a0 a2 a4 a6
+    const V = shoup(i32x4.add(i32x4.sub(X, Y), p2), v128.load(iw + half + (<usize>j << 1)), v128.load(iws + half + (<usize>j << 1)), pv); // a1 a3 a5 a7
+    const X2 = i32x4.shuffle(U, V, 0, 4, 2, 6); // a0 a1 a4 a5
+    const Y2 = i32x4.shuffle(U, V, 1, 5, 3, 7); // a2 a3 a6 a7
+    const U2 = csub(i32x4.add(X2, Y2), p2);
+    const V2 = shoup(i32x4.add(i32x4.sub(X2, Y2), p2), v128.load(iw2 + (<usize>j << 1)), v128.load(iw2s + (<usize>j << 1)), pv);
+    v128.store(x, i32x4.shuffle(U2, V2, 0, 1, 4, 5));
+    v128.store(x + 16, i32x4.shuffle(U2, V2, 2, 3, 6, 7));
   }
   // stages t = 4 .. N/2: two at a time (radix 4), (t, 2t) with h = N/(2t) >= 2
   let t = 4;
