@@ -168,6 +168,9 @@ test('encrypted training over loopback TCP (server in its own process) matches t
     const quant = await runTrain(opts({ mode: 'quantized', out: join(work, 'quant') }));
     const fp32 = await runTrain(opts({ mode: 'fp32', out: join(work, 'fp32') }));
     assert.equal(enc.modelHash, srv.hash);
+    // A server announcing another model is refused before any data is sent.
+    await assert.rejects(runTrain(opts({ mode: 'encrypted', server: srv.url, out: join(work, 'wrong'), expectHash: 'ab'.repeat(32) })), /differs from the expected/);
+    assert.ok(!existsSync(join(work, 'wrong', 'loss.csv')));
     assert.equal(enc.hashCheck, 'local-folder');
     assert.equal(enc.history.length, 2);
 

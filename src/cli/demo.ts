@@ -38,8 +38,8 @@ export interface DemoOptions {
 /** Sized so the three runs finish well under 10 minutes on 2 cores (measured: see the README). */
 export const DEMO_DEFAULTS = {
   model: join(repoRoot(), 'models', 'helora-tiny'),
-  steps: 30,
-  batchTokens: 512,
+  steps: 20,
+  batchTokens: 2048,
   examples: 1500,
   lr: 2e-3,
   rank: 8,

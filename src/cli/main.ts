@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The `helora` command.
 
+import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { matmulDemo, MATMUL_DEMO_DEFAULTS } from './matmul-demo.js';
 import { serve, SERVE_DEFAULT_RATE } from './serve.js';
@@ -8,6 +9,7 @@ import { runTrain, TRAIN_DEFAULTS, TRAIN_MODES, type TrainMode } from './train.j
 import { generateCommand } from './generate-cmd.js';
 import { runDemo, DEMO_DEFAULTS } from './demo.js';
 import { ALL_LORA_MODULES, type LoraModule } from '../model/lora.js';
+import { registerPretrainCommand } from './pretrain.js';
 
 function positiveInt(v: string): number {
   const n = Number(v);
@@ -103,6 +105,7 @@ program
   .option('--seed <n>', 'seed of the LoRA init, data order and dropout', nonNegativeInt, TRAIN_DEFAULTS.seed)
   .option('--token <t>', 'bearer token for the server')
   .option('--expect-hash <h>', "the server's model hash to insist on")
+  .option('--ca <file>', 'PEM CA certificate to trust (a wss:// server with a self-signed certificate)')
   .option('--resume', 'continue from the newest checkpoint in --out', false)
   .option('--checkpoint-every <n>', 'steps between checkpoints', positiveInt, TRAIN_DEFAULTS.checkpointEvery)
   .option('--no-progress', 'no progress output')
@@ -110,9 +113,9 @@ program
   .action(async (o: {
     server?: string; model: string; data: string; out: string; mode: TrainMode; steps?: number; epochs?: number; batchTokens: number; gradAccum: number;
     lr: number; warmup: number; schedule: 'cosine' | 'linear' | 'constant'; rank: number; alpha: number; dropout: number; targets: LoraModule[]; seed: number;
-    token?: string; expectHash?: string; resume: boolean; checkpointEvery: number; progress: boolean; stopAfter?: number;
+    token?: string; expectHash?: string; ca?: string; resume: boolean; checkpointEvery: number; progress: boolean; stopAfter?: number;
   }) => {
-    const r = await runTrain({ ...o });
+    const r = await runTrain({ ...o, ca: o.ca !== undefined ? readFileSync(o.ca, 'utf8') : undefined });
     const last = r.history[r.history.length - 1];
     process.stdout.write(JSON.stringify({
       event: 'done', mode: o.mode, steps: r.history.length, total_steps: r.totalSteps, resumed_from: r.startStep,
@@ -154,6 +157,8 @@ program
     for (const m of modes) if (!TRAIN_MODES.includes(m)) throw new Error(`--modes: unknown mode "${m}" (${TRAIN_MODES.join(', ')})`);
     await runDemo({ ...o, modes });
   });
+
+registerPretrainCommand(program);
 
 program
   .command('matmul-demo')

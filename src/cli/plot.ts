@@ -180,18 +180,20 @@ export function plotLines(series: Series[], opts: { width?: number; height?: num
 
   series.forEach((s, k) => {
     const c = SERIES_COLOURS[k % SERIES_COLOURS.length]!;
+    // Earlier series are drawn thicker, so curves that coincide (encrypted = quantized) stay visible.
+    const thickness = 2 + 2 * (series.length - 1 - k);
     let prev: [number, number] | null = null;
     for (const [x, y] of s.points) {
       if (!Number.isFinite(x) || !Number.isFinite(y)) { prev = null; continue; }
       const p: [number, number] = [px(x), py(y)];
-      if (prev) img.line(prev[0], prev[1], p[0], p[1], c, 2);
-      else img.fillRect(p[0] - 1, p[1] - 1, 3, 3, c);
+      if (prev) img.line(prev[0], prev[1], p[0], p[1], c, thickness);
+      else img.fillRect(p[0] - thickness / 2, p[1] - thickness / 2, thickness + 1, thickness + 1, c);
       prev = p;
     }
     // Legend in the top right corner.
     const ly = top + 10 + k * 18;
     const lx = left + pw - 12 - Math.max(...series.map((q) => q.name.length)) * 8 - 30;
-    img.fillRect(lx, ly + 3, 20, 4, c);
+    img.fillRect(lx, ly + 5 - thickness / 2, 20, thickness, c);
     img.text(lx + 28, ly, s.name, ink);
   });
   return img;

@@ -5,6 +5,7 @@
  * decrypts row ranges.
  */
 import { parentPort } from 'node:worker_threads';
+import { decodeTokens, encodeFeatures } from './encode.js';
 import { SecretKey } from './keys.js';
 import { paramsById, type RlweParams } from './params.js';
 import { decryptBlock, encryptPolyRange } from './rlwe.js';
@@ -44,6 +45,23 @@ port.on('message', (env: CryptoEnvelope) => {
       case 'decrypt': {
         const c = ready();
         const y = decryptBlock(c.params, c.key, req.a, req.b, req.rows, req.plaintextBits);
+        transfer.push(y.buffer as ArrayBuffer);
+        reply = { id: env.id, ok: true, y };
+        break;
+      }
+      case 'encryptValues': {
+        const c = ready();
+        const n = c.params.ringDegree;
+        const m = encodeFeatures(req.values, req.T, req.K, n, req.blockIndex, req.polyStart, req.d);
+        const out = encryptPolyRange(c.params, c.key, m, req.d, req.seed, req.blockIndex, req.polyStart, req.plaintextBits);
+        m.fill(0);
+        transfer.push(out.buffer as ArrayBuffer);
+        reply = { id: env.id, ok: true, bytes: out };
+        break;
+      }
+      case 'decryptTokens': {
+        const c = ready();
+        const y = decodeTokens(decryptBlock(c.params, c.key, req.a, req.b, req.rows, req.plaintextBits), req.rows, c.params.ringDegree, req.tn);
         transfer.push(y.buffer as ArrayBuffer);
         reply = { id: env.id, ok: true, y };
         break;

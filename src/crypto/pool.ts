@@ -173,6 +173,66 @@ export class CryptoPool {
     return y;
   }
 
+  /**
+   * Encrypts column block blockIndex of token-major values (T x K) without a main-thread
+   * transpose: the values are shared once with the workers, each encodes its own features.
+   * Same seed rule as encryptBlock. `shared` may be a SharedArrayBuffer-backed copy from
+   * shareValues() (reuse it for all blocks of a request).
+   */
+  async encryptValues(shared: Int8Array | Int16Array, T: number, K: number, seed: Uint8Array, blockIndex: number,
+    plaintextBits = this.params.plaintextBits): Promise<Uint8Array> {
+    const n = this.params.ringDegree;
+    if (!(Number.isInteger(T) && T >= 1 && Number.isInteger(K) && K >= 1 && K <= 1 << 20) || shared.length !== T * K) {
+      throw new Error(`helora: input has ${shared.length} values, expected ${T} x ${K}`);
+    }
+    if (!(blockIndex * n < T)) throw new Error(`helora: block ${blockIndex} is past the ${T} tokens`);
+    checkEncryptArgs(this.params, this.key, new Int32Array(n), 1, seed, blockIndex, 0, plaintextBits);
+    if (this.closed) throw new Error('helora: CryptoPool is closed');
+    SecretKey.claimSeed(this.key, Buffer.from(seed).toString('hex'), blockIndex);
+    const values = shared.buffer instanceof SharedArrayBuffer ? shared : CryptoPool.shareValues(shared);
+    const ob = uploadBytes(this.params);
+    const per = Math.max(1, Math.min(TASK_POLYS, Math.ceil(K / this.threads)));
+    const out = new Uint8Array(K * n * ob);
+    const parts: Promise<void>[] = [];
+    for (let p0 = 0; p0 < K; p0 += per) {
+      const np = Math.min(per, K - p0);
+      parts.push(this.run({ op: 'encryptValues', values, T, K, d: np, seed, blockIndex, polyStart: p0, plaintextBits })
+        .then((r) => out.set(r.bytes!, p0 * n * ob)));
+    }
+    await Promise.all(parts);
+    return out;
+  }
+
+  /** A SharedArrayBuffer copy of the values for encryptValues (workers read it without copies). */
+  static shareValues(values: Int8Array | Int16Array): Int8Array | Int16Array {
+    const copy = values instanceof Int8Array ? new Int8Array(new SharedArrayBuffer(values.length)) : new Int16Array(new SharedArrayBuffer(values.length * 2));
+    copy.set(values);
+    return copy;
+  }
+
+  /**
+   * decryptBlock, delivering the first tn tokens token-major: calls onPart(r0, nr, part) with
+   * part[t*nr + r] = y of row r0 + r at token t, as each row range completes.
+   */
+  async decryptTokens(aOut: Uint32Array, bOut: Uint32Array, rows: number, plaintextBits: number, tn: number,
+    onPart: (r0: number, nr: number, part: Int32Array) => void): Promise<void> {
+    const n = this.params.ringDegree;
+    if (!(Number.isInteger(rows) && rows >= 1)) throw new Error(`helora: row count must be a positive integer, got ${rows}`);
+    if (!(aOut instanceof Uint32Array) || !(bOut instanceof Uint32Array) || aOut.length !== rows * n || bOut.length !== rows * n) {
+      throw new Error(`helora: result parts must be Uint32Array of rows*N = ${rows * n} values, got ${aOut?.length} and ${bOut?.length}`);
+    }
+    if (!(Number.isInteger(tn) && tn >= 1 && tn <= n)) throw new Error(`helora: token count ${tn} outside [1, ${n}]`);
+    const per = Math.max(1, Math.min(TASK_ROWS, Math.ceil(rows / this.threads)));
+    const parts: Promise<void>[] = [];
+    for (let r0 = 0; r0 < rows; r0 += per) {
+      const nr = Math.min(per, rows - r0);
+      const a = aOut.slice(r0 * n, (r0 + nr) * n);
+      const b = bOut.slice(r0 * n, (r0 + nr) * n);
+      parts.push(this.run({ op: 'decryptTokens', a, b, rows: nr, plaintextBits, tn }, [a.buffer, b.buffer]).then((r) => onPart(r0, nr, r.y!)));
+    }
+    await Promise.all(parts);
+  }
+
   /** Ends every worker (each drops its key copy and exits with code 0); resolves to their exit codes. */
   async close(): Promise<number[]> {
     if (this.closed) return Promise.all(this.workers.map((w) => w.exited));

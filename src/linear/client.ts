@@ -3,7 +3,7 @@
 // it returns for the server holds only a seed, the rounded b parts and shapes.
 
 import {
-  choosePlaintextBits, CryptoPool, decryptBlock, encryptBlock, paramsById, maxInnerDim, randomSeed, SecretKey, type RlweParams,
+  choosePlaintextBits, CryptoPool, decodeTokens, encodeFeatures, decryptBlock, encryptBlock, paramsById, maxInnerDim, randomSeed, SecretKey, type RlweParams,
 } from '../crypto/index.js';
 import { DEFAULT_ACT_BITS, dequantizeBackward, dequantizeForward, prepareBackwardInput, quantizePerToken } from '../quant/quantize.js';
 import { blockCount, featureChunks } from './layout.js';
@@ -68,8 +68,11 @@ export class HeLinearClient {
 
   /**
    * Plaintext width of one column block (see choosePlaintextBits in crypto/noise.ts for the rule
-   * and its proof): every result of the block obeys |y[t,o]| <= maxAbsWeight * ||x_t||_1 (max over
-   * the block's tokens), and every row of every K-chunk term has ||W_o||^2 <= maxAbsWeight^2 * Kc.
+   * and its proof): every result of the block obeys |y[t,o]| <= 127 * ||x_t||_1 (max over the
+   * block's tokens; weights |W| <= maxAbsWeight = 127), and every row of every K-chunk term has
+   * ||W_o||^2 <= 127^2 * Kc
+   * (Kc: the longest K-chunk). Capped at params.plaintextBits, where the shape-based K-chunk split
+   * (maxInnerDim) guarantees the capacity as before.
    */
   blockPlaintextBits(values: Int8Array | Int16Array, T: number, K: number, block: number): number {
     if (!this.adaptivePlaintext) return this.params.plaintextBits;
@@ -81,6 +84,7 @@ export class HeLinearClient {
       for (let i = t * K, e = i + K; i < e; i++) l1 += Math.abs(values[i]);
       if (l1 > maxL1) maxL1 = l1;
     }
+    // the server's Z_q kernel refuses weights with |W| > maxAbsWeight (127)
     const wMax = this.params.maxAbsWeight;
     const kc = Math.max(...featureChunks(K, this.maxTermK).map((c) => c.end - c.start));
     return choosePlaintextBits(this.params, wMax * maxL1, wMax * wMax * kc, this.key.hammingWeight);
@@ -122,10 +126,14 @@ export class HeLinearClient {
   async encryptIntegersAsync(values: Int8Array | Int16Array, T: number, partCols: number[]): Promise<EncryptedInput> {
     const p = this.prepare(values, T, partCols);
     const pool = await this.getPool();
-    const N = this.params.ringDegree;
-    const out = await Promise.all(Array.from({ length: p.blocks }, (_, blk) =>
-      pool.encryptBlock(blockMessageTiled(values, T, p.K, N, blk), p.K, p.seed, blk, p.plaintextBits[blk])));
-    return this.finish(T, partCols, p, out);
+    const shared = CryptoPool.shareValues(values); // the workers encode their own features from it
+    try {
+      const out = await Promise.all(Array.from({ length: p.blocks }, (_, blk) =>
+        pool.encryptValues(shared, T, p.K, p.seed, blk, p.plaintextBits[blk])));
+      return this.finish(T, partCols, p, out);
+    } finally {
+      shared.fill(0);
+    }
   }
 
   /** The plaintext widths (one per column block) this client used for `request`. */
@@ -193,10 +201,12 @@ export class HeLinearClient {
     const jobs: Promise<void>[] = [];
     for (let blk = 0; blk < blocks; blk++) {
       const row = response.blocks[blk];
+      const t0 = blk * N;
+      const tn = Math.min(N, request.T - t0);
       expectedRows.forEach((rows, j) => {
         for (let term = 0; term < terms; term++) {
           const c = row[j * terms + term];
-          jobs.push(pool.decryptBlock(c.a, c.b, rows, bits[blk]).then((y) => accumulateBlockTiled(results[j], y, request.T, rows, N, blk)));
+          jobs.push(pool.decryptTokens(c.a, c.b, rows, bits[blk], tn, (r0, nr, part) => addTokenMajor(results[j], part, rows, t0, tn, nr, r0)));
         }
       });
     }
@@ -295,46 +305,23 @@ export function stackBackwardInput(dys: Float32Array[], T: number, wScales: Floa
   return { stacked, scales, cols };
 }
 
-/** Square tile of the cache-blocked transposes below (2 x 32 x 32 values stay in L1). */
-const TILE = 32;
-
-/**
- * blockMessage of layout.ts (same result), transposing in TILE x TILE tiles: the plain loop
- * strides through memory by N values per write and dominated the client's time at 2048 features.
- */
+/** layout.ts blockMessage (same result), cache-blocked (crypto/encode.ts). */
 export function blockMessageTiled(values: Int8Array | Int16Array, T: number, C: number, N: number, block: number, out?: Int32Array): Int32Array {
-  const m = out ?? new Int32Array(C * N);
-  if (m.length !== C * N) throw new Error(`helora: message buffer has ${m.length} coefficients, expected ${C * N}`);
-  if (values.length < T * C) throw new Error(`helora: input has ${values.length} values, expected ${T} x ${C}`);
-  const t0 = block * N;
-  const tn = Math.min(N, T - t0);
-  if (tn < N) m.fill(0);
-  for (let ta = 0; ta < tn; ta += TILE) {
-    const tb = Math.min(tn, ta + TILE);
-    for (let ia = 0; ia < C; ia += TILE) {
-      const ib = Math.min(C, ia + TILE);
-      for (let t = ta; t < tb; t++) {
-        const row = (t0 + t) * C;
-        for (let i = ia; i < ib; i++) m[i * N + t] = values[row + i];
-      }
-    }
-  }
-  return m;
+  return encodeFeatures(values, T, C, N, block, 0, C, out);
 }
 
-/** accumulateBlock of layout.ts (same result), in TILE x TILE tiles (see blockMessageTiled). */
+/** layout.ts accumulateBlock (same result), cache-blocked. */
 export function accumulateBlockTiled(acc: Float64Array, block: Int32Array, T: number, rows: number, N: number, blockIndex: number): void {
-  const t0 = blockIndex * N;
-  const tn = Math.min(N, T - t0);
-  if (acc.length < T * rows || block.length < rows * N) throw new Error('helora: accumulateBlockTiled size mismatch');
-  for (let oa = 0; oa < rows; oa += TILE) {
-    const ob = Math.min(rows, oa + TILE);
-    for (let ta = 0; ta < tn; ta += TILE) {
-      const tb = Math.min(tn, ta + TILE);
-      for (let t = ta; t < tb; t++) {
-        const dst = (t0 + t) * rows;
-        for (let o = oa; o < ob; o++) acc[dst + o] += block[o * N + t];
-      }
-    }
+  const tn = Math.min(N, T - blockIndex * N);
+  addTokenMajor(acc, decodeTokens(block, rows, N, tn), rows, blockIndex * N, tn, rows, 0);
+}
+
+/** acc[(t0 + t)*rows + r0 + r] += part[t*nr + r] for t < tn, r < nr. */
+function addTokenMajor(acc: Float64Array, part: Int32Array, rows: number, t0: number, tn: number, nr: number, r0: number): void {
+  if (part.length !== tn * nr || acc.length < (t0 + tn) * rows) throw new Error('helora: token-major part size mismatch');
+  for (let t = 0; t < tn; t++) {
+    const dst = (t0 + t) * rows + r0;
+    const src = t * nr;
+    for (let r = 0; r < nr; r++) acc[dst + r] += part[src + r];
   }
 }

@@ -231,7 +231,8 @@ test('the measured error std matches the noise model (full plaintext width)', as
 test('a wrong key recovers nothing, and the server and client reject mismatched shapes', async () => {
   const C = 40;
   const w = randMatrix(8, C);
-  const { client, server } = await setup([w]);
+  // full width: garbage spreads over 2^28 values, so 'close' is a 1e-5 event per value
+  const { client, server } = await setup([w], 8, false);
   const T = 20;
   const x = randInts(T * C, 127);
   const req = client.encryptIntegers(x, T, [C]);
@@ -301,6 +302,17 @@ test('adaptive plaintext width: minimal and safe for +-127 inputs, exact for tin
       assert.deepEqual(got, want, `${what}: tiny inputs decrypt exactly`);
     }
   }
+  // The extreme of the bound: all weights -127, all inputs 127, |y| = 127 * 127 * C exactly.
+  const wMin = randMatrix(4, C, -127);
+  await server.registerGroup('min', [wMin]);
+  const xMax = new Int8Array(T * C).fill(127);
+  const reqMin = client.encryptIntegers(xMax, T, [C]);
+  assert.ok(client.plaintextBitsOf(reqMin)[0] < params.plaintextBits);
+  const [gotMin] = client.decryptIntegers(reqMin, await server.forward('min', reqMin), [wMin.rows]);
+  const wantMin = exactForward(xMax, T, wMin);
+  assert.equal(wantMin[0], -127 * 127 * C);
+  for (let i = 0; i < gotMin.length; i++) assert.ok(Math.abs(gotMin[i] - wantMin[i]) <= 1, `w = -127: ${gotMin[i]} vs ${wantMin[i]}`);
+
   // Column blocks get their own width: a block of zeros next to a block of +-127.
   const T2 = N + 10;
   const x2 = new Int8Array(T2 * C).fill(0);
