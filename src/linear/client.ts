@@ -116,7 +116,7 @@ export class HeLinearClient {
     const m = new Int32Array(p.K * N);
     const out: Uint8Array[] = [];
     for (let blk = 0; blk < p.blocks; blk++) {
-      out.push(encryptBlock(this.params, this.key, blockMessageTiled(values, T, p.K, N, blk, m), p.K, p.seed, blk, p.plaintextBits[blk]));
+      out.push(encryptBlock(this.params, this.key, encodeFeatures(values, T, p.K, N, blk, 0, p.K, m), p.K, p.seed, blk, p.plaintextBits[blk]));
     }
     m.fill(0);
     return this.finish(T, partCols, p, out);
@@ -185,7 +185,7 @@ export class HeLinearClient {
       expectedRows.forEach((rows, j) => {
         for (let term = 0; term < terms; term++) {
           const c = row[j * terms + term];
-          accumulateBlockTiled(results[j], decryptBlock(this.params, this.key, c.a, c.b, rows, bits[blk]), request.T, rows, N, blk);
+          accumulateBlock(results[j], decryptBlock(this.params, this.key, c.a, c.b, rows, bits[blk]), request.T, rows, N, blk);
         }
       });
     }
@@ -305,13 +305,8 @@ export function stackBackwardInput(dys: Float32Array[], T: number, wScales: Floa
   return { stacked, scales, cols };
 }
 
-/** layout.ts blockMessage (same result), cache-blocked (crypto/encode.ts). */
-export function blockMessageTiled(values: Int8Array | Int16Array, T: number, C: number, N: number, block: number, out?: Int32Array): Int32Array {
-  return encodeFeatures(values, T, C, N, block, 0, C, out);
-}
-
-/** layout.ts accumulateBlock (same result), cache-blocked. */
-export function accumulateBlockTiled(acc: Float64Array, block: Int32Array, T: number, rows: number, N: number, blockIndex: number): void {
+/** Adds a decrypted block (rows x N, feature-major) into the token-major result acc[T x rows]. */
+export function accumulateBlock(acc: Float64Array, block: Int32Array, T: number, rows: number, N: number, blockIndex: number): void {
   const tn = Math.min(N, T - blockIndex * N);
   addTokenMajor(acc, decodeTokens(block, rows, N, tn), rows, blockIndex * N, tn, rows, 0);
 }

@@ -2,8 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { RLWE_N2048_Q44, SecretKey, encryptBlock, randomSeed, resultErrorBound, resultNoiseStd } from '../crypto/index.js';
 import { quantizePerToken } from '../quant/quantize.js';
-import { accumulateBlock, blockMessage } from './layout.js';
-import { accumulateBlockTiled, blockMessageTiled } from './client.js';
+import { accumulateBlock } from './client.js';
+import { encodeFeatures } from '../crypto/index.js';
 import { quantizeWeightsPerChannel } from '../quant/quantize.js';
 import { HeLinearClient } from './client.js';
 import { HeLinearServer } from './server.js';
@@ -429,19 +429,30 @@ test('async client API on the worker pool: same results as the synchronous path,
   }
 });
 
-test('the client\'s tiled transposes equal layout.ts blockMessage / accumulateBlock', () => {
+/** Naive reference of the packing: feature i of block blk's tokens is polynomial i. */
+function blockMessage(values: ArrayLike<number>, T: number, C: number, n: number, blk: number): Int32Array {
+  const m = new Int32Array(C * n);
+  for (let t = 0; t < n && blk * n + t < T; t++) for (let i = 0; i < C; i++) m[i * n + t] = values[(blk * n + t) * C + i];
+  return m;
+}
+
+function accumulateNaive(acc: Float64Array, y: Int32Array, T: number, rows: number, n: number, blk: number): void {
+  for (let o = 0; o < rows; o++) for (let t = 0; t < n && blk * n + t < T; t++) acc[(blk * n + t) * rows + o] += y[o * n + t];
+}
+
+test('the cache-blocked packing transposes equal the naive ones', () => {
   const n = 64;
   for (const [T, C] of [[200, 45], [64, 33], [1, 1], [130, 64]]) {
     const x = randInts(T * C, 127);
     for (let blk = 0; blk < Math.ceil(T / n); blk++) {
-      assert.deepEqual(blockMessageTiled(x, T, C, n, blk), blockMessage(x, T, C, n, blk), `message T=${T} C=${C} block ${blk}`);
+      assert.deepEqual(encodeFeatures(x, T, C, n, blk), blockMessage(x, T, C, n, blk), `message T=${T} C=${C} block ${blk}`);
       const rows = C;
       const y = new Int32Array(rows * n);
       for (let i = 0; i < y.length; i++) y[i] = Math.floor(Math.random() * 2001) - 1000;
       const a = new Float64Array(T * rows).fill(0.5);
       const b = new Float64Array(T * rows).fill(0.5);
-      accumulateBlock(a, y, T, rows, n, blk);
-      accumulateBlockTiled(b, y, T, rows, n, blk);
+      accumulateNaive(a, y, T, rows, n, blk);
+      accumulateBlock(b, y, T, rows, n, blk);
       assert.deepEqual(b, a, `accumulate T=${T} rows=${rows} block ${blk}`);
     }
   }
