@@ -88,7 +88,7 @@ export interface PretrainOptions {
 /** Defaults of `helora pretrain`: exactly the shipped models/helora-tiny. */
 export const PRETRAIN_DEFAULTS = {
   out: 'models/helora-tiny',
-  steps: 400,
+  steps: 1800,
   hidden: 128,
   layers: 4,
   heads: 4,
