@@ -24,10 +24,9 @@ import {
   LocalFp32Provider, LocalQuantizedProvider, PROJECTION_GROUPS, groupShapes, groupWeights,
   type FrozenLinearProvider, type ProjectionGroup, type TensorMap,
 } from '../model/frozen.js';
-import {
-  DEFAULT_ACT_BITS, dequantizeBackward, dequantizeForward, prepareBackwardInput, quantizePerToken,
-  quantizeWeightsPerChannel, type QuantizedWeights,
-} from '../quant/quantize.js';
+import { DEFAULT_ACT_BITS, dequantizeBackward, dequantizeForward, prepareBackwardInput, quantizePerToken } from '../quant/quantize.js';
+import { stackBackwardInput } from '../linear/client.js';
+import type { QuantizedGroup } from '../linear/plain.js';
 import { LlamaModel } from '../model/llama.js';
 import { LoraAdapter } from '../model/lora.js';
 import { makeSchedule } from '../train/optim.js';
@@ -110,55 +109,51 @@ class PooledFp32Provider implements FrozenLinearProvider {
 }
 
 /**
- * int8 frozen products on the kernel pool: per-token quantization on the main thread, exact
- * int32 GEMMs in the workers (W for forward, W^T for backward), the same dequantization as
- * LocalQuantizedProvider, hence the same numbers.
+ * int8 frozen products on the kernel pool: the integers of LocalQuantizedProvider (src/linear/plain.ts
+ * QuantizedGroup: stacked q/k/v or gate/up, joint backward quantization), with the exact int32 GEMMs
+ * in the workers (stacked W for forward, its transpose for backward), hence the same numbers.
  */
 class PooledInt8Provider implements FrozenLinearProvider {
-  private readonly entries = new Map<string, { wq: QuantizedWeights; fwd: number; bwd: number }[]>();
+  private readonly entries = new Map<string, { group: QuantizedGroup; fwd: number; bwd: number }>();
   private constructor(private readonly pool: KernelPool, private readonly bits: number) {}
 
   static async create(pool: KernelPool, config: LlamaConfig, tensors: TensorMap, bits = DEFAULT_ACT_BITS): Promise<PooledInt8Provider> {
     const p = new PooledInt8Provider(pool, bits);
+    const local = LocalQuantizedProvider.fromTensors(config, tensors, bits);
     for (let l = 0; l < config.numLayers; l++) {
       for (const g of PROJECTION_GROUPS) {
-        const shapes = groupShapes(config, g);
-        const ws = groupWeights(config, tensors, l, g);
-        p.entries.set(`${l}.${g}`, await Promise.all(ws.map(async (w, j) => {
-          const [o, i] = shapes[j]!;
-          const wq = quantizeWeightsPerChannel(w, o, i);
-          const fwd = await pool.registerInt8(wq.values, o, i);
-          const bwd = await pool.registerInt8(transposeI8(wq.values, o, i), i, o);
-          return { wq, fwd, bwd };
-        })));
+        const group = local.group(l, g);
+        const { values, rows, cols } = group.stacked;
+        const fwd = await pool.registerInt8(values, rows, cols);
+        const bwd = await pool.registerInt8(transposeI8(values, rows, cols), cols, rows);
+        p.entries.set(`${l}.${g}`, { group, fwd, bwd });
       }
     }
     return p;
   }
 
   async forward(layer: number, group: ProjectionGroup, x: Float32Array, T: number): Promise<Float32Array[]> {
-    const es = this.entries.get(`${layer}.${group}`)!;
-    const C = es[0]!.wq.cols;
+    const e = this.entries.get(`${layer}.${group}`)!;
+    const C = e.group.inDim;
     const qx = quantizePerToken(x, T, C, this.bits);
-    const xt = transposeI8(qx.values as Int8Array, T, C);
-    return Promise.all(es.map(async (e) => {
-      const accT = await this.pool.gemmInt8(e.fwd, xt, T); // [OC, T]
-      return dequantizeForward(transposeI32(accT, e.wq.rows, T), qx.scales, e.wq, T, e.wq.rows);
-    }));
+    const accT = await this.pool.gemmInt8(e.fwd, transposeI8(qx.values as Int8Array, T, C), T); // [sum rows, T]
+    let r0 = 0;
+    return e.group.parts.map((part) => {
+      const acc = new Int32Array(T * part.rows);
+      for (let o = 0; o < part.rows; o++) for (let t = 0; t < T; t++) acc[t * part.rows + o] = accT[(r0 + o) * T + t]!;
+      r0 += part.rows;
+      return dequantizeForward(acc, qx.scales, part, T, part.rows);
+    });
   }
 
   async backward(layer: number, group: ProjectionGroup, dys: Float32Array[], T: number): Promise<Float32Array> {
-    const es = this.entries.get(`${layer}.${group}`)!;
-    const C = es[0]!.wq.cols;
-    const parts = await Promise.all(es.map(async (e, j) => {
-      const OC = e.wq.rows;
-      const qdy = prepareBackwardInput(dys[j]!, T, OC, e.wq.scales, this.bits);
-      const accT = await this.pool.gemmInt8(e.bwd, transposeI8(qdy.values as Int8Array, T, OC), T); // [C, T]
-      return dequantizeBackward(transposeI32(accT, C, T), qdy.scales, T, C);
-    }));
-    const dx = parts[0]!;
-    for (let j = 1; j < parts.length; j++) for (let i = 0; i < dx.length; i++) dx[i]! += parts[j]![i]!;
-    return dx;
+    const e = this.entries.get(`${layer}.${group}`)!;
+    const C = e.group.inDim;
+    const K = e.group.stacked.rows;
+    const { stacked, scales } = stackBackwardInput(dys, T, e.group.parts.map((p) => p.scales));
+    const qdy = prepareBackwardInput(stacked, T, K, scales, this.bits);
+    const accT = await this.pool.gemmInt8(e.bwd, transposeI8(qdy.values as Int8Array, T, K), T); // [C, T]
+    return dequantizeBackward(transposeI32(accT, C, T), qdy.scales, T, C);
   }
 }
 

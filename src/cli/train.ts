@@ -14,7 +14,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import type { LlamaConfig } from '../model/config.js';
-import { LocalFp32Provider, type FrozenLinearProvider, type TensorMap } from '../model/frozen.js';
+import { LocalFp32Provider, LocalQuantizedProvider, type FrozenLinearProvider, type TensorMap } from '../model/frozen.js';
 import { LlamaModel } from '../model/llama.js';
 import { loadModelFolder } from '../model/loader.js';
 import { ALL_LORA_MODULES, LoraAdapter, type LoraModule } from '../model/lora.js';
@@ -28,7 +28,6 @@ import { checkShapeMatches } from '../transport/model-info.js';
 import { modelHashOfFolder } from '../transport/model-server.js';
 import { RemoteEncryptedProvider, type RemoteStats } from '../transport/client.js';
 import { Progress } from './progress.js';
-import { QuantizedGroupProvider } from './quantized-provider.js';
 import {
   historyCsv, listCheckpoints, loadRunCheckpoint, saveAdapterAtomic, saveRunCheckpoint, writeFileAtomic, writeLossPlot, type HistoryRow,
 } from './run-files.js';
@@ -205,7 +204,7 @@ export async function runTrain(o: TrainOptions): Promise<TrainResult> {
     else say(`helora: server model hash ${modelHash} verified (${hashCheck === 'expected' ? '--expect-hash' : 'recomputed from the local model folder'})`);
     provider = remote;
   } else if (o.mode === 'quantized') {
-    provider = QuantizedGroupProvider.fromTensors(config, tensors);
+    provider = LocalQuantizedProvider.fromTensors(config, tensors);
   } else {
     provider = LocalFp32Provider.fromTensors(config, tensors);
   }

@@ -12,7 +12,7 @@ export class QuantizedGroup {
   readonly inDim: number;
   readonly partRows: number[];
   /** Rows of every part stacked: the backward product against it sums over all parts at once. */
-  private readonly stacked: QuantizedWeights;
+  readonly stacked: QuantizedWeights;
 
   constructor(readonly parts: QuantizedWeights[], readonly actBits = DEFAULT_ACT_BITS) {
     if (parts.length === 0) throw new Error('helora: a projection group needs at least one matrix');

@@ -5,7 +5,8 @@
  */
 
 import { matmulBackwardInput, matmulBackwardWeight, matmulForward } from '../kernels/matmul-f32.js';
-import { quantizedLinearBackward, quantizedLinearForward, quantizeWeightsPerChannel, DEFAULT_ACT_BITS, type QuantizedWeights } from '../quant/quantize.js';
+import { quantizeWeightsPerChannel, DEFAULT_ACT_BITS } from '../quant/quantize.js';
+import { QuantizedGroup } from '../linear/plain.js';
 import type { LlamaConfig } from './config.js';
 
 /** Projections fused by shared input: qkv -> [q, k, v], o -> [o], gate_up -> [gate, up], down -> [down]. */
@@ -119,10 +120,11 @@ export class LocalFp32Provider extends LocalProvider<Float32Array> {
 }
 
 /**
- * Per-output-channel int8 weights and per-token quantized activations / gradients: the exact
- * plaintext integers that the encrypted server path reproduces.
+ * Per-output-channel int8 weights and per-token quantized activations / gradients: exactly the
+ * integers of the encrypted path (src/linear/plain.ts: one quantization of the shared q/k/v or
+ * gate/up input, one joint quantization of the stacked backward gradients), without encryption.
  */
-export class LocalQuantizedProvider extends LocalProvider<QuantizedWeights> {
+export class LocalQuantizedProvider extends LocalProvider<QuantizedGroup> {
   private constructor(config: LlamaConfig, readonly bits: number) { super(config); }
 
   static fromTensors(config: LlamaConfig, tensors: TensorMap, bits = DEFAULT_ACT_BITS): LocalQuantizedProvider {
@@ -130,28 +132,29 @@ export class LocalQuantizedProvider extends LocalProvider<QuantizedWeights> {
     for (let l = 0; l < config.numLayers; l++) {
       for (const g of PROJECTION_GROUPS) {
         const shapes = groupShapes(config, g);
-        p.weights.set(`${l}.${g}`, groupWeights(config, tensors, l, g).map((w, j) => quantizeWeightsPerChannel(w, shapes[j]![0], shapes[j]![1])));
+        const parts = groupWeights(config, tensors, l, g).map((w, j) => quantizeWeightsPerChannel(w, shapes[j]![0], shapes[j]![1]));
+        p.weights.set(`${l}.${g}`, [new QuantizedGroup(parts, bits)]);
       }
     }
     return p;
   }
 
+  /** The quantized group of one layer (for providers that run the same integers elsewhere). */
+  group(layer: number, group: ProjectionGroup): QuantizedGroup {
+    return this.get(layer, group).ws[0]!;
+  }
+
   async forward(layer: number, group: ProjectionGroup, x: Float32Array, T: number): Promise<Float32Array[]> {
-    const { ws, shapes } = this.get(layer, group);
-    LocalProvider.checkX(x, T, shapes[0]![1], `${group} input`);
-    return ws.map((w) => quantizedLinearForward(x, T, w.cols, w, this.bits));
+    const g = this.group(layer, group);
+    LocalProvider.checkX(x, T, g.inDim, `${group} input`);
+    return g.forward(x, T);
   }
 
   async backward(layer: number, group: ProjectionGroup, dys: Float32Array[], T: number): Promise<Float32Array> {
-    const { ws, shapes } = this.get(layer, group);
-    if (dys.length !== ws.length) throw new Error(`helora: ${group} backward takes ${ws.length} gradients, got ${dys.length}`);
-    const dx = new Float32Array(T * shapes[0]![1]);
-    ws.forEach((w, j) => {
-      LocalProvider.checkX(dys[j]!, T, w.rows, `${group} gradient ${j}`);
-      const part = quantizedLinearBackward(dys[j]!, T, w.rows, w, this.bits);
-      for (let n = 0; n < dx.length; n++) dx[n]! += part[n]!;
-    });
-    return dx;
+    const g = this.group(layer, group);
+    if (dys.length !== g.partRows.length) throw new Error(`helora: ${group} backward takes ${g.partRows.length} gradients, got ${dys.length}`);
+    dys.forEach((dy, j) => LocalProvider.checkX(dy, T, g.partRows[j]!, `${group} gradient ${j}`));
+    return g.backward(dys, T);
   }
 }
 
