@@ -38,10 +38,10 @@ export interface DemoOptions {
 /** Sized so the three runs finish well under 10 minutes on 2 cores (measured: see the README). */
 export const DEMO_DEFAULTS = {
   model: join(repoRoot(), 'models', 'helora-tiny'),
-  steps: 20,
+  steps: 40,
   batchTokens: 2048,
   examples: 1500,
-  lr: 2e-3,
+  lr: 3e-3,
   rank: 8,
   seed: 1,
   modes: ['encrypted', 'quantized', 'fp32'] as TrainMode[],
