@@ -2,12 +2,12 @@
  * `npm run bench:train`: encrypted LoRA training throughput of a SmolLM2-135M-shaped model
  * (random weights: hidden 576, intermediate 1536, 30 layers, 9/3 heads, vocab 49152, tied) with
  * the server and the client on this machine over loopback TCP, next to local fp32 training of the
- * same model in the same run; plus the final losses of a short demo run (encrypted vs fp32).
+ * same model in the same run; plus the final losses of the demo run (encrypted vs fp32, `helora demo` defaults).
  * Prints ONE JSON object to stdout; progress goes to stderr.
  *
  * Flags: --layers N (default 30), --tokens T (micro-batch, default 2048), --threads N (server
- * kernel threads, default every core), --demo-steps N (default 10; 0 skips the demo part),
- * --demo-batch-tokens T (default 512), --no-fp32.
+ * kernel threads, default every core), --demo-steps N (default: the demo's own steps; 0 skips the demo part),
+ * --demo-batch-tokens T (default: the demo's), --no-fp32.
  *
  * Setup: the server (transport/server.ts startServer + ModelServer, kernels on its worker pool)
  * runs in this process and listens on 127.0.0.1; the client (RemoteEncryptedProvider) talks to it
@@ -78,7 +78,7 @@ async function main(): Promise<void> {
   const layers = intOption(args, 'layers', SMOLLM2_135M.numLayers);
   const T = intOption(args, 'tokens', 2048, 2);
   const threads = intOption(args, 'threads', availableParallelism());
-  const demoSteps = intOption(args, 'demo-steps', 10, 0);
+  const demoSteps = intOption(args, 'demo-steps', DEMO_DEFAULTS.steps, 0);
   const demoBatch = intOption(args, 'demo-batch-tokens', DEMO_DEFAULTS.batchTokens, 2);
   const shape: RandomLlamaShape = { ...SMOLLM2_135M, numLayers: layers };
   const result: Record<string, unknown> = {
