@@ -5,9 +5,19 @@ export type CryptoRequest =
   | { op: 'encrypt'; m: Int32Array; d: number; seed: Uint8Array; blockIndex: number; polyStart: number; plaintextBits: number }
   | { op: 'decrypt'; a: Uint32Array; b: Uint32Array; rows: number; plaintextBits: number }
   /** Encode features [polyStart, polyStart + d) of column block blockIndex from shared token-major values, then encrypt. */
-  | { op: 'encryptValues'; values: Int8Array | Int16Array; T: number; K: number; d: number; seed: Uint8Array; blockIndex: number; polyStart: number; plaintextBits: number }
+  | { op: 'encryptValues'; values: Int8Array | Int16Array; T: number; K: number; d: number; seed: Uint8Array; blockIndex: number; polyStart: number; plaintextBits: number;
+      /** Shared upload of the whole block: the worker writes its range there (and replies without bytes). */
+      out?: Uint8Array }
   /** decrypt, then return the first tn tokens token-major (tn x rows). */
   | { op: 'decryptTokens'; a: Uint32Array; b: Uint32Array; rows: number; plaintextBits: number; tn: number }
+  /**
+   * Decrypt rows [r0, r0 + nr) of every term (a[k], b[k]: the whole rows x N matrices in shared
+   * memory, or only those rows when sliced) and add tokens [t0, t0 + tn) into the shared acc (T x rows).
+   */
+  | { op: 'decryptAdd'; a: Uint32Array[]; b: Uint32Array[]; rows: number; r0: number; nr: number; sliced: boolean; plaintextBits: number;
+      acc: Float64Array; t0: number; tn: number }
+  /** max over tokens [t0, t1) of the L1 norm of the token's K values (token-major T x K, shared). */
+  | { op: 'maxL1'; values: Int8Array | Int16Array; K: number; t0: number; t1: number }
   | { op: 'close' };
 
 export interface CryptoEnvelope {
@@ -21,4 +31,5 @@ export interface CryptoReply {
   error?: string;
   bytes?: Uint8Array;
   y?: Int32Array;
+  value?: number;
 }

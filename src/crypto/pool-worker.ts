@@ -5,10 +5,10 @@
  * decrypts row ranges.
  */
 import { parentPort } from 'node:worker_threads';
-import { decodeTokens, encodeFeatures } from './encode.js';
+import { decodeTokens, encodeFeatures, maxTokenL1 } from './encode.js';
 import { SecretKey } from './keys.js';
-import { paramsById, type RlweParams } from './params.js';
-import { decryptBlock, encryptPolyRange } from './rlwe.js';
+import { paramsById, uploadBytes, type RlweParams } from './params.js';
+import { decryptAccumulate, decryptBlock, encryptPolyRange, encryptRangeInto } from './rlwe.js';
 import type { CryptoEnvelope, CryptoReply } from './pool-protocol.js';
 
 if (!parentPort) throw new Error('helora: pool-worker.ts must run in a worker thread');
@@ -51,6 +51,16 @@ port.on('message', (env: CryptoEnvelope) => {
       }
       case 'encryptValues': {
         const c = ready();
+        if (req.out) {
+          const n = c.params.ringDegree;
+          const ob = uploadBytes(c.params);
+          const { values, T, K, blockIndex, polyStart } = req;
+          const dst = req.out.subarray(polyStart * n * ob, (polyStart + req.d) * n * ob);
+          encryptRangeInto(c.params, c.key, (m, p0, np) => encodeFeatures(values, T, K, n, blockIndex, polyStart + p0, np, m),
+            req.d, req.seed, blockIndex, polyStart, req.plaintextBits, dst);
+          reply = { id: env.id, ok: true };
+          break;
+        }
         const n = c.params.ringDegree;
         const m = encodeFeatures(req.values, req.T, req.K, n, req.blockIndex, req.polyStart, req.d);
         const out = encryptPolyRange(c.params, c.key, m, req.d, req.seed, req.blockIndex, req.polyStart, req.plaintextBits);
@@ -64,6 +74,16 @@ port.on('message', (env: CryptoEnvelope) => {
         const y = decodeTokens(decryptBlock(c.params, c.key, req.a, req.b, req.rows, req.plaintextBits), req.rows, c.params.ringDegree, req.tn);
         transfer.push(y.buffer as ArrayBuffer);
         reply = { id: env.id, ok: true, y };
+        break;
+      }
+      case 'decryptAdd': {
+        const c = ready();
+        decryptAccumulate(c.params, c.key, req.a, req.b, req.rows, req.r0, req.nr, req.sliced, req.plaintextBits, req.acc, req.t0, req.tn);
+        reply = { id: env.id, ok: true };
+        break;
+      }
+      case 'maxL1': {
+        reply = { id: env.id, ok: true, value: maxTokenL1(req.values, req.K, req.t0, req.t1) };
         break;
       }
       case 'close': {

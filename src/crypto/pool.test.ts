@@ -92,3 +92,83 @@ test('pool encryption uses the same masks as the single-thread path and decrypts
   }
   await assert.rejects(pool.encryptBlock(randMessage(1, 1), 1, randomSeed(), 0), /closed/);
 });
+
+test('pool decryptAdd: terms decrypted and added in place equal decryptBlock + token-major sums (shared and copied inputs)', async () => {
+  const key = SecretKey.generate(P);
+  const pool = await CryptoPool.create(P, key, 2);
+  try {
+    const rows = 70; // ranges of 35 rows: not a multiple of the kernel's row chunk
+    const terms = 2;
+    const rnd = (shared: boolean): Uint32Array => {
+      const a = shared ? new Uint32Array(new SharedArrayBuffer(rows * N * 4)) : new Uint32Array(rows * N);
+      for (let i = 0; i < a.length; i++) a[i] = (Math.random() * 2 ** 32) >>> 0;
+      return a;
+    };
+    for (const shared of [false, true]) {
+      const a = Array.from({ length: terms }, () => rnd(shared));
+      const b = Array.from({ length: terms }, () => rnd(shared));
+      const T = N + 100; // second block: 100 tokens from t0 = N
+      const t0 = N;
+      const tn = 100;
+      const acc = new Float64Array(new SharedArrayBuffer(T * rows * 8)).fill(0.5);
+      await pool.decryptAdd(a, b, rows, 20, acc, t0, tn);
+      const want = new Float64Array(T * rows).fill(0.5);
+      for (let k = 0; k < terms; k++) {
+        const y = decryptBlock(P, key, a[k], b[k], rows, 20);
+        for (let o = 0; o < rows; o++) for (let t = 0; t < tn; t++) want[(t0 + t) * rows + o] += y[o * N + t];
+      }
+      assert.deepEqual(acc, want, `shared inputs: ${shared}`);
+      assert.equal(a[0].length, rows * N, 'the caller keeps its arrays');
+    }
+    await assert.rejects(pool.decryptAdd([rnd(false)], [rnd(false)], rows, 20, new Float64Array(N * rows), 0, N), /SharedArrayBuffer/);
+    await assert.rejects(pool.decryptAdd([rnd(false)], [], rows, 20, new Float64Array(new SharedArrayBuffer(N * rows * 8)), 0, N), /parts/);
+  } finally {
+    await pool.close();
+  }
+});
+
+test('pool maxTokenL1 equals the naive maximum over the token range', async () => {
+  const key = SecretKey.generate(P);
+  const pool = await CryptoPool.create(P, key, 2);
+  try {
+    const T = 301;
+    // Int16 (generic loop) and Int8 with 4 | K (word-wise loop)
+    for (const [K, make] of [[37, (n: number) => new Int16Array(n)], [36, (n: number) => new Int8Array(n)]] as const) {
+      const v = make(T * K);
+      const lim = v instanceof Int8Array ? 128 : 256;
+      for (let i = 0; i < v.length; i++) v[i] = Math.floor(Math.random() * 2 * lim) - lim;
+      const shared = CryptoPool.shareValues(v);
+      for (const [t0, t1] of [[0, T], [5, 6], [100, 301]]) {
+        let want = 0;
+        for (let t = t0; t < t1; t++) {
+          let s = 0;
+          for (let i = 0; i < K; i++) s += Math.abs(v[t * K + i]);
+          want = Math.max(want, s);
+        }
+        assert.equal(await pool.maxTokenL1(shared, K, t0, t1), want, `K=${K} tokens [${t0}, ${t1})`);
+      }
+    }
+    const K = 37;
+    const shared = CryptoPool.shareValues(new Int16Array(T * K));
+    await assert.rejects(pool.maxTokenL1(shared, K, 0, T + 1), /outside/);
+  } finally {
+    await pool.close();
+  }
+});
+
+test('encodeFeatures: the word-wise path (int8, 4 | C, 4 | i0, 4 | d) equals the naive packing, also for ranges and offsets', async () => {
+  const { encodeFeatures } = await import('./encode.js');
+  const n = 64;
+  for (const [T, C, i0, d, off] of [[200, 48, 0, 48, 0], [130, 64, 8, 16, 4], [64, 36, 32, 4, 0], [70, 40, 4, 36, 8]]) {
+    const raw = new Int8Array(off + T * C);
+    for (let i = 0; i < raw.length; i++) raw[i] = Math.floor(Math.random() * 256) - 128;
+    const x = raw.subarray(off);
+    for (let blk = 0; blk < Math.ceil(T / n); blk++) {
+      const want = new Int32Array(d * n);
+      for (let t = 0; t < n && blk * n + t < T; t++) for (let i = 0; i < d; i++) want[i * n + t] = x[(blk * n + t) * C + i0 + i];
+      assert.deepEqual(encodeFeatures(x, T, C, n, blk, i0, d), want, `T=${T} C=${C} [${i0}, ${i0 + d}) offset ${off} block ${blk}`);
+      // the same through the generic (Int16) path
+      assert.deepEqual(encodeFeatures(Int16Array.from(x), T, C, n, blk, i0, d), want);
+    }
+  }
+});

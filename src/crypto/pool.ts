@@ -8,6 +8,12 @@
  * AES-CTR mask stream to its first polynomial (MaskStream byte offset), and draw their own noise
  * from node:crypto. The upload is the same function of (seed, messages, noise) as the single
  * thread path. Idle workers are unref'd, so an open pool never keeps the process alive.
+ *
+ * The client's hot paths (encryptValues, maxTokenL1, decryptAdd) keep the calling thread to
+ * dispatching: inputs and outputs live in SharedArrayBuffers that the workers read and write in
+ * place (encoding, L1 norms, result transposes and K-chunk sums all run on the workers), and the
+ * server's result rows, when not already shared, are copied once into reused staging buffers just
+ * before their task runs.
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
@@ -16,15 +22,27 @@ import { uploadBytes, type RlweParams } from './params.js';
 import { checkEncryptArgs } from './rlwe.js';
 import type { CryptoEnvelope, CryptoReply, CryptoRequest } from './pool-protocol.js';
 
-/** Polynomials (encrypt) or rows (decrypt) per worker task: ~0.5 MB in, small enough to balance. */
+/** Polynomials (encrypt) or rows (decrypt) per worker task: ~0.5-2 MB in, small enough to balance. */
 const TASK_POLYS = 64;
-const TASK_ROWS = 64;
+const TASK_ROWS = 128;
 
 interface Job {
   req: CryptoRequest;
   transfer: ArrayBuffer[];
+  /** Builds req just before it is needed (copies into a staging buffer); cleared once run. */
+  prepare?: () => void;
+  /** Called once the worker has answered (returns staging buffers). */
+  done?: () => void;
   resolve: (r: CryptoReply) => void;
   reject: (e: Error) => void;
+}
+
+function prepareJob(job: Job): void {
+  const p = job.prepare;
+  if (p) {
+    job.prepare = undefined;
+    p();
+  }
 }
 
 class CryptoWorker {
@@ -42,6 +60,7 @@ class CryptoWorker {
       this.current = null;
       this.busy = false;
       this.worker.unref();
+      job.done?.();
       if (m.ok) job.resolve(m);
       else job.reject(new Error(m.error ?? 'helora: crypto worker failed'));
       this.onIdle();
@@ -60,6 +79,7 @@ class CryptoWorker {
   }
 
   start(job: Job): void {
+    prepareJob(job);
     this.busy = true;
     this.current = job;
     this.worker.ref(); // keep the process alive while a result is owed
@@ -105,10 +125,12 @@ export class CryptoPool {
     return new Promise((resolve, reject) => w.start({ req, transfer, resolve, reject }));
   }
 
-  private run(req: CryptoRequest, transfer: ArrayBuffer[] = []): Promise<CryptoReply> {
+  private run(req: CryptoRequest, transfer: ArrayBuffer[] = [], prepare?: (job: Job) => void): Promise<CryptoReply> {
     if (this.closed) return Promise.reject(new Error('helora: CryptoPool is closed'));
     return new Promise((resolve, reject) => {
-      this.queue.push({ req, transfer, resolve, reject });
+      const job: Job = { req, transfer, resolve, reject };
+      if (prepare) job.prepare = () => prepare(job);
+      this.queue.push(job);
       this.pump();
     });
   }
@@ -123,6 +145,20 @@ export class CryptoPool {
       }
       w.start(this.queue.shift()!);
     }
+    // Stage the next task of each worker now, so that a worker finishing finds its input ready.
+    for (let i = 0; i < this.queue.length && i < this.workers.length; i++) prepareJob(this.queue[i]);
+  }
+
+  /** Staging buffers for result rows (reused: fresh 0.5-1 MB buffers cost page faults each time). */
+  private readonly staging: SharedArrayBuffer[] = [];
+
+  private acquireStaging(bytes: number): SharedArrayBuffer {
+    const i = this.staging.findIndex((b) => b.byteLength >= bytes && b.byteLength <= 2 * bytes);
+    return i >= 0 ? this.staging.splice(i, 1)[0] : new SharedArrayBuffer(bytes);
+  }
+
+  private releaseStaging(buf: SharedArrayBuffer): void {
+    if (this.staging.length < 4 * this.workers.length) this.staging.push(buf);
   }
 
   /**
@@ -192,15 +228,30 @@ export class CryptoPool {
     const values = shared.buffer instanceof SharedArrayBuffer ? shared : CryptoPool.shareValues(shared);
     const ob = uploadBytes(this.params);
     const per = Math.max(1, Math.min(TASK_POLYS, Math.ceil(K / this.threads)));
-    const out = new Uint8Array(K * n * ob);
-    const parts: Promise<void>[] = [];
+    // The workers write their ranges straight into one shared upload: no per-range copies here.
+    const out = new Uint8Array(new SharedArrayBuffer(K * n * ob));
+    const parts: Promise<unknown>[] = [];
     for (let p0 = 0; p0 < K; p0 += per) {
       const np = Math.min(per, K - p0);
-      parts.push(this.run({ op: 'encryptValues', values, T, K, d: np, seed, blockIndex, polyStart: p0, plaintextBits })
-        .then((r) => out.set(r.bytes!, p0 * n * ob)));
+      parts.push(this.run({ op: 'encryptValues', values, T, K, d: np, seed, blockIndex, polyStart: p0, plaintextBits, out }));
     }
     await Promise.all(parts);
     return out;
+  }
+
+  /**
+   * max over tokens [t0, t1) of the L1 norm of each token's K values (token-major, shared as from
+   * shareValues), the token range split across the workers.
+   */
+  async maxTokenL1(shared: Int8Array | Int16Array, K: number, t0: number, t1: number): Promise<number> {
+    if (!(shared.buffer instanceof SharedArrayBuffer)) throw new Error('helora: maxTokenL1 needs values from shareValues()');
+    if (!(Number.isInteger(K) && K >= 1 && Number.isInteger(t0) && Number.isInteger(t1) && t0 >= 0 && t1 > t0 && t1 * K <= shared.length)) {
+      throw new Error(`helora: token range [${t0}, ${t1}) of ${K} values each is outside the ${shared.length} values`);
+    }
+    const per = Math.ceil((t1 - t0) / this.threads);
+    const parts: Promise<CryptoReply>[] = [];
+    for (let a = t0; a < t1; a += per) parts.push(this.run({ op: 'maxL1', values: shared, K, t0: a, t1: Math.min(t1, a + per) }));
+    return Math.max(...(await Promise.all(parts)).map((r) => r.value!));
   }
 
   /** A SharedArrayBuffer copy of the values for encryptValues (workers read it without copies). */
@@ -229,6 +280,57 @@ export class CryptoPool {
       const a = aOut.slice(r0 * n, (r0 + nr) * n);
       const b = bOut.slice(r0 * n, (r0 + nr) * n);
       parts.push(this.run({ op: 'decryptTokens', a, b, rows: nr, plaintextBits, tn }, [a.buffer, b.buffer]).then((r) => onPart(r0, nr, r.y!)));
+    }
+    await Promise.all(parts);
+  }
+
+  /**
+   * Decrypts the terms (a[k], b[k]: rows x N each) of one column block and adds their first tn
+   * tokens into acc (token-major, rows values per token, tokens from t0): acc[(t0 + t)*rows + o]
+   * += y_k[o*N + t] for every term k. acc must be backed by a SharedArrayBuffer: the workers add
+   * their row ranges in place (disjoint ranges; calls for different blocks touch disjoint tokens,
+   * calls for the same tokens must not run concurrently). Shared a, b are read in place; others are
+   * copied once per row range.
+   */
+  async decryptAdd(a: readonly Uint32Array[], b: readonly Uint32Array[], rows: number, plaintextBits: number,
+    acc: Float64Array, t0: number, tn: number): Promise<void> {
+    const n = this.params.ringDegree;
+    if (!(Number.isInteger(rows) && rows >= 1)) throw new Error(`helora: row count must be a positive integer, got ${rows}`);
+    if (a.length < 1 || a.length !== b.length) throw new Error(`helora: ${a.length} a parts for ${b.length} b parts`);
+    for (let k = 0; k < a.length; k++) {
+      if (!(a[k] instanceof Uint32Array) || !(b[k] instanceof Uint32Array) || a[k].length !== rows * n || b[k].length !== rows * n) {
+        throw new Error(`helora: result parts must be Uint32Array of rows*N = ${rows * n} values, got ${a[k]?.length} and ${b[k]?.length}`);
+      }
+    }
+    if (!(Number.isInteger(tn) && tn >= 1 && tn <= n)) throw new Error(`helora: token count ${tn} outside [1, ${n}]`);
+    if (!(acc instanceof Float64Array && acc.buffer instanceof SharedArrayBuffer) || !(Number.isInteger(t0) && t0 >= 0) || acc.length < (t0 + tn) * rows) {
+      throw new Error('helora: decryptAdd needs a SharedArrayBuffer-backed Float64Array accumulator covering the tokens');
+    }
+    if (this.closed) throw new Error('helora: CryptoPool is closed');
+    const shared = [...a, ...b].every((x) => x.buffer instanceof SharedArrayBuffer);
+    const per = Math.max(1, Math.min(TASK_ROWS, Math.ceil(rows / this.threads)));
+    const parts: Promise<unknown>[] = [];
+    for (let r0 = 0; r0 < rows; r0 += per) {
+      const nr = Math.min(per, rows - r0);
+      if (shared) {
+        parts.push(this.run({ op: 'decryptAdd', a: [...a], b: [...b], rows, r0, nr, sliced: false, plaintextBits, acc, t0, tn }));
+      } else {
+        // Copied into a reused shared staging buffer when the task is about to run.
+        const req: CryptoRequest = { op: 'decryptAdd', a: [], b: [], rows, r0, nr, sliced: true, plaintextBits, acc, t0, tn };
+        const words = nr * n;
+        parts.push(this.run(req, [], (job) => {
+          const buf = this.acquireStaging(2 * a.length * words * 4);
+          for (let k = 0; k < a.length; k++) {
+            const sa = new Uint32Array(buf, 2 * k * words * 4, words);
+            const sb = new Uint32Array(buf, (2 * k + 1) * words * 4, words);
+            sa.set(a[k].subarray(r0 * n, r0 * n + words));
+            sb.set(b[k].subarray(r0 * n, r0 * n + words));
+            req.a.push(sa);
+            req.b.push(sb);
+          }
+          job.done = () => this.releaseStaging(buf);
+        }));
+      }
     }
     await Promise.all(parts);
   }

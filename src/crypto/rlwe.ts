@@ -21,6 +21,7 @@
  */
 import { randomFillSync } from 'node:crypto';
 import { nttKernel, NTT_MAX_A_BITS, NTT_MAX_N, type NttKernel } from '../kernels/ntt.js';
+import { addTokensInto } from './encode.js';
 import { SecretKey } from './keys.js';
 import { logDeltaFor } from './noise.js';
 import { logDelta, MASK_BYTES, uploadBytes, type RlweParams } from './params.js';
@@ -94,30 +95,52 @@ function maskIvCheck(blockIndex: number): void {
 export function encryptPolyRange(params: RlweParams, key: SecretKey, m: Int32Array, d: number, seed: Uint8Array, blockIndex: number,
   polyStart: number, plaintextBits: number): Uint8Array {
   checkEncryptArgs(params, key, m, d, seed, blockIndex, polyStart, plaintextBits);
+  const n = params.ringDegree;
+  const out = new Uint8Array(d * n * uploadBytes(params));
+  encryptRangeInto(params, key, (dst, p0, np) => dst.set(m.subarray(p0 * n, (p0 + np) * n)), d, seed, blockIndex, polyStart, plaintextBits, out);
+  return out;
+}
+
+/**
+ * @internal encryptPolyRange writing into out (d*N*uploadBytes bytes, e.g. a range of a shared
+ * upload) with the messages written by fill(dst, p0, np) straight into the kernel's input
+ * (dst = polynomials p0 .. p0 + np - 1 of the range): no message or output copies. The caller
+ * has validated the arguments and claimed (seed, blockIndex).
+ */
+export function encryptRangeInto(params: RlweParams, key: SecretKey, fill: (dst: Int32Array, p0: number, np: number) => void,
+  d: number, seed: Uint8Array, blockIndex: number, polyStart: number, plaintextBits: number, out: Uint8Array): void {
+  checkParams(params, key);
   const deltaShift = logDeltaFor(params, plaintextBits);
   const n = params.ringDegree;
+  const ob = uploadBytes(params);
+  if (out.length !== d * n * ob) throw new Error(`helora: upload buffer has ${out.length} bytes, expected ${d * n * ob}`);
   // |m| < 2^(P'-1) (checked inside the kernel, which is free there)
   const lim = 2 ** (plaintextBits - 1);
   const stream = new MaskStream(seed, blockIndex, polyStart * n * MASK_BYTES);
   const k = kernelFor(params, key);
-  const ob = uploadBytes(params);
-  const out = new Uint8Array(d * n * ob);
   const upShift = params.logQ - params.uploadBits;
-  for (let p0 = 0; p0 < d; p0 += ENCRYPT_CHUNK_POLYS) {
-    const np = Math.min(ENCRYPT_CHUNK_POLYS, d - p0);
-    const v = k.beginEncrypt(np, ob);
-    stream.nextInto(v.a);
-    v.m.set(m.subarray(p0 * n, (p0 + np) * n));
-    randomFillSync(v.rnd);
-    const ok = k.encrypt(deltaShift, upShift, lim);
-    v.rnd.fill(0);
-    if (!ok) {
-      const i = m.findIndex((x) => x >= lim || x < -lim);
-      throw new Error(`helora: message value ${m[i]} at ${i} is outside [-2^${plaintextBits - 1}, 2^${plaintextBits - 1})`);
+  // The messages left in the kernel scratch are cleared at the end: the first chunk's view covers
+  // every full chunk (same layout each time), the last one a shorter tail.
+  const used: Int32Array[] = [];
+  try {
+    for (let p0 = 0; p0 < d; p0 += ENCRYPT_CHUNK_POLYS) {
+      const np = Math.min(ENCRYPT_CHUNK_POLYS, d - p0);
+      const v = k.beginEncrypt(np, ob);
+      if (p0 === 0 || p0 + np === d) used.push(v.m);
+      stream.nextInto(v.a);
+      fill(v.m, p0, np);
+      randomFillSync(v.rnd);
+      const ok = k.encrypt(deltaShift, upShift, lim);
+      v.rnd.fill(0);
+      if (!ok) {
+        const i = v.m.findIndex((x) => x >= lim || x < -lim);
+        throw new Error(`helora: message value ${v.m[i]} at ${p0 * n + i} is outside [-2^${plaintextBits - 1}, 2^${plaintextBits - 1})`);
+      }
+      out.set(v.out, p0 * n * ob);
     }
-    out.set(v.out, p0 * n * ob);
+  } finally {
+    for (const m of used) m.fill(0);
   }
-  return out;
 }
 
 /** encryptBlock with a seed drawn here (the seed must be sent to the server with the upload). */
@@ -152,3 +175,45 @@ export function decryptBlock(params: RlweParams, key: SecretKey, aOut: Uint32Arr
   }
   return y;
 }
+
+/**
+ * @internal Decrypts rows r0 .. r0 + nr - 1 of every term (aOut[k], bOut[k]: rows*N u32 each, or
+ * just those nr rows when `sliced`) and adds the first tn tokens into the token-major acc
+ * (acc[(t0 + t)*rows + r] += y[r][t]): the pool workers' path, straight from the shared input to
+ * the shared result without intermediate arrays.
+ */
+export function decryptAccumulate(params: RlweParams, key: SecretKey, aOut: readonly Uint32Array[], bOut: readonly Uint32Array[],
+  rows: number, r0: number, nr: number, sliced: boolean, plaintextBits: number, acc: Float64Array, t0: number, tn: number): void {
+  checkParams(params, key);
+  const deltaShift = logDeltaFor(params, plaintextBits);
+  const n = params.ringDegree;
+  if (!(Number.isInteger(rows) && rows >= 1 && Number.isInteger(r0) && Number.isInteger(nr) && r0 >= 0 && nr >= 1 && r0 + nr <= rows)) {
+    throw new Error(`helora: row range [${r0}, ${r0 + nr}) outside [0, ${rows})`);
+  }
+  const want = (sliced ? nr : rows) * n;
+  if (aOut.length !== bOut.length || aOut.some((a, i) => a.length !== want || bOut[i].length !== want)) {
+    throw new Error(`helora: result parts must be Uint32Array of ${want} values`);
+  }
+  const k = kernelFor(params, key);
+  const sh = deltaShift - (params.logQ - params.downloadBits);
+  const base = sliced ? 0 : r0;
+  // All nr rows are decrypted first, then added in one pass (see addTokensInto).
+  if (decryptRows.length < nr * n) decryptRows = new Int32Array(nr * n);
+  const y = decryptRows.subarray(0, nr * n);
+  for (let term = 0; term < aOut.length; term++) {
+    for (let c0 = 0; c0 < nr; c0 += DECRYPT_CHUNK_ROWS) {
+      const cn = Math.min(DECRYPT_CHUNK_ROWS, nr - c0);
+      const v = k.beginDecrypt(cn);
+      const off = (base + c0) * n;
+      v.a.set(aOut[term].subarray(off, off + cn * n));
+      v.b.set(bOut[term].subarray(off, off + cn * n));
+      k.decrypt(sh);
+      y.set(v.y, c0 * n);
+    }
+    addTokensInto(acc, rows, t0, r0, y, nr, n, tn);
+  }
+  y.fill(0);
+}
+
+/** decryptAccumulate's row buffer (per thread, reused: fresh memory costs page faults). */
+let decryptRows = new Int32Array(0);

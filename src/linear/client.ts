@@ -3,8 +3,9 @@
 // it returns for the server holds only a seed, the rounded b parts and shapes.
 
 import {
-  choosePlaintextBits, CryptoPool, decodeTokens, encodeFeatures, decryptBlock, encryptBlock, paramsById, maxInnerDim, randomSeed, SecretKey, type RlweParams,
+  choosePlaintextBits, CryptoPool, encodeFeatures, decryptBlock, encryptBlock, paramsById, maxInnerDim, randomSeed, SecretKey, type RlweParams,
 } from '../crypto/index.js';
+import { addTokensInto, maxTokenL1 } from '../crypto/encode.js';
 import { DEFAULT_ACT_BITS, dequantizeBackward, dequantizeForward, prepareBackwardInput, quantizePerToken } from '../quant/quantize.js';
 import { blockCount, featureChunks } from './layout.js';
 import type { EncryptedInput, EncryptedOutput } from './types.js';
@@ -77,13 +78,11 @@ export class HeLinearClient {
   blockPlaintextBits(values: Int8Array | Int16Array, T: number, K: number, block: number): number {
     if (!this.adaptivePlaintext) return this.params.plaintextBits;
     const N = this.params.ringDegree;
-    const t1 = Math.min(T, (block + 1) * N);
-    let maxL1 = 0;
-    for (let t = block * N; t < t1; t++) {
-      let l1 = 0;
-      for (let i = t * K, e = i + K; i < e; i++) l1 += Math.abs(values[i]);
-      if (l1 > maxL1) maxL1 = l1;
-    }
+    return this.plaintextBitsForL1(maxTokenL1(values, K, block * N, Math.min(T, (block + 1) * N)), K);
+  }
+
+  /** blockPlaintextBits from the block's largest token L1 norm. */
+  private plaintextBitsForL1(maxL1: number, K: number): number {
     // the server's Z_q kernel refuses weights with |W| > maxAbsWeight (127)
     const wMax = this.params.maxAbsWeight;
     const kc = Math.max(...featureChunks(K, this.maxTermK).map((c) => c.end - c.start));
@@ -124,10 +123,19 @@ export class HeLinearClient {
 
   /** encryptIntegers on the worker pool (all cores). */
   async encryptIntegersAsync(values: Int8Array | Int16Array, T: number, partCols: number[]): Promise<EncryptedInput> {
-    const p = this.prepare(values, T, partCols);
+    const K = partCols.reduce((s, c) => s + c, 0);
+    if (values.length !== T * K) throw new Error(`helora: input has ${values.length} values, expected ${T} x ${K}`);
+    const N = this.params.ringDegree;
+    const blocks = blockCount(T, N);
     const pool = await this.getPool();
-    const shared = CryptoPool.shareValues(values); // the workers encode their own features from it
+    const shared = CryptoPool.shareValues(values); // the workers read (L1 norms) and encode their own features from it
     try {
+      // The token L1 norms (for P') on the workers as well: the calling thread only dispatches.
+      const plaintextBits = await Promise.all(Array.from({ length: blocks }, async (_, blk) => this.adaptivePlaintext
+        ? this.plaintextBitsForL1(await pool.maxTokenL1(shared, K, blk * N, Math.min(T, (blk + 1) * N)), K)
+        : this.params.plaintextBits));
+      // A fresh seed per request; the key itself refuses any (seed, block) pair it has seen before.
+      const p: Prepared = { K, blocks, seed: randomSeed(), plaintextBits };
       const out = await Promise.all(Array.from({ length: p.blocks }, (_, blk) =>
         pool.encryptValues(shared, T, p.K, p.seed, blk, p.plaintextBits[blk])));
       return this.finish(T, partCols, p, out);
@@ -197,17 +205,17 @@ export class HeLinearClient {
     const N = this.params.ringDegree;
     const { terms, blocks, bits } = this.checkAnswer(request, response, expectedRows, plaintextBits);
     const pool = await this.getPool();
-    const results = expectedRows.map((rows) => new Float64Array(request.T * rows));
+    // Shared results: the workers add their decrypted row ranges in place (one call per block and
+    // output, all K-chunk terms inside it, so no two tasks touch the same values).
+    const results = expectedRows.map((rows) => new Float64Array(new SharedArrayBuffer(request.T * rows * 8)));
     const jobs: Promise<void>[] = [];
     for (let blk = 0; blk < blocks; blk++) {
       const row = response.blocks[blk];
       const t0 = blk * N;
       const tn = Math.min(N, request.T - t0);
       expectedRows.forEach((rows, j) => {
-        for (let term = 0; term < terms; term++) {
-          const c = row[j * terms + term];
-          jobs.push(pool.decryptTokens(c.a, c.b, rows, bits[blk], tn, (r0, nr, part) => addTokenMajor(results[j], part, rows, t0, tn, nr, r0)));
-        }
+        const cs = row.slice(j * terms, (j + 1) * terms);
+        jobs.push(pool.decryptAdd(cs.map((c) => c.a), cs.map((c) => c.b), rows, bits[blk], results[j], t0, tn));
       });
     }
     await Promise.all(jobs);
@@ -308,15 +316,6 @@ export function stackBackwardInput(dys: Float32Array[], T: number, wScales: Floa
 /** Adds a decrypted block (rows x N, feature-major) into the token-major result acc[T x rows]. */
 export function accumulateBlock(acc: Float64Array, block: Int32Array, T: number, rows: number, N: number, blockIndex: number): void {
   const tn = Math.min(N, T - blockIndex * N);
-  addTokenMajor(acc, decodeTokens(block, rows, N, tn), rows, blockIndex * N, tn, rows, 0);
-}
-
-/** acc[(t0 + t)*rows + r0 + r] += part[t*nr + r] for t < tn, r < nr. */
-function addTokenMajor(acc: Float64Array, part: Int32Array, rows: number, t0: number, tn: number, nr: number, r0: number): void {
-  if (part.length !== tn * nr || acc.length < (t0 + tn) * rows) throw new Error('helora: token-major part size mismatch');
-  for (let t = 0; t < tn; t++) {
-    const dst = (t0 + t) * rows + r0;
-    const src = t * nr;
-    for (let r = 0; r < nr; r++) acc[dst + r] += part[src + r];
-  }
+  if (block.length !== rows * N || acc.length < T * rows) throw new Error('helora: token-major part size mismatch');
+  addTokensInto(acc, rows, blockIndex * N, 0, block, rows, N, tn);
 }

@@ -397,6 +397,7 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
 
   constructor(readonly session: RemoteSession, opts: { key?: SecretKey } = {}) {
     const info = session.info;
+    // Client crypto on every core (worker pool, started on first use; the key stays in this process).
     this.he = new HeLinearClient({ params: paramsById(info.paramsId), key: opts.key, actBits: info.actBits });
   }
 
@@ -457,11 +458,11 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
     if (!Number.isInteger(T) || T < 1 || x.length !== T * C) throw new Error(`helora: ${group} input has ${x.length} values, expected T*${C} with T = ${T}`);
     const parts = await Promise.all(this.tokenChunks(T).map(async ([t0, t1]) => {
       let c0 = performance.now();
-      const pending = this.he.encryptForward(x.subarray(t0 * C, t1 * C), t1 - t0, C);
+      const pending = await this.he.encryptForwardAsync(x.subarray(t0 * C, t1 * C), t1 - t0, C);
       this.cryptoMs += performance.now() - c0;
       const res = await this.roundTrip('forward', layer, group, pending.request);
       c0 = performance.now();
-      const ys = this.he.decryptForward(pending, res, wScales);
+      const ys = await this.he.decryptForwardAsync(pending, res, wScales);
       this.cryptoMs += performance.now() - c0;
       return ys;
     }));
@@ -485,11 +486,11 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
     const parts = await Promise.all(this.tokenChunks(T).map(async ([t0, t1]) => {
       let c0 = performance.now();
       const slice = dys.map((dy, j) => dy.subarray(t0 * dims[j][0], t1 * dims[j][0]));
-      const pending = this.he.encryptBackward(slice, t1 - t0, wScales);
+      const pending = await this.he.encryptBackwardAsync(slice, t1 - t0, wScales);
       this.cryptoMs += performance.now() - c0;
       const res = await this.roundTrip('backward', layer, group, pending.request);
       c0 = performance.now();
-      const dx = this.he.decryptBackward(pending, res, C);
+      const dx = await this.he.decryptBackwardAsync(pending, res, C);
       this.cryptoMs += performance.now() - c0;
       return dx;
     }));
@@ -500,7 +501,8 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
     return dx;
   }
 
-  close(): Promise<void> {
-    return this.session.close();
+  /** Closes the connection and the client's crypto workers. */
+  async close(): Promise<void> {
+    await Promise.all([this.session.close(), this.he.close()]);
   }
 }
