@@ -16,7 +16,8 @@
  * clip, AdamW): the full-size step takes minutes.
  */
 
-import { availableParallelism, cpus, platform, release } from 'node:os';
+import { availableParallelism } from 'node:os';
+import { benchLogger, flag, intOption, printResult, runBench } from './common.js';
 import { matmulForward } from '../kernels/matmul-f32.js';
 import { KernelPool } from '../kernels/pool.js';
 import { parseConfig, type LlamaConfig } from '../model/config.js';
@@ -43,28 +44,7 @@ const GEMM_SIZE = 1024;
 const GEMM_REPEATS = 3;
 const LORA_RANK = 8;
 
-function log(msg: string): void {
-  process.stderr.write(`[bench:model] ${msg}\n`);
-}
-
-function option(args: string[], name: string): string | undefined {
-  const i = args.indexOf(`--${name}`);
-  if (i >= 0) return args[i + 1];
-  const eq = args.find((a) => a.startsWith(`--${name}=`));
-  if (eq) return eq.slice(name.length + 3);
-  return process.env[`HELORA_BENCH_${name.toUpperCase().replace(/-/g, '_')}`];
-}
-function intOption(args: string[], name: string, fallback: number): number {
-  const v = option(args, name);
-  if (v === undefined) return fallback;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`helora: --${name} must be a positive integer, got ${v}`);
-  return n;
-}
-function flag(args: string[], name: string): boolean {
-  const env = process.env[`HELORA_BENCH_${name.toUpperCase().replace(/-/g, '_')}`];
-  return args.includes(`--${name}`) || env === '1' || env === 'true';
-}
+const log = benchLogger('bench:model');
 
 /** T x C row-major -> C x T (the pool's GEMMs take the token axis as columns). */
 function transposeI8(x: Int8Array, rows: number, cols: number): Int8Array {
@@ -271,14 +251,7 @@ async function main(): Promise<void> {
   }
 
   result.threads = threads;
-  result.peak_rss_mb = Math.round(process.resourceUsage().maxRSS / 1024);
-  const cpu = cpus();
-  result.machine = { cpu: cpu[0]?.model ?? 'unknown', cores: cpu.length, os: `${platform()} ${release()}` };
-  result.node = process.version;
-  process.stdout.write(JSON.stringify(result) + '\n');
+  printResult(result);
 }
 
-main().catch((e: unknown) => {
-  process.stderr.write(`${e instanceof Error ? e.message : String(e)}\n`);
-  process.exit(1);
-});
+runBench(main);

@@ -20,7 +20,8 @@
  */
 
 import { mkdtempSync, rmSync } from 'node:fs';
-import { availableParallelism, cpus, platform, release, tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
+import { benchLogger, intOption, printResult, runBench } from './common.js';
 import { join } from 'node:path';
 import { parseConfig } from '../model/config.js';
 import { LocalFp32Provider, type FrozenLinearProvider } from '../model/frozen.js';
@@ -42,23 +43,7 @@ export const SMOLLM2_135M: RandomLlamaShape = {
 const LORA_RANK = 8;
 const SEQ_LEN = 512;
 
-function log(msg: string): void {
-  process.stderr.write(`[bench:train] ${msg}\n`);
-}
-
-function option(args: string[], name: string): string | undefined {
-  const i = args.indexOf(`--${name}`);
-  if (i >= 0) return args[i + 1];
-  return args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
-}
-
-function intOption(args: string[], name: string, fallback: number, min = 1): number {
-  const v = option(args, name);
-  if (v === undefined) return fallback;
-  const n = Number(v);
-  if (!Number.isSafeInteger(n) || n < min) throw new Error(`helora: --${name} must be an integer >= ${min}, got ${v}`);
-  return n;
-}
+const log = benchLogger('bench:train');
 
 /** Random token sequences of SEQ_LEN (the micro-batch packs several). */
 function randomExamples(vocab: number, T: number): Example[] {
@@ -176,14 +161,7 @@ async function main(): Promise<void> {
   }
 
   result.threads = threads;
-  result.peak_rss_mb = Math.round(process.resourceUsage().maxRSS / 1024);
-  const cpu = cpus();
-  result.machine = { cpu: cpu[0]?.model ?? 'unknown', cores: cpu.length, os: `${platform()} ${release()}` };
-  result.node = process.version;
-  process.stdout.write(JSON.stringify(result) + '\n');
+  printResult(result);
 }
 
-main().catch((e: unknown) => {
-  process.stderr.write(`${e instanceof Error ? e.message : String(e)}\n`);
-  process.exit(1);
-});
+runBench(main);

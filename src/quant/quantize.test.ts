@@ -7,16 +7,8 @@ import {
 } from './quantize.js';
 
 // Deterministic test data (mulberry32 + Box-Muller).
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from '../util/random.js';
+const rng = seededRandom;
 function gaussian(n: number, seed: number, std = 1): Float32Array {
   const r = rng(seed);
   const out = new Float32Array(n);

@@ -6,6 +6,10 @@
  * also what fills the N token slots of one RLWE ciphertext on the encrypted path.
  */
 
+import { seededRandom } from '../util/random.js';
+
+export { seededRandom };
+
 /** Target value that the loss ignores (PyTorch's ignore_index). */
 export const IGNORE_INDEX = -100;
 
@@ -65,17 +69,6 @@ interface Seq {
   targets: number[];
 }
 
-/** Small, fast, seedable PRNG (mulberry32) for data order. Not for anything secret. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Fisher-Yates shuffle in place with a seeded PRNG. */
 export function shuffleInPlace<X>(arr: X[], seed: number): X[] {

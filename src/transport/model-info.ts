@@ -20,17 +20,9 @@ export const MAX_MODEL_INFO_BYTES = 64 * 1024 * 1024;
 const MAX_DIM = 1 << 20;
 const MAX_LAYERS = 4096;
 
-/** The shape-relevant part of a LlamaConfig. */
-export interface ModelShape {
-  architecture: string;
-  hiddenSize: number;
-  intermediateSize: number;
-  numLayers: number;
-  numHeads: number;
-  numKvHeads: number;
-  headDim: number;
-  vocabSize: number;
-}
+/** The shape-relevant part of a LlamaConfig (the architecture as announced, checked by the client). */
+export type ModelShape = Pick<LlamaConfig, 'hiddenSize' | 'intermediateSize' | 'numLayers' | 'numHeads' | 'numKvHeads' | 'headDim' | 'vocabSize'>
+  & { architecture: string };
 
 export interface ModelInfo {
   /** sha256 (hex) of the canonical encoding of every quantized projection weight and scale (model-server.ts modelHash). */
