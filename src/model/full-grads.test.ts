@@ -3,60 +3,21 @@
 // LlamaModel fullGrads) against PyTorch autograd on the reference checkpoints.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { repoRoot } from '../util/paths.js';
+import { rmSync } from 'node:fs';
+import { loadReferenceCase, relErr, runTorchReference, type ReferenceExpected } from './reference/torch-reference.js';
 import { expectedTensorShapes, loadModelFolder } from './loader.js';
 import { LocalFp32Provider, LocalTrainableProvider } from './frozen.js';
-import { LlamaModel, type Batch } from './llama.js';
+import { LlamaModel } from './llama.js';
 
-const PYTHON = '/usr/bin/python3';
 let dir = '';
 let cases: string[] = [];
 
 before(() => {
-  dir = mkdtempSync(join(tmpdir(), 'helora-fullgrad-'));
-  const script = join(repoRoot(), 'src', 'model', 'reference', 'torch_reference.py');
-  const r = spawnSync(PYTHON, [script, dir], { encoding: 'utf8', timeout: 120_000 });
-  if (r.error || r.status !== 0) {
-    throw new Error(`helora test: the PyTorch reference failed (${PYTHON} ${script}); it needs Debian's python3-torch. ` +
-      `status ${r.status}, error ${r.error?.message ?? 'none'}\n${r.stderr}`);
-  }
-  cases = JSON.parse(readFileSync(join(dir, 'cases.json'), 'utf8')) as string[];
+  ({ dir, cases } = runTorchReference('helora-fullgrad-'));
 });
 after(() => { if (dir) rmSync(dir, { recursive: true, force: true }); });
 
-interface Expected {
-  batch: { tokens: number[]; targets: number[]; positions: number[]; seqIds: number[] };
-  loss_base: number;
-  tensors: Record<string, { offset: number; shape: number[] }>;
-}
-
-function loadCase(name: string): { exp: Expected; get: (k: string) => Float32Array; batch: Batch; folder: string } {
-  const folder = join(dir, name);
-  const exp = JSON.parse(readFileSync(join(folder, 'expected.json'), 'utf8')) as Expected;
-  const buf = readFileSync(join(folder, 'expected.bin'));
-  const all = new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
-  const get = (k: string): Float32Array => {
-    const t = exp.tensors[k];
-    if (!t) throw new Error(`expected tensor ${k} missing`);
-    return all.subarray(t.offset, t.offset + t.shape.reduce((a, b) => a * b, 1));
-  };
-  const b = exp.batch;
-  const batch: Batch = { T: b.tokens.length, tokens: Int32Array.from(b.tokens), targets: Int32Array.from(b.targets), positions: Int32Array.from(b.positions), seqIds: Int32Array.from(b.seqIds) };
-  return { exp, get, batch, folder };
-}
-
-/** max |a - b| / max |b|. */
-function relErr(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length);
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) { num = Math.max(num, Math.abs(a[i]! - b[i]!)); den = Math.max(den, Math.abs(b[i]!)); }
-  assert.ok(den > 0, 'reference tensor is all zeros');
-  return num / den;
-}
+type Expected = ReferenceExpected;
 
 test('full-parameter gradients of every weight match PyTorch autograd (tied, untied, biases, GQA)', async () => {
   assert.ok(cases.length >= 5);
@@ -119,3 +80,7 @@ test('LocalTrainableProvider refuses a backward without its forward', async () =
   const p = LocalTrainableProvider.fromTensors(config, tensors);
   await assert.rejects(p.backward(0, 'o', [new Float32Array(3 * config.hiddenSize)], 3), /no matching forward input/);
 });
+
+function loadCase(name: string) {
+  return loadReferenceCase<Expected>(dir, name);
+}

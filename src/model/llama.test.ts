@@ -2,54 +2,25 @@
 // plus model-level checks: dropout finite differences, accumulation, merge, quantized provider.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { repoRoot } from '../util/paths.js';
+import { rmSync } from 'node:fs';
+import { loadReferenceCase, relErr, runTorchReference, type ReferenceExpected } from './reference/torch-reference.js';
 import { loadModelFolder } from './loader.js';
 import { LocalFp32Provider, LocalQuantizedProvider } from './frozen.js';
 import { LlamaModel, type Batch } from './llama.js';
 import { LoraAdapter, mergeLora, type LoraModule } from './lora.js';
 import type { LoraTensors } from './peft.js';
 
-const PYTHON = '/usr/bin/python3';
 let dir = '';
 let cases: string[] = [];
 
 before(() => {
-  dir = mkdtempSync(join(tmpdir(), 'helora-torchref-'));
-  const script = join(repoRoot(), 'src', 'model', 'reference', 'torch_reference.py');
-  const r = spawnSync(PYTHON, [script, dir], { encoding: 'utf8', timeout: 120_000 });
-  if (r.error || r.status !== 0) {
-    throw new Error(`helora test: the PyTorch reference failed (${PYTHON} ${script}); it needs Debian's python3-torch. ` +
-      `status ${r.status}, error ${r.error?.message ?? 'none'}\n${r.stderr}`);
-  }
-  cases = JSON.parse(readFileSync(join(dir, 'cases.json'), 'utf8')) as string[];
+  ({ dir, cases } = runTorchReference('helora-torchref-'));
 });
 after(() => { if (dir) rmSync(dir, { recursive: true, force: true }); });
 
-interface Expected {
-  batch: { tokens: number[]; targets: number[]; positions: number[]; seqIds: number[] };
-  loss_base: number;
+interface Expected extends ReferenceExpected {
   loss_lora: number;
   lora: { rank: number; alpha: number; targetModules: string[]; keys: string[] };
-  tensors: Record<string, { offset: number; shape: number[] }>;
-}
-
-function loadCase(name: string): { exp: Expected; get: (k: string) => Float32Array; batch: Batch; folder: string } {
-  const folder = join(dir, name);
-  const exp = JSON.parse(readFileSync(join(folder, 'expected.json'), 'utf8')) as Expected;
-  const buf = readFileSync(join(folder, 'expected.bin'));
-  const all = new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
-  const get = (k: string): Float32Array => {
-    const t = exp.tensors[k];
-    if (!t) throw new Error(`expected tensor ${k} missing`);
-    return all.subarray(t.offset, t.offset + t.shape.reduce((a, b) => a * b, 1));
-  };
-  const b = exp.batch;
-  const batch: Batch = { T: b.tokens.length, tokens: Int32Array.from(b.tokens), targets: Int32Array.from(b.targets), positions: Int32Array.from(b.positions), seqIds: Int32Array.from(b.seqIds) };
-  return { exp, get, batch, folder };
 }
 
 function loraTensorsOf(exp: Expected, get: (k: string) => Float32Array): LoraTensors {
@@ -59,15 +30,6 @@ function loraTensorsOf(exp: Expected, get: (k: string) => Float32Array): LoraTen
     layers.set(key, { A: get(`lora.${key}.lora_A`).slice(), B: get(`lora.${key}.lora_B`).slice(), inDim: a.shape[1]!, outDim: b.shape[0]! });
   }
   return { rank: exp.lora.rank, alpha: exp.lora.alpha, dropout: 0, targetModules: exp.lora.targetModules, layers };
-}
-
-/** max |a - b| / max |b|. */
-function relErr(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length);
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) { num = Math.max(num, Math.abs(a[i]! - b[i]!)); den = Math.max(den, Math.abs(b[i]!)); }
-  assert.ok(den > 0, 'reference tensor is all zeros');
-  return num / den;
 }
 
 test('matches the PyTorch reference: logits, loss and LoRA gradients for every case', async () => {
@@ -203,3 +165,7 @@ test('bad inputs are rejected with helora errors', async () => {
   await assert.rejects(model.forward({ ...batch, tokens: bad }, null), /helora: token id/);
   assert.throws(() => LoraAdapter.create(config, { targetModules: ['bogus' as LoraModule] }), /helora: unknown LoRA target/);
 });
+
+function loadCase(name: string) {
+  return loadReferenceCase<Expected>(dir, name);
+}
