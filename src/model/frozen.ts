@@ -83,7 +83,7 @@ abstract class LocalProvider<W> implements FrozenLinearProvider {
 
 /** fp32 weights in memory (the plaintext reference). */
 export class LocalFp32Provider extends LocalProvider<Float32Array> {
-  private constructor(config: LlamaConfig) { super(config); }
+  protected constructor(config: LlamaConfig) { super(config); }
 
   /** Keeps references to the projection tensors (no copy). */
   static fromTensors(config: LlamaConfig, tensors: TensorMap): LocalFp32Provider {
@@ -168,7 +168,7 @@ export interface TrainableTensor { name: string; value: Float32Array; grad: Floa
  * same (layer, group) replaces the saved input, so call backward in the usual reverse order
  * after one forward per group (what LlamaModel.forwardBackward does).
  */
-export class LocalTrainableProvider extends LocalProvider<Float32Array> {
+export class LocalTrainableProvider extends LocalFp32Provider {
   private readonly grads: Map<string, Float32Array[]> = new Map();
   private readonly inputs: Map<string, Float32Array> = new Map();
   private readonly params: TrainableTensor[] = [];
@@ -179,7 +179,7 @@ export class LocalTrainableProvider extends LocalProvider<Float32Array> {
    * Keeps references to the projection tensors (no copy): optimizer updates land in `tensors`
    * itself, so the map can be written out as the trained checkpoint.
    */
-  static fromTensors(config: LlamaConfig, tensors: TensorMap): LocalTrainableProvider {
+  static override fromTensors(config: LlamaConfig, tensors: TensorMap): LocalTrainableProvider {
     const p = new LocalTrainableProvider(config);
     for (let l = 0; l < config.numLayers; l++) {
       for (const g of PROJECTION_GROUPS) {
@@ -207,31 +207,21 @@ export class LocalTrainableProvider extends LocalProvider<Float32Array> {
     this.inputs.clear();
   }
 
-  async forward(layer: number, group: ProjectionGroup, x: Float32Array, T: number): Promise<Float32Array[]> {
-    const { ws, shapes } = this.get(layer, group);
-    LocalProvider.checkX(x, T, shapes[0]![1], `${group} input`);
+  override async forward(layer: number, group: ProjectionGroup, x: Float32Array, T: number): Promise<Float32Array[]> {
+    const ys = await super.forward(layer, group, x, T);
     this.inputs.set(`${layer}.${group}`, x);
-    return ws.map((w, j) => {
-      const [o, i] = shapes[j]!;
-      const y = new Float32Array(T * o);
-      matmulForward(y, x, w, null, T, i, o);
-      return y;
-    });
+    return ys;
   }
 
-  async backward(layer: number, group: ProjectionGroup, dys: Float32Array[], T: number): Promise<Float32Array> {
+  override async backward(layer: number, group: ProjectionGroup, dys: Float32Array[], T: number): Promise<Float32Array> {
     const key = `${layer}.${group}`;
     const { ws, shapes } = this.get(layer, group);
-    if (dys.length !== ws.length) throw new Error(`helora: ${group} backward takes ${ws.length} gradients, got ${dys.length}`);
     const x = this.inputs.get(key);
-    const C = shapes[0]![1];
-    if (!x || x.length !== T * C) throw new Error(`helora: ${group} backward of layer ${layer} has no matching forward input for T = ${T}`);
+    if (!x || x.length !== T * shapes[0]![1]) throw new Error(`helora: ${group} backward of layer ${layer} has no matching forward input for T = ${T}`);
+    const dx = await super.backward(layer, group, dys, T); // validates dys
     const gs = this.grads.get(key)!;
-    const dx = new Float32Array(T * C);
-    ws.forEach((w, j) => {
+    ws.forEach((_, j) => {
       const [o, i] = shapes[j]!;
-      LocalProvider.checkX(dys[j]!, T, o, `${group} gradient ${j}`);
-      matmulBackwardInput(dx, dys[j]!, w, T, i, o);
       matmulBackwardWeight(gs[j]!, dys[j]!, x, T, i, o);
     });
     this.inputs.delete(key);
