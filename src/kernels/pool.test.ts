@@ -5,17 +5,8 @@ import { zqMatmulReference } from './zq-matmul.js';
 import { gemmInt8Reference } from './gemm-int8.js';
 import { gemmF32Reference } from './gemm-f32.js';
 import { matmulForwardReference, matmulBackwardInputReference } from './matmul-f32.js';
+import { randBytes, randW } from './test-data.js';
 
-function randW(n: number): Int8Array {
-  const a = new Int8Array(n);
-  for (let i = 0; i < n; i++) a[i] = Math.floor(Math.random() * 255) - 127;
-  return a;
-}
-function randBytes(n: number): Uint8Array {
-  const a = new Uint8Array(n);
-  for (let i = 0; i < n; i++) a[i] = Math.floor(Math.random() * 256);
-  return a;
-}
 function randF32(n: number): Float32Array {
   const a = new Float32Array(n);
   for (let i = 0; i < n; i++) a[i] = Math.random() * 2 - 1;

@@ -1,17 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ZqWeights, zqMatmul, zqMatmulReference } from './zq-matmul.js';
+import { randBytes, randW } from './test-data.js';
 
-function randW(n: number): Int8Array {
-  const a = new Int8Array(n);
-  for (let i = 0; i < n; i++) a[i] = Math.floor(Math.random() * 255) - 127;
-  return a;
-}
-function randBytes(n: number): Uint8Array {
-  const a = new Uint8Array(n);
-  for (let i = 0; i < n; i++) a[i] = Math.floor(Math.random() * 256);
-  return a;
-}
 
 function both(w: Int8Array, rows: number, cols: number, a: Uint8Array, b: Uint8Array, N: number): void {
   const ao = new Uint32Array(rows * N), bo = new Uint32Array(rows * N);

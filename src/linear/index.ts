@@ -1,5 +1,5 @@
 export { HeLinearClient, stackBackwardInput, accumulateBlock, type PendingProduct, type HeClientOptions } from './client.js';
 export { HeLinearServer, localBackend, poolBackend, type ZqBackend, type HeServerOptions } from './server.js';
 export { QuantizedGroup } from './plain.js';
-export { featureChunks, blockCount, type FeatureChunk } from './layout.js';
+export { featureChunks, blockCount, rowSqNorms, stackedColSqNorms, type FeatureChunk } from './layout.js';
 export type { EncryptedInput, EncryptedOutput, CipherMatrix, Int8Matrix, ProductDirection } from './types.js';

@@ -29,3 +29,29 @@ export function blockCount(T: number, N: number): number {
   if (!Number.isSafeInteger(T) || T <= 0) throw new Error(`helora: token count must be a positive integer, got ${T}`);
   return Math.ceil(T / N);
 }
+
+/** A weight matrix as the noise bounds see it: values[rows x cols], row-major. */
+interface WeightRows {
+  values: ArrayLike<number>;
+  rows: number;
+  cols: number;
+}
+
+/** ||W_o||^2 of every row: the input of the forward product's noise bound (crypto/noise.ts). */
+export function rowSqNorms(w: WeightRows): number[] {
+  const out: number[] = [];
+  for (let o = 0; o < w.rows; o++) {
+    let s = 0;
+    for (let i = 0; i < w.cols; i++) s += w.values[o * w.cols + i] ** 2;
+    out.push(s);
+  }
+  return out;
+}
+
+/** Column norms of the stacked [W_1; W_2; ...]: the row norms of the summed backward product's matrix. */
+export function stackedColSqNorms(parts: WeightRows[]): number[] {
+  const C = parts[0].cols;
+  const out = new Array<number>(C).fill(0);
+  for (const p of parts) for (let o = 0; o < p.rows; o++) for (let i = 0; i < C; i++) out[i] += p.values[o * C + i] ** 2;
+  return out;
+}

@@ -1,11 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RLWE_N2048_Q44, SecretKey, encryptBlock, randomSeed, resultErrorBound, resultNoiseStd } from '../crypto/index.js';
-import { quantizePerToken } from '../quant/quantize.js';
-import { accumulateBlock } from './client.js';
-import { encodeFeatures } from '../crypto/index.js';
-import { quantizeWeightsPerChannel } from '../quant/quantize.js';
-import { HeLinearClient } from './client.js';
+import { RLWE_N2048_Q44, SecretKey, encodeFeatures, encryptBlock, randomSeed, resultErrorBound, resultNoiseStd } from '../crypto/index.js';
+import { quantizePerToken, quantizeWeightsPerChannel } from '../quant/quantize.js';
+import { accumulateBlock, HeLinearClient } from './client.js';
+import { rowSqNorms, stackedColSqNorms } from './layout.js';
 import { HeLinearServer } from './server.js';
 import { QuantizedGroup } from './plain.js';
 import type { Int8Matrix } from './types.js';
@@ -52,24 +50,6 @@ function exactBackward(dy: ArrayLike<number>, T: number, parts: Int8Matrix[]): F
     }
   }
   return dx;
-}
-
-function rowSqNorms(w: Int8Matrix): number[] {
-  const out: number[] = [];
-  for (let o = 0; o < w.rows; o++) {
-    let s = 0;
-    for (let i = 0; i < w.cols; i++) s += w.values[o * w.cols + i] ** 2;
-    out.push(s);
-  }
-  return out;
-}
-
-/** Column norms of the stacked [W_1; W_2; ...]: the row norms of the backward matrix. */
-function colSqNorms(parts: Int8Matrix[]): number[] {
-  const C = parts[0].cols;
-  const out = new Array<number>(C).fill(0);
-  for (const p of parts) for (let o = 0; o < p.rows; o++) for (let i = 0; i < C; i++) out[i] += p.values[o * C + i] ** 2;
-  return out;
 }
 
 function assertWithinBound(got: Float64Array, want: Float64Array, T: number, rows: number, sqNorms: number[], key: SecretKey, what: string): number {
@@ -135,7 +115,7 @@ test('summed backward (W_q^T dq + W_k^T dk + W_v^T dv) equals the integer produc
   const res = await server.backward('g', req);
   assert.equal(res.outputRows.length, 1);
   const [got] = client.decryptIntegers(req, res, [C]);
-  assertWithinBound(got, exactBackward(dy, T, parts), T, C, colSqNorms(parts), key, 'backward');
+  assertWithinBound(got, exactBackward(dy, T, parts), T, C, stackedColSqNorms(parts), key, 'backward');
 });
 
 test('products longer than the plaintext headroom are split into K-chunk terms and summed by the client', async () => {
@@ -199,7 +179,7 @@ test('encrypted path matches the plaintext quantized path within the HE error (f
   const pb = client.encryptBackward(dys, T, fp.map((q) => q.scales));
   const dx = client.decryptBackward(pb, await server.backward('g', pb.request), C);
   const dxPlain = plain.backward(dys, T);
-  const norms = colSqNorms(parts);
+  const norms = stackedColSqNorms(parts);
   for (let t = 0; t < T; t++) {
     for (let i = 0; i < C; i++) {
       const bound = resultErrorBound(params, norms[i], key.hammingWeight) * pb.scales[t] + 1e-6 * Math.abs(dxPlain[t * C + i]);

@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import { RLWE_N2048_Q44, SecretKey, resultErrorBound } from '../crypto/index.js';
 import { QuantizedGroup } from '../linear/plain.js';
 import { stackBackwardInput } from '../linear/client.js';
+import { rowSqNorms, stackedColSqNorms } from '../linear/layout.js';
 import { groupShapes, GROUP_MODULES, PROJECTION_GROUPS, type ProjectionGroup } from '../model/frozen.js';
 import { loadModelFolder } from '../model/loader.js';
 import { prepareBackwardInput, quantizePerToken, quantizeWeightsPerChannel, type QuantizedWeights } from '../quant/quantize.js';
@@ -12,23 +13,6 @@ import { modelHashOfFolder } from './model-server.js';
 import { forkServer, removeDir, writeTinyModel } from './test-support.js';
 
 const params = RLWE_N2048_Q44;
-
-function rowSqNorms(w: QuantizedWeights): number[] {
-  const out: number[] = [];
-  for (let o = 0; o < w.rows; o++) {
-    let s = 0;
-    for (let i = 0; i < w.cols; i++) s += w.values[o * w.cols + i] ** 2;
-    out.push(s);
-  }
-  return out;
-}
-
-function colSqNorms(parts: QuantizedWeights[]): number[] {
-  const C = parts[0].cols;
-  const out = new Array<number>(C).fill(0);
-  for (const p of parts) for (let o = 0; o < p.rows; o++) for (let i = 0; i < C; i++) out[i] += p.values[o * C + i] ** 2;
-  return out;
-}
 
 function randomActs(n: number, scale: number): Float32Array {
   const a = new Float32Array(n);
@@ -112,7 +96,7 @@ test('a server in another process computes every group forward and backward with
     const dxWant = plain.backward(dys, T);
     const { stacked, scales, cols } = stackBackwardInput(dys, T, parts.map((p) => p.scales));
     const ds = prepareBackwardInput(stacked, T, cols.reduce((s, c) => s + c, 0), scales, 8).scales;
-    const norms = colSqNorms(parts);
+    const norms = stackedColSqNorms(parts);
     assert.equal(dx.length, T * C);
     for (let tt = 0; tt < T; tt++) {
       for (let i = 0; i < C; i++) {
