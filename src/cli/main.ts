@@ -2,59 +2,15 @@
 // The `helora` command.
 
 import { readFileSync } from 'node:fs';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import { matmulDemo, MATMUL_DEMO_DEFAULTS } from './matmul-demo.js';
 import { serve, SERVE_DEFAULT_RATE } from './serve.js';
 import { runTrain, TRAIN_DEFAULTS, TRAIN_MODES, type TrainMode } from './train.js';
 import { generateCommand } from './generate-cmd.js';
 import { runDemo, DEMO_DEFAULTS } from './demo.js';
-import { ALL_LORA_MODULES, type LoraModule } from '../model/lora.js';
+import type { LoraModule } from '../model/lora.js';
 import { registerPretrainCommand } from './pretrain.js';
-
-function positiveInt(v: string): number {
-  const n = Number(v);
-  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n <= 0) throw new InvalidArgumentError(`expected a positive integer, got "${v}"`);
-  return n;
-}
-
-function nonNegativeInt(v: string): number {
-  const n = Number(v);
-  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n)) throw new InvalidArgumentError(`expected a non-negative integer, got "${v}"`);
-  return n;
-}
-
-function positiveNumber(v: string): number {
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`expected a positive number, got "${v}"`);
-  return n;
-}
-
-function nonNegativeNumber(v: string): number {
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`expected a non-negative number, got "${v}"`);
-  return n;
-}
-
-function probability(v: string): number {
-  const n = Number(v);
-  if (v.trim() === '' || !(n >= 0 && n < 1)) throw new InvalidArgumentError(`expected a number in [0, 1), got "${v}"`);
-  return n;
-}
-
-function port(v: string): number {
-  const n = Number(v);
-  if (!/^\d+$/.test(v.trim()) || n > 65535) throw new InvalidArgumentError(`expected a port number 0..65535, got "${v}"`);
-  return n;
-}
-
-function targets(v: string): LoraModule[] {
-  const list = v.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
-  if (list.length === 0) throw new InvalidArgumentError('expected a comma-separated list of modules');
-  for (const t of list) {
-    if (!(ALL_LORA_MODULES as readonly string[]).includes(t)) throw new InvalidArgumentError(`unknown module "${t}" (choose from ${ALL_LORA_MODULES.join(',')})`);
-  }
-  return list as LoraModule[];
-}
+import { nonNegativeInt, nonNegativeNumber, port, positiveInt, positiveNumber, probability, targets } from './args.js';
 
 const program = new Command();
 program

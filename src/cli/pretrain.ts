@@ -1,23 +1,8 @@
 /** `helora pretrain`: train the small base model (models/helora-tiny) from scratch. */
 
-import { Command, InvalidArgumentError } from 'commander';
+import type { Command } from 'commander';
+import { nonNegativeInt, positiveInt, positiveNumber } from './args.js';
 import { pretrain, PRETRAIN_DEFAULTS, type PretrainOptions } from '../train/pretrain.js';
-
-function positiveInt(v: string): number {
-  const n = Number(v);
-  if (!Number.isSafeInteger(n) || n <= 0) throw new InvalidArgumentError(`expected a positive integer, got "${v}"`);
-  return n;
-}
-function nonNegativeInt(v: string): number {
-  const n = Number(v);
-  if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`expected a non-negative integer, got "${v}"`);
-  return n;
-}
-function positiveNumber(v: string): number {
-  const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`expected a positive number, got "${v}"`);
-  return n;
-}
 
 export interface PretrainCliOptions {
   out: string; steps: number; hidden: number; layers: number; heads: number; kvHeads: number; intermediate: number;
