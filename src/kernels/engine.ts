@@ -10,8 +10,9 @@ export interface GemmExports {
   heapBase(): number;
   packA8(src: number, M: number, K: number, lda: number, dst: number): void;
   packB8(src: number, K: number, N: number, ldb: number, dst: number): void;
-  gemm16(A: number, aK2: number, B: number, bK2: number, q0: number, q1: number, C: number, Mb: number, P: number, ldc: number): void;
+  gemm16(A: number, aK2: number, B: number, bK2: number, q0: number, q1: number, C: number, Mb: number, P: number, ldc: number, overwrite: number): void;
   copyOutI32(C: number, ldc: number, M: number, N: number, out: number): void;
+  int16KernelPeak(A: number, B: number, C: number, n: number, reps: number): void;
   zqMatmul(Wp: number, rows: number, cols: number, aBytes: number, bBytes: number, N: number, aOut: number, bOut: number,
     Tb: number, kChunk: number, X: number, C: number, acc: number): void;
   packA32(src: number, M: number, K: number, sai: number, sak: number, dst: number): void;
@@ -81,8 +82,11 @@ export class KernelEngine {
     return dst;
   }
 
-  /** out[M][N] = Wpacked · x[K][N], exact int32. */
-  gemmInt8Packed(wp: number, M: number, K: number, x: Int8Array, N: number): Int32Array {
+  /**
+   * out[M][N] = Wpacked · x[K][N], exact int32. The result goes to into[intoOffset...] when given
+   * (e.g. a pool's shared result buffer), else to a new array.
+   */
+  gemmInt8Packed(wp: number, M: number, K: number, x: Int8Array, N: number, into?: Int32Array, intoOffset = 0): Int32Array {
     const ex = this.ex;
     const h = this.heap;
     const K2 = Math.ceil(K / 2);
@@ -93,13 +97,17 @@ export class KernelEngine {
     const xp = h.alloc(P * K2 * 32);
     ex.packB8(xs, K, N, N, xp);
     const ldc = P * 8;
-    const cLen = Mb * 4 * ldc;
-    const c = h.alloc(cLen * 4);
-    h.i32(c, cLen).fill(0);
-    ex.gemm16(wp, K2, xp, K2, 0, K2, c, Mb, P, ldc);
-    const o = h.alloc(M * N * 4);
-    ex.copyOutI32(c, ldc, M, N, o);
-    return h.i32(o, M * N).slice();
+    const c = h.alloc(Mb * 4 * ldc * 4);
+    ex.gemm16(wp, K2, xp, K2, 0, K2, c, Mb, P, ldc, 1);
+    let o = c; // already compact when no padding was needed
+    if (ldc !== N) {
+      o = h.alloc(M * N * 4);
+      ex.copyOutI32(c, ldc, M, N, o);
+    }
+    const result = h.i32(o, M * N);
+    if (!into) return result.slice();
+    into.set(result, intoOffset);
+    return into;
   }
 
   /** The encrypted product over packed weights; see zq-matmul.ts for the contract. */

@@ -67,8 +67,8 @@ function handle(req: PoolRequest): { result: PoolResult; transfer: ArrayBuffer[]
     }
     case 'int8': {
       const s = int8Shard(req.handle);
-      const v = engine.gemmInt8Packed(s.ptr, s.rows, s.cols, req.x, req.N);
-      return { result: { kind: 'i32', v }, transfer: [v.buffer as ArrayBuffer] };
+      engine.gemmInt8Packed(s.ptr, s.rows, s.cols, req.x, req.N, req.out, req.offset);
+      return { result: { kind: 'none' }, transfer: [] };
     }
     case 'f32': {
       const s = f32Shard(req.handle);

@@ -174,18 +174,18 @@ export class KernelPool {
     return this.registerInt8Rows(w, M, K);
   }
 
-  /** out[M][N] = W · x[K][N], exact int32. */
+  /** out[M][N] = W · x[K][N], exact int32 (in a SharedArrayBuffer the workers wrote to). */
   async gemmInt8(handle: number, x: Int8Array, N: number): Promise<Int32Array> {
     this.live();
     const r = this.get(handle, 'int8');
     if (!Number.isInteger(N) || N <= 0) throw new Error(`helora: gemmInt8 N must be a positive integer, got ${N}`);
     if (x.length !== r.cols * N) throw new Error(`helora: gemmInt8 x has ${x.length} values, expected K*N = ${r.cols * N}`);
     const xs = shared(x, Int8Array);
-    const out = new Int32Array(r.rows * N);
+    // The workers write their rows straight into one shared result: no per-shard copies.
+    const out = new Int32Array(new SharedArrayBuffer(r.rows * N * 4));
     await Promise.all(r.shards.map(async (s) => {
-      const res = await this.workers[s.worker]!.call({ op: 'int8', handle, x: xs, N });
-      if (res.kind !== 'i32') throw new Error('helora: kernel worker sent an unexpected result');
-      out.set(res.v, s.r0 * N);
+      const res = await this.workers[s.worker]!.call({ op: 'int8', handle, x: xs, N, out, offset: s.r0 * N });
+      if (res.kind !== 'none') throw new Error('helora: kernel worker sent an unexpected result');
     }));
     return out;
   }

@@ -88,36 +88,54 @@ export function packA8(src: usize, M: i32, K: i32, lda: i32, dst: usize): void {
 export function packB8(src: usize, K: i32, N: i32, ldb: i32, dst: usize): void {
   const K2 = (K + 1) >> 1;
   const P = (N + 7) >> 3;
-  for (let p = 0; p < P; p++) {
-    const pan = dst + <usize>p * <usize>K2 * 32;
-    for (let q = 0; q < K2; q++) {
-      const k = q * 2;
-      const r0 = src + <usize>k * <usize>ldb;
-      const has1 = k + 1 < K;
-      for (let jj = 0; jj < 8; jj++) {
-        const j = p * 8 + jj;
-        let v: i32 = 0;
-        if (j < N) {
-          const lo = <i32>load<i8>(r0 + <usize>j);
-          const hi = has1 ? <i32>load<i8>(r0 + <usize>ldb + <usize>j) : 0;
-          v = (lo & 0xffff) | (hi << 16);
-        }
-        store<i32>(pan + <usize>(q * 32 + jj * 4), v);
+  const panStride = <usize>K2 * 32;
+  const ld = <usize>ldb;
+  const N16 = N & ~15;
+  for (let q = 0; q < K2; q++) {
+    const k = q * 2;
+    const r0 = src + <usize>k * ld;
+    const has1 = k + 1 < K;
+    let j = 0;
+    if (has1) {
+      // 16 columns (two panels) per step: sign-extend both rows and interleave them into i16 pairs.
+      for (; j < N16; j += 16) {
+        const u = v128.load(r0 + <usize>j), v = v128.load(r0 + ld + <usize>j);
+        const d = dst + <usize>(j >> 3) * panStride + <usize>q * 32;
+        const u0 = i16x8.extend_low_i8x16_s(u), v0 = i16x8.extend_low_i8x16_s(v);
+        const u1 = i16x8.extend_high_i8x16_s(u), v1 = i16x8.extend_high_i8x16_s(v);
+        v128.store(d, i8x16.shuffle(u0, v0, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23));
+        v128.store(d, i8x16.shuffle(u0, v0, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31), 16);
+        v128.store(d + panStride, i8x16.shuffle(u1, v1, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23));
+        v128.store(d + panStride, i8x16.shuffle(u1, v1, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31), 16);
       }
+    }
+    // Remaining columns (and the odd last row of K) one value pair at a time, padded with zeros.
+    for (; j < P * 8; j++) {
+      let v: i32 = 0;
+      if (j < N) {
+        const lo = <i32>load<i8>(r0 + <usize>j);
+        const hi = has1 ? <i32>load<i8>(r0 + ld + <usize>j) : 0;
+        v = (lo & 0xffff) | (hi << 16);
+      }
+      store<i32>(dst + <usize>(j >> 3) * panStride + <usize>(q * 32 + (j & 7) * 4), v);
     }
   }
 }
 
 // @ts-ignore: decorator
 @inline
-function kern16(a: usize, b: usize, c: usize, ldcBytes: usize, n: i32): void {
+function kern16(a: usize, b: usize, c: usize, ldcBytes: usize, n: i32, zeroInit: bool): void {
   const c1 = c + ldcBytes;
   const c2 = c1 + ldcBytes;
   const c3 = c2 + ldcBytes;
-  let s00 = v128.load(c), s01 = v128.load(c, 16);
-  let s10 = v128.load(c1), s11 = v128.load(c1, 16);
-  let s20 = v128.load(c2), s21 = v128.load(c2, 16);
-  let s30 = v128.load(c3), s31 = v128.load(c3, 16);
+  const z = i32x4.splat(0);
+  let s00 = z, s01 = z, s10 = z, s11 = z, s20 = z, s21 = z, s30 = z, s31 = z;
+  if (!zeroInit) {
+    s00 = v128.load(c); s01 = v128.load(c, 16);
+    s10 = v128.load(c1); s11 = v128.load(c1, 16);
+    s20 = v128.load(c2); s21 = v128.load(c2, 16);
+    s30 = v128.load(c3); s31 = v128.load(c3, 16);
+  }
   // One k-pair per iteration: V8 hoists the loads of an unrolled body above its arithmetic and
   // then spills accumulators (16 xmm registers); this body needs 15.
   for (let q = 0; q < n; q++) {
@@ -149,8 +167,9 @@ function kern16(a: usize, b: usize, c: usize, ldcBytes: usize, n: i32): void {
 /**
  * C[Mb*4][P*8] += A·B over k-pairs [q0, q1) (int16 layouts above; aK2/bK2 are the pair counts
  * of the packed A blocks / B panels, i.e. their strides). C rows have stride ldc i32 elements.
+ * overwrite != 0: C = A·B instead (C's old contents are neither read nor needed: no clearing pass).
  */
-export function gemm16(A: usize, aK2: i32, B: usize, bK2: i32, q0: i32, q1: i32, C: usize, Mb: i32, P: i32, ldc: i32): void {
+export function gemm16(A: usize, aK2: i32, B: usize, bK2: i32, q0: i32, q1: i32, C: usize, Mb: i32, P: i32, ldc: i32, overwrite: i32): void {
   const ldcBytes = <usize>ldc * 4;
   const aStride = <usize>aK2 * 16;
   const bStride = <usize>bK2 * 32;
@@ -162,11 +181,20 @@ export function gemm16(A: usize, aK2: i32, B: usize, bK2: i32, q0: i32, q1: i32,
         const a = A + <usize>rb * aStride + <usize>k0 * 16;
         const crow = C + <usize>(rb * 4) * ldcBytes;
         for (let p = p0; p < p1; p++) {
-          kern16(a, B + <usize>p * bStride + <usize>k0 * 32, crow + <usize>p * 32, ldcBytes, n);
+          kern16(a, B + <usize>p * bStride + <usize>k0 * 32, crow + <usize>p * 32, ldcBytes, n, overwrite != 0 && k0 == q0);
         }
       }
     }
   }
+}
+
+/**
+ * The int16 micro-kernel on one L1-resident 4 x n A block and 8 x n B panel, reps times: what
+ * this core's SIMD units deliver with this instruction mix, free of cache misses and packing
+ * (benchmarks report the GEMMs as a fraction of it). Needs n*16 + n*32 + 128 bytes at A, B, C.
+ */
+export function int16KernelPeak(A: usize, B: usize, C: usize, n: i32, reps: i32): void {
+  for (let r = 0; r < reps; r++) kern16(A, B, C, 32, n, false);
 }
 
 /** out[M][N] (i32, compact) = C[M][N] (row stride ldc). */
@@ -316,7 +344,6 @@ export function zqMatmul(Wp: usize, rows: i32, cols: i32, aBytes: usize, bBytes:
   Tb: i32, kChunk: i32, X: usize, C: usize, acc: usize): void {
   const K2 = (cols + 1) >> 1;
   const Mb = (rows + 3) >> 2;
-  const cBytes = <usize>Mb * 4 * <usize>(ZQ_LIMBS * Tb) * 4;
   for (let t0 = 0; t0 < N; t0 += Tb) {
     const tb = min(Tb, N - t0);
     const nChunks = (cols + kChunk - 1) / kChunk;
@@ -324,10 +351,9 @@ export function zqMatmul(Wp: usize, rows: i32, cols: i32, aBytes: usize, bBytes:
       const k0 = ch * kChunk;
       const k1 = min(cols, k0 + kChunk);
       zqDecompose(aBytes, bBytes, N, t0, tb, k0, k1, X);
-      memory.fill(C, 0, cBytes);
       const K2c = (k1 - k0 + 1) >> 1;
       // The packed A rows run over all K2 pairs; this chunk starts at pair k0/2. B panels hold K2c pairs.
-      gemm16(Wp + <usize>(k0 >> 1) * 16, K2, X, K2c, 0, K2c, C, Mb, (ZQ_LIMBS * tb) >> 3, ZQ_LIMBS * tb);
+      gemm16(Wp + <usize>(k0 >> 1) * 16, K2, X, K2c, 0, K2c, C, Mb, (ZQ_LIMBS * tb) >> 3, ZQ_LIMBS * tb, 1);
       zqRecombine(C, rows, tb, acc, ch > 0 ? 1 : 0, ch == nChunks - 1 ? 1 : 0, aOut, bOut, N, t0);
     }
   }
