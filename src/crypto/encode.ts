@@ -67,30 +67,13 @@ export function encodeFeatures(values: Int8Array | Int16Array, T: number, C: num
   return m;
 }
 
-/** Token-major copy of the first tn tokens of rows polynomials: out[t*rows + o] = y[o*N + t]. */
-export function decodeTokens(y: Int32Array, rows: number, N: number, tn: number): Int32Array {
-  if (y.length !== rows * N || !(tn >= 1 && tn <= N)) throw new Error('helora: decodeTokens size mismatch');
-  const out = new Int32Array(tn * rows);
-  for (let oa = 0; oa < rows; oa += TILE) {
-    const ob = Math.min(rows, oa + TILE);
-    for (let ta = 0; ta < tn; ta += TILE) {
-      const tb = Math.min(tn, ta + TILE);
-      for (let t = ta; t < tb; t++) {
-        const dst = t * rows;
-        for (let o = oa; o < ob; o++) out[dst + o] = y[o * N + t];
-      }
-    }
-  }
-  return out;
-}
-
 /**
  * Adds rows polynomials of y (rows x N, feature-major, y[o*N + t]) into columns r0 .. r0 + rows - 1
  * of the token-major acc (accRows values per token) at tokens t0 .. t0 + tn - 1:
- * acc[(t0 + t)*accRows + r0 + o] += y[o*N + t]. decodeTokens + add without the intermediate copy
+ * acc[(t0 + t)*accRows + r0 + o] += y[o*N + t]. A transpose and add without an intermediate copy
  * (the pool workers accumulate their row ranges straight into the shared result).
  */
-export function addTokensInto(acc: Float64Array, accRows: number, t0: number, r0: number, y: Int32Array, rows: number, N: number, tn: number): void {
+export function addTokensInto(acc: Int32Array | Float64Array, accRows: number, t0: number, r0: number, y: Int32Array, rows: number, N: number, tn: number): void {
   if (y.length < rows * N || !(tn >= 1 && tn <= N) || r0 < 0 || r0 + rows > accRows || acc.length < (t0 + tn) * accRows) {
     throw new Error('helora: addTokensInto size mismatch');
   }

@@ -6,4 +6,4 @@ export { encryptBlock, encryptFresh, decryptBlock } from './rlwe.js';
 export { resultNoiseStd, resultErrorBound, resultErrorBoundFailure, choosePlaintextBits, MIN_PLAINTEXT_BITS, PLAINTEXT_MARGIN } from './noise.js';
 export { CryptoPool } from './pool.js';
 export { serverProductReference } from './server-reference.js';
-export { encodeFeatures, decodeTokens } from './encode.js';
+export { encodeFeatures } from './encode.js';

@@ -5,7 +5,7 @@
  * decrypts row ranges.
  */
 import { parentPort } from 'node:worker_threads';
-import { decodeTokens, encodeFeatures, maxTokenL1 } from './encode.js';
+import { encodeFeatures, maxTokenL1 } from './encode.js';
 import { SecretKey } from './keys.js';
 import { paramsById, uploadBytes, type RlweParams } from './params.js';
 import { decryptAccumulate, decryptBlock, encryptPolyRange, encryptRangeInto } from './rlwe.js';
@@ -69,14 +69,7 @@ port.on('message', (env: CryptoEnvelope) => {
         reply = { id: env.id, ok: true, bytes: out };
         break;
       }
-      case 'decryptTokens': {
-        const c = ready();
-        const y = decodeTokens(decryptBlock(c.params, c.key, req.a, req.b, req.rows, req.plaintextBits), req.rows, c.params.ringDegree, req.tn);
-        transfer.push(y.buffer as ArrayBuffer);
-        reply = { id: env.id, ok: true, y };
-        break;
-      }
-      case 'decryptAdd': {
+      case 'decryptSum': {
         const c = ready();
         decryptAccumulate(c.params, c.key, req.a, req.b, req.rows, req.r0, req.nr, req.sliced, req.plaintextBits, req.acc, req.t0, req.tn);
         reply = { id: env.id, ok: true };

@@ -93,7 +93,7 @@ test('pool encryption uses the same masks as the single-thread path and decrypts
   await assert.rejects(pool.encryptBlock(randMessage(1, 1), 1, randomSeed(), 0), /closed/);
 });
 
-test('pool decryptAdd: terms decrypted and added in place equal decryptBlock + token-major sums (shared and copied inputs)', async () => {
+test('pool decryptSum: the sum of the decrypted terms lands token-major in place, equal to decryptBlock sums (shared and copied inputs, Int32 and Float64 results)', async () => {
   const key = SecretKey.generate(P);
   const pool = await CryptoPool.create(P, key, 2);
   try {
@@ -104,24 +104,26 @@ test('pool decryptAdd: terms decrypted and added in place equal decryptBlock + t
       for (let i = 0; i < a.length; i++) a[i] = (Math.random() * 2 ** 32) >>> 0;
       return a;
     };
-    for (const shared of [false, true]) {
+    for (const [shared, Result] of [[false, Float64Array], [true, Float64Array], [true, Int32Array]] as const) {
       const a = Array.from({ length: terms }, () => rnd(shared));
       const b = Array.from({ length: terms }, () => rnd(shared));
       const T = N + 100; // second block: 100 tokens from t0 = N
       const t0 = N;
       const tn = 100;
-      const acc = new Float64Array(new SharedArrayBuffer(T * rows * 8)).fill(0.5);
-      await pool.decryptAdd(a, b, rows, 20, acc, t0, tn);
-      const want = new Float64Array(T * rows).fill(0.5);
+      const buffer = new SharedArrayBuffer(T * rows * Result.BYTES_PER_ELEMENT);
+      const acc = (Result === Int32Array ? new Int32Array(buffer) : new Float64Array(buffer)).fill(7); // outside the block: untouched
+      await pool.decryptSum(a, b, rows, 20, acc, t0, tn);
+      const want = new Result(T * rows).fill(7);
+      want.fill(0, t0 * rows, (t0 + tn) * rows);
       for (let k = 0; k < terms; k++) {
         const y = decryptBlock(P, key, a[k], b[k], rows, 20);
         for (let o = 0; o < rows; o++) for (let t = 0; t < tn; t++) want[(t0 + t) * rows + o] += y[o * N + t];
       }
-      assert.deepEqual(acc, want, `shared inputs: ${shared}`);
+      assert.deepEqual(Array.from(acc), Array.from(want), `shared inputs: ${shared}, ${Result.name}`);
       assert.equal(a[0].length, rows * N, 'the caller keeps its arrays');
     }
-    await assert.rejects(pool.decryptAdd([rnd(false)], [rnd(false)], rows, 20, new Float64Array(N * rows), 0, N), /SharedArrayBuffer/);
-    await assert.rejects(pool.decryptAdd([rnd(false)], [], rows, 20, new Float64Array(new SharedArrayBuffer(N * rows * 8)), 0, N), /parts/);
+    await assert.rejects(pool.decryptSum([rnd(false)], [rnd(false)], rows, 20, new Float64Array(N * rows), 0, N), /SharedArrayBuffer/);
+    await assert.rejects(pool.decryptSum([rnd(false)], [], rows, 20, new Float64Array(new SharedArrayBuffer(N * rows * 8)), 0, N), /parts/);
   } finally {
     await pool.close();
   }

@@ -9,7 +9,7 @@
  * from node:crypto. The upload is the same function of (seed, messages, noise) as the single
  * thread path. Idle workers are unref'd, so an open pool never keeps the process alive.
  *
- * The client's hot paths (encryptValues, maxTokenL1, decryptAdd) keep the calling thread to
+ * The client's hot paths (encryptValues, maxTokenL1, decryptSum) keep the calling thread to
  * dispatching: inputs and outputs live in SharedArrayBuffers that the workers read and write in
  * place (encoding, L1 norms, result transposes and K-chunk sums all run on the workers), and the
  * server's result rows, when not already shared, are copied once into reused staging buffers just
@@ -262,38 +262,14 @@ export class CryptoPool {
   }
 
   /**
-   * decryptBlock, delivering the first tn tokens token-major: calls onPart(r0, nr, part) with
-   * part[t*nr + r] = y of row r0 + r at token t, as each row range completes.
+   * Decrypts the terms (a[k], b[k]: rows x N each) of one column block and stores the sum of their
+   * first tn tokens into acc (token-major, rows values per token, tokens from t0):
+   * acc[(t0 + t)*rows + o] = sum_k y_k[o*N + t]. acc must be backed by a SharedArrayBuffer: the
+   * workers write their row ranges in place (disjoint ranges; calls for different blocks touch
+   * disjoint tokens). Shared a, b are read in place; others are copied once per row range.
    */
-  async decryptTokens(aOut: Uint32Array, bOut: Uint32Array, rows: number, plaintextBits: number, tn: number,
-    onPart: (r0: number, nr: number, part: Int32Array) => void): Promise<void> {
-    const n = this.params.ringDegree;
-    if (!(Number.isInteger(rows) && rows >= 1)) throw new Error(`helora: row count must be a positive integer, got ${rows}`);
-    if (!(aOut instanceof Uint32Array) || !(bOut instanceof Uint32Array) || aOut.length !== rows * n || bOut.length !== rows * n) {
-      throw new Error(`helora: result parts must be Uint32Array of rows*N = ${rows * n} values, got ${aOut?.length} and ${bOut?.length}`);
-    }
-    if (!(Number.isInteger(tn) && tn >= 1 && tn <= n)) throw new Error(`helora: token count ${tn} outside [1, ${n}]`);
-    const per = Math.max(1, Math.min(TASK_ROWS, Math.ceil(rows / this.threads)));
-    const parts: Promise<void>[] = [];
-    for (let r0 = 0; r0 < rows; r0 += per) {
-      const nr = Math.min(per, rows - r0);
-      const a = aOut.slice(r0 * n, (r0 + nr) * n);
-      const b = bOut.slice(r0 * n, (r0 + nr) * n);
-      parts.push(this.run({ op: 'decryptTokens', a, b, rows: nr, plaintextBits, tn }, [a.buffer, b.buffer]).then((r) => onPart(r0, nr, r.y!)));
-    }
-    await Promise.all(parts);
-  }
-
-  /**
-   * Decrypts the terms (a[k], b[k]: rows x N each) of one column block and adds their first tn
-   * tokens into acc (token-major, rows values per token, tokens from t0): acc[(t0 + t)*rows + o]
-   * += y_k[o*N + t] for every term k. acc must be backed by a SharedArrayBuffer: the workers add
-   * their row ranges in place (disjoint ranges; calls for different blocks touch disjoint tokens,
-   * calls for the same tokens must not run concurrently). Shared a, b are read in place; others are
-   * copied once per row range.
-   */
-  async decryptAdd(a: readonly Uint32Array[], b: readonly Uint32Array[], rows: number, plaintextBits: number,
-    acc: Float64Array, t0: number, tn: number): Promise<void> {
+  async decryptSum(a: readonly Uint32Array[], b: readonly Uint32Array[], rows: number, plaintextBits: number,
+    acc: Int32Array | Float64Array, t0: number, tn: number): Promise<void> {
     const n = this.params.ringDegree;
     if (!(Number.isInteger(rows) && rows >= 1)) throw new Error(`helora: row count must be a positive integer, got ${rows}`);
     if (a.length < 1 || a.length !== b.length) throw new Error(`helora: ${a.length} a parts for ${b.length} b parts`);
@@ -303,8 +279,8 @@ export class CryptoPool {
       }
     }
     if (!(Number.isInteger(tn) && tn >= 1 && tn <= n)) throw new Error(`helora: token count ${tn} outside [1, ${n}]`);
-    if (!(acc instanceof Float64Array && acc.buffer instanceof SharedArrayBuffer) || !(Number.isInteger(t0) && t0 >= 0) || acc.length < (t0 + tn) * rows) {
-      throw new Error('helora: decryptAdd needs a SharedArrayBuffer-backed Float64Array accumulator covering the tokens');
+    if (!((acc instanceof Int32Array || acc instanceof Float64Array) && acc.buffer instanceof SharedArrayBuffer) || !(Number.isInteger(t0) && t0 >= 0) || acc.length < (t0 + tn) * rows) {
+      throw new Error('helora: decryptSum needs a SharedArrayBuffer-backed Int32Array or Float64Array accumulator covering the tokens');
     }
     if (this.closed) throw new Error('helora: CryptoPool is closed');
     const shared = [...a, ...b].every((x) => x.buffer instanceof SharedArrayBuffer);
@@ -313,10 +289,10 @@ export class CryptoPool {
     for (let r0 = 0; r0 < rows; r0 += per) {
       const nr = Math.min(per, rows - r0);
       if (shared) {
-        parts.push(this.run({ op: 'decryptAdd', a: [...a], b: [...b], rows, r0, nr, sliced: false, plaintextBits, acc, t0, tn }));
+        parts.push(this.run({ op: 'decryptSum', a: [...a], b: [...b], rows, r0, nr, sliced: false, plaintextBits, acc, t0, tn }));
       } else {
         // Copied into a reused shared staging buffer when the task is about to run.
-        const req: CryptoRequest = { op: 'decryptAdd', a: [], b: [], rows, r0, nr, sliced: true, plaintextBits, acc, t0, tn };
+        const req: CryptoRequest = { op: 'decryptSum', a: [], b: [], rows, r0, nr, sliced: true, plaintextBits, acc, t0, tn };
         const words = nr * n;
         parts.push(this.run(req, [], (job) => {
           const buf = this.acquireStaging(2 * a.length * words * 4);

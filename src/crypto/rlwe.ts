@@ -21,7 +21,6 @@
  */
 import { randomFillSync } from 'node:crypto';
 import { nttKernel, NTT_MAX_A_BITS, NTT_MAX_N, type NttKernel } from '../kernels/ntt.js';
-import { addTokensInto } from './encode.js';
 import { SecretKey } from './keys.js';
 import { logDeltaFor } from './noise.js';
 import { logDelta, MASK_BYTES, uploadBytes, type RlweParams } from './params.js';
@@ -29,7 +28,7 @@ import { gaussianMagnitudeCdt, MaskStream, randomSeed, SEED_BYTES } from './samp
 
 /** Polynomials per kernel call (scratch ~1.4 MB at N = 2048: stays in L2/L3). */
 const ENCRYPT_CHUNK_POLYS = 16;
-const DECRYPT_CHUNK_ROWS = 32;
+const DECRYPT_CHUNK_ROWS = 128;
 
 function checkParams(params: RlweParams, key: SecretKey): void {
   if (key.params.id !== params.id) throw new Error(`helora: key belongs to parameter set ${key.params.name}, not ${params.name}`);
@@ -178,12 +177,12 @@ export function decryptBlock(params: RlweParams, key: SecretKey, aOut: Uint32Arr
 
 /**
  * @internal Decrypts rows r0 .. r0 + nr - 1 of every term (aOut[k], bOut[k]: rows*N u32 each, or
- * just those nr rows when `sliced`) and adds the first tn tokens into the token-major acc
- * (acc[(t0 + t)*rows + r] += y[r][t]): the pool workers' path, straight from the shared input to
- * the shared result without intermediate arrays.
+ * just those nr rows when `sliced`) and stores the sum of the terms for the first tn tokens into
+ * the token-major acc (acc[(t0 + t)*rows + r] = sum_k y_k[r][t]): the pool workers' path, straight
+ * from the shared input to the shared result without intermediate arrays.
  */
 export function decryptAccumulate(params: RlweParams, key: SecretKey, aOut: readonly Uint32Array[], bOut: readonly Uint32Array[],
-  rows: number, r0: number, nr: number, sliced: boolean, plaintextBits: number, acc: Float64Array, t0: number, tn: number): void {
+  rows: number, r0: number, nr: number, sliced: boolean, plaintextBits: number, acc: Int32Array | Float64Array, t0: number, tn: number): void {
   checkParams(params, key);
   const deltaShift = logDeltaFor(params, plaintextBits);
   const n = params.ringDegree;
@@ -197,23 +196,20 @@ export function decryptAccumulate(params: RlweParams, key: SecretKey, aOut: read
   const k = kernelFor(params, key);
   const sh = deltaShift - (params.logQ - params.downloadBits);
   const base = sliced ? 0 : r0;
-  // All nr rows are decrypted first, then added in one pass (see addTokensInto).
-  if (decryptRows.length < nr * n) decryptRows = new Int32Array(nr * n);
-  const y = decryptRows.subarray(0, nr * n);
-  for (let term = 0; term < aOut.length; term++) {
-    for (let c0 = 0; c0 < nr; c0 += DECRYPT_CHUNK_ROWS) {
-      const cn = Math.min(DECRYPT_CHUNK_ROWS, nr - c0);
-      const v = k.beginDecrypt(cn);
-      const off = (base + c0) * n;
+  for (let c0 = 0; c0 < nr; c0 += DECRYPT_CHUNK_ROWS) {
+    const cn = Math.min(DECRYPT_CHUNK_ROWS, nr - c0);
+    const v = k.beginDecrypt(cn);
+    const off = (base + c0) * n;
+    // The terms sum in the kernel's rows; their token-major transpose lands in acc a token at a time.
+    for (let term = 0; term < aOut.length; term++) {
       v.a.set(aOut[term].subarray(off, off + cn * n));
       v.b.set(bOut[term].subarray(off, off + cn * n));
-      k.decrypt(sh);
-      y.set(v.y, c0 * n);
+      k.decrypt(sh, { accumulate: term > 0 });
     }
-    addTokensInto(acc, rows, t0, r0, y, nr, n, tn);
+    k.transpose();
+    const dst = r0 + c0;
+    for (let t = 0; t < tn; t++) acc.set(v.yT.subarray(t * cn, (t + 1) * cn), (t0 + t) * rows + dst);
+    v.y.fill(0);
+    v.yT.fill(0);
   }
-  y.fill(0);
 }
-
-/** decryptAccumulate's row buffer (per thread, reused: fresh memory costs page faults). */
-let decryptRows = new Int32Array(0);

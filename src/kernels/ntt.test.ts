@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
-import { NttKernel, negacyclicMulRef, NTT_PRIMES } from './ntt.js';
+import { FFT_DECRYPT_MAX_ERROR, NttKernel, negacyclicMulRef, NTT_PRIMES } from './ntt.js';
 
 function randomTernary(n: number): Int8Array {
   const s = new Int8Array(n);
@@ -78,25 +78,84 @@ test('NTT product for 32-bit a (decryption path), random and all 2^32 - 1', () =
   assertSame(k.productExact32(full), negacyclicMulRef(toBig(full), toBig(ones)), 'all ones');
 });
 
-test('decrypt kernel: y = round((b - a*s mod 2^32) / 2^sh), centered', () => {
-  const n = 64;
+for (const n of [16, 64, 256]) {
+  test(`decrypt kernel (FFT): y = round((b - a*s mod 2^32) / 2^sh), centered, equals the schoolbook, N = ${n}`, () => {
+    const k = new NttKernel(n);
+    const s = randomTernary(n);
+    k.loadSecret(s, s);
+    const rows = 3;
+    const v = k.beginDecrypt(rows);
+    const a = new Uint32Array(rows * n), b = new Uint32Array(rows * n);
+    for (let i = 0; i < a.length; i++) { a[i] = randomInt(2 ** 32 - 1); b[i] = randomInt(2 ** 32 - 1); }
+    a.fill(2 ** 31, 0, n); // row 0: a = -2^31 everywhere (the largest |a|)
+    v.a.set(a); v.b.set(b);
+    k.decrypt(4);
+    const y = Int32Array.from(v.y);
+    for (let r = 0; r < rows; r++) {
+      const as = negacyclicMulRef(toBig(a.subarray(r * n, (r + 1) * n)), toBig(s));
+      for (let t = 0; t < n; t++) {
+        const vv = BigInt.asUintN(32, BigInt(b[r * n + t]) - as[t]);
+        const want = Number(BigInt.asIntN(32, vv + 8n) >> 4n);
+        assert.equal(y[r * n + t], want, `row ${r} coefficient ${t}`);
+      }
+    }
+  });
+}
+
+/** The exact a*s for int32 a (read signed) as numbers (|a*s| < 2^43: exact in doubles). */
+function exactSigned(k: NttKernel, a: Int32Array): number[] {
+  const unsigned = k.productExact32(new Uint32Array(a.buffer, a.byteOffset, a.length));
+  const negative = k.productExact32(Uint32Array.from(a, (x) => (x < 0 ? 1 : 0)));
+  return Array.from(unsigned, (u, i) => Number(u - (negative[i] << 32n)));
+}
+
+for (const n of [2048, 4096]) {
+  test(`decryption FFT: measured error of a*s stays below FFT_DECRYPT_MAX_ERROR (worst-case magnitudes), N = ${n}`, () => {
+    const k = new NttKernel(n);
+    let worst = 0;
+    const secrets = [new Int8Array(n).fill(1), new Int8Array(n).fill(-1), randomTernary(n)];
+    for (const s of secrets) {
+      k.loadSecret(s, s);
+      const operands = [new Int32Array(n).fill(-(2 ** 31)), new Int32Array(n).fill(2 ** 31 - 1),
+        Int32Array.from({ length: n }, (_, i) => (i % 2 ? 2 ** 31 - 1 : -(2 ** 31))),
+        ...Array.from({ length: 4 }, () => Int32Array.from({ length: n }, () => randomInt(2 ** 32 - 1) | 0))];
+      for (const a of operands) {
+        const raw = k.productFftRaw(a);
+        const want = exactSigned(k, a);
+        for (let i = 0; i < n; i++) worst = Math.max(worst, Math.abs(raw[i] - want[i]));
+      }
+    }
+    assert.ok(worst < FFT_DECRYPT_MAX_ERROR, `max FFT error ${worst} >= the documented bound ${FFT_DECRYPT_MAX_ERROR}`);
+    assert.ok(worst > 0, 'the FFT is floating point: some rounding error must show');
+  });
+}
+
+test('decrypt kernel at N = 2048: the FFT equals the exact NTT decryption; accumulate sums terms; transpose is token-major', () => {
+  const n = 2048;
   const k = new NttKernel(n);
   const s = randomTernary(n);
   k.loadSecret(s, s);
-  const rows = 3;
-  const v = k.beginDecrypt(rows);
-  const a = new Uint32Array(rows * n), b = new Uint32Array(rows * n);
-  for (let i = 0; i < a.length; i++) { a[i] = randomInt(2 ** 32 - 1); b[i] = randomInt(2 ** 32 - 1); }
-  v.a.set(a); v.b.set(b);
-  k.decrypt(4);
-  const y = Int32Array.from(v.y);
-  for (let r = 0; r < rows; r++) {
-    const as = negacyclicMulRef(toBig(a.subarray(r * n, (r + 1) * n)), toBig(s));
-    for (let t = 0; t < n; t++) {
-      const vv = BigInt.asUintN(32, BigInt(b[r * n + t]) - as[t]);
-      const want = Number(BigInt.asIntN(32, vv + 8n) >> 4n);
-      assert.equal(y[r * n + t], want, `row ${r} coefficient ${t}`);
-    }
+  const rows = 6;
+  const rnd = (): Uint32Array => Uint32Array.from({ length: rows * n }, () => randomInt(2 ** 32 - 1));
+  for (const sh of [4, 12, 20]) {
+    const terms = [0, 1].map(() => ({ a: rnd(), b: rnd() }));
+    const exact = terms.map(({ a, b }) => {
+      const v = k.beginDecrypt(rows);
+      v.a.set(a); v.b.set(b);
+      k.decrypt(sh, { exactNtt: true });
+      return Int32Array.from(v.y);
+    });
+    const v = k.beginDecrypt(rows);
+    terms.forEach(({ a, b }, term) => {
+      v.a.set(a); v.b.set(b);
+      k.decrypt(sh, { accumulate: term > 0 });
+      if (term === 0) assert.deepEqual(Int32Array.from(v.y), exact[0], `sh = ${sh}: one term`);
+    });
+    const sum = exact[0].map((x, i) => x + exact[1][i]);
+    assert.deepEqual(Int32Array.from(v.y), sum, `sh = ${sh}: two terms`);
+    k.transpose();
+    const yT = Int32Array.from(v.yT);
+    for (let r = 0; r < rows; r++) for (let t = 0; t < n; t++) assert.equal(yT[t * rows + r], sum[r * n + t]);
   }
 });
 

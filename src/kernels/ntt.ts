@@ -16,6 +16,15 @@ export const NTT_MAX_N = 4096;
 /** Largest coefficient size (bits) of a for which a*s (s ternary) is exact for N = NTT_MAX_N. */
 export const NTT_MAX_A_BITS = 44;
 
+/**
+ * Bound on |FFT value - exact a*s| in decryption (int32 a, ternary s, N <= NTT_MAX_N). Percival's
+ * bound for a floating-point FFT convolution of size 2^k (here k = log2(N/2) <= 11, unit
+ * roundoff 2^-53, twiddles within one ulp) is ||a||_2 ||s||_2 (3k + sqrt(5)(3k + 1) + 3k) 2^-53
+ * <= 2^31 sqrt(N) * sqrt(N) * 2^7.2 * 2^-53 <= 2^-3.8 for N = 4096. Below 1/2, rounding recovers
+ * the exact product; ntt.test.ts measures the real error (~2e-4) against this constant.
+ */
+export const FFT_DECRYPT_MAX_ERROR = 1 / 8;
+
 interface NttExports {
   memory: WebAssembly.Memory;
   heapBase(): number;
@@ -28,6 +37,11 @@ interface NttExports {
   encryptPolys(nPolys: number, aSrc: number, m: number, rnd: number, cdt: number, nCdt: number,
     deltaShift: number, upShift: number, outBytes: number, out: number, mLimit: number): number;
   decryptRows(nRows: number, a: number, b: number, sh: number, y: number): void;
+  setupFft(n2: number, twist: number, untwist: number, fw: number, iw: number, secret: number, buf: number): void;
+  fftForwardPoly(src: number, dst: number): void;
+  decryptRowsFft(nRows: number, a: number, b: number, sh: number, y: number, accumulate: number): void;
+  transposeI32(src: number, rows: number, cols: number, dst: number): void;
+  fftProductRaw(src: number, dst: number): void;
 }
 
 function powMod(b: bigint, e: bigint, m: bigint): bigint {
@@ -85,10 +99,37 @@ function buildTables(p: number, n: number): Uint32Array[] {
   return [fw, fws, expand(fw), expand(fws), iw, iws, expand(iw), expand(iws)];
 }
 
+/** Writes the constant e^{i theta} as the kernel's pair of vectors (cos, cos), (-sin, sin) at entry i. */
+function putComplexConstant(t: Float64Array, i: number, theta: number): void {
+  const c = Math.cos(theta), s = Math.sin(theta);
+  t[4 * i] = c; t[4 * i + 1] = c; t[4 * i + 2] = -s; t[4 * i + 3] = s;
+}
+
+/**
+ * Tables of the decryption FFT (see the FFT section of ntt.entry.ts): twist zeta^j, untwist
+ * zeta^-j (zeta = e^{i pi/n}) for j < n/2, and the per-stage twiddles e^{+-2 pi i j/(2h)}.
+ */
+function buildFftTables(n: number): { twist: Float64Array; untwist: Float64Array; fw: Float64Array; iw: Float64Array } {
+  const n2 = n / 2;
+  const twist = new Float64Array(4 * n2), untwist = new Float64Array(4 * n2);
+  for (let j = 0; j < n2; j++) {
+    putComplexConstant(twist, j, (Math.PI * j) / n);
+    putComplexConstant(untwist, j, (-Math.PI * j) / n);
+  }
+  const fw = new Float64Array(4 * (n2 - 1)), iw = new Float64Array(4 * (n2 - 1));
+  for (let h = 1; h < n2; h <<= 1) {
+    for (let j = 0; j < h; j++) {
+      putComplexConstant(fw, h - 1 + j, (2 * Math.PI * j) / (2 * h));
+      putComplexConstant(iw, h - 1 + j, (-2 * Math.PI * j) / (2 * h));
+    }
+  }
+  return { twist, untwist, fw, iw };
+}
+
 /** One WebAssembly instance doing negacyclic products with one secret at a time, ring degree n. */
 export class NttKernel {
   readonly n: number;
-  private readonly ex: NttExports;
+  readonly ex: NttExports;
   private readonly heap: WasmHeap;
   private readonly tables: [number, number];
   private readonly bufs: [number, number];
@@ -122,7 +163,20 @@ export class NttKernel {
     this.ex.setup(n, NTT_PRIMES[0], NTT_PRIMES[1], this.tables[0], this.tables[1],
       Number(c0), shoupOf(c0, p0), Number(c1), shoupOf(c1, p1), Number(pinv), shoupOf(pinv, p1),
       this.bufs[0], this.bufs[1]);
+    const n2 = n / 2;
+    const fft = buildFftTables(n);
+    const put = (t: Float64Array): number => {
+      const ptr = this.heap.allocPermanent(t.length * 8);
+      new Float64Array(this.ex.memory.buffer, ptr, t.length).set(t);
+      return ptr;
+    };
+    const [twist, untwist, fw, iw] = [fft.twist, fft.untwist, fft.fw, fft.iw].map(put);
+    this.fftSecret = this.heap.allocPermanent(n2 * 32);
+    this.ex.setupFft(n2, twist, untwist, fw, iw, this.fftSecret, this.heap.allocPermanent(n2 * 16));
   }
+
+  /** The secret's FFT table (n/2 entries of 32 bytes, 1/(n/2) folded in). */
+  private readonly fftSecret: number;
 
   /** True when the secret of `owner` is the one loaded. */
   hasSecret(owner: object): boolean {
@@ -155,6 +209,22 @@ export class NttKernel {
       this.heap.u32(shOff, n).set(sh);
       this.heap.u32(shOff + n * 4, n).set(shs);
     }
+    // The decryption FFT's copy: the transform of s with the inverse's 1/(n/2) folded in.
+    const n2 = n / 2;
+    this.heap.resetScratch();
+    const src = this.heap.alloc(n * 4);
+    const dst = this.heap.alloc(n2 * 16);
+    const coeffs = this.heap.i32(src, n);
+    for (let i = 0; i < n; i++) coeffs[i] = s[i];
+    this.ex.fftForwardPoly(src, dst);
+    coeffs.fill(0);
+    const hat = new Float64Array(this.ex.memory.buffer, dst, 2 * n2);
+    const table = new Float64Array(this.ex.memory.buffer, this.fftSecret, 4 * n2);
+    for (let k = 0; k < n2; k++) {
+      const re = hat[2 * k] / n2, im = hat[2 * k + 1] / n2;
+      table[4 * k] = re; table[4 * k + 1] = re; table[4 * k + 2] = -im; table[4 * k + 3] = im;
+    }
+    hat.fill(0);
     this.secretOwner = owner;
   }
 
@@ -201,6 +271,19 @@ export class NttKernel {
     return new BigInt64Array(this.ex.memory.buffer.slice(dst, dst + n * 8));
   }
 
+  /** a*s by the decryption FFT, before rounding (int32 a; tests measure the FFT error with it). */
+  productFftRaw(a: Int32Array): Float64Array {
+    this.requireSecret();
+    const n = this.n;
+    if (a.length !== n) throw new Error(`helora: operand has ${a.length} coefficients, expected ${n}`);
+    this.heap.resetScratch();
+    const src = this.heap.alloc(n * 4);
+    const dst = this.heap.alloc(n * 8);
+    this.heap.i32(src, n).set(a);
+    this.ex.fftProductRaw(src, dst);
+    return new Float64Array(this.ex.memory.buffer.slice(dst, dst + n * 8));
+  }
+
   /**
    * Scratch views for encrypting nPolys polynomials; fill a (6-byte mask values), m and rnd, then
    * call encrypt(). The views stay valid until the next begin*() call on this kernel.
@@ -208,6 +291,7 @@ export class NttKernel {
   beginEncrypt(nPolys: number, outBytes: number): { a: Uint8Array; m: Int32Array; rnd: Uint8Array; out: Uint8Array } {
     const n = this.n;
     this.heap.resetScratch();
+    this.pendingDec = null;
     const count = nPolys * n;
     const a = this.heap.alloc(count * 6, 16);
     const m = this.heap.alloc(count * 4);
@@ -241,27 +325,49 @@ export class NttKernel {
     return bad === 0;
   }
 
-  private pendingDec: { nRows: number; a: number; b: number; y: number } | null = null;
+  private pendingDec: { nRows: number; a: number; b: number; y: number; yT: number } | null = null;
 
-  /** Scratch views for decrypting nRows rows; fill a and b, then call decrypt(). */
-  beginDecrypt(nRows: number): { a: Uint32Array; b: Uint32Array; y: Int32Array } {
+  /**
+   * Scratch views for decrypting nRows rows; fill a and b, then call decrypt() (again with new a
+   * and b to accumulate). yT is where transpose() puts the token-major copy of y. The views stay
+   * valid until the next begin*() call on this kernel.
+   */
+  beginDecrypt(nRows: number): { a: Uint32Array; b: Uint32Array; y: Int32Array; yT: Int32Array } {
     const count = nRows * this.n;
     this.heap.resetScratch();
     const a = this.heap.alloc(count * 4);
     const b = this.heap.alloc(count * 4);
     const y = this.heap.alloc(count * 4);
-    this.pendingDec = { nRows, a, b, y };
-    return { a: this.heap.u32(a, count), b: this.heap.u32(b, count), y: this.heap.i32(y, count) };
+    const yT = this.heap.alloc(count * 4);
+    this.pendingDec = { nRows, a, b, y, yT };
+    this.pending = null;
+    return { a: this.heap.u32(a, count), b: this.heap.u32(b, count), y: this.heap.i32(y, count), yT: this.heap.i32(yT, count) };
   }
 
-  /** y = centered round((b - a*s mod 2^32) / 2^sh) for the rows prepared by beginDecrypt. */
-  decrypt(sh: number): void {
+  /**
+   * y = centered round((b - a*s mod 2^32) / 2^sh) for the rows prepared by beginDecrypt, by the
+   * double-precision FFT (exact: see FFT_DECRYPT_MAX_ERROR). accumulate: y += instead of y = (y
+   * keeps its values until the next begin*(); for summing the K-chunk terms of one output).
+   * exactNtt: by the two-prime NTT instead (the reference; no accumulate).
+   */
+  decrypt(sh: number, opts: { accumulate?: boolean; exactNtt?: boolean } = {}): void {
     this.requireSecret();
     const p = this.pendingDec;
     if (p === null) throw new Error('helora: decrypt() without beginDecrypt()');
     if (!(sh >= 1 && sh <= 31)) throw new Error(`helora: bad decryption shift ${sh}`);
-    this.ex.decryptRows(p.nRows, p.a, p.b, sh, p.y);
-    this.pendingDec = null;
+    if (opts.exactNtt) {
+      if (opts.accumulate) throw new Error('helora: the NTT decryption does not accumulate');
+      this.ex.decryptRows(p.nRows, p.a, p.b, sh, p.y);
+    } else {
+      this.ex.decryptRowsFft(p.nRows, p.a, p.b, sh, p.y, opts.accumulate ? 1 : 0);
+    }
+  }
+
+  /** yT = the token-major transpose of y (yT[t*nRows + r] = y[r*N + t]) of the pending decryption. */
+  transpose(): void {
+    const p = this.pendingDec;
+    if (p === null) throw new Error('helora: transpose() without beginDecrypt()');
+    this.ex.transposeI32(p.y, p.nRows, this.n, p.yT);
   }
 }
 

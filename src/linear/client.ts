@@ -184,10 +184,10 @@ export class HeLinearClient {
    * output), adding the K-chunk terms. Rejects an answer whose layout does not match the request.
    * plaintextBits: the widths from PendingProduct (default: remembered for `request` by this client).
    */
-  decryptIntegers(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[], plaintextBits?: readonly number[]): Float64Array[] {
+  decryptIntegers(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[], plaintextBits?: readonly number[]): IntegerResult[] {
     const N = this.params.ringDegree;
     const { terms, blocks, bits } = this.checkAnswer(request, response, expectedRows, plaintextBits);
-    const results = expectedRows.map((rows) => new Float64Array(request.T * rows));
+    const results = expectedRows.map((rows) => integerResult(request.T * rows, terms, bits, false));
     for (let blk = 0; blk < blocks; blk++) {
       const row = response.blocks[blk];
       expectedRows.forEach((rows, j) => {
@@ -201,13 +201,13 @@ export class HeLinearClient {
   }
 
   /** decryptIntegers on the worker pool (all cores). */
-  async decryptIntegersAsync(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[], plaintextBits?: readonly number[]): Promise<Float64Array[]> {
+  async decryptIntegersAsync(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[], plaintextBits?: readonly number[]): Promise<IntegerResult[]> {
     const N = this.params.ringDegree;
     const { terms, blocks, bits } = this.checkAnswer(request, response, expectedRows, plaintextBits);
     const pool = await this.getPool();
     // Shared results: the workers add their decrypted row ranges in place (one call per block and
     // output, all K-chunk terms inside it, so no two tasks touch the same values).
-    const results = expectedRows.map((rows) => new Float64Array(new SharedArrayBuffer(request.T * rows * 8)));
+    const results = expectedRows.map((rows) => integerResult(request.T * rows, terms, bits, true));
     const jobs: Promise<void>[] = [];
     for (let blk = 0; blk < blocks; blk++) {
       const row = response.blocks[blk];
@@ -215,7 +215,7 @@ export class HeLinearClient {
       const tn = Math.min(N, request.T - t0);
       expectedRows.forEach((rows, j) => {
         const cs = row.slice(j * terms, (j + 1) * terms);
-        jobs.push(pool.decryptAdd(cs.map((c) => c.a), cs.map((c) => c.b), rows, bits[blk], results[j], t0, tn));
+        jobs.push(pool.decryptSum(cs.map((c) => c.a), cs.map((c) => c.b), rows, bits[blk], results[j], t0, tn));
       });
     }
     await Promise.all(jobs);
@@ -313,8 +313,21 @@ export function stackBackwardInput(dys: Float32Array[], T: number, wScales: Floa
   return { stacked, scales, cols };
 }
 
+/**
+ * Exact integer products, token-major. Int32 whenever the sum of the K-chunk terms provably fits
+ * (each term decrypts to |y| < 2^(P'-1)): half the memory of Float64 and its page faults.
+ */
+export type IntegerResult = Int32Array | Float64Array;
+
+function integerResult(length: number, terms: number, bits: readonly number[], shared: boolean): IntegerResult {
+  const fitsInt32 = terms * 2 ** (Math.max(...bits) - 1) <= 2 ** 31 - 1;
+  const bytes = fitsInt32 ? 4 : 8;
+  const buffer = shared ? new SharedArrayBuffer(length * bytes) : new ArrayBuffer(length * bytes);
+  return fitsInt32 ? new Int32Array(buffer) : new Float64Array(buffer);
+}
+
 /** Adds a decrypted block (rows x N, feature-major) into the token-major result acc[T x rows]. */
-export function accumulateBlock(acc: Float64Array, block: Int32Array, T: number, rows: number, N: number, blockIndex: number): void {
+export function accumulateBlock(acc: IntegerResult, block: Int32Array, T: number, rows: number, N: number, blockIndex: number): void {
   const tn = Math.min(N, T - blockIndex * N);
   if (block.length !== rows * N || acc.length < T * rows) throw new Error('helora: token-major part size mismatch');
   addTokensInto(acc, rows, blockIndex * N, 0, block, rows, N, tn);

@@ -1,4 +1,4 @@
-export { HeLinearClient, stackBackwardInput, accumulateBlock, type PendingProduct, type HeClientOptions } from './client.js';
+export { HeLinearClient, stackBackwardInput, accumulateBlock, type PendingProduct, type HeClientOptions, type IntegerResult } from './client.js';
 export { HeLinearServer, localBackend, poolBackend, type ZqBackend, type HeServerOptions } from './server.js';
 export { QuantizedGroup } from './plain.js';
 export { featureChunks, blockCount, rowSqNorms, stackedColSqNorms, type FeatureChunk } from './layout.js';

@@ -1,7 +1,7 @@
 // How the matrices of a projection group map onto ciphertexts and limb GEMMs.
 //
 // Tokens go along the ring coefficients (N per column block), one polynomial per input feature
-// (the packing itself is crypto/encode.ts encodeFeatures / decodeTokens).
+// (the packing itself is crypto/encode.ts encodeFeatures and crypto/rlwe.ts decryptAccumulate).
 // A product over K input features is exact in the plaintext space only while
 // max|q_x| * max|q_w| * K < 2^(P-1); longer sums are split into K-chunks ("terms") that the server
 // returns separately and the client adds after decryption. Both sides derive the same layout from

@@ -499,3 +499,232 @@ export function decryptRows(nRows: i32, a: usize, b: usize, sh: i32, y: usize): 
     }
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Decryption by double-precision FFT.
+//
+// Decryption needs c = a*s mod 2^32 for 32-bit a. Over the integers |a*s| < 2^31 * N, so a
+// floating-point convolution that is accurate to better than 1/2 gives c exactly after rounding
+// (the error bound and its measurement live in src/kernels/ntt.ts and ntt.test.ts). A real
+// negacyclic product of length N is one complex cyclic product of length N/2: fold
+// z_j = (a_j + i a_{j+N/2}) zeta^j (zeta = e^{i pi/N}), transform, multiply by the secret's
+// transform, transform back, unfold (Re -> c_j, Im -> c_{j+N/2}) after multiplying by zeta^-j.
+// That is two complex FFTs of N/2 points per row instead of four NTTs of N points (two primes).
+//
+// Complex values are f64x2 (re, im). A constant w is stored as two vectors (wr, wr), (-wi, wi):
+// x*w = x*(wr, wr) + swap(x)*(-wi, wi). Tables (set up by src/kernels/ntt.ts), N/2 = n2 entries
+// of 32 bytes unless noted:
+//   twist: zeta^j;  untwist: zeta^-j;  secret: FFT(fold(s)) / n2;
+//   fw / iw: n2 - 1 entries, the stage of half-length h at entry h - 1: e^{+-2 pi i j / (2h)}, j < h.
+
+let FN2: i32 = 0;
+let FTWIST: usize = 0;
+let FUNTWIST: usize = 0;
+let FFW: usize = 0;
+let FIW: usize = 0;
+let FSECRET: usize = 0;
+let FBUF: usize = 0;
+/** 1.5 * 2^52: x + MAGIC rounds x to an integer whose low 32 bits are the low word of the sum. */
+const MAGIC: f64 = 6755399441055744.0;
+
+export function setupFft(n2: i32, twist: usize, untwist: usize, fw: usize, iw: usize, secret: usize, buf: usize): void {
+  FN2 = n2; FTWIST = twist; FUNTWIST = untwist; FFW = fw; FIW = iw; FSECRET = secret; FBUF = buf;
+}
+
+// @ts-ignore: decorator
+@inline function cmul(x: v128, w: usize): v128 {
+  return f64x2.add(f64x2.mul(x, v128.load(w)), f64x2.mul(v128.shuffle<f64>(x, x, 1, 0), v128.load(w, 16)));
+}
+
+/** i*x and -i*x for complex x = (re, im): swap the lanes and flip one sign. */
+// @ts-ignore: decorator
+@inline function timesI(x: v128): v128 {
+  return v128.xor(v128.shuffle<f64>(x, x, 1, 0), f64x2(-0.0, 0.0));
+}
+// @ts-ignore: decorator
+@inline function timesMinusI(x: v128): v128 {
+  return v128.xor(v128.shuffle<f64>(x, x, 1, 0), f64x2(0.0, -0.0));
+}
+
+/**
+ * The stages of the cyclic DIF FFT of n2 points (kernel e^{+2 pi i/n2}) with half-length h >= 4,
+ * in place, natural order in. The two last stages (h = 2, 1; twiddles 1 and i) run inside
+ * convolveTail, fused with the pointwise product and the first inverse stages.
+ */
+function fftForwardWide(buf: usize): void {
+  const n2 = <usize>FN2;
+  for (let h = n2 >> 1; h >= 4; h >>= 1) {
+    const tw = FFW + (h - 1) * 32;
+    const hb = h << 4;
+    for (let s: usize = 0; s < n2; s += h << 1) {
+      const blk = buf + (s << 4);
+      for (let j: usize = 0; j < h; j++) {
+        const pu = blk + (j << 4);
+        const u = v128.load(pu), v = v128.load(pu + hb);
+        v128.store(pu, f64x2.add(u, v));
+        v128.store(pu + hb, cmul(f64x2.sub(u, v), tw + (j << 5)));
+      }
+    }
+  }
+}
+
+/**
+ * For each group of 4 points: forward stages h = 2, 1, the pointwise product with the secret's
+ * transform (bit-reversed order, like the forward output), and the inverse stages h = 1, 2
+ * (twiddles 1 and -i), all in registers.
+ */
+function convolveTail(buf: usize): void {
+  const n2 = <usize>FN2;
+  for (let s: usize = 0; s < n2; s += 4) {
+    const p = buf + (s << 4);
+    const x0 = v128.load(p), x1 = v128.load(p, 16), x2 = v128.load(p, 32), x3 = v128.load(p, 48);
+    const a0 = f64x2.add(x0, x2), a2 = f64x2.sub(x0, x2);
+    const a1 = f64x2.add(x1, x3), a3 = timesI(f64x2.sub(x1, x3));
+    const sp = FSECRET + (s << 5);
+    const z0 = cmul(f64x2.add(a0, a1), sp), z1 = cmul(f64x2.sub(a0, a1), sp + 32);
+    const z2 = cmul(f64x2.add(a2, a3), sp + 64), z3 = cmul(f64x2.sub(a2, a3), sp + 96);
+    const b0 = f64x2.add(z0, z1), b1 = f64x2.sub(z0, z1);
+    const b2 = f64x2.add(z2, z3), b3 = timesMinusI(f64x2.sub(z2, z3));
+    v128.store(p, f64x2.add(b0, b2));
+    v128.store(p, f64x2.add(b1, b3), 16);
+    v128.store(p, f64x2.sub(b0, b2), 32);
+    v128.store(p, f64x2.sub(b1, b3), 48);
+  }
+}
+
+/** The inverse DIT stages with half-length h >= 4 (kernel e^{-2 pi i/n2}), after convolveTail. */
+function fftInverseWide(buf: usize): void {
+  const n2 = <usize>FN2;
+  for (let h: usize = 4; h < n2; h <<= 1) {
+    const tw = FIW + (h - 1) * 32;
+    const hb = h << 4;
+    for (let s: usize = 0; s < n2; s += h << 1) {
+      const blk = buf + (s << 4);
+      for (let j: usize = 0; j < h; j++) {
+        const pu = blk + (j << 4);
+        const u = v128.load(pu), v = cmul(v128.load(pu + hb), tw + (j << 5));
+        v128.store(pu, f64x2.add(u, v));
+        v128.store(pu + hb, f64x2.sub(u, v));
+      }
+    }
+  }
+}
+
+/** The complete forward FFT (for the secret's table, which is then taken in bit-reversed order). */
+function fftForward(buf: usize): void {
+  fftForwardWide(buf);
+  const n2 = <usize>FN2;
+  for (let s: usize = 0; s < n2; s += 4) {
+    const p = buf + (s << 4);
+    const x0 = v128.load(p), x1 = v128.load(p, 16), x2 = v128.load(p, 32), x3 = v128.load(p, 48);
+    const a0 = f64x2.add(x0, x2), a2 = f64x2.sub(x0, x2);
+    const a1 = f64x2.add(x1, x3), a3 = timesI(f64x2.sub(x1, x3));
+    v128.store(p, f64x2.add(a0, a1));
+    v128.store(p, f64x2.sub(a0, a1), 16);
+    v128.store(p, f64x2.add(a2, a3), 32);
+    v128.store(p, f64x2.sub(a2, a3), 48);
+  }
+}
+
+/** FBUF = fold(a) * twist for n2*2 int32 coefficients at src (read as signed). */
+function foldForward(src: usize): void {
+  const n2 = <usize>FN2;
+  const hiSrc = src + (n2 << 2);
+  for (let j: usize = 0; j < n2; j += 4) {
+    const A = v128.load(src + (j << 2)), B = v128.load(hiSrc + (j << 2));
+    const lo = i32x4.shuffle(A, B, 0, 4, 1, 5); // a_j, a_{j+n2}, a_{j+1}, a_{j+1+n2}
+    const hi = i32x4.shuffle(A, B, 2, 6, 3, 7);
+    const d = FBUF + (j << 4);
+    const t = FTWIST + (j << 5);
+    v128.store(d, cmul(f64x2.convert_low_i32x4_s(lo), t));
+    v128.store(d, cmul(f64x2.convert_low_i32x4_s(i32x4.shuffle(lo, lo, 2, 3, 0, 1)), t + 32), 16);
+    v128.store(d, cmul(f64x2.convert_low_i32x4_s(hi), t + 64), 32);
+    v128.store(d, cmul(f64x2.convert_low_i32x4_s(i32x4.shuffle(hi, hi, 2, 3, 0, 1)), t + 96), 48);
+  }
+}
+
+/** The transform of one polynomial (n2*2 int32 at src) into dst (n2 complex f64): for the secret's table. */
+export function fftForwardPoly(src: usize, dst: usize): void {
+  foldForward(src);
+  fftForward(FBUF);
+  memory.copy(dst, FBUF, <usize>FN2 << 4);
+}
+
+/** FBUF = the unrounded a*s before the untwist (bit-reversal cancels between the two transforms). */
+function productInBuf(src: usize): void {
+  foldForward(src);
+  fftForwardWide(FBUF);
+  convolveTail(FBUF);
+  fftInverseWide(FBUF);
+}
+
+/** Low 32 bits of round(x) for the two lanes of the untwisted value at FBUF entry j: (c_j, c_{j+n2}) in lanes 0 and 2. */
+// @ts-ignore: decorator
+@inline function roundedLow(j: usize): v128 {
+  return f64x2.add(cmul(v128.load(FBUF + (j << 4)), FUNTWIST + (j << 5)), f64x2.splat(MAGIC));
+}
+
+/**
+ * decryptRows by FFT: y = (b - a*s mod 2^32 + 2^(sh-1)) >> sh for nRows rows of N values
+ * (a, b, y: row-major; y: i32). accumulate: y += instead of y = (the K-chunk terms of one output
+ * sum in place).
+ */
+export function decryptRowsFft(nRows: i32, a: usize, b: usize, sh: i32, y: usize, accumulate: bool): void {
+  const n2 = <usize>FN2;
+  const n = n2 << 1;
+  const rnd = i32x4.splat(1 << (sh - 1));
+  for (let row = 0; row < nRows; row++) {
+    const base = (<usize>row * n) << 2;
+    productInBuf(a + base);
+    const yRow = y + base;
+    for (let j: usize = 0; j < n2; j += 4) {
+      const v0 = i32x4.shuffle(roundedLow(j), roundedLow(j + 1), 0, 2, 4, 6); // c_j, c_{j+n2}, c_{j+1}, c_{j+1+n2}
+      const v1 = i32x4.shuffle(roundedLow(j + 2), roundedLow(j + 3), 0, 2, 4, 6);
+      const cLo = i32x4.shuffle(v0, v1, 0, 2, 4, 6);
+      const cHi = i32x4.shuffle(v0, v1, 1, 3, 5, 7);
+      const yLo = i32x4.shr_s(i32x4.add(i32x4.sub(v128.load(b + base + (j << 2)), cLo), rnd), sh);
+      const yHi = i32x4.shr_s(i32x4.add(i32x4.sub(v128.load(b + base + ((j + n2) << 2)), cHi), rnd), sh);
+      const pLo = yRow + (j << 2), pHi = yRow + ((j + n2) << 2);
+      v128.store(pLo, accumulate ? i32x4.add(v128.load(pLo), yLo) : yLo);
+      v128.store(pHi, accumulate ? i32x4.add(v128.load(pHi), yHi) : yHi);
+    }
+  }
+}
+
+/**
+ * dst[c*rows + r] = src[r*cols + c] for an i32 matrix (rows x cols): 4 x 4 blocks in registers,
+ * then the edges one value at a time.
+ */
+export function transposeI32(src: usize, rows: i32, cols: i32, dst: usize): void {
+  const r4 = rows & ~3, c4 = cols & ~3;
+  const rs = <usize>cols << 2, ds = <usize>rows << 2;
+  for (let r = 0; r < r4; r += 4) {
+    for (let c = 0; c < c4; c += 4) {
+      const p = src + ((<usize>r * <usize>cols + <usize>c) << 2);
+      const x0 = v128.load(p), x1 = v128.load(p + rs), x2 = v128.load(p + 2 * rs), x3 = v128.load(p + 3 * rs);
+      const t0 = i32x4.shuffle(x0, x1, 0, 4, 1, 5), t1 = i32x4.shuffle(x2, x3, 0, 4, 1, 5);
+      const t2 = i32x4.shuffle(x0, x1, 2, 6, 3, 7), t3 = i32x4.shuffle(x2, x3, 2, 6, 3, 7);
+      const d = dst + ((<usize>c * <usize>rows + <usize>r) << 2);
+      v128.store(d, v128.shuffle<i64>(t0, t1, 0, 2));
+      v128.store(d + ds, v128.shuffle<i64>(t0, t1, 1, 3));
+      v128.store(d + 2 * ds, v128.shuffle<i64>(t2, t3, 0, 2));
+      v128.store(d + 3 * ds, v128.shuffle<i64>(t2, t3, 1, 3));
+    }
+  }
+  for (let r = 0; r < rows; r++) {
+    for (let c = r < r4 ? c4 : 0; c < cols; c++) {
+      store<i32>(dst + ((<usize>c * <usize>rows + <usize>r) << 2), load<i32>(src + ((<usize>r * <usize>cols + <usize>c) << 2)));
+    }
+  }
+}
+
+/** a*s as f64 before rounding (dst: N f64, coefficient order) for int32 a at src: the FFT error test. */
+export function fftProductRaw(src: usize, dst: usize): void {
+  const n2 = <usize>FN2;
+  productInBuf(src);
+  for (let j: usize = 0; j < n2; j++) {
+    const c = cmul(v128.load(FBUF + (j << 4)), FUNTWIST + (j << 5));
+    store<f64>(dst + (j << 3), f64x2.extract_lane(c, 0));
+    store<f64>(dst + ((j + n2) << 3), f64x2.extract_lane(c, 1));
+  }
+}
