@@ -4,10 +4,13 @@ export type CryptoRequest =
   | { op: 'init'; paramsId: number; keyFile: Uint8Array }
   | { op: 'encrypt'; m: Int32Array; d: number; seed: Uint8Array; blockIndex: number; polyStart: number; plaintextBits: number }
   | { op: 'decrypt'; a: Uint32Array; b: Uint32Array; rows: number; plaintextBits: number }
-  /** Encode features [polyStart, polyStart + d) of column block blockIndex from shared token-major values, then encrypt. */
+  /**
+   * Encrypt features [polyStart, polyStart + d) of column block blockIndex, taken from shared
+   * feature-major values (K x T, see CryptoPool.featureMajor), into their range of the shared
+   * upload `out` of the whole block.
+   */
   | { op: 'encryptValues'; values: Int8Array | Int16Array; T: number; K: number; d: number; seed: Uint8Array; blockIndex: number; polyStart: number; plaintextBits: number;
-      /** Shared upload of the whole block: the worker writes its range there (and replies without bytes). */
-      out?: Uint8Array }
+      out: Uint8Array }
   /**
    * Decrypt rows [r0, r0 + nr) of every term (a[k], b[k]: the whole rows x N matrices in shared
    * memory, or only those rows when sliced) and store the sum of the terms for tokens [t0, t0 + tn)
@@ -15,8 +18,6 @@ export type CryptoRequest =
    */
   | { op: 'decryptSum'; a: Uint32Array[]; b: Uint32Array[]; rows: number; r0: number; nr: number; sliced: boolean; plaintextBits: number;
       acc: Int32Array | Float64Array; t0: number; tn: number }
-  /** max over tokens [t0, t1) of the L1 norm of the token's K values (token-major T x K, shared). */
-  | { op: 'maxL1'; values: Int8Array | Int16Array; K: number; t0: number; t1: number }
   | { op: 'close' };
 
 export interface CryptoEnvelope {

@@ -5,7 +5,6 @@
  * decrypts row ranges.
  */
 import { parentPort } from 'node:worker_threads';
-import { encodeFeatures, maxTokenL1 } from './encode.js';
 import { SecretKey } from './keys.js';
 import { paramsById, uploadBytes, type RlweParams } from './params.js';
 import { decryptAccumulate, decryptBlock, encryptPolyRange, encryptRangeInto } from './rlwe.js';
@@ -51,32 +50,27 @@ port.on('message', (env: CryptoEnvelope) => {
       }
       case 'encryptValues': {
         const c = ready();
-        if (req.out) {
-          const n = c.params.ringDegree;
-          const ob = uploadBytes(c.params);
-          const { values, T, K, blockIndex, polyStart } = req;
-          const dst = req.out.subarray(polyStart * n * ob, (polyStart + req.d) * n * ob);
-          encryptRangeInto(c.params, c.key, (m, p0, np) => encodeFeatures(values, T, K, n, blockIndex, polyStart + p0, np, m),
-            req.d, req.seed, blockIndex, polyStart, req.plaintextBits, dst);
-          reply = { id: env.id, ok: true };
-          break;
-        }
         const n = c.params.ringDegree;
-        const m = encodeFeatures(req.values, req.T, req.K, n, req.blockIndex, req.polyStart, req.d);
-        const out = encryptPolyRange(c.params, c.key, m, req.d, req.seed, req.blockIndex, req.polyStart, req.plaintextBits);
-        m.fill(0);
-        transfer.push(out.buffer as ArrayBuffer);
-        reply = { id: env.id, ok: true, bytes: out };
+        const ob = uploadBytes(c.params);
+        const { values, T, blockIndex, polyStart } = req;
+        const t0 = blockIndex * n;
+        const tn = Math.min(n, T - t0);
+        const dst = req.out.subarray(polyStart * n * ob, (polyStart + req.d) * n * ob);
+        // Each polynomial is one feature's tokens of this block: one contiguous copy (sign-extended).
+        encryptRangeInto(c.params, c.key, (m, p0, np) => {
+          for (let i = 0; i < np; i++) {
+            const row = (polyStart + p0 + i) * T + t0;
+            m.set(values.subarray(row, row + tn), i * n);
+            if (tn < n) m.fill(0, i * n + tn, (i + 1) * n);
+          }
+        }, req.d, req.seed, blockIndex, polyStart, req.plaintextBits, dst);
+        reply = { id: env.id, ok: true };
         break;
       }
       case 'decryptSum': {
         const c = ready();
         decryptAccumulate(c.params, c.key, req.a, req.b, req.rows, req.r0, req.nr, req.sliced, req.plaintextBits, req.acc, req.t0, req.tn);
         reply = { id: env.id, ok: true };
-        break;
-      }
-      case 'maxL1': {
-        reply = { id: env.id, ok: true, value: maxTokenL1(req.values, req.K, req.t0, req.t1) };
         break;
       }
       case 'close': {

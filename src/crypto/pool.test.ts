@@ -129,30 +129,28 @@ test('pool decryptSum: the sum of the decrypted terms lands token-major in place
   }
 });
 
-test('pool maxTokenL1 equals the naive maximum over the token range', async () => {
+test('pool featureMajor: feature-major rows and token L1 norms equal the naive ones (int8 incl. -128, int16, odd shapes, offsets)', async () => {
   const key = SecretKey.generate(P);
-  const pool = await CryptoPool.create(P, key, 2);
+  const pool = await CryptoPool.create(P, key, 1);
   try {
-    const T = 301;
-    // Int16 (generic loop) and Int8 with 4 | K (word-wise loop)
-    for (const [K, make] of [[37, (n: number) => new Int16Array(n)], [36, (n: number) => new Int8Array(n)]] as const) {
-      const v = make(T * K);
-      const lim = v instanceof Int8Array ? 128 : 256;
-      for (let i = 0; i < v.length; i++) v[i] = Math.floor(Math.random() * 2 * lim) - lim;
-      const shared = CryptoPool.shareValues(v);
-      for (const [t0, t1] of [[0, T], [5, 6], [100, 301]]) {
-        let want = 0;
-        for (let t = t0; t < t1; t++) {
-          let s = 0;
-          for (let i = 0; i < K; i++) s += Math.abs(v[t * K + i]);
-          want = Math.max(want, s);
+    for (const [T, K, wide, off] of [[301, 37, false, 0], [64, 48, false, 3], [7, 16, false, 0], [130, 33, true, 1], [5, 1, false, 0]] as const) {
+      const raw = wide ? new Int16Array(off + T * K) : new Int8Array(off + T * K);
+      const lim = wide ? 32768 : 128;
+      for (let i = 0; i < raw.length; i++) raw[i] = Math.floor(Math.random() * 2 * lim) - lim;
+      const v = raw.subarray(off);
+      v[0] = -lim; // |-128| and |-32768| must count in full
+      const fm = pool.featureMajor(v, T, K);
+      assert.ok(fm.values.buffer instanceof SharedArrayBuffer);
+      for (let t = 0; t < T; t++) {
+        let l1 = 0;
+        for (let i = 0; i < K; i++) {
+          l1 += Math.abs(v[t * K + i]);
+          if (fm.values[i * T + t] !== v[t * K + i]) assert.fail(`T=${T} K=${K}: value (${t}, ${i})`);
         }
-        assert.equal(await pool.maxTokenL1(shared, K, t0, t1), want, `K=${K} tokens [${t0}, ${t1})`);
+        assert.equal(fm.tokenL1[t], l1, `T=${T} K=${K}: L1 of token ${t}`);
       }
     }
-    const K = 37;
-    const shared = CryptoPool.shareValues(new Int16Array(T * K));
-    await assert.rejects(pool.maxTokenL1(shared, K, 0, T + 1), /outside/);
+    assert.throws(() => pool.featureMajor(new Int8Array(10), 3, 4), /3 x 4/);
   } finally {
     await pool.close();
   }

@@ -37,10 +37,12 @@ interface NttExports {
   encryptPolys(nPolys: number, aSrc: number, m: number, rnd: number, cdt: number, nCdt: number,
     deltaShift: number, upShift: number, outBytes: number, out: number, mLimit: number): number;
   decryptRows(nRows: number, a: number, b: number, sh: number, y: number): void;
-  setupFft(n2: number, twist: number, untwist: number, fw: number, iw: number, secret: number, buf: number): void;
+  setupFft(n2: number, twist: number, untwist: number, fw: number, iw: number, fw4: number, iw4: number, secret: number, buf: number): void;
   fftForwardPoly(src: number, dst: number): void;
   decryptRowsFft(nRows: number, a: number, b: number, sh: number, y: number, accumulate: number): void;
   transposeI32(src: number, rows: number, cols: number, dst: number): void;
+  featureMajorI8(src: number, T: number, K: number, dst: number, l1: number): void;
+  featureMajorI16(src: number, T: number, K: number, dst: number, l1: number): void;
   fftProductRaw(src: number, dst: number): void;
 }
 
@@ -107,9 +109,10 @@ function putComplexConstant(t: Float64Array, i: number, theta: number): void {
 
 /**
  * Tables of the decryption FFT (see the FFT section of ntt.entry.ts): twist zeta^j, untwist
- * zeta^-j (zeta = e^{i pi/n}) for j < n/2, and the per-stage twiddles e^{+-2 pi i j/(2h)}.
+ * zeta^-j (zeta = e^{i pi/n}) for j < n/2, the radix-2 twiddles e^{+-2 pi i j/(2h)} of each
+ * stage and the radix-4 passes' w^{+-j}, w^{+-2j}, w^{+-3j} (w = e^{2 pi i/(2h)}, j < h/2).
  */
-function buildFftTables(n: number): { twist: Float64Array; untwist: Float64Array; fw: Float64Array; iw: Float64Array } {
+function buildFftTables(n: number): Float64Array[] {
   const n2 = n / 2;
   const twist = new Float64Array(4 * n2), untwist = new Float64Array(4 * n2);
   for (let j = 0; j < n2; j++) {
@@ -123,7 +126,17 @@ function buildFftTables(n: number): { twist: Float64Array; untwist: Float64Array
       putComplexConstant(iw, h - 1 + j, (-2 * Math.PI * j) / (2 * h));
     }
   }
-  return { twist, untwist, fw, iw };
+  const fw4 = new Float64Array(4 * 3 * n2), iw4 = new Float64Array(4 * 3 * n2);
+  for (let q = 2; q <= n2 / 4; q <<= 1) {
+    for (let j = 0; j < q; j++) {
+      for (let m = 0; m < 3; m++) {
+        const angle = (2 * Math.PI * (m + 1) * j) / (4 * q);
+        putComplexConstant(fw4, 3 * (q - 1) + 3 * j + m, angle);
+        putComplexConstant(iw4, 3 * (q - 1) + 3 * j + m, -angle);
+      }
+    }
+  }
+  return [twist, untwist, fw, iw, fw4, iw4];
 }
 
 /** One WebAssembly instance doing negacyclic products with one secret at a time, ring degree n. */
@@ -170,9 +183,9 @@ export class NttKernel {
       new Float64Array(this.ex.memory.buffer, ptr, t.length).set(t);
       return ptr;
     };
-    const [twist, untwist, fw, iw] = [fft.twist, fft.untwist, fft.fw, fft.iw].map(put);
+    const [twist, untwist, fw, iw, fw4, iw4] = fft.map(put);
     this.fftSecret = this.heap.allocPermanent(n2 * 32);
-    this.ex.setupFft(n2, twist, untwist, fw, iw, this.fftSecret, this.heap.allocPermanent(n2 * 16));
+    this.ex.setupFft(n2, twist, untwist, fw, iw, fw4, iw4, this.fftSecret, this.heap.allocPermanent(n2 * 16));
   }
 
   /** The secret's FFT table (n/2 entries of 32 bytes, 1/(n/2) folded in). */
@@ -361,6 +374,31 @@ export class NttKernel {
     } else {
       this.ex.decryptRowsFft(p.nRows, p.a, p.b, sh, p.y, opts.accumulate ? 1 : 0);
     }
+  }
+
+  /**
+   * Token-major values (T x K) into out as feature-major rows (out[i*T + t] = values[t*K + i], same
+   * element type: the order the encryption's polynomials take them); returns each token's L1 norm.
+   * The kernel's copies are wiped before returning.
+   */
+  featureMajor(values: Int8Array | Int16Array, T: number, K: number, out: Int8Array | Int16Array): Float64Array {
+    const count = T * K;
+    const wide = values instanceof Int16Array;
+    if (values.length !== count || out.length !== count || (out instanceof Int16Array) !== wide) {
+      throw new Error(`helora: featureMajor needs ${T} x ${K} values and an output of the same type and size`);
+    }
+    this.heap.resetScratch();
+    this.pending = null;
+    this.pendingDec = null;
+    const bytes = count * (wide ? 2 : 1);
+    const src = this.heap.alloc(bytes, 16), dst = this.heap.alloc(bytes, 16), l1 = this.heap.alloc(T * 8);
+    const inBytes = this.heap.u8(src, bytes), outBytes = this.heap.u8(dst, bytes);
+    inBytes.set(new Uint8Array(values.buffer, values.byteOffset, bytes));
+    (wide ? this.ex.featureMajorI16 : this.ex.featureMajorI8)(src, T, K, dst, l1);
+    new Uint8Array(out.buffer, out.byteOffset, bytes).set(outBytes);
+    inBytes.fill(0);
+    outBytes.fill(0);
+    return new Float64Array(this.ex.memory.buffer.slice(l1, l1 + T * 8));
   }
 
   /** yT = the token-major transpose of y (yT[t*nRows + r] = y[r*N + t]) of the pending decryption. */

@@ -128,19 +128,20 @@ export class HeLinearClient {
     const N = this.params.ringDegree;
     const blocks = blockCount(T, N);
     const pool = await this.getPool();
-    const shared = CryptoPool.shareValues(values); // the workers read (L1 norms) and encode their own features from it
+    const fm = pool.featureMajor(values, T, K); // the workers encrypt straight from its feature rows
     try {
-      // The token L1 norms (for P') on the workers as well: the calling thread only dispatches.
-      const plaintextBits = await Promise.all(Array.from({ length: blocks }, async (_, blk) => this.adaptivePlaintext
-        ? this.plaintextBitsForL1(await pool.maxTokenL1(shared, K, blk * N, Math.min(T, (blk + 1) * N)), K)
-        : this.params.plaintextBits));
+      const plaintextBits = Array.from({ length: blocks }, (_, blk) => {
+        if (!this.adaptivePlaintext) return this.params.plaintextBits;
+        let maxL1 = 0;
+        for (let t = blk * N, end = Math.min(T, (blk + 1) * N); t < end; t++) maxL1 = Math.max(maxL1, fm.tokenL1[t]);
+        return this.plaintextBitsForL1(maxL1, K);
+      });
       // A fresh seed per request; the key itself refuses any (seed, block) pair it has seen before.
       const p: Prepared = { K, blocks, seed: randomSeed(), plaintextBits };
-      const out = await Promise.all(Array.from({ length: p.blocks }, (_, blk) =>
-        pool.encryptValues(shared, T, p.K, p.seed, blk, p.plaintextBits[blk])));
+      const out = await Promise.all(Array.from({ length: p.blocks }, (_, blk) => pool.encryptValues(fm, p.seed, blk, p.plaintextBits[blk])));
       return this.finish(T, partCols, p, out);
     } finally {
-      shared.fill(0);
+      fm.values.fill(0);
     }
   }
 

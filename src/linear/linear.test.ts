@@ -390,6 +390,7 @@ test('async client API on the worker pool: same results as the synchronous path,
     const x = randInts(T * C, 127);
     const req = await client.encryptIntegersAsync(x, T, [C]);
     assert.equal(await client.poolThreads(), 2);
+    assert.deepEqual(client.plaintextBitsOf(req), client.plaintextBitsOf(client.encryptIntegers(x, T, [C])), 'same plaintext widths');
     assert.equal(req.blocks.length, 2);
     const res = await server.forward('g', req);
     const rows = parts.map((p) => p.rows);

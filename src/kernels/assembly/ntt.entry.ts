@@ -516,19 +516,25 @@ export function decryptRows(nRows: i32, a: usize, b: usize, sh: i32, y: usize): 
 // of 32 bytes unless noted:
 //   twist: zeta^j;  untwist: zeta^-j;  secret: FFT(fold(s)) / n2;
 //   fw / iw: n2 - 1 entries, the stage of half-length h at entry h - 1: e^{+-2 pi i j / (2h)}, j < h.
+//   fw4 / iw4: radix-4 passes (stages h and h/2 at once, q = h/2): at entry 3(q - 1) + 3j + m,
+//     w^{+-(m+1) j} with w = e^{2 pi i/(2h)}, j < q, m = 0, 1, 2.
+// The wide stages (h >= 4) run as radix-4 passes (3 complex products per 4 points instead of 4,
+// half the passes over the buffer), after one radix-2 stage when their count is odd.
 
 let FN2: i32 = 0;
 let FTWIST: usize = 0;
 let FUNTWIST: usize = 0;
 let FFW: usize = 0;
 let FIW: usize = 0;
+let FFW4: usize = 0;
+let FIW4: usize = 0;
 let FSECRET: usize = 0;
 let FBUF: usize = 0;
 /** 1.5 * 2^52: x + MAGIC rounds x to an integer whose low 32 bits are the low word of the sum. */
 const MAGIC: f64 = 6755399441055744.0;
 
-export function setupFft(n2: i32, twist: usize, untwist: usize, fw: usize, iw: usize, secret: usize, buf: usize): void {
-  FN2 = n2; FTWIST = twist; FUNTWIST = untwist; FFW = fw; FIW = iw; FSECRET = secret; FBUF = buf;
+export function setupFft(n2: i32, twist: usize, untwist: usize, fw: usize, iw: usize, fw4: usize, iw4: usize, secret: usize, buf: usize): void {
+  FN2 = n2; FTWIST = twist; FUNTWIST = untwist; FFW = fw; FIW = iw; FFW4 = fw4; FIW4 = iw4; FSECRET = secret; FBUF = buf;
 }
 
 // @ts-ignore: decorator
@@ -546,23 +552,43 @@ export function setupFft(n2: i32, twist: usize, untwist: usize, fw: usize, iw: u
   return v128.xor(v128.shuffle<f64>(x, x, 1, 0), f64x2(0.0, -0.0));
 }
 
-/**
- * The stages of the cyclic DIF FFT of n2 points (kernel e^{+2 pi i/n2}) with half-length h >= 4,
- * in place, natural order in. The two last stages (h = 2, 1; twiddles 1 and i) run inside
- * convolveTail, fused with the pointwise product and the first inverse stages.
- */
+/** Whether the wide stages (h = n2/2 .. 4) are odd in number: one radix-2 stage at h = n2/2 then. */
+// @ts-ignore: decorator
+@inline function oddWideStages(): bool {
+  return (ctz(FN2) & 1) != 0; // log2(n2) - 2 stages
+}
+
+/** The stages of the cyclic DIF FFT of n2 points (kernel e^{+2 pi i/n2}) with half-length h >= 4, in place, natural order in. */
 function fftForwardWide(buf: usize): void {
   const n2 = <usize>FN2;
-  for (let h = n2 >> 1; h >= 4; h >>= 1) {
+  let h = n2 >> 1;
+  if (oddWideStages()) {
     const tw = FFW + (h - 1) * 32;
     const hb = h << 4;
+    for (let j: usize = 0; j < h; j++) {
+      const pu = buf + (j << 4);
+      const u = v128.load(pu), v = v128.load(pu + hb);
+      v128.store(pu, f64x2.add(u, v));
+      v128.store(pu + hb, cmul(f64x2.sub(u, v), tw + (j << 5)));
+    }
+    h >>= 1;
+  }
+  for (; h >= 8; h >>= 2) {
+    const q = h >> 1;
+    const qb = q << 4;
+    const tw = FFW4 + (3 * q - 3) * 32;
     for (let s: usize = 0; s < n2; s += h << 1) {
       const blk = buf + (s << 4);
-      for (let j: usize = 0; j < h; j++) {
-        const pu = blk + (j << 4);
-        const u = v128.load(pu), v = v128.load(pu + hb);
-        v128.store(pu, f64x2.add(u, v));
-        v128.store(pu + hb, cmul(f64x2.sub(u, v), tw + (j << 5)));
+      for (let j: usize = 0; j < q; j++) {
+        const p = blk + (j << 4);
+        const x0 = v128.load(p), x1 = v128.load(p + qb), x2 = v128.load(p + 2 * qb), x3 = v128.load(p + 3 * qb);
+        const e0 = f64x2.add(x0, x2), e1 = f64x2.add(x1, x3);
+        const d0 = f64x2.sub(x0, x2), d1 = timesI(f64x2.sub(x1, x3));
+        const w = tw + j * 96;
+        v128.store(p, f64x2.add(e0, e1));
+        v128.store(p + qb, cmul(f64x2.sub(e0, e1), w + 32));
+        v128.store(p + 2 * qb, cmul(f64x2.add(d0, d1), w));
+        v128.store(p + 3 * qb, cmul(f64x2.sub(d0, d1), w + 64));
       }
     }
   }
@@ -592,20 +618,40 @@ function convolveTail(buf: usize): void {
   }
 }
 
-/** The inverse DIT stages with half-length h >= 4 (kernel e^{-2 pi i/n2}), after convolveTail. */
+/** The inverse DIT stages with half-length h >= 4 (kernel e^{-2 pi i/n2}), after convolveTail: fftForwardWide mirrored. */
 function fftInverseWide(buf: usize): void {
   const n2 = <usize>FN2;
-  for (let h: usize = 4; h < n2; h <<= 1) {
-    const tw = FIW + (h - 1) * 32;
-    const hb = h << 4;
+  const odd = oddWideStages();
+  const top = odd ? n2 >> 2 : n2 >> 1;
+  for (let h: usize = 8; h <= top; h <<= 2) {
+    const q = h >> 1;
+    const qb = q << 4;
+    const tw = FIW4 + (3 * q - 3) * 32;
     for (let s: usize = 0; s < n2; s += h << 1) {
       const blk = buf + (s << 4);
-      for (let j: usize = 0; j < h; j++) {
-        const pu = blk + (j << 4);
-        const u = v128.load(pu), v = cmul(v128.load(pu + hb), tw + (j << 5));
-        v128.store(pu, f64x2.add(u, v));
-        v128.store(pu + hb, f64x2.sub(u, v));
+      for (let j: usize = 0; j < q; j++) {
+        const p = blk + (j << 4);
+        const w = tw + j * 96;
+        const y0 = v128.load(p);
+        const t1 = cmul(v128.load(p + qb), w + 32), t2 = cmul(v128.load(p + 2 * qb), w), t3 = cmul(v128.load(p + 3 * qb), w + 64);
+        const a0 = f64x2.add(y0, t1), a1 = f64x2.sub(y0, t1);
+        const b = f64x2.add(t2, t3), c = timesMinusI(f64x2.sub(t2, t3));
+        v128.store(p, f64x2.add(a0, b));
+        v128.store(p + qb, f64x2.add(a1, c));
+        v128.store(p + 2 * qb, f64x2.sub(a0, b));
+        v128.store(p + 3 * qb, f64x2.sub(a1, c));
       }
+    }
+  }
+  if (odd) {
+    const h = n2 >> 1;
+    const tw = FIW + (h - 1) * 32;
+    const hb = h << 4;
+    for (let j: usize = 0; j < h; j++) {
+      const pu = buf + (j << 4);
+      const u = v128.load(pu), v = cmul(v128.load(pu + hb), tw + (j << 5));
+      v128.store(pu, f64x2.add(u, v));
+      v128.store(pu + hb, f64x2.sub(u, v));
     }
   }
 }
@@ -726,5 +772,93 @@ export function fftProductRaw(src: usize, dst: usize): void {
     const c = cmul(v128.load(FBUF + (j << 4)), FUNTWIST + (j << 5));
     store<f64>(dst + (j << 3), f64x2.extract_lane(c, 0));
     store<f64>(dst + ((j + n2) << 3), f64x2.extract_lane(c, 1));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding: token-major client values into feature-major rows (each feature's tokens contiguous,
+// the order the encryption's polynomials take them), with every token's L1 norm on the way.
+
+/** Features i0 .. i1-1 of one token row (column dst, stride tt) one at a time; returns their L1 norm plus the lanes of s. */
+function tokenRunI8(row: usize, i0: i32, i1: i32, dst: usize, tt: usize, s: v128): f64 {
+  let l = <i64>i32x4.extract_lane(s, 0) + <i64>i32x4.extract_lane(s, 1) + <i64>i32x4.extract_lane(s, 2) + <i64>i32x4.extract_lane(s, 3);
+  for (let i = i0; i < i1; i++) {
+    const x = <i32>load<i8>(row + <usize>i);
+    store<i8>(dst + <usize>i * tt, <i8>x);
+    l += <i64>(x < 0 ? -x : x);
+  }
+  return <f64>l;
+}
+
+// @ts-ignore: decorator
+@inline function absSum(s: v128, x: v128): v128 {
+  return i32x4.add(s, i32x4.extadd_pairwise_i16x8_u(i16x8.extadd_pairwise_i8x16_u(i8x16.abs(x))));
+}
+
+/** Feature-block width of featureMajorI8: 64 destination rows (one cache line each) stay in L1. */
+const FM_FEATURES: i32 = 64;
+
+/**
+ * int8 values src[t*K + i] (T x K) -> dst[i*T + t], and l1[t] = sum_i |src[t*K + i]| (f64).
+ * Features in blocks of FM_FEATURES; inside, 4 tokens x 16 features go through registers
+ * (byte transposes); the edges one value at a time.
+ */
+export function featureMajorI8(src: usize, T: i32, K: i32, dst: usize, l1: usize): void {
+  const k = <usize>K, tt = <usize>T;
+  const T4 = T & ~3, K16 = K & ~15;
+  memory.fill(l1, 0, <usize>T << 3);
+  for (let f0 = 0; f0 < K16; f0 += FM_FEATURES) {
+    const f1 = min(K16, f0 + FM_FEATURES);
+    for (let t = 0; t < T4; t += 4) {
+      const r0 = src + <usize>t * k;
+      let s0 = i32x4.splat(0), s1 = s0, s2 = s0, s3 = s0;
+      for (let i = f0; i < f1; i += 16) {
+        const x0 = v128.load(r0 + <usize>i), x1 = v128.load(r0 + k + <usize>i);
+        const x2 = v128.load(r0 + 2 * k + <usize>i), x3 = v128.load(r0 + 3 * k + <usize>i);
+        s0 = absSum(s0, x0); s1 = absSum(s1, x1); s2 = absSum(s2, x2); s3 = absSum(s3, x3);
+        // bytes (x0[j], x1[j], x2[j], x3[j]) of feature i + j become one 32-bit word
+        const a = i8x16.shuffle(x0, x1, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        const b = i8x16.shuffle(x0, x1, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        const c = i8x16.shuffle(x2, x3, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        const d = i8x16.shuffle(x2, x3, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        const w0 = i16x8.shuffle(a, c, 0, 8, 1, 9, 2, 10, 3, 11), w1 = i16x8.shuffle(a, c, 4, 12, 5, 13, 6, 14, 7, 15);
+        const w2 = i16x8.shuffle(b, d, 0, 8, 1, 9, 2, 10, 3, 11), w3 = i16x8.shuffle(b, d, 4, 12, 5, 13, 6, 14, 7, 15);
+        const o = dst + <usize>i * tt + <usize>t;
+        store<i32>(o, i32x4.extract_lane(w0, 0)); store<i32>(o + tt, i32x4.extract_lane(w0, 1));
+        store<i32>(o + 2 * tt, i32x4.extract_lane(w0, 2)); store<i32>(o + 3 * tt, i32x4.extract_lane(w0, 3));
+        store<i32>(o + 4 * tt, i32x4.extract_lane(w1, 0)); store<i32>(o + 5 * tt, i32x4.extract_lane(w1, 1));
+        store<i32>(o + 6 * tt, i32x4.extract_lane(w1, 2)); store<i32>(o + 7 * tt, i32x4.extract_lane(w1, 3));
+        store<i32>(o + 8 * tt, i32x4.extract_lane(w2, 0)); store<i32>(o + 9 * tt, i32x4.extract_lane(w2, 1));
+        store<i32>(o + 10 * tt, i32x4.extract_lane(w2, 2)); store<i32>(o + 11 * tt, i32x4.extract_lane(w2, 3));
+        store<i32>(o + 12 * tt, i32x4.extract_lane(w3, 0)); store<i32>(o + 13 * tt, i32x4.extract_lane(w3, 1));
+        store<i32>(o + 14 * tt, i32x4.extract_lane(w3, 2)); store<i32>(o + 15 * tt, i32x4.extract_lane(w3, 3));
+      }
+      const l = l1 + (<usize>t << 3);
+      store<f64>(l, load<f64>(l) + tokenRunI8(r0, 0, 0, 0, 0, s0));
+      store<f64>(l + 8, load<f64>(l + 8) + tokenRunI8(r0, 0, 0, 0, 0, s1));
+      store<f64>(l + 16, load<f64>(l + 16) + tokenRunI8(r0, 0, 0, 0, 0, s2));
+      store<f64>(l + 24, load<f64>(l + 24) + tokenRunI8(r0, 0, 0, 0, 0, s3));
+    }
+  }
+  // The features past K16 of the first T4 tokens, then every feature of the last tokens.
+  const zero = i32x4.splat(0);
+  for (let t = 0; t < T; t++) {
+    const l = l1 + (<usize>t << 3);
+    store<f64>(l, load<f64>(l) + tokenRunI8(src + <usize>t * k, t < T4 ? K16 : 0, K, dst + <usize>t, tt, zero));
+  }
+}
+
+/** featureMajorI8 for int16 values (wider activations; a plain loop). */
+export function featureMajorI16(src: usize, T: i32, K: i32, dst: usize, l1: usize): void {
+  const k = <usize>K, tt = <usize>T;
+  for (let t = 0; t < T; t++) {
+    const row = src + ((<usize>t * k) << 1);
+    let l: i64 = 0;
+    for (let i = 0; i < K; i++) {
+      const x = <i32>load<i16>(row + (<usize>i << 1));
+      store<i16>(dst + ((<usize>i * tt + <usize>t) << 1), <i16>x);
+      l += <i64>(x < 0 ? -x : x);
+    }
+    store<f64>(l1 + (<usize>t << 3), <f64>l);
   }
 }
