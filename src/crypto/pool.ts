@@ -33,7 +33,7 @@ export interface FeatureMajorValues {
 
 /** Polynomials (encrypt) or rows (decrypt) per worker task: ~0.5-2 MB in, small enough to balance. */
 const TASK_POLYS = 64;
-const TASK_ROWS = 128;
+const TASK_ROWS = 256;
 
 interface Job {
   req: CryptoRequest;

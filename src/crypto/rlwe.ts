@@ -28,7 +28,7 @@ import { gaussianMagnitudeCdt, MaskStream, randomSeed, SEED_BYTES } from './samp
 
 /** Polynomials per kernel call (scratch ~1.4 MB at N = 2048: stays in L2/L3). */
 const ENCRYPT_CHUNK_POLYS = 16;
-const DECRYPT_CHUNK_ROWS = 128;
+const DECRYPT_CHUNK_ROWS = 256;
 
 function checkParams(params: RlweParams, key: SecretKey): void {
   if (key.params.id !== params.id) throw new Error(`helora: key belongs to parameter set ${key.params.name}, not ${params.name}`);

@@ -4,7 +4,7 @@ export type PoolRequest =
   | { op: 'warm' }
   | { op: 'regInt8'; handle: number; w: Int8Array; rows: number; cols: number }
   | { op: 'regF32'; handle: number; w: Float32Array; rows: number; cols: number }
-  | { op: 'zq'; handle: number; a: Uint8Array; b: Uint8Array; N: number }
+  | { op: 'zq'; handle: number; a: Uint8Array; b: Uint8Array; N: number; aOut: Uint32Array; bOut: Uint32Array; offset: number }
   | { op: 'int8'; handle: number; x: Int8Array; N: number; out: Int32Array; offset: number }
   | { op: 'f32'; handle: number; x: Float32Array; N: number }
   | { op: 'fwd'; handle: number; inp: Float32Array; T: number }
@@ -12,7 +12,6 @@ export type PoolRequest =
 
 export type PoolResult =
   | { kind: 'none' }
-  | { kind: 'zq'; a: Uint32Array; b: Uint32Array }
   | { kind: 'f32'; v: Float32Array };
 
 export interface PoolEnvelope { id: number; req: PoolRequest }

@@ -60,10 +60,9 @@ function handle(req: PoolRequest): { result: PoolResult; transfer: ArrayBuffer[]
     }
     case 'zq': {
       const s = int8Shard(req.handle);
-      const a = new Uint32Array(s.rows * req.N);
-      const b = new Uint32Array(s.rows * req.N);
-      engine.zqPacked(s.ptr, s.rows, s.cols, req.a, req.b, req.N, a, b);
-      return { result: { kind: 'zq', a, b }, transfer: [a.buffer, b.buffer] };
+      const len = s.rows * req.N;
+      engine.zqPacked(s.ptr, s.rows, s.cols, req.a, req.b, req.N, req.aOut.subarray(req.offset, req.offset + len), req.bOut.subarray(req.offset, req.offset + len));
+      return { result: { kind: 'none' }, transfer: [] };
     }
     case 'int8': {
       const s = int8Shard(req.handle);

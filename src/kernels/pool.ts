@@ -3,7 +3,8 @@
  *
  * Weights are sharded by output rows and sent to the workers once at registration (they stay
  * resident in each worker's linear memory); per call only the inputs travel, copied once into a
- * SharedArrayBuffer that all workers read, and each worker's rows come back as a transferred buffer.
+ * SharedArrayBuffer that all workers read; for the integer products the workers write their rows
+ * straight into one shared result, the fp32 rows come back as transferred buffers.
  * Idle workers are unref'd, so an open pool never keeps the process alive; close() ends them.
  */
 import { availableParallelism } from 'node:os';
@@ -156,13 +157,13 @@ export class KernelPool {
     checkZqCall(r.rows, r.cols, aBytes, bBytes, N);
     const a = shared(aBytes, Uint8Array);
     const b = shared(bBytes, Uint8Array);
-    const aOut = new Uint32Array(r.rows * N);
-    const bOut = new Uint32Array(r.rows * N);
+    // The workers write their rows straight into shared results (which the client's crypto
+    // workers can then read in place as well).
+    const aOut = new Uint32Array(new SharedArrayBuffer(r.rows * N * 4));
+    const bOut = new Uint32Array(new SharedArrayBuffer(r.rows * N * 4));
     await Promise.all(r.shards.map(async (s) => {
-      const res = await this.workers[s.worker]!.call({ op: 'zq', handle, a, b, N });
-      if (res.kind !== 'zq') throw new Error('helora: kernel worker sent an unexpected result');
-      aOut.set(res.a, s.r0 * N);
-      bOut.set(res.b, s.r0 * N);
+      const res = await this.workers[s.worker]!.call({ op: 'zq', handle, a, b, N, aOut, bOut, offset: s.r0 * N });
+      if (res.kind !== 'none') throw new Error('helora: kernel worker sent an unexpected result');
     }));
     return { aOut, bOut };
   }
