@@ -22,6 +22,7 @@ import { uploadBytes, type RlweParams } from './params.js';
 import { checkEncryptArgs } from './rlwe.js';
 import type { CryptoEnvelope, CryptoReply, CryptoRequest } from './pool-protocol.js';
 import { nttKernel } from '../kernels/ntt.js';
+import { SharedBuffers } from '../util/shared-buffers.js';
 
 /** Client values prepared for encryptValues: feature-major (K x T) in shared memory, plus token L1 norms. */
 export interface FeatureMajorValues {
@@ -158,16 +159,16 @@ export class CryptoPool {
     for (let i = 0; i < this.queue.length && i < this.workers.length; i++) prepareJob(this.queue[i]);
   }
 
-  /** Staging buffers for result rows (reused: fresh 0.5-1 MB buffers cost page faults each time). */
-  private readonly staging: SharedArrayBuffer[] = [];
+  /**
+   * Shared scratch (staging copies, feature-major inputs, uploads and results while the workers
+   * write them), reused: see util/shared-buffers.ts.
+   */
+  readonly buffers = new SharedBuffers(256 << 20);
 
-  private acquireStaging(bytes: number): SharedArrayBuffer {
-    const i = this.staging.findIndex((b) => b.byteLength >= bytes && b.byteLength <= 2 * bytes);
-    return i >= 0 ? this.staging.splice(i, 1)[0] : new SharedArrayBuffer(bytes);
-  }
-
-  private releaseStaging(buf: SharedArrayBuffer): void {
-    if (this.staging.length < 4 * this.workers.length) this.staging.push(buf);
+  /** Waits for every task, even when one fails (no worker may still use shared scratch), then throws the first failure. */
+  private static async settle(parts: Promise<unknown>[]): Promise<void> {
+    const failed = (await Promise.allSettled(parts)).find((x) => x.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
   }
 
   /**
@@ -227,9 +228,16 @@ export class CryptoPool {
     if (!(Number.isInteger(T) && T >= 1 && Number.isInteger(K) && K >= 1 && K <= 1 << 20) || values.length !== T * K) {
       throw new Error(`helora: input has ${values.length} values, expected ${T} x ${K}`);
     }
-    const out = values instanceof Int8Array ? new Int8Array(new SharedArrayBuffer(T * K)) : new Int16Array(new SharedArrayBuffer(T * K * 2));
+    const buf = this.buffers.acquire(values.byteLength);
+    const out = values instanceof Int8Array ? new Int8Array(buf) : new Int16Array(buf);
     const tokenL1 = nttKernel(this.params.ringDegree).featureMajor(values, T, K, out);
     return { values: out, T, K, tokenL1 };
+  }
+
+  /** Wipes values from featureMajor and returns their memory for reuse (after the last encryptValues). */
+  releaseFeatureMajor(fm: FeatureMajorValues): void {
+    fm.values.fill(0);
+    if (fm.values.buffer instanceof SharedArrayBuffer) this.buffers.release(fm.values.buffer);
   }
 
   /**
@@ -247,15 +255,18 @@ export class CryptoPool {
     SecretKey.claimSeed(this.key, Buffer.from(seed).toString('hex'), blockIndex);
     const ob = uploadBytes(this.params);
     const per = Math.max(1, Math.min(TASK_POLYS, Math.ceil(K / this.threads)));
-    // The workers write their ranges straight into one shared upload: no per-range copies here.
-    const out = new Uint8Array(new SharedArrayBuffer(K * n * ob));
+    // The workers write their ranges straight into one shared upload, copied out for the caller.
+    const buf = this.buffers.acquire(K * n * ob);
+    const out = new Uint8Array(buf);
     const parts: Promise<unknown>[] = [];
     for (let p0 = 0; p0 < K; p0 += per) {
       const np = Math.min(per, K - p0);
       parts.push(this.run({ op: 'encryptValues', values, T, K, d: np, seed, blockIndex, polyStart: p0, plaintextBits, out }));
     }
-    await Promise.all(parts);
-    return out;
+    await CryptoPool.settle(parts);
+    const upload = new Uint8Array(out);
+    this.buffers.release(buf);
+    return upload;
   }
 
   /**
@@ -292,7 +303,7 @@ export class CryptoPool {
         const req: CryptoRequest = { op: 'decryptSum', a: [], b: [], rows, r0, nr, sliced: true, plaintextBits, acc, t0, tn };
         const words = nr * n;
         parts.push(this.run(req, [], (job) => {
-          const buf = this.acquireStaging(2 * a.length * words * 4);
+          const buf = this.buffers.acquire(2 * a.length * words * 4);
           for (let k = 0; k < a.length; k++) {
             const sa = new Uint32Array(buf, 2 * k * words * 4, words);
             const sb = new Uint32Array(buf, (2 * k + 1) * words * 4, words);
@@ -301,11 +312,11 @@ export class CryptoPool {
             req.a.push(sa);
             req.b.push(sb);
           }
-          job.done = () => this.releaseStaging(buf);
+          job.done = () => this.buffers.release(buf);
         }));
       }
     }
-    await Promise.all(parts);
+    await CryptoPool.settle(parts);
   }
 
   /** Ends every worker (each drops its key copy and exits with code 0); resolves to their exit codes. */

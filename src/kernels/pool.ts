@@ -4,13 +4,15 @@
  * Weights are sharded by output rows and sent to the workers once at registration (they stay
  * resident in each worker's linear memory); per call only the inputs travel, copied once into a
  * SharedArrayBuffer that all workers read; for the integer products the workers write their rows
- * straight into one shared result, the fp32 rows come back as transferred buffers.
+ * straight into one shared result (copied out for the caller), the fp32 rows come back as
+ * transferred buffers. Shared memory is reused across calls (util/shared-buffers.ts).
  * Idle workers are unref'd, so an open pool never keeps the process alive; close() ends them.
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { checkF32Shapes } from './gemm-f32.js';
 import { checkInt8Shapes } from './gemm-int8.js';
+import { SharedBuffers } from '../util/shared-buffers.js';
 import type { PoolEnvelope, PoolReply, PoolRequest, PoolResult } from './pool-protocol.js';
 import { checkWeights, checkZqCall } from './zq-matmul.js';
 
@@ -76,25 +78,39 @@ function shardRows(rows: number, threads: number): Shard[] {
 
 type SharedCtor<T> = new (b: SharedArrayBuffer) => T;
 
-/**
- * The same values in a SharedArrayBuffer (copied once) that every worker can read without a
- * copy of its own. ctor is explicit so that Buffer (a Uint8Array subclass) becomes a plain view.
- */
-function shared<T extends Uint8Array | Int8Array | Float32Array>(a: T, ctor: SharedCtor<T>): T {
-  if (a.buffer instanceof SharedArrayBuffer && a.constructor === ctor) return a;
-  const copy = new ctor(new SharedArrayBuffer(a.byteLength));
-  copy.set(a as never);
-  return copy;
-}
-
 export class KernelPool {
   private readonly workers: PoolWorker[];
+  /** Shared scratch for per-call inputs and results (see util/shared-buffers.ts for why it is reused). */
+  private readonly buffers = new SharedBuffers(256 << 20);
   private readonly registry = new Map<number, Registered>();
   private nextHandle = 1;
   private closed = false;
 
   private constructor(workers: PoolWorker[]) {
     this.workers = workers;
+  }
+
+  /**
+   * The same values in shared memory that every worker reads without a copy of its own (copied once
+   * into reused scratch unless already shared); release() returns the scratch after the call.
+   */
+  private share<T extends Uint8Array | Int8Array | Float32Array>(a: T, ctor: SharedCtor<T>): { view: T; release: () => void } {
+    if (a.buffer instanceof SharedArrayBuffer && a.constructor === ctor) return { view: a, release: () => undefined };
+    const buf = this.buffers.acquire(a.byteLength);
+    const view = new ctor(buf);
+    view.set(a as never);
+    return { view, release: () => this.buffers.release(buf) };
+  }
+
+  /**
+   * Runs fn on every shard and waits for all of them, even when one fails, so that no worker still
+   * uses a call's shared scratch once it is released; then throws the first failure.
+   */
+  private async eachShard<R>(shards: Shard[], fn: (s: Shard) => Promise<R>): Promise<R[]> {
+    const settled = await Promise.allSettled(shards.map(fn));
+    const failed = settled.find((x) => x.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    return settled.map((x) => (x as PromiseFulfilledResult<R>).value);
   }
 
   get threads(): number {
@@ -155,17 +171,24 @@ export class KernelPool {
     this.live();
     const r = this.get(handle, 'int8');
     checkZqCall(r.rows, r.cols, aBytes, bBytes, N);
-    const a = shared(aBytes, Uint8Array);
-    const b = shared(bBytes, Uint8Array);
-    // The workers write their rows straight into shared results (which the client's crypto
-    // workers can then read in place as well).
-    const aOut = new Uint32Array(new SharedArrayBuffer(r.rows * N * 4));
-    const bOut = new Uint32Array(new SharedArrayBuffer(r.rows * N * 4));
-    await Promise.all(r.shards.map(async (s) => {
-      const res = await this.workers[s.worker]!.call({ op: 'zq', handle, a, b, N, aOut, bOut, offset: s.r0 * N });
-      if (res.kind !== 'none') throw new Error('helora: kernel worker sent an unexpected result');
-    }));
-    return { aOut, bOut };
+    const a = this.share(aBytes, Uint8Array);
+    const b = this.share(bBytes, Uint8Array);
+    // The workers write their rows straight into shared scratch; the caller gets ordinary memory.
+    const outBytes = r.rows * N * 4;
+    const aBuf = this.buffers.acquire(outBytes), bBuf = this.buffers.acquire(outBytes);
+    try {
+      const aShared = new Uint32Array(aBuf), bShared = new Uint32Array(bBuf);
+      await this.eachShard(r.shards, async (s) => {
+        const res = await this.workers[s.worker]!.call({ op: 'zq', handle, a: a.view, b: b.view, N, aOut: aShared, bOut: bShared, offset: s.r0 * N });
+        if (res.kind !== 'none') throw new Error('helora: kernel worker sent an unexpected result');
+      });
+      return { aOut: new Uint32Array(aShared), bOut: new Uint32Array(bShared) };
+    } finally {
+      a.release();
+      b.release();
+      this.buffers.release(aBuf);
+      this.buffers.release(bBuf);
+    }
   }
 
   /** Registers int8 weights w[M][K] for gemmInt8; returns a handle. */
@@ -175,20 +198,26 @@ export class KernelPool {
     return this.registerInt8Rows(w, M, K);
   }
 
-  /** out[M][N] = W · x[K][N], exact int32 (in a SharedArrayBuffer the workers wrote to). */
+  /** out[M][N] = W · x[K][N], exact int32. */
   async gemmInt8(handle: number, x: Int8Array, N: number): Promise<Int32Array> {
     this.live();
     const r = this.get(handle, 'int8');
     if (!Number.isInteger(N) || N <= 0) throw new Error(`helora: gemmInt8 N must be a positive integer, got ${N}`);
     if (x.length !== r.cols * N) throw new Error(`helora: gemmInt8 x has ${x.length} values, expected K*N = ${r.cols * N}`);
-    const xs = shared(x, Int8Array);
-    // The workers write their rows straight into one shared result: no per-shard copies.
-    const out = new Int32Array(new SharedArrayBuffer(r.rows * N * 4));
-    await Promise.all(r.shards.map(async (s) => {
-      const res = await this.workers[s.worker]!.call({ op: 'int8', handle, x: xs, N, out, offset: s.r0 * N });
-      if (res.kind !== 'none') throw new Error('helora: kernel worker sent an unexpected result');
-    }));
-    return out;
+    const xs = this.share(x, Int8Array);
+    // The workers write their rows straight into shared scratch; the caller gets ordinary memory.
+    const outBuf = this.buffers.acquire(r.rows * N * 4);
+    try {
+      const out = new Int32Array(outBuf);
+      await this.eachShard(r.shards, async (s) => {
+        const res = await this.workers[s.worker]!.call({ op: 'int8', handle, x: xs.view, N, out, offset: s.r0 * N });
+        if (res.kind !== 'none') throw new Error('helora: kernel worker sent an unexpected result');
+      });
+      return new Int32Array(out);
+    } finally {
+      xs.release();
+      this.buffers.release(outBuf);
+    }
   }
 
   /** Registers fp32 weights w[M][K] (for gemmF32, matmulForward, matmulBackwardInput); returns a handle. */
@@ -211,14 +240,18 @@ export class KernelPool {
     const r = this.get(handle, 'f32');
     if (!Number.isInteger(N) || N <= 0) throw new Error(`helora: gemmF32 N must be a positive integer, got ${N}`);
     if (x.length !== r.cols * N) throw new Error(`helora: gemmF32 x has ${x.length} values, expected K*N = ${r.cols * N}`);
-    const xs = shared(x, Float32Array);
-    const out = new Float32Array(r.rows * N);
-    await Promise.all(r.shards.map(async (s) => {
-      const res = await this.workers[s.worker]!.call({ op: 'f32', handle, x: xs, N });
-      if (res.kind !== 'f32') throw new Error('helora: kernel worker sent an unexpected result');
-      out.set(res.v, s.r0 * N);
-    }));
-    return out;
+    const xs = this.share(x, Float32Array);
+    try {
+      const out = new Float32Array(r.rows * N);
+      await this.eachShard(r.shards, async (s) => {
+        const res = await this.workers[s.worker]!.call({ op: 'f32', handle, x: xs.view, N });
+        if (res.kind !== 'f32') throw new Error('helora: kernel worker sent an unexpected result');
+        out.set(res.v, s.r0 * N);
+      });
+      return out;
+    } finally {
+      xs.release();
+    }
   }
 
   /** out[T][OC] = inp[T][C] · W^T for registered W[OC][C] (llm.c matmul_forward without bias). */
@@ -228,15 +261,19 @@ export class KernelPool {
     const OC = r.rows, C = r.cols;
     if (!Number.isInteger(T) || T <= 0) throw new Error(`helora: matmulForward T must be a positive integer, got ${T}`);
     if (inp.length !== T * C) throw new Error(`helora: matmulForward inp has ${inp.length} values, expected T*C = ${T * C}`);
-    const xs = shared(inp, Float32Array);
-    const out = new Float32Array(T * OC);
-    await Promise.all(r.shards.map(async (s) => {
-      const res = await this.workers[s.worker]!.call({ op: 'fwd', handle, inp: xs, T });
-      if (res.kind !== 'f32') throw new Error('helora: kernel worker sent an unexpected result');
-      const n = s.r1 - s.r0;
-      for (let t = 0; t < T; t++) out.set(res.v.subarray(t * n, (t + 1) * n), t * OC + s.r0);
-    }));
-    return out;
+    const xs = this.share(inp, Float32Array);
+    try {
+      const out = new Float32Array(T * OC);
+      await this.eachShard(r.shards, async (s) => {
+        const res = await this.workers[s.worker]!.call({ op: 'fwd', handle, inp: xs.view, T });
+        if (res.kind !== 'f32') throw new Error('helora: kernel worker sent an unexpected result');
+        const n = s.r1 - s.r0;
+        for (let t = 0; t < T; t++) out.set(res.v.subarray(t * n, (t + 1) * n), t * OC + s.r0);
+      });
+      return out;
+    } finally {
+      xs.release();
+    }
   }
 
   /** dinp[T][C] = dout[T][OC] · W for registered W[OC][C] (a fresh array; add it to yours). */
@@ -246,12 +283,12 @@ export class KernelPool {
     const OC = r.rows, C = r.cols;
     if (!Number.isInteger(T) || T <= 0) throw new Error(`helora: matmulBackwardInput T must be a positive integer, got ${T}`);
     if (dout.length !== T * OC) throw new Error(`helora: matmulBackwardInput dout has ${dout.length} values, expected T*OC = ${T * OC}`);
-    const ds = shared(dout, Float32Array);
-    const parts = await Promise.all(r.shards.map(async (s) => {
-      const res = await this.workers[s.worker]!.call({ op: 'bwdIn', handle, dout: ds, T, OC, r0: s.r0 });
+    const ds = this.share(dout, Float32Array);
+    const parts = await this.eachShard(r.shards, async (s) => {
+      const res = await this.workers[s.worker]!.call({ op: 'bwdIn', handle, dout: ds.view, T, OC, r0: s.r0 });
       if (res.kind !== 'f32') throw new Error('helora: kernel worker sent an unexpected result');
       return res.v;
-    }));
+    }).finally(ds.release);
     // Each worker holds a slice of the reduction dimension OC: sum the partial products.
     const out = parts[0]!;
     for (let p = 1; p < parts.length; p++) {

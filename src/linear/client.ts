@@ -141,7 +141,7 @@ export class HeLinearClient {
       const out = await Promise.all(Array.from({ length: p.blocks }, (_, blk) => pool.encryptValues(fm, p.seed, blk, p.plaintextBits[blk])));
       return this.finish(T, partCols, p, out);
     } finally {
-      fm.values.fill(0);
+      pool.releaseFeatureMajor(fm);
     }
   }
 
@@ -188,7 +188,7 @@ export class HeLinearClient {
   decryptIntegers(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[], plaintextBits?: readonly number[]): IntegerResult[] {
     const N = this.params.ringDegree;
     const { terms, blocks, bits } = this.checkAnswer(request, response, expectedRows, plaintextBits);
-    const results = expectedRows.map((rows) => integerResult(request.T * rows, terms, bits, false));
+    const results = expectedRows.map((rows) => (resultsFitInt32(terms, bits) ? new Int32Array(request.T * rows) : new Float64Array(request.T * rows)));
     for (let blk = 0; blk < blocks; blk++) {
       const row = response.blocks[blk];
       expectedRows.forEach((rows, j) => {
@@ -203,24 +203,41 @@ export class HeLinearClient {
 
   /** decryptIntegers on the worker pool (all cores). */
   async decryptIntegersAsync(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[], plaintextBits?: readonly number[]): Promise<IntegerResult[]> {
+    return this.withDecryptedShared(request, response, expectedRows, plaintextBits, (results) => results.map((r) => r.slice()));
+  }
+
+  /**
+   * Decrypts on the pool into shared scratch results, hands them to use() and then reuses their
+   * memory: use() must copy what it keeps (see util/shared-buffers.ts).
+   */
+  private async withDecryptedShared<R>(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[],
+    plaintextBits: readonly number[] | undefined, use: (results: IntegerResult[]) => R): Promise<R> {
     const N = this.params.ringDegree;
     const { terms, blocks, bits } = this.checkAnswer(request, response, expectedRows, plaintextBits);
     const pool = await this.getPool();
-    // Shared results: the workers add their decrypted row ranges in place (one call per block and
+    // Shared results: the workers store their decrypted row ranges in place (one call per block and
     // output, all K-chunk terms inside it, so no two tasks touch the same values).
-    const results = expectedRows.map((rows) => integerResult(request.T * rows, terms, bits, true));
-    const jobs: Promise<void>[] = [];
-    for (let blk = 0; blk < blocks; blk++) {
-      const row = response.blocks[blk];
-      const t0 = blk * N;
-      const tn = Math.min(N, request.T - t0);
-      expectedRows.forEach((rows, j) => {
-        const cs = row.slice(j * terms, (j + 1) * terms);
-        jobs.push(pool.decryptSum(cs.map((c) => c.a), cs.map((c) => c.b), rows, bits[blk], results[j], t0, tn));
-      });
+    const wide = !resultsFitInt32(terms, bits);
+    const buffers = expectedRows.map((rows) => pool.buffers.acquire(request.T * rows * (wide ? 8 : 4)));
+    try {
+      const results = buffers.map((b) => (wide ? new Float64Array(b) : new Int32Array(b)));
+      const jobs: Promise<void>[] = [];
+      for (let blk = 0; blk < blocks; blk++) {
+        const row = response.blocks[blk];
+        const t0 = blk * N;
+        const tn = Math.min(N, request.T - t0);
+        expectedRows.forEach((rows, j) => {
+          const cs = row.slice(j * terms, (j + 1) * terms);
+          jobs.push(pool.decryptSum(cs.map((c) => c.a), cs.map((c) => c.b), rows, bits[blk], results[j], t0, tn));
+        });
+      }
+      const settled = await Promise.allSettled(jobs);
+      const failed = settled.find((x) => x.status === 'rejected');
+      if (failed) throw (failed as PromiseRejectedResult).reason;
+      return use(results);
+    } finally {
+      for (const b of buffers) pool.buffers.release(b);
     }
-    await Promise.all(jobs);
-    return results;
   }
 
   /** Forward: quantize x (T x C) per token and encrypt it. */
@@ -245,8 +262,8 @@ export class HeLinearClient {
 
   async decryptForwardAsync(pending: PendingProduct, response: EncryptedOutput, wScales: Float32Array[]): Promise<Float32Array[]> {
     const rows = wScales.map((s) => s.length);
-    const acc = await this.decryptIntegersAsync(pending.request, response, rows, pending.plaintextBits);
-    return acc.map((a, j) => dequantizeForward(a, pending.scales, wScales[j], pending.request.T, rows[j]));
+    return this.withDecryptedShared(pending.request, response, rows, pending.plaintextBits,
+      (acc) => acc.map((a, j) => dequantizeForward(a, pending.scales, wScales[j], pending.request.T, rows[j])));
   }
 
   /** Backward: dy_j (T x rows_j) stacked, the weight scales folded in, quantized per token jointly. */
@@ -271,8 +288,8 @@ export class HeLinearClient {
   }
 
   async decryptBackwardAsync(pending: PendingProduct, response: EncryptedOutput, C: number): Promise<Float32Array> {
-    const [acc] = await this.decryptIntegersAsync(pending.request, response, [C], pending.plaintextBits);
-    return dequantizeBackward(acc, pending.scales, pending.request.T, C);
+    return this.withDecryptedShared(pending.request, response, [C], pending.plaintextBits,
+      ([acc]) => dequantizeBackward(acc, pending.scales, pending.request.T, C));
   }
 
   /** Worker threads of the *Async methods (0 until the pool has started). */
@@ -320,11 +337,9 @@ export function stackBackwardInput(dys: Float32Array[], T: number, wScales: Floa
  */
 export type IntegerResult = Int32Array | Float64Array;
 
-function integerResult(length: number, terms: number, bits: readonly number[], shared: boolean): IntegerResult {
-  const fitsInt32 = terms * 2 ** (Math.max(...bits) - 1) <= 2 ** 31 - 1;
-  const bytes = fitsInt32 ? 4 : 8;
-  const buffer = shared ? new SharedArrayBuffer(length * bytes) : new ArrayBuffer(length * bytes);
-  return fitsInt32 ? new Int32Array(buffer) : new Float64Array(buffer);
+/** Whether the sum of the K-chunk terms provably fits Int32 (each term decrypts to |y| < 2^(P'-1)). */
+function resultsFitInt32(terms: number, bits: readonly number[]): boolean {
+  return terms * 2 ** (Math.max(...bits) - 1) <= 2 ** 31 - 1;
 }
 
 /** Adds a decrypted block (rows x N, feature-major) into the token-major result acc[T x rows]. */
