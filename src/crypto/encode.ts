@@ -2,7 +2,9 @@
  * Batch packing of token-major matrices into feature polynomials and back (see linear/layout.ts
  * for the layout): feature i of the N tokens of column block `block` is polynomial i, token t
  * at coefficient t. Cache-blocked transposes: the plain loops stride through memory by N values
- * per access and cost as much as the encryption itself at 2048 features.
+ * per access and cost as much as the encryption itself at 2048 features. These serve the
+ * single-thread path; the worker pool packs in WebAssembly (kernels/ntt.ts featureMajor, and the
+ * decryption's transposes in the kernel).
  */
 
 import { endianness } from 'node:os';
@@ -70,8 +72,8 @@ export function encodeFeatures(values: Int8Array | Int16Array, T: number, C: num
 /**
  * Adds rows polynomials of y (rows x N, feature-major, y[o*N + t]) into columns r0 .. r0 + rows - 1
  * of the token-major acc (accRows values per token) at tokens t0 .. t0 + tn - 1:
- * acc[(t0 + t)*accRows + r0 + o] += y[o*N + t]. A transpose and add without an intermediate copy
- * (the pool workers accumulate their row ranges straight into the shared result).
+ * acc[(t0 + t)*accRows + r0 + o] += y[o*N + t]: a transpose and add without an intermediate copy
+ * (the single-thread path; the pool workers transpose and sum in the kernel, rlwe.ts decryptAccumulate).
  */
 export function addTokensInto(acc: Int32Array | Float64Array, accRows: number, t0: number, r0: number, y: Int32Array, rows: number, N: number, tn: number): void {
   if (y.length < rows * N || !(tn >= 1 && tn <= N) || r0 < 0 || r0 + rows > accRows || acc.length < (t0 + tn) * accRows) {

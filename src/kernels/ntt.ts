@@ -17,13 +17,16 @@ export const NTT_MAX_N = 4096;
 export const NTT_MAX_A_BITS = 44;
 
 /**
- * Bound on |FFT value - exact a*s| in decryption (int32 a, ternary s, N <= NTT_MAX_N). Percival's
- * bound for a floating-point FFT convolution of size 2^k (here k = log2(N/2) <= 11, unit
- * roundoff 2^-53, twiddles within one ulp) is ||a||_2 ||s||_2 (3k + sqrt(5)(3k + 1) + 3k) 2^-53
- * <= 2^31 sqrt(N) * sqrt(N) * 2^7.2 * 2^-53 <= 2^-3.8 for N = 4096. Below 1/2, rounding recovers
- * the exact product; ntt.test.ts measures the real error (~2e-4) against this constant.
+ * Bound on |FFT value - exact a*s| in decryption for int32 a and ternary s, ring degree n:
+ * Percival's bound for a floating-point FFT convolution of size 2^k (here k = log2(n/2), unit
+ * roundoff u = 2^-53, twiddles within one ulp), to first order ||a||_2 ||s||_2 (6k + sqrt(5)(3k + 1)) u
+ * with ||a||_2 <= 2^31 sqrt(n), ||s||_2 <= sqrt(n). About 0.06 for n = 2048 and 0.14 for n = 4096:
+ * below 1/2, so rounding recovers the exact product. ntt.test.ts measures the real error (~2e-4).
  */
-export const FFT_DECRYPT_MAX_ERROR = 1 / 8;
+export function fftDecryptErrorBound(n: number): number {
+  const k = Math.log2(n / 2);
+  return 2 ** 31 * n * (6 * k + Math.sqrt(5) * (3 * k + 1)) * 2 ** -53;
+}
 
 interface NttExports {
   memory: WebAssembly.Memory;
@@ -142,7 +145,7 @@ function buildFftTables(n: number): Float64Array[] {
 /** One WebAssembly instance doing negacyclic products with one secret at a time, ring degree n. */
 export class NttKernel {
   readonly n: number;
-  readonly ex: NttExports;
+  private readonly ex: NttExports;
   private readonly heap: WasmHeap;
   private readonly tables: [number, number];
   private readonly bufs: [number, number];
@@ -156,6 +159,7 @@ export class NttKernel {
     if (!Number.isInteger(n) || n < 16 || n > NTT_MAX_N || (n & (n - 1)) !== 0) {
       throw new Error(`helora: NTT ring degree must be a power of two in [16, ${NTT_MAX_N}], got ${n}`);
     }
+    if (!(fftDecryptErrorBound(n) < 0.5)) throw new Error(`helora: ring degree ${n} is too large for exact FFT decryption`);
     this.n = n;
     this.ex = instantiateWasm(module).exports as unknown as NttExports;
     this.heap = new WasmHeap(this.ex.memory, this.ex.heapBase());
@@ -359,7 +363,7 @@ export class NttKernel {
 
   /**
    * y = centered round((b - a*s mod 2^32) / 2^sh) for the rows prepared by beginDecrypt, by the
-   * double-precision FFT (exact: see FFT_DECRYPT_MAX_ERROR). accumulate: y += instead of y = (y
+   * double-precision FFT (exact: see fftDecryptErrorBound). accumulate: y += instead of y = (y
    * keeps its values until the next begin*(); for summing the K-chunk terms of one output).
    * exactNtt: by the two-prime NTT instead (the reference; no accumulate).
    */

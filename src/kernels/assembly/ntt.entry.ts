@@ -505,7 +505,7 @@ export function decryptRows(nRows: i32, a: usize, b: usize, sh: i32, y: usize): 
 //
 // Decryption needs c = a*s mod 2^32 for 32-bit a. Over the integers |a*s| < 2^31 * N, so a
 // floating-point convolution that is accurate to better than 1/2 gives c exactly after rounding
-// (the error bound and its measurement live in src/kernels/ntt.ts and ntt.test.ts). A real
+// (the error bound, fftDecryptErrorBound, and its measurement live in src/kernels/ntt.ts and ntt.test.ts). A real
 // negacyclic product of length N is one complex cyclic product of length N/2: fold
 // z_j = (a_j + i a_{j+N/2}) zeta^j (zeta = e^{i pi/N}), transform, multiply by the secret's
 // transform, transform back, unfold (Re -> c_j, Im -> c_{j+N/2}) after multiplying by zeta^-j.
