@@ -23,6 +23,7 @@ import { checkEncryptArgs } from './rlwe.js';
 import type { CryptoEnvelope, CryptoReply, CryptoRequest } from './pool-protocol.js';
 import { nttKernel } from '../kernels/ntt.js';
 import { SharedBuffers } from '../util/shared-buffers.js';
+import { settleAll } from '../util/settle.js';
 
 /** Client values prepared for encryptValues: feature-major (K x T) in shared memory, plus token L1 norms. */
 export interface FeatureMajorValues {
@@ -165,12 +166,6 @@ export class CryptoPool {
    */
   readonly buffers = new SharedBuffers(256 << 20);
 
-  /** Waits for every task, even when one fails (no worker may still use shared scratch), then throws the first failure. */
-  private static async settle(parts: Promise<unknown>[]): Promise<void> {
-    const failed = (await Promise.allSettled(parts)).find((x) => x.status === 'rejected');
-    if (failed) throw (failed as PromiseRejectedResult).reason;
-  }
-
   /**
    * encryptBlock on the workers: same arguments, same upload format, same seed rule (the pair
    * (seed, blockIndex) is claimed on the key here; a reuse throws before anything is encrypted).
@@ -263,7 +258,7 @@ export class CryptoPool {
       const np = Math.min(per, K - p0);
       parts.push(this.run({ op: 'encryptValues', values, T, K, d: np, seed, blockIndex, polyStart: p0, plaintextBits, out }));
     }
-    await CryptoPool.settle(parts);
+    await settleAll(parts);
     const upload = new Uint8Array(out);
     this.buffers.release(buf);
     return upload;
@@ -316,7 +311,7 @@ export class CryptoPool {
         }));
       }
     }
-    await CryptoPool.settle(parts);
+    await settleAll(parts);
   }
 
   /** Ends every worker (each drops its key copy and exits with code 0); resolves to their exit codes. */

@@ -13,6 +13,7 @@ import { Worker } from 'node:worker_threads';
 import { checkF32Shapes } from './gemm-f32.js';
 import { checkInt8Shapes } from './gemm-int8.js';
 import { SharedBuffers } from '../util/shared-buffers.js';
+import { settleAll } from '../util/settle.js';
 import type { PoolEnvelope, PoolReply, PoolRequest, PoolResult } from './pool-protocol.js';
 import { checkWeights, checkZqCall } from './zq-matmul.js';
 
@@ -102,17 +103,6 @@ export class KernelPool {
     return { view, release: () => this.buffers.release(buf) };
   }
 
-  /**
-   * Runs fn on every shard and waits for all of them, even when one fails, so that no worker still
-   * uses a call's shared scratch once it is released; then throws the first failure.
-   */
-  private async eachShard<R>(shards: Shard[], fn: (s: Shard) => Promise<R>): Promise<R[]> {
-    const settled = await Promise.allSettled(shards.map(fn));
-    const failed = settled.find((x) => x.status === 'rejected');
-    if (failed) throw (failed as PromiseRejectedResult).reason;
-    return settled.map((x) => (x as PromiseFulfilledResult<R>).value);
-  }
-
   get threads(): number {
     return this.workers.length;
   }
@@ -178,10 +168,10 @@ export class KernelPool {
     const aBuf = this.buffers.acquire(outBytes), bBuf = this.buffers.acquire(outBytes);
     try {
       const aShared = new Uint32Array(aBuf), bShared = new Uint32Array(bBuf);
-      await this.eachShard(r.shards, async (s) => {
+      await settleAll(r.shards.map(async (s) => {
         const res = await this.workers[s.worker]!.call({ op: 'zq', handle, a: a.view, b: b.view, N, aOut: aShared, bOut: bShared, offset: s.r0 * N });
         if (res.kind !== 'none') throw new Error('helora: kernel worker sent an unexpected result');
-      });
+      }));
       return { aOut: new Uint32Array(aShared), bOut: new Uint32Array(bShared) };
     } finally {
       a.release();
@@ -209,10 +199,10 @@ export class KernelPool {
     const outBuf = this.buffers.acquire(r.rows * N * 4);
     try {
       const out = new Int32Array(outBuf);
-      await this.eachShard(r.shards, async (s) => {
+      await settleAll(r.shards.map(async (s) => {
         const res = await this.workers[s.worker]!.call({ op: 'int8', handle, x: xs.view, N, out, offset: s.r0 * N });
         if (res.kind !== 'none') throw new Error('helora: kernel worker sent an unexpected result');
-      });
+      }));
       return new Int32Array(out);
     } finally {
       xs.release();
@@ -243,11 +233,11 @@ export class KernelPool {
     const xs = this.share(x, Float32Array);
     try {
       const out = new Float32Array(r.rows * N);
-      await this.eachShard(r.shards, async (s) => {
+      await settleAll(r.shards.map(async (s) => {
         const res = await this.workers[s.worker]!.call({ op: 'f32', handle, x: xs.view, N });
         if (res.kind !== 'f32') throw new Error('helora: kernel worker sent an unexpected result');
         out.set(res.v, s.r0 * N);
-      });
+      }));
       return out;
     } finally {
       xs.release();
@@ -264,12 +254,12 @@ export class KernelPool {
     const xs = this.share(inp, Float32Array);
     try {
       const out = new Float32Array(T * OC);
-      await this.eachShard(r.shards, async (s) => {
+      await settleAll(r.shards.map(async (s) => {
         const res = await this.workers[s.worker]!.call({ op: 'fwd', handle, inp: xs.view, T });
         if (res.kind !== 'f32') throw new Error('helora: kernel worker sent an unexpected result');
         const n = s.r1 - s.r0;
         for (let t = 0; t < T; t++) out.set(res.v.subarray(t * n, (t + 1) * n), t * OC + s.r0);
-      });
+      }));
       return out;
     } finally {
       xs.release();
@@ -284,11 +274,11 @@ export class KernelPool {
     if (!Number.isInteger(T) || T <= 0) throw new Error(`helora: matmulBackwardInput T must be a positive integer, got ${T}`);
     if (dout.length !== T * OC) throw new Error(`helora: matmulBackwardInput dout has ${dout.length} values, expected T*OC = ${T * OC}`);
     const ds = this.share(dout, Float32Array);
-    const parts = await this.eachShard(r.shards, async (s) => {
+    const parts = await settleAll(r.shards.map(async (s) => {
       const res = await this.workers[s.worker]!.call({ op: 'bwdIn', handle, dout: ds.view, T, OC, r0: s.r0 });
       if (res.kind !== 'f32') throw new Error('helora: kernel worker sent an unexpected result');
       return res.v;
-    }).finally(ds.release);
+    })).finally(ds.release);
     // Each worker holds a slice of the reduction dimension OC: sum the partial products.
     const out = parts[0]!;
     for (let p = 1; p < parts.length; p++) {

@@ -8,6 +8,7 @@ import {
 import { addTokensInto, maxTokenL1 } from '../crypto/encode.js';
 import { DEFAULT_ACT_BITS, dequantizeBackward, dequantizeForward, prepareBackwardInput, quantizePerToken } from '../quant/quantize.js';
 import { blockCount, featureChunks } from './layout.js';
+import { settleAll } from '../util/settle.js';
 import type { EncryptedInput, EncryptedOutput } from './types.js';
 
 /** Per-request state the client keeps to dequantize the answer. Only `request` goes to the server. */
@@ -231,9 +232,7 @@ export class HeLinearClient {
           jobs.push(pool.decryptSum(cs.map((c) => c.a), cs.map((c) => c.b), rows, bits[blk], results[j], t0, tn));
         });
       }
-      const settled = await Promise.allSettled(jobs);
-      const failed = settled.find((x) => x.status === 'rejected');
-      if (failed) throw (failed as PromiseRejectedResult).reason;
+      await settleAll(jobs); // every task done before the buffers go back
       return use(results);
     } finally {
       for (const b of buffers) pool.buffers.release(b);

@@ -111,6 +111,7 @@ test('random examples: every chunk appears exactly once, intact, with correct ta
 
 test('shuffling is deterministic in the seed and changes with it', () => {
   const examples = randomExamples(60, 20);
+  examples[0] = { ids: [1000, 1, 2, 3, 4] }; // long enough to have a target: a 1-token example would be dropped
   const key = (bs: PackedBatch[]): string => JSON.stringify(bs.map((b) => Array.from(b.tokens)));
   const a = packExamples(examples, { T: 64, padId: PAD, seed: 1 }).batches;
   const b = packExamples(examples, { T: 64, padId: PAD, seed: 1 }).batches;
