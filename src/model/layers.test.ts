@@ -6,18 +6,11 @@ import {
   IGNORE_INDEX, rmsnormBackward, rmsnormForward, ropeBackward, ropeForward, ropeInvFreq, ropeTables, swigluBackward,
   swigluForward, type Vec,
 } from './layers.js';
+import { seededRandom } from '../util/random.js';
 
 /** Deterministic test data (Math.random is fine for test data, but reproducible failures are nicer). */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = seededRandom;
+
 function randn(n: number, r: () => number, scale = 1): Float64Array {
   const a = new Float64Array(n);
   for (let i = 0; i < n; i++) a[i] = (r() * 2 - 1) * scale;
