@@ -277,28 +277,25 @@ export class NttKernel {
 
   /** Exact integers a*s for u32 a (tests, reference checks). */
   productExact32(a: Uint32Array): BigInt64Array {
-    this.requireSecret();
-    const n = this.n;
-    if (a.length !== n) throw new Error(`helora: operand has ${a.length} coefficients, expected ${n}`);
-    this.heap.resetScratch();
-    const src = this.heap.alloc(n * 4);
-    const dst = this.heap.alloc(n * 8);
-    this.heap.u32(src, n).set(a);
-    this.ex.productExact32(src, dst);
-    return new BigInt64Array(this.ex.memory.buffer.slice(dst, dst + n * 8));
+    return new BigInt64Array(this.product32(a, this.ex.productExact32));
   }
 
   /** a*s by the decryption FFT, before rounding (int32 a; tests measure the FFT error with it). */
   productFftRaw(a: Int32Array): Float64Array {
+    return new Float64Array(this.product32(a, this.ex.fftProductRaw));
+  }
+
+  /** Runs a test product kernel on n 32-bit coefficients; returns its n 8-byte results. */
+  private product32(a: Uint32Array | Int32Array, kernel: (src: number, dst: number) => void): ArrayBuffer {
     this.requireSecret();
     const n = this.n;
     if (a.length !== n) throw new Error(`helora: operand has ${a.length} coefficients, expected ${n}`);
     this.heap.resetScratch();
     const src = this.heap.alloc(n * 4);
     const dst = this.heap.alloc(n * 8);
-    this.heap.i32(src, n).set(a);
-    this.ex.fftProductRaw(src, dst);
-    return new Float64Array(this.ex.memory.buffer.slice(dst, dst + n * 8));
+    this.heap.u8(src, n * 4).set(new Uint8Array(a.buffer, a.byteOffset, n * 4));
+    kernel(src, dst);
+    return this.ex.memory.buffer.slice(dst, dst + n * 8);
   }
 
   /**
