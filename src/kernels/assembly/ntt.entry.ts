@@ -779,15 +779,21 @@ export function fftProductRaw(src: usize, dst: usize): void {
 // Encoding: token-major client values into feature-major rows (each feature's tokens contiguous,
 // the order the encryption's polynomials take them), with every token's L1 norm on the way.
 
-/** Features i0 .. i1-1 of one token row (column dst, stride tt) one at a time; returns their L1 norm plus the lanes of s. */
-function tokenRunI8(row: usize, i0: i32, i1: i32, dst: usize, tt: usize, s: v128): f64 {
-  let l = <i64>i32x4.extract_lane(s, 0) + <i64>i32x4.extract_lane(s, 1) + <i64>i32x4.extract_lane(s, 2) + <i64>i32x4.extract_lane(s, 3);
+/** The sum of the four lanes of s. */
+// @ts-ignore: decorator
+@inline function laneSum(s: v128): i64 {
+  return <i64>i32x4.extract_lane(s, 0) + <i64>i32x4.extract_lane(s, 1) + <i64>i32x4.extract_lane(s, 2) + <i64>i32x4.extract_lane(s, 3);
+}
+
+/** Features i0 .. i1-1 of one token row (column dst, stride tt) one at a time; returns their L1 norm. */
+function tokenRunI8(row: usize, i0: i32, i1: i32, dst: usize, tt: usize): i64 {
+  let l: i64 = 0;
   for (let i = i0; i < i1; i++) {
     const x = <i32>load<i8>(row + <usize>i);
     store<i8>(dst + <usize>i * tt, <i8>x);
     l += <i64>(x < 0 ? -x : x);
   }
-  return <f64>l;
+  return l;
 }
 
 // @ts-ignore: decorator
@@ -834,17 +840,16 @@ export function featureMajorI8(src: usize, T: i32, K: i32, dst: usize, l1: usize
         store<i32>(o + 14 * tt, i32x4.extract_lane(w3, 2)); store<i32>(o + 15 * tt, i32x4.extract_lane(w3, 3));
       }
       const l = l1 + (<usize>t << 3);
-      store<f64>(l, load<f64>(l) + tokenRunI8(r0, 0, 0, 0, 0, s0));
-      store<f64>(l + 8, load<f64>(l + 8) + tokenRunI8(r0, 0, 0, 0, 0, s1));
-      store<f64>(l + 16, load<f64>(l + 16) + tokenRunI8(r0, 0, 0, 0, 0, s2));
-      store<f64>(l + 24, load<f64>(l + 24) + tokenRunI8(r0, 0, 0, 0, 0, s3));
+      store<f64>(l, load<f64>(l) + <f64>laneSum(s0));
+      store<f64>(l + 8, load<f64>(l + 8) + <f64>laneSum(s1));
+      store<f64>(l + 16, load<f64>(l + 16) + <f64>laneSum(s2));
+      store<f64>(l + 24, load<f64>(l + 24) + <f64>laneSum(s3));
     }
   }
   // The features past K16 of the first T4 tokens, then every feature of the last tokens.
-  const zero = i32x4.splat(0);
   for (let t = 0; t < T; t++) {
     const l = l1 + (<usize>t << 3);
-    store<f64>(l, load<f64>(l) + tokenRunI8(src + <usize>t * k, t < T4 ? K16 : 0, K, dst + <usize>t, tt, zero));
+    store<f64>(l, load<f64>(l) + <f64>tokenRunI8(src + <usize>t * k, t < T4 ? K16 : 0, K, dst + <usize>t, tt));
   }
 }
 
