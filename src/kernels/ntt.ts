@@ -112,8 +112,8 @@ function putComplexConstant(t: Float64Array, i: number, theta: number): void {
 
 /**
  * Tables of the decryption FFT (see the FFT section of ntt.entry.ts): twist zeta^j, untwist
- * zeta^-j (zeta = e^{i pi/n}) for j < n/2, the radix-2 twiddles e^{+-2 pi i j/(2h)} of each
- * stage and the radix-4 passes' w^{+-j}, w^{+-2j}, w^{+-3j} (w = e^{2 pi i/(2h)}, j < h/2).
+ * zeta^-j (zeta = e^{i pi/n}) for j < n/2, the twiddles e^{+-2 pi i j/(n/2)} (j < n/4) of the one
+ * radix-2 stage and the radix-4 passes' w^{+-j}, w^{+-2j}, w^{+-3j} (w = e^{2 pi i/(2h)}, j < h/2).
  */
 function buildFftTables(n: number): Float64Array[] {
   const n2 = n / 2;
@@ -122,12 +122,10 @@ function buildFftTables(n: number): Float64Array[] {
     putComplexConstant(twist, j, (Math.PI * j) / n);
     putComplexConstant(untwist, j, (-Math.PI * j) / n);
   }
-  const fw = new Float64Array(4 * (n2 - 1)), iw = new Float64Array(4 * (n2 - 1));
-  for (let h = 1; h < n2; h <<= 1) {
-    for (let j = 0; j < h; j++) {
-      putComplexConstant(fw, h - 1 + j, (2 * Math.PI * j) / (2 * h));
-      putComplexConstant(iw, h - 1 + j, (-2 * Math.PI * j) / (2 * h));
-    }
+  const fw = new Float64Array(4 * (n2 / 2)), iw = new Float64Array(4 * (n2 / 2));
+  for (let j = 0; j < n2 / 2; j++) {
+    putComplexConstant(fw, j, (2 * Math.PI * j) / n2);
+    putComplexConstant(iw, j, (-2 * Math.PI * j) / n2);
   }
   const fw4 = new Float64Array(4 * 3 * n2), iw4 = new Float64Array(4 * 3 * n2);
   for (let q = 2; q <= n2 / 4; q <<= 1) {

@@ -515,7 +515,8 @@ export function decryptRows(nRows: i32, a: usize, b: usize, sh: i32, y: usize): 
 // x*w = x*(wr, wr) + swap(x)*(-wi, wi). Tables (set up by src/kernels/ntt.ts), N/2 = n2 entries
 // of 32 bytes unless noted:
 //   twist: zeta^j;  untwist: zeta^-j;  secret: FFT(fold(s)) / n2;
-//   fw / iw: n2 - 1 entries, the stage of half-length h at entry h - 1: e^{+-2 pi i j / (2h)}, j < h.
+//   fw / iw: n2/2 entries e^{+-2 pi i j / n2}: the one radix-2 stage (half-length n2/2) run when the
+//     count of wide stages is odd.
 //   fw4 / iw4: radix-4 passes (stages h and h/2 at once, q = h/2): at entry 3(q - 1) + 3j + m,
 //     w^{+-(m+1) j} with w = e^{2 pi i/(2h)}, j < q, m = 0, 1, 2.
 // The wide stages (h >= 4) run as radix-4 passes (3 complex products per 4 points instead of 4,
@@ -563,7 +564,7 @@ function fftForwardWide(buf: usize): void {
   const n2 = <usize>FN2;
   let h = n2 >> 1;
   if (oddWideStages()) {
-    const tw = FFW + (h - 1) * 32;
+    const tw = FFW;
     const hb = h << 4;
     for (let j: usize = 0; j < h; j++) {
       const pu = buf + (j << 4);
@@ -645,7 +646,7 @@ function fftInverseWide(buf: usize): void {
   }
   if (odd) {
     const h = n2 >> 1;
-    const tw = FIW + (h - 1) * 32;
+    const tw = FIW;
     const hb = h << 4;
     for (let j: usize = 0; j < h; j++) {
       const pu = buf + (j << 4);
