@@ -19,7 +19,7 @@
  * The a*s products run in build/wasm/ntt.wasm (src/kernels/ntt.ts). Encryption: exact NTT products
  * over two 30-bit primes with CRT (a has 44 bits), fused with noise sampling, rounding and byte
  * packing. Decryption: a double-precision FFT (a has 32 bits, so the product is exact after
- * rounding: fftDecryptErrorBound), two transforms per row instead of four.
+ * rounding: fftProductErrorBound), two transforms per row instead of four.
  */
 import { randomFillSync } from 'node:crypto';
 import { nttKernel, NTT_MAX_A_BITS, NTT_MAX_N, type NttKernel } from '../kernels/ntt.js';

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
-import { fftDecryptErrorBound, NttKernel, negacyclicMulRef, NTT_PRIMES } from './ntt.js';
+import { fftProductErrorBound, NttKernel, negacyclicMulRef, NTT_PRIMES } from './ntt.js';
 
 function randomTernary(n: number): Int8Array {
   const s = new Int8Array(n);
@@ -125,7 +125,7 @@ for (const n of [2048, 4096]) {
         for (let i = 0; i < n; i++) worst = Math.max(worst, Math.abs(raw[i] - want[i]));
       }
     }
-    const bound = fftDecryptErrorBound(n);
+    const bound = fftProductErrorBound(n);
     assert.ok(bound < 0.5, `bound ${bound} must stay below 1/2 for exact rounding`);
     assert.ok(worst < bound, `max FFT error ${worst} >= the documented bound ${bound}`);
     assert.ok(worst > 0, 'the FFT is floating point: some rounding error must show');
@@ -158,6 +158,72 @@ test('decrypt kernel at N = 2048: the FFT equals the exact NTT decryption; accum
     k.transpose();
     const yT = Int32Array.from(v.yT);
     for (let r = 0; r < rows; r++) for (let t = 0; t < n; t++) assert.equal(yT[t * rows + r], sum[r * n + t]);
+  }
+});
+
+/** One run of the encryption kernel on chosen inputs (a: 6-byte masks; rnd: draws, then sign/tie bytes); returns a copy of out. */
+function encryptOnce(k: NttKernel, nPolys: number, a: Uint8Array, m: Int32Array, rnd: Uint8Array,
+  shifts: { delta: number; up: number; outBytes: number }, exactNtt: boolean): Uint8Array {
+  const v = k.beginEncrypt(nPolys, shifts.outBytes);
+  v.a.set(a); v.m.set(m); v.rnd.set(rnd);
+  assert.ok(k.encrypt(shifts.delta, shifts.up, 2 ** 16, { exactNtt }));
+  return Uint8Array.from(v.out);
+}
+
+test('encryption kernel: the FFT product path equals the exact NTT path bit for bit (random and extreme masks)', () => {
+  const n = 2048;
+  const k = new NttKernel(n);
+  k.loadNoiseTable(Uint32Array.from([2 ** 30, 2 ** 31, 3 * 2 ** 30]));
+  const nPolys = 5;
+  const masks = new Uint8Array(nPolys * n * 6);
+  for (let i = 0; i < masks.length; i++) masks[i] = randomInt(256);
+  masks.fill(0xff, 0, n * 6); // a = 2^44 - 1 (low word -1, high 12 bits all ones)
+  for (let i = 0; i < n; i++) { // low word 2^31 (the most negative int32), high part 2^12 - 1
+    masks.set([0, 0, 0, 0x80, 0xff, 0x0f], (n + i) * 6);
+    masks.set(i % 2 ? [0xff, 0xff, 0xff, 0x7f, 0, 0] : [0, 0, 0, 0x80, 0, 0], (2 * n + i) * 6);
+  }
+  const m = Int32Array.from({ length: nPolys * n }, () => randomInt(-(2 ** 15), 2 ** 15));
+  const rnd = new Uint8Array(nPolys * n * 4.25);
+  for (const s of [new Int8Array(n).fill(1), new Int8Array(n).fill(-1), randomTernary(n)]) {
+    k.loadSecret(s, s);
+    for (let i = 0; i < rnd.length; i++) rnd[i] = randomInt(256);
+    for (const shifts of [{ delta: 16, up: 4, outBytes: 5 }, { delta: 20, up: 1, outBytes: 8 }]) {
+      const fft = encryptOnce(k, nPolys, masks, m, rnd, shifts, false);
+      const ntt = encryptOnce(k, nPolys, masks, m, rnd, shifts, true);
+      assert.deepEqual(fft, ntt, `upShift ${shifts.up}`);
+    }
+  }
+});
+
+test('encryption kernel: noise e = +-#{k : u >= cdt[k]} for draws at every threshold edge (both product paths)', () => {
+  const n = 2048;
+  const k = new NttKernel(n);
+  const s = randomTernary(n);
+  k.loadSecret(s, s);
+  const cdt = Uint32Array.from([1, 5000, 2 ** 31 - 1, 2 ** 31, 2 ** 31 + 1, 4e9, 2 ** 32 - 1]);
+  k.loadNoiseTable(cdt);
+  const draws = new Uint32Array(n);
+  const edges = [0, 2 ** 32 - 1, ...Array.from(cdt, (t) => [t - 1, t, t + 1]).flat()].map((x) => Math.min(2 ** 32 - 1, Math.max(0, x)));
+  for (let i = 0; i < n; i++) draws[i] = i < edges.length ? edges[i] : randomInt(2 ** 32 - 1) + (i & 1);
+  const signs = Uint8Array.from({ length: n / 4 }, () => randomInt(16));
+  const want = Array.from(draws, (u, i) => {
+    const mag = cdt.reduce((c, t) => c + (u >= t ? 1 : 0), 0);
+    return (signs[i >> 2] >> (i & 3)) & 1 && mag > 0 ? -mag : mag;
+  });
+  // a = 0, m = 1, deltaShift = 8, upShift = 1: out = (256 + e + tie) >> 1, so the two tie values
+  // give floor(x/2) + floor((x+1)/2) = x = 256 + e.
+  const zeros = new Uint8Array(n * 6);
+  const m = new Int32Array(n).fill(1);
+  for (const exactNtt of [false, true]) {
+    const outs = [0, 0xf0].map((tie) => {
+      const rnd = new Uint8Array(n * 4.25);
+      new Uint32Array(rnd.buffer, 0, n).set(draws);
+      for (let j = 0; j < n / 4; j++) rnd[n * 4 + j] = signs[j] | tie;
+      const out = encryptOnce(k, 1, zeros, m, rnd, { delta: 8, up: 1, outBytes: 8 }, exactNtt);
+      return new BigUint64Array(out.buffer);
+    });
+    const got = Array.from({ length: n }, (_, i) => Number(outs[0][i] + outs[1][i]) - 256);
+    assert.deepEqual(got, want, exactNtt ? 'NTT path' : 'FFT path');
   }
 });
 

@@ -3,9 +3,11 @@
  * TypeScript side of build/wasm/ntt.wasm (src/kernels/assembly/ntt.entry.ts) plus a schoolbook
  * BigInt reference.
  *
- * The kernel computes a*s exactly modulo two NTT-friendly ~30-bit primes and recombines by CRT.
- * Exactness needs |a*s| < P/2 (P = p0 p1 ~ 2^60): with |s_i| <= 1 and a < 2^44 the product is
- * below 2^44 N <= 2^56, so N <= 4096 and 44-bit a are safe (checked below).
+ * Encryption and decryption compute a*s by double-precision FFT, exact after rounding (see
+ * fftProductErrorBound). The exact reference they are tested against (exactNtt) computes a*s
+ * modulo two NTT-friendly ~30-bit primes and recombines by CRT. Exactness needs |a*s| < P/2
+ * (P = p0 p1 ~ 2^60): with |s_i| <= 1 and a < 2^44 the product is below 2^44 N <= 2^56, so
+ * N <= 4096 and 44-bit a are safe (checked below).
  */
 import { instantiateWasm, WasmHeap } from './wasm.js';
 
@@ -17,13 +19,14 @@ export const NTT_MAX_N = 4096;
 export const NTT_MAX_A_BITS = 44;
 
 /**
- * Bound on |FFT value - exact a*s| in decryption for int32 a and ternary s, ring degree n:
+ * Bound on |FFT value - exact a*s| for int32 a and ternary s, ring degree n (decryption's a; the
+ * two parts of encryption's 44-bit a, 32 and 12 bits):
  * Percival's bound for a floating-point FFT convolution of size 2^k (here k = log2(n/2), unit
  * roundoff u = 2^-53, twiddles within one ulp), to first order ||a||_2 ||s||_2 (6k + sqrt(5)(3k + 1)) u
  * with ||a||_2 <= 2^31 sqrt(n), ||s||_2 <= sqrt(n). About 0.06 for n = 2048 and 0.14 for n = 4096:
  * below 1/2, so rounding recovers the exact product. ntt.test.ts measures the real error (~2e-4).
  */
-export function fftDecryptErrorBound(n: number): number {
+export function fftProductErrorBound(n: number): number {
   const k = Math.log2(n / 2);
   return 2 ** 31 * n * (6 * k + Math.sqrt(5) * (3 * k + 1)) * 2 ** -53;
 }
@@ -38,9 +41,9 @@ interface NttExports {
   productExact44(src: number, dst: number): void;
   productExact32(src: number, dst: number): void;
   encryptPolys(nPolys: number, aSrc: number, m: number, rnd: number, cdt: number, nCdt: number,
-    deltaShift: number, upShift: number, outBytes: number, out: number, mLimit: number): number;
+    deltaShift: number, upShift: number, outBytes: number, out: number, mLimit: number, exactNtt: number): number;
   decryptRows(nRows: number, a: number, b: number, sh: number, y: number): void;
-  setupFft(n2: number, twist: number, untwist: number, fw: number, iw: number, fw4: number, iw4: number, secret: number, buf: number): void;
+  setupFft(n2: number, twist: number, untwist: number, fw: number, iw: number, fw4: number, iw4: number, secret: number, buf: number, wide: number): void;
   fftForwardPoly(src: number, dst: number): void;
   decryptRowsFft(nRows: number, a: number, b: number, sh: number, y: number, accumulate: number): void;
   transposeI32(src: number, rows: number, cols: number, dst: number): void;
@@ -157,7 +160,7 @@ export class NttKernel {
     if (!Number.isInteger(n) || n < 16 || n > NTT_MAX_N || (n & (n - 1)) !== 0) {
       throw new Error(`helora: NTT ring degree must be a power of two in [16, ${NTT_MAX_N}], got ${n}`);
     }
-    if (!(fftDecryptErrorBound(n) < 0.5)) throw new Error(`helora: ring degree ${n} is too large for exact FFT decryption`);
+    if (!(fftProductErrorBound(n) < 0.5)) throw new Error(`helora: ring degree ${n} is too large for exact FFT products`);
     this.n = n;
     this.ex = instantiateWasm(module).exports as unknown as NttExports;
     this.heap = new WasmHeap(this.ex.memory, this.ex.heapBase());
@@ -187,7 +190,8 @@ export class NttKernel {
     };
     const [twist, untwist, fw, iw, fw4, iw4] = fft.map(put);
     this.fftSecret = this.heap.allocPermanent(n2 * 32);
-    this.ex.setupFft(n2, twist, untwist, fw, iw, fw4, iw4, this.fftSecret, this.heap.allocPermanent(n2 * 16));
+    this.ex.setupFft(n2, twist, untwist, fw, iw, fw4, iw4, this.fftSecret,
+      this.heap.allocPermanent(n2 * 16), this.heap.allocPermanent(n * 8));
   }
 
   /** The secret's FFT table (n/2 entries of 32 bytes, 1/(n/2) folded in). */
@@ -323,16 +327,18 @@ export class NttKernel {
 
   /**
    * Runs the encryption prepared by beginEncrypt (see encryptPolys in ntt.entry.ts):
-   * out = round((a*s + e + (m << deltaShift)) / 2^upShift) mod 2^(8 outBytes).
+   * out = round(((a*s + e + (m << deltaShift)) mod 2^44) / 2^upShift) mod 2^(8 outBytes), a*s by FFT
+   * (exactNtt: by the two-prime NTT, the reference; the same output bit for bit).
    * Returns false (output unusable) if some message value has |m| >= mLimit (mLimit <= 2^30).
    */
-  encrypt(deltaShift: number, upShift: number, mLimit: number): boolean {
+  encrypt(deltaShift: number, upShift: number, mLimit: number, opts: { exactNtt?: boolean } = {}): boolean {
     this.requireSecret();
     const p = this.pending;
     if (p === null) throw new Error('helora: encrypt() without beginEncrypt()');
     if (this.cdtLen === 0) throw new Error('helora: no noise table loaded');
     if (!(Number.isInteger(mLimit) && mLimit >= 1 && mLimit <= 2 ** 30)) throw new Error(`helora: bad message limit ${mLimit}`);
-    const bad = this.ex.encryptPolys(p.nPolys, p.a, p.m, p.rnd, this.cdtPtr, this.cdtLen, deltaShift, upShift, p.outBytes, p.out, mLimit);
+    const bad = this.ex.encryptPolys(p.nPolys, p.a, p.m, p.rnd, this.cdtPtr, this.cdtLen, deltaShift, upShift, p.outBytes, p.out, mLimit,
+      opts.exactNtt ? 1 : 0);
     this.pending = null;
     return bad === 0;
   }
@@ -358,7 +364,7 @@ export class NttKernel {
 
   /**
    * y = centered round((b - a*s mod 2^32) / 2^sh) for the rows prepared by beginDecrypt, by the
-   * double-precision FFT (exact: see fftDecryptErrorBound). accumulate: y += instead of y = (y
+   * double-precision FFT (exact: see fftProductErrorBound). accumulate: y += instead of y = (y
    * keeps its values until the next begin*(); for summing the K-chunk terms of one output).
    * exactNtt: by the two-prime NTT instead (the reference; no accumulate).
    */

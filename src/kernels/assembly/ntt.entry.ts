@@ -1,7 +1,11 @@
-// Negacyclic NTT kernels for the RLWE client (AssemblyScript -> WebAssembly SIMD).
+// Negacyclic product kernels for the RLWE client (AssemblyScript -> WebAssembly SIMD).
 //
-// Ring Z[X]/(X^N + 1). The product a*s of a (< 2^44, or < 2^32) with a ternary secret s is
-// computed exactly modulo two ~30-bit primes p0, p1 (p = 1 mod 2N, 4p < 2^32 < 6p) and
+// Ring Z[X]/(X^N + 1). Encryption and decryption need products a*s of a (< 2^44, or < 2^32) with
+// a ternary secret s. They run by double-precision FFT (the FFT section below: two transforms per
+// 32-bit operand, exact after rounding); the two-prime NTT here is the exact reference the tests
+// compare them with, bit for bit (encryptPolys and decryptRows with exactNtt).
+//
+// NTT: the product is computed exactly modulo two ~30-bit primes p0, p1 (p = 1 mod 2N, 4p < 2^32 < 6p) and
 // recombined by CRT: |a*s| < 2^44 * N = 2^55 << p0*p1/2 ~ 2^59, so the centered CRT value is
 // the exact integer product; the callers only need it modulo 2^44 (encrypt) or 2^32 (decrypt).
 //
@@ -293,16 +297,12 @@ function mulSecret(): void {
   inverse(BUF1, T1, P1);
 }
 
-/** Residues in [0, 4p) of N 44-bit values stored as 6-byte little-endian integers (high 4 bits ignored). */
-function loadResidues44(src: usize): void {
-  const p0 = i32x4.splat(P0);
-  const p1 = i32x4.splat(P1);
-  const p02 = i32x4.splat(P0 << 1);
-  const p12 = i32x4.splat(P1 << 1);
-  const c0 = i32x4.splat(C0);
-  const c0s = i32x4.splat(C0S);
-  const c1 = i32x4.splat(C1);
-  const c1s = i32x4.splat(C1S);
+/**
+ * BUF0 <- the low words of N 44-bit values at src (6-byte little-endian, top 4 bits ignored) read
+ * as int32, BUF1 <- the rest: a = lo + 2^32 hi (mod 2^44) with -2^31 <= lo < 2^31 and
+ * 0 <= hi <= 2^12, so that both products with s are exact by FFT (fftProductErrorBound).
+ */
+function splitMask44(src: usize): void {
   const mask12 = i32x4.splat(0xfff);
   const n = N;
   for (let j = 0; j < n; j += 4) {
@@ -311,8 +311,28 @@ function loadResidues44(src: usize): void {
     const B = v128.load(s + 8);
     const lo = i8x16.shuffle(A, B, 0, 1, 2, 3, 6, 7, 8, 9, 12, 13, 14, 15, 26, 27, 28, 29);
     const hi = v128.and(i8x16.shuffle(A, B, 4, 5, 0, 0, 10, 11, 0, 0, 24, 25, 0, 0, 30, 31, 0, 0), mask12);
-    // a = hi 2^32 + lo:  (hi * (2^32 mod p)) in [0, 2p)  +  lo reduced to [0, 2p)
     const o = <usize>j << 2;
+    v128.store(BUF0 + o, lo);
+    v128.store(BUF1 + o, i32x4.add(hi, i32x4.shr_u(lo, 31)));
+  }
+}
+
+/** Residues in [0, 4p) of N 44-bit values stored as 6-byte little-endian integers (high 4 bits ignored). */
+function loadResidues44(src: usize): void {
+  splitMask44(src);
+  const p0 = i32x4.splat(P0);
+  const p1 = i32x4.splat(P1);
+  const p02 = i32x4.splat(P0 << 1);
+  const p12 = i32x4.splat(P1 << 1);
+  const c0 = i32x4.splat(C0);
+  const c0s = i32x4.splat(C0S);
+  const c1 = i32x4.splat(C1);
+  const c1s = i32x4.splat(C1S);
+  const n = <usize>N << 2;
+  for (let o: usize = 0; o < n; o += 16) {
+    // back to a = hi 2^32 + lo with lo unsigned: (hi * (2^32 mod p)) in [0, 2p) + lo reduced to [0, 2p)
+    const lo = v128.load(BUF0 + o);
+    const hi = i32x4.sub(v128.load(BUF1 + o), i32x4.shr_u(lo, 31));
     v128.store(BUF0 + o, i32x4.add(shoup(hi, c0, c0s, p0), csub(csub(lo, p02), p02)));
     v128.store(BUF1 + o, i32x4.add(shoup(hi, c1, c1s, p1), csub(csub(lo, p12), p12)));
   }
@@ -382,25 +402,29 @@ function finishExact(dst: usize): void {
 /**
  * Discrete Gaussian errors of one polynomial, in place: the N u32 draws at u become the signed
  * errors e = +-#{k : u >= cdt[k]} (sign: bit lane of the byte at bits + j/4). Constant time: every
- * draw is compared with every threshold. Four vectors share each threshold load and loop step.
+ * draw is compared with every threshold. Counted as nCdt - #{k : cdt[k] > u} with both sides'
+ * top bits flipped, so that one signed compare (a single x86 instruction, unlike the unsigned
+ * one) decides each pair. Four vectors share each threshold load and loop step.
  */
 function sampleNoise(u: usize, bits: usize, cdt: usize, nCdt: i32): void {
   const n = <usize>N;
   const zero = i32x4.splat(0);
+  const top = i32x4.splat(0x80000000);
+  const count = i32x4.splat(nCdt);
   const signBits = i32x4(1, 2, 4, 8);
   for (let j: usize = 0; j < n; j += 16) {
     const x = u + (j << 2);
-    const u0 = v128.load(x);
-    const u1 = v128.load(x + 16);
-    const u2 = v128.load(x + 32);
-    const u3 = v128.load(x + 48);
-    let m0 = zero, m1 = zero, m2 = zero, m3 = zero;
+    const u0 = v128.xor(v128.load(x), top);
+    const u1 = v128.xor(v128.load(x + 16), top);
+    const u2 = v128.xor(v128.load(x + 32), top);
+    const u3 = v128.xor(v128.load(x + 48), top);
+    let m0 = count, m1 = count, m2 = count, m3 = count;
     for (let k = 0; k < nCdt; k++) {
-      const thr = v128.load32_splat(cdt + (<usize>k << 2));
-      m0 = i32x4.sub(m0, i32x4.ge_u(u0, thr));
-      m1 = i32x4.sub(m1, i32x4.ge_u(u1, thr));
-      m2 = i32x4.sub(m2, i32x4.ge_u(u2, thr));
-      m3 = i32x4.sub(m3, i32x4.ge_u(u3, thr));
+      const thr = v128.xor(v128.load32_splat(cdt + (<usize>k << 2)), top);
+      m0 = i32x4.add(m0, i32x4.gt_s(thr, u0));
+      m1 = i32x4.add(m1, i32x4.gt_s(thr, u1));
+      m2 = i32x4.add(m2, i32x4.gt_s(thr, u2));
+      m3 = i32x4.add(m3, i32x4.gt_s(thr, u3));
     }
     const b = bits + (j >> 2);
     const s0 = i32x4.ne(v128.and(i32x4.splat(<i32>load<u8>(b)), signBits), zero);
@@ -412,66 +436,6 @@ function sampleNoise(u: usize, bits: usize, cdt: usize, nCdt: i32): void {
     v128.store(x + 32, i32x4.sub(v128.xor(m2, s2), s2));
     v128.store(x + 48, i32x4.sub(v128.xor(m3, s3), s3));
   }
-}
-
-/**
- * Encrypts nPolys polynomials: b = a*s + e + (m << deltaShift) mod 2^64, uploaded as
- * ((b + 2^(upShift-1) - 1 + tie) >> upShift) mod 2^(8 outBytes), outBytes little-endian bytes each
- * (a random tie bit makes the upload rounding unbiased).
- *   aSrc: nPolys*N*6 bytes (mask values), m: nPolys*N i32,
- *   rnd: nPolys*N u32 (noise magnitude draws) then nPolys*N/4 bytes (per coefficient: bit lane =
- *   sign, bit 4+lane = rounding tie, for the 4 coefficients of each byte),
- *   cdt: nCdt u32 thresholds (|e| = #{k : u >= cdt[k]}), out: nPolys*N*outBytes (+8 slack).
- * The noise draws in rnd are overwritten by the sampled errors (the caller wipes rnd afterwards).
- * Returns 0, or 1 if some |m| >= mLimit (the caller then discards the output).
- */
-export function encryptPolys(nPolys: i32, aSrc: usize, m: usize, rnd: usize, cdt: usize, nCdt: i32,
-  deltaShift: i32, upShift: i32, outBytes: i32, out: usize, mLimit: i32): i32 {
-  const lim = i32x4.splat(mLimit);
-  const lim2 = i32x4.splat(mLimit << 1);
-  let bad = i32x4.splat(0);
-  const n = N;
-  const half = i32x4.splat(P1 >> 1);
-  const pp = i64x2.splat(<i64>P0 * <i64>P1);
-  const p0 = i32x4.splat(P0);
-  const tieBits = i32x4(16, 32, 64, 128);
-  const one = i32x4.splat(1);
-  const roundAdd = i64x2.splat((<i64>1 << (upShift - 1)) - 1);
-  const outMask: u64 = outBytes >= 8 ? <u64>-1 : (<u64>1 << (<u64>outBytes << 3)) - 1;
-  const bits = rnd + (<usize>nPolys * <usize>n << 2);
-  let dst = out;
-  for (let poly = 0; poly < nPolys; poly++) {
-    const base = <usize>poly * <usize>n;
-    sampleNoise(rnd + (base << 2), bits + (base >> 2), cdt, nCdt);
-    loadResidues44(aSrc + base * 6);
-    mulSecret();
-    for (let j = 0; j < n; j += 4) {
-      const o = <usize>j << 2;
-      const t = crtDigit(o);
-      const r0 = v128.load(BUF0 + o);
-      const flag = i32x4.gt_u(t, half);
-      const e = v128.load(rnd + ((base + <usize>j) << 2)); // sampled by sampleNoise
-      const bb = i32x4.splat(<i32>load<u8>(bits + ((base + <usize>j) >> 2)));
-      const tie = v128.and(i32x4.ne(v128.and(bb, tieBits), i32x4.splat(0)), one);
-      const mm = v128.load(m + ((base + <usize>j) << 2));
-      bad = v128.or(bad, i32x4.ge_u(i32x4.add(mm, lim), lim2));
-      const add32 = i32x4.add(e, tie);
-      let lo = i64x2.sub(i64x2.add(i64x2.extend_low_i32x4_u(r0), i64x2.extmul_low_i32x4_u(t, p0)),
-        v128.and(i64x2.extend_low_i32x4_s(flag), pp));
-      let hi = i64x2.sub(i64x2.add(i64x2.extend_high_i32x4_u(r0), i64x2.extmul_high_i32x4_u(t, p0)),
-        v128.and(i64x2.extend_high_i32x4_s(flag), pp));
-      lo = i64x2.add(lo, i64x2.add(i64x2.extend_low_i32x4_s(add32), i64x2.shl(i64x2.extend_low_i32x4_s(mm), deltaShift)));
-      hi = i64x2.add(hi, i64x2.add(i64x2.extend_high_i32x4_s(add32), i64x2.shl(i64x2.extend_high_i32x4_s(mm), deltaShift)));
-      lo = i64x2.shr_u(i64x2.add(lo, roundAdd), upShift);
-      hi = i64x2.shr_u(i64x2.add(hi, roundAdd), upShift);
-      // overlapping 8-byte stores in ascending order leave exactly outBytes bytes per value
-      store<u64>(dst, i64x2.extract_lane(lo, 0) & outMask); dst += <usize>outBytes;
-      store<u64>(dst, i64x2.extract_lane(lo, 1) & outMask); dst += <usize>outBytes;
-      store<u64>(dst, i64x2.extract_lane(hi, 0) & outMask); dst += <usize>outBytes;
-      store<u64>(dst, i64x2.extract_lane(hi, 1) & outMask); dst += <usize>outBytes;
-    }
-  }
-  return v128.any_true(bad) ? 1 : 0;
 }
 
 /**
@@ -501,11 +465,13 @@ export function decryptRows(nRows: i32, a: usize, b: usize, sh: i32, y: usize): 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Decryption by double-precision FFT.
+// Products by double-precision FFT.
 //
-// Decryption needs c = a*s mod 2^32 for 32-bit a. Over the integers |a*s| < 2^31 * N, so a
-// floating-point convolution that is accurate to better than 1/2 gives c exactly after rounding
-// (the error bound, fftDecryptErrorBound, and its measurement live in src/kernels/ntt.ts and ntt.test.ts). A real
+// Decryption needs c = a*s mod 2^32 for 32-bit a; encryption splits its 44-bit a into a signed
+// low word and a 12-bit rest (splitMask44), two such products. Over the integers
+// |a*s| < 2^31 * N, so a floating-point convolution that is accurate to better than 1/2 gives the
+// exact product after rounding (the error bound, fftProductErrorBound, and its measurement live in
+// src/kernels/ntt.ts and ntt.test.ts). A real
 // negacyclic product of length N is one complex cyclic product of length N/2: fold
 // z_j = (a_j + i a_{j+N/2}) zeta^j (zeta = e^{i pi/N}), transform, multiply by the secret's
 // transform, transform back, unfold (Re -> c_j, Im -> c_{j+N/2}) after multiplying by zeta^-j.
@@ -531,11 +497,13 @@ let FFW4: usize = 0;
 let FIW4: usize = 0;
 let FSECRET: usize = 0;
 let FBUF: usize = 0;
+/** N i64: the encryption's a*s (see gatherProduct). */
+let WIDE: usize = 0;
 /** 1.5 * 2^52: x + MAGIC rounds x to an integer whose low 32 bits are the low word of the sum. */
 const MAGIC: f64 = 6755399441055744.0;
 
-export function setupFft(n2: i32, twist: usize, untwist: usize, fw: usize, iw: usize, fw4: usize, iw4: usize, secret: usize, buf: usize): void {
-  FN2 = n2; FTWIST = twist; FUNTWIST = untwist; FFW = fw; FIW = iw; FFW4 = fw4; FIW4 = iw4; FSECRET = secret; FBUF = buf;
+export function setupFft(n2: i32, twist: usize, untwist: usize, fw: usize, iw: usize, fw4: usize, iw4: usize, secret: usize, buf: usize, wide: usize): void {
+  FN2 = n2; FTWIST = twist; FUNTWIST = untwist; FFW = fw; FIW = iw; FFW4 = fw4; FIW4 = iw4; FSECRET = secret; FBUF = buf; WIDE = wide;
 }
 
 // @ts-ignore: decorator
@@ -736,6 +704,94 @@ export function decryptRowsFft(nRows: i32, a: usize, b: usize, sh: i32, y: usize
       v128.store(pHi, accumulate ? i32x4.add(v128.load(pHi), yHi) : yHi);
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encryption.
+
+/**
+ * WIDE (N i64, natural order) = (accumulate: +=) round(the untwisted product in FBUF) << shift,
+ * modulo 2^64. The rounded value's bit pattern (x + 1.5 * 2^52) equals x + 2^51 in its low 52
+ * bits for |x| < 2^51, so it is x modulo 2^48: all an encryption modulo 2^44 needs.
+ */
+function gatherProduct(shift: i32, accumulate: bool): void {
+  const n2 = <usize>FN2;
+  const hiOff = n2 << 3;
+  for (let j: usize = 0; j < n2; j += 2) {
+    const r0 = roundedLow(j), r1 = roundedLow(j + 1); // (c_j, c_{j+n2}), (c_{j+1}, c_{j+1+n2})
+    let lo = i64x2.shl(v128.shuffle<i64>(r0, r1, 0, 2), shift);
+    let hi = i64x2.shl(v128.shuffle<i64>(r0, r1, 1, 3), shift);
+    const p = WIDE + (j << 3);
+    if (accumulate) {
+      lo = i64x2.add(lo, v128.load(p));
+      hi = i64x2.add(hi, v128.load(p + hiOff));
+    }
+    v128.store(p, lo);
+    v128.store(p + hiOff, hi);
+  }
+}
+
+/**
+ * Encrypts nPolys polynomials: b = a*s + e + (m << deltaShift), uploaded as
+ * (((b + 2^(upShift-1) - 1 + tie) mod 2^44) >> upShift) mod 2^(8 outBytes), outBytes
+ * little-endian bytes each (a random tie bit makes the upload rounding unbiased).
+ *   aSrc: nPolys*N*6 bytes (mask values), m: nPolys*N i32,
+ *   rnd: nPolys*N u32 (noise magnitude draws) then nPolys*N/4 bytes (per coefficient: bit lane =
+ *   sign, bit 4+lane = rounding tie, for the 4 coefficients of each byte),
+ *   cdt: nCdt u32 thresholds (|e| = #{k : u >= cdt[k]}), out: nPolys*N*outBytes (+8 slack).
+ * a*s: two FFT products (the low 32 bits of a and the high 12, splitMask44), or with exactNtt the
+ * two-prime NTT product (the reference; same result bit for bit).
+ * The noise draws in rnd are overwritten by the sampled errors (the caller wipes rnd afterwards).
+ * Returns 0, or 1 if some |m| >= mLimit (the caller then discards the output).
+ */
+export function encryptPolys(nPolys: i32, aSrc: usize, m: usize, rnd: usize, cdt: usize, nCdt: i32,
+  deltaShift: i32, upShift: i32, outBytes: i32, out: usize, mLimit: i32, exactNtt: bool): i32 {
+  const lim = i32x4.splat(mLimit);
+  const lim2 = i32x4.splat(mLimit << 1);
+  let bad = i32x4.splat(0);
+  const n = N;
+  const tieBits = i32x4(16, 32, 64, 128);
+  const one = i32x4.splat(1);
+  const roundAdd = i64x2.splat((<i64>1 << (upShift - 1)) - 1);
+  const q1 = i64x2.splat((<i64>1 << 44) - 1);
+  const outMask: u64 = outBytes >= 8 ? <u64>-1 : (<u64>1 << (<u64>outBytes << 3)) - 1;
+  const bits = rnd + (<usize>nPolys * <usize>n << 2);
+  let dst = out;
+  for (let poly = 0; poly < nPolys; poly++) {
+    const base = <usize>poly * <usize>n;
+    sampleNoise(rnd + (base << 2), bits + (base >> 2), cdt, nCdt);
+    // WIDE = a*s modulo 2^44 (the two paths agree on those bits only)
+    if (exactNtt) {
+      loadResidues44(aSrc + base * 6);
+      mulSecret();
+      finishExact(WIDE);
+    } else {
+      splitMask44(aSrc + base * 6);
+      productInBuf(BUF1);
+      gatherProduct(32, false);
+      productInBuf(BUF0);
+      gatherProduct(0, true);
+    }
+    for (let j = 0; j < n; j += 4) {
+      const e = v128.load(rnd + ((base + <usize>j) << 2)); // sampled by sampleNoise
+      const bb = i32x4.splat(<i32>load<u8>(bits + ((base + <usize>j) >> 2)));
+      const tie = v128.and(i32x4.ne(v128.and(bb, tieBits), i32x4.splat(0)), one);
+      const mm = v128.load(m + ((base + <usize>j) << 2));
+      bad = v128.or(bad, i32x4.ge_u(i32x4.add(mm, lim), lim2));
+      const add32 = i32x4.add(e, tie);
+      const w = WIDE + (<usize>j << 3);
+      let lo = i64x2.add(v128.load(w), i64x2.add(i64x2.extend_low_i32x4_s(add32), i64x2.shl(i64x2.extend_low_i32x4_s(mm), deltaShift)));
+      let hi = i64x2.add(v128.load(w + 16), i64x2.add(i64x2.extend_high_i32x4_s(add32), i64x2.shl(i64x2.extend_high_i32x4_s(mm), deltaShift)));
+      lo = i64x2.shr_u(v128.and(i64x2.add(lo, roundAdd), q1), upShift);
+      hi = i64x2.shr_u(v128.and(i64x2.add(hi, roundAdd), q1), upShift);
+      // overlapping 8-byte stores in ascending order leave exactly outBytes bytes per value
+      store<u64>(dst, i64x2.extract_lane(lo, 0) & outMask); dst += <usize>outBytes;
+      store<u64>(dst, i64x2.extract_lane(lo, 1) & outMask); dst += <usize>outBytes;
+      store<u64>(dst, i64x2.extract_lane(hi, 0) & outMask); dst += <usize>outBytes;
+      store<u64>(dst, i64x2.extract_lane(hi, 1) & outMask); dst += <usize>outBytes;
+    }
+  }
+  return v128.any_true(bad) ? 1 : 0;
 }
 
 /**
