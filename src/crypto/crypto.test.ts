@@ -196,7 +196,7 @@ test('encryption noise inside the kernel: 16 b\' - a*s - Delta m has the std of 
   assert.ok(mx <= P.errorTailCut + 8, `max ${mx}`);
 });
 
-test('expandMask: deterministic, 6-byte AES-256-CTR format, blocks and seeds differ, streams do not overlap', () => {
+test('expandMask: deterministic, 6-byte AES-128-CTR format, blocks and seeds differ, streams do not overlap', () => {
   const seed = randomSeed();
   const d = 8;
   const m0 = expandMask(P, seed, 0, d);
@@ -208,7 +208,7 @@ test('expandMask: deterministic, 6-byte AES-256-CTR format, blocks and seeds dif
   // independent construction of the format: IV = blockIndex (big endian) in the top 32 bits
   const iv = new Uint8Array(16);
   iv[0] = 0x12; iv[1] = 0x34; iv[2] = 0x56; iv[3] = 0x78;
-  const want = createCipheriv('aes-256-ctr', seed, iv).update(new Uint8Array(d * N * 6));
+  const want = createCipheriv('aes-128-ctr', seed, iv).update(new Uint8Array(d * N * 6));
   assert.deepEqual(expandMask(P, seed, 0x12345678, d), new Uint8Array(want));
   // block 1 does not start anywhere inside block 0's stream
   const head = Buffer.from(m1.subarray(0, 16)).toString('hex');
@@ -225,7 +225,7 @@ test('expandMask: deterministic, 6-byte AES-256-CTR format, blocks and seeds dif
     sum += x % 2 ** 44;
   }
   assert.ok(Math.abs(sum / (d * N) / 2 ** 43 - 1) < 0.02);
-  assert.throws(() => expandMask(P, new Uint8Array(16), 0, 1), /32 bytes/);
+  assert.throws(() => expandMask(P, new Uint8Array(32), 0, 1), /16 bytes/);
   assert.throws(() => expandMask(P, seed, -1, 1), /blockIndex/);
 });
 
@@ -233,7 +233,7 @@ test('seeds: fresh every time, a reused (seed, block) is refused, other blocks o
   const seen = new Set<string>();
   for (let i = 0; i < 1000; i++) {
     const s = randomSeed();
-    assert.equal(s.length, 32);
+    assert.equal(s.length, 16);
     seen.add(Buffer.from(s).toString('hex'));
   }
   assert.equal(seen.size, 1000);

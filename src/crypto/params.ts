@@ -4,7 +4,7 @@
  * Scheme (design-notes section 2): batch-packed RLWE over R_q = Z_q[X]/(X^N + 1), q = 2^logQ.
  * One ciphertext per input feature i holds that feature for N tokens in its coefficients:
  *   b_i = a_i * s + e_i + Delta * m_i  (mod q),  Delta = 2^(logQ - plaintextBits),
- * with a_i uniform, expanded from a 32-byte seed (AES-256-CTR), so only b_i is uploaded,
+ * with a_i uniform, expanded from a 16-byte seed (AES-128-CTR), so only b_i is uploaded,
  * rounded to its top uploadBits bits. The server returns sum_i W[o,i] (a_i, b_i), both parts
  * rounded to downloadBits bits.
  */
@@ -43,7 +43,8 @@ export interface RlweParams {
  * 2018, table for the uniform ternary secret, error sigma ~ 3.2) allows log2 q <= 54 at N = 2048
  * for 128-bit classical security (lattice estimator, uSVP / dec / dual attacks); log2 q = 44 is
  * well inside (smaller q = harder RLWE). The public samples are (a_i, b_i) with fresh uniform a_i
- * (AES-256-CTR from a fresh 32-byte seed, i.e. pseudo-random under the AES assumption), a fixed
+ * (AES-128-CTR from a fresh 16-byte seed, i.e. pseudo-random under the AES assumption; the seed
+ * is public, so a longer AES key would add nothing: the secret is s), a fixed
  * secret and fresh errors: plain RLWE samples. Everything else the server sees is computed from
  * RLWE samples without the secret: rounding b to 40 bits before upload and rounding a_out and
  * b_out to 32 bits on download are public post-processing (they can only lose information), and

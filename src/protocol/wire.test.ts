@@ -9,10 +9,10 @@ import {
 } from './wire.js';
 
 // The format, written out independently of the code (see the layout comment in wire.ts).
-const N = 2048, UP = 5;
+const N = 2048, UP = 5, SEED = 16, VERSION = 2;
 const OFF = { magic: 0, version: 4, type: 6, params: 7, reqId: 8, op: 16, layer: 17, group: 19, parts: 20, reserved: 21, dims: 24 };
 const tokensOff = (parts: number) => 24 + 4 * parts;
-const inputHeaderLen = (parts: number) => 24 + 4 * parts + 4 + 32;
+const inputHeaderLen = (parts: number) => 24 + 4 * parts + 4 + SEED;
 const outputHeaderLen = (parts: number) => 24 + 4 * parts + 4;
 
 function rngBytes(n: number): Uint8Array {
@@ -22,7 +22,7 @@ function rngBytes(n: number): Uint8Array {
 function makeInput(op: Op, group: Group, cols: number[], tokens: number, requestId = 7n, layer = 3): EncryptedInputMessage {
   const blocks: Uint8Array[][] = [];
   for (let b = 0; b < Math.ceil(tokens / N); b++) blocks.push(cols.map((c) => rngBytes(c * N * UP)));
-  return { paramsId: 1, requestId, op, layer, group, cols, tokens, seed: rngBytes(32), blocks };
+  return { paramsId: 1, requestId, op, layer, group, cols, tokens, seed: rngBytes(SEED), blocks };
 }
 
 function makeOutput(op: Op, group: Group, rows: number[], tokens: number, requestId = 9n, layer = 5, terms = 1): EncryptedOutputMessage {
@@ -78,7 +78,7 @@ test('ENCRYPTED_INPUT round trip for every shape, header layout as documented, z
     assert.equal(encryptedInputBytes(1, cols, tokens), expectLen);
     assert.deepEqual(Array.from(bytes.subarray(0, 4)), [0x48, 0x4c, 0x52, 0x41]);
     const dv = new DataView(bytes.buffer);
-    assert.equal(dv.getUint16(OFF.version, true), 1);
+    assert.equal(dv.getUint16(OFF.version, true), VERSION);
     assert.equal(bytes[OFF.type], 1);
     assert.equal(bytes[OFF.params], 1);
     assert.equal(dv.getBigUint64(OFF.reqId, true), 0xfedcba9876543210n);
@@ -88,14 +88,14 @@ test('ENCRYPTED_INPUT round trip for every shape, header layout as documented, z
     assert.equal(bytes[OFF.parts], cols.length);
     cols.forEach((c, i) => assert.equal(dv.getUint32(OFF.dims + 4 * i, true), c));
     assert.equal(dv.getUint32(tokensOff(cols.length), true), tokens);
-    assert.deepEqual(bytes.subarray(tokensOff(cols.length) + 4, tokensOff(cols.length) + 36), m.seed);
+    assert.deepEqual(bytes.subarray(tokensOff(cols.length) + 4, tokensOff(cols.length) + 4 + SEED), m.seed);
 
     const d = decodeEncryptedInput(bytes);
     assert.deepEqual(d, m);
     assert.equal(d.blocks.length, blocks);
     for (const b of d.blocks) for (const p of b) assert.equal(p.buffer, bytes.buffer); // views, not copies
     const h = peekHeader(bytes);
-    assert.deepEqual(h, { version: 1, type: MessageType.EncryptedInput, paramsId: 1, requestId: 0xfedcba9876543210n });
+    assert.deepEqual(h, { version: VERSION, type: MessageType.EncryptedInput, paramsId: 1, requestId: 0xfedcba9876543210n });
     const any = decodeMessage(bytes);
     assert.equal(any.type, MessageType.EncryptedInput);
     assert.deepEqual(any.message, m);
@@ -207,7 +207,7 @@ test('truncation at every length is reported as truncated', () => {
 test('bad magic, version, type, params id', () => {
   const good = encodeEncryptedInput(makeInput(Op.Forward, Group.Qkv, [1], 1));
   for (let i = 0; i < 4; i++) expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint8(i, dv.getUint8(i) ^ 0x20))), 'bad_magic');
-  for (const v of [0, 2, 0xffff]) expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint16(OFF.version, v, true))), 'bad_version', /expected 1/);
+  for (const v of [0, 1, 3, 0xffff]) expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint16(OFF.version, v, true))), 'bad_version', /expected 2/);
   for (const t of [0, 4, 5, 255]) expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint8(OFF.type, t))), 'bad_type');
   for (const p of [0, 2, 255]) expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint8(OFF.params, p))), 'unknown_params');
   // each typed decoder rejects the other types
@@ -281,7 +281,7 @@ test('hostile lengths fail fast, before any allocation', () => {
   const hostile = new Uint8Array(inputHeaderLen(1));
   const dv = new DataView(hostile.buffer);
   hostile.set([0x48, 0x4c, 0x52, 0x41]);
-  dv.setUint16(OFF.version, 1, true);
+  dv.setUint16(OFF.version, VERSION, true);
   hostile[OFF.type] = 1; hostile[OFF.params] = 1;
   hostile[OFF.op] = 1; hostile[OFF.group] = 2; hostile[OFF.parts] = 1;
   dv.setUint32(OFF.dims, 0xffffffff, true);
@@ -314,7 +314,7 @@ test('encoders reject inconsistent messages', () => {
   expectCode(() => encodeEncryptedInput({ ...m, cols: [2, 2] }), 'bad_shape');
   expectCode(() => encodeEncryptedInput({ ...m, tokens: 3000 }), 'bad_shape', /blocks/);
   expectCode(() => encodeEncryptedInput({ ...m, cols: [3] }), 'bad_shape', /expected 30720/);
-  expectCode(() => encodeEncryptedInput({ ...m, seed: new Uint8Array(16) }), 'bad_shape');
+  expectCode(() => encodeEncryptedInput({ ...m, seed: new Uint8Array(32) }), 'bad_shape'); // version 1's seed size
   expectCode(() => encodeEncryptedInput({ ...m, layer: 65536 }), 'bad_field');
   expectCode(() => encodeEncryptedInput({ ...m, requestId: -1n }), 'bad_field');
   expectCode(() => encodeEncryptedInput({ ...m, requestId: 2n ** 64n }), 'bad_field');

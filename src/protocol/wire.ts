@@ -8,7 +8,7 @@
 // Layout (all integers little-endian):
 //   header (16 bytes)  magic "HLRA" | version u16 | type u8 | params id u8 | request id u64
 //   ENCRYPTED_INPUT  (1) op u8 | layer u16 | group u8 | parts u8 | reserved 3 x u8 (zero)
-//                        | cols u32 x parts | tokens u32 | seed 32 bytes
+//                        | cols u32 x parts | tokens u32 | seed 16 bytes
 //                        | payload: for block in ceil(T/N), for part: cols*N values of uploadBytes each
 //   ENCRYPTED_OUTPUT (2) op u8 | layer u16 | group u8 | parts u8 | terms u8 (1..64) | reserved 2 x u8 (zero)
 //                        | rows u32 x parts | tokens u32
@@ -24,13 +24,15 @@
 // output payload is converted by copying.
 
 import { ByteReader, HOST_LITTLE_ENDIAN } from '../util/bytes.js';
+import { SEED_BYTES } from '../crypto/sampling.js';
 
 export const WIRE_MAGIC = new Uint8Array([0x48, 0x4c, 0x52, 0x41]); // "HLRA"
-export const WIRE_VERSION = 1;
+/** 2: 16-byte mask seeds (AES-128-CTR); version 1 carried 32 (AES-256-CTR). */
+export const WIRE_VERSION = 2;
 export const HEADER_BYTES = 16;
 /** op, layer, group, parts, 3 reserved bytes. */
 const FIXED_PRODUCT_FIELDS_BYTES = 8;
-export const SEED_BYTES = 32;
+export { SEED_BYTES };
 export const MIN_PARTS = 1;
 export const MAX_PARTS = 8;
 /** K-chunk terms per output part of an ENCRYPTED_OUTPUT (e.g. 2 for Llama-3.2-1B gate_up backward). */
@@ -126,7 +128,7 @@ export interface EncryptedInputMessage {
   /** Features of each stacked input (parts = cols.length). */
   cols: number[];
   tokens: number;
-  /** Seed of the a-parts (32 bytes). */
+  /** Seed of the a-parts (SEED_BYTES bytes). */
   seed: Uint8Array;
   /** blocks[block][part]: cols[part] * N * uploadBytes bytes; decoded ones are views into the message. */
   blocks: Uint8Array[][];

@@ -108,8 +108,8 @@ test('malformed, mis-shaped and oversized requests get clear ERROR answers and t
   await expectError(c, goodBytes.subarray(0, goodBytes.length - 7), ServerErrorCode.Malformed, /payload needs/);
   const wrongParams = goodBytes.slice(); wrongParams[7] = 9;
   await expectError(c, wrongParams, ServerErrorCode.UnknownParams, /unknown parameter set id 9/);
-  const wrongVersion = goodBytes.slice(); wrongVersion[4] = 2;
-  await expectError(c, wrongVersion, ServerErrorCode.UnsupportedVersion, /unsupported version 2/);
+  const wrongVersion = goodBytes.slice(); wrongVersion[4] = 1; // an old client
+  await expectError(c, wrongVersion, ServerErrorCode.UnsupportedVersion, /unsupported version 1, expected 2/);
   // shapes that the wire format allows but this model does not
   await expectError(c, encodeEncryptedInput(forwardRequest(0, Group.Qkv, 32, 3, 5n)), ServerErrorCode.BadRequest, /needs input parts of \[64\] features, got \[32\]/);
   await expectError(c, encodeEncryptedInput(forwardRequest(0, Group.Down, 64, 3, 6n)), ServerErrorCode.BadRequest, /\[128\] features/);
