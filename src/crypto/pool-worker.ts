@@ -56,8 +56,10 @@ port.on('message', (env: CryptoEnvelope) => {
         const t0 = blockIndex * n;
         const tn = Math.min(n, T - t0);
         const dst = req.out.subarray(polyStart * n * ob, (polyStart + req.d) * n * ob);
-        // Each polynomial is one feature's tokens of this block: one contiguous copy (sign-extended).
-        encryptRangeInto(c.params, c.key, (m, p0, np) => {
+        // Each polynomial is one feature's tokens of this block: one contiguous copy (the kernel
+        // widens the values).
+        const type = values instanceof Int8Array ? Int8Array : Int16Array;
+        encryptRangeInto<Int8Array | Int16Array>(c.params, c.key, type, (m, p0, np) => {
           for (let i = 0; i < np; i++) {
             const row = (polyStart + p0 + i) * T + t0;
             m.set(values.subarray(row, row + tn), i * n);

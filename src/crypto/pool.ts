@@ -250,16 +250,19 @@ export class CryptoPool {
     SecretKey.claimSeed(this.key, Buffer.from(seed).toString('hex'), blockIndex);
     const ob = uploadBytes(this.params);
     const per = Math.max(1, Math.min(TASK_POLYS, Math.ceil(K / this.threads)));
-    // The workers write their ranges straight into one shared upload, copied out for the caller.
+    // The workers write their ranges straight into one shared upload; each range is copied out for
+    // the caller as soon as it is done, while the other workers go on.
     const buf = this.buffers.acquire(K * n * ob);
     const out = new Uint8Array(buf);
+    const upload = new Uint8Array(K * n * ob);
     const parts: Promise<unknown>[] = [];
     for (let p0 = 0; p0 < K; p0 += per) {
       const np = Math.min(per, K - p0);
-      parts.push(this.run({ op: 'encryptValues', values, T, K, d: np, seed, blockIndex, polyStart: p0, plaintextBits, out }));
+      const range = [p0 * n * ob, (p0 + np) * n * ob];
+      parts.push(this.run({ op: 'encryptValues', values, T, K, d: np, seed, blockIndex, polyStart: p0, plaintextBits, out })
+        .then(() => upload.set(out.subarray(range[0], range[1]), range[0])));
     }
     await settleAll(parts);
-    const upload = new Uint8Array(out);
     this.buffers.release(buf);
     return upload;
   }

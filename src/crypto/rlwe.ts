@@ -22,7 +22,7 @@
  * rounding: fftProductErrorBound), two transforms per row instead of four.
  */
 import { randomFillSync } from 'node:crypto';
-import { nttKernel, NTT_MAX_A_BITS, NTT_MAX_N, type NttKernel } from '../kernels/ntt.js';
+import { nttKernel, NTT_MAX_A_BITS, NTT_MAX_N, type MessageArray, type MessageType, type NttKernel } from '../kernels/ntt.js';
 import { SecretKey } from './keys.js';
 import { logDeltaFor } from './noise.js';
 import { logDelta, MASK_BYTES, uploadBytes, type RlweParams } from './params.js';
@@ -98,17 +98,19 @@ export function encryptPolyRange(params: RlweParams, key: SecretKey, m: Int32Arr
   checkEncryptArgs(params, key, m, d, seed, blockIndex, polyStart, plaintextBits);
   const n = params.ringDegree;
   const out = new Uint8Array(d * n * uploadBytes(params));
-  encryptRangeInto(params, key, (dst, p0, np) => dst.set(m.subarray(p0 * n, (p0 + np) * n)), d, seed, blockIndex, polyStart, plaintextBits, out);
+  encryptRangeInto(params, key, Int32Array, (dst, p0, np) => dst.set(m.subarray(p0 * n, (p0 + np) * n)), d, seed, blockIndex, polyStart, plaintextBits, out);
   return out;
 }
 
 /**
  * @internal encryptPolyRange writing into out (d*N*uploadBytes bytes, e.g. a range of a shared
  * upload) with the messages written by fill(dst, p0, np) straight into the kernel's input
- * (dst = polynomials p0 .. p0 + np - 1 of the range): no message or output copies. The caller
- * has validated the arguments and claimed (seed, blockIndex).
+ * (dst = polynomials p0 .. p0 + np - 1 of the range, of element type `messages`: the kernel
+ * widens int8 and int16 itself): no message or output copies. The caller has validated the
+ * arguments and claimed (seed, blockIndex).
  */
-export function encryptRangeInto(params: RlweParams, key: SecretKey, fill: (dst: Int32Array, p0: number, np: number) => void,
+export function encryptRangeInto<M extends MessageArray>(params: RlweParams, key: SecretKey, messages: MessageType<M>,
+  fill: (dst: M, p0: number, np: number) => void,
   d: number, seed: Uint8Array, blockIndex: number, polyStart: number, plaintextBits: number, out: Uint8Array): void {
   checkParams(params, key);
   const deltaShift = logDeltaFor(params, plaintextBits);
@@ -122,11 +124,11 @@ export function encryptRangeInto(params: RlweParams, key: SecretKey, fill: (dst:
   const upShift = params.logQ - params.uploadBits;
   // The messages left in the kernel scratch are cleared at the end: the first chunk's view covers
   // every full chunk (same layout each time), the last one a shorter tail.
-  const used: Int32Array[] = [];
+  const used: M[] = [];
   try {
     for (let p0 = 0; p0 < d; p0 += ENCRYPT_CHUNK_POLYS) {
       const np = Math.min(ENCRYPT_CHUNK_POLYS, d - p0);
-      const v = k.beginEncrypt(np, ob);
+      const v = k.beginEncrypt(np, ob, messages);
       if (p0 === 0 || p0 + np === d) used.push(v.m);
       stream.nextInto(v.a);
       fill(v.m, p0, np);

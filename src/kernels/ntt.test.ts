@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
-import { fftProductErrorBound, NttKernel, negacyclicMulRef, NTT_PRIMES } from './ntt.js';
+import { fftProductErrorBound, NttKernel, negacyclicMulRef, NTT_PRIMES, type MessageArray, type MessageType } from './ntt.js';
 
 function randomTernary(n: number): Int8Array {
   const s = new Int8Array(n);
@@ -162,15 +162,15 @@ test('decrypt kernel at N = 2048: the FFT equals the exact NTT decryption; accum
 });
 
 /** One run of the encryption kernel on chosen inputs (a: 6-byte masks; rnd: draws, then sign/tie bytes); returns a copy of out. */
-function encryptOnce(k: NttKernel, nPolys: number, a: Uint8Array, m: Int32Array, rnd: Uint8Array,
+function encryptOnce(k: NttKernel, nPolys: number, a: Uint8Array, m: MessageArray, rnd: Uint8Array,
   shifts: { delta: number; up: number; outBytes: number }, exactNtt: boolean): Uint8Array {
-  const v = k.beginEncrypt(nPolys, shifts.outBytes);
+  const v = k.beginEncrypt(nPolys, shifts.outBytes, m.constructor as MessageType<MessageArray>);
   v.a.set(a); v.m.set(m); v.rnd.set(rnd);
   assert.ok(k.encrypt(shifts.delta, shifts.up, 2 ** 16, { exactNtt }));
   return Uint8Array.from(v.out);
 }
 
-test('encryption kernel: the FFT product path equals the exact NTT path bit for bit (random and extreme masks)', () => {
+test('encryption kernel: the FFT product path equals the exact NTT path bit for bit (random and extreme masks); int8/int16 messages', () => {
   const n = 2048;
   const k = new NttKernel(n);
   k.loadNoiseTable(Uint32Array.from([2 ** 30, 2 ** 31, 3 * 2 ** 30]));
@@ -193,6 +193,14 @@ test('encryption kernel: the FFT product path equals the exact NTT path bit for 
       assert.deepEqual(fft, ntt, `upShift ${shifts.up}`);
     }
   }
+  // int8 and int16 messages are widened in the kernel: the same upload as from int32
+  const m8 = Int8Array.from({ length: nPolys * n }, () => randomInt(-128, 128));
+  const shifts = { delta: 16, up: 4, outBytes: 5 };
+  const want = encryptOnce(k, nPolys, masks, Int32Array.from(m8), rnd, shifts, false);
+  assert.deepEqual(encryptOnce(k, nPolys, masks, m8, rnd, shifts, false), want, 'int8 messages');
+  assert.deepEqual(encryptOnce(k, nPolys, masks, Int16Array.from(m8), rnd, shifts, false), want, 'int16 messages');
+  const m16 = Int16Array.from({ length: nPolys * n }, () => randomInt(-(2 ** 15), 2 ** 15));
+  assert.deepEqual(encryptOnce(k, nPolys, masks, m16, rnd, shifts, false), encryptOnce(k, nPolys, masks, Int32Array.from(m16), rnd, shifts, false), 'int16 range');
 });
 
 test('encryption kernel: noise e = +-#{k : u >= cdt[k]} for draws at every threshold edge (both product paths)', () => {

@@ -41,7 +41,7 @@ interface NttExports {
   productExact44(src: number, dst: number): void;
   productExact32(src: number, dst: number): void;
   encryptPolys(nPolys: number, aSrc: number, m: number, rnd: number, cdt: number, nCdt: number,
-    deltaShift: number, upShift: number, outBytes: number, out: number, mLimit: number, exactNtt: number): number;
+    deltaShift: number, upShift: number, outBytes: number, out: number, mLimit: number, exactNtt: number, mBytes: number): number;
   decryptRows(nRows: number, a: number, b: number, sh: number, y: number): void;
   setupFft(n2: number, twist: number, untwist: number, fw: number, iw: number, fw4: number, iw4: number, secret: number, buf: number, wide: number): void;
   fftForwardPoly(src: number, dst: number): void;
@@ -142,6 +142,11 @@ function buildFftTables(n: number): Float64Array[] {
   }
   return [twist, untwist, fw, iw, fw4, iw4];
 }
+
+/** Message element types the encryption kernel reads (widened to 32 bits inside). */
+export type MessageArray = Int8Array | Int16Array | Int32Array;
+/** The constructor of one of them (Int8Array, Int16Array or Int32Array). */
+export type MessageType<M extends MessageArray> = { new (buffer: ArrayBufferLike, byteOffset: number, length: number): M; readonly BYTES_PER_ELEMENT: number };
 
 /** One WebAssembly instance doing negacyclic products with one secret at a time, ring degree n. */
 export class NttKernel {
@@ -301,29 +306,32 @@ export class NttKernel {
   }
 
   /**
-   * Scratch views for encrypting nPolys polynomials; fill a (6-byte mask values), m and rnd, then
-   * call encrypt(). The views stay valid until the next begin*() call on this kernel.
+   * Scratch views for encrypting nPolys polynomials; fill a (6-byte mask values), m (messages of
+   * the given element type) and rnd, then call encrypt(). The views stay valid until the next
+   * begin*() call on this kernel.
    */
-  beginEncrypt(nPolys: number, outBytes: number): { a: Uint8Array; m: Int32Array; rnd: Uint8Array; out: Uint8Array } {
+  beginEncrypt<M extends MessageArray>(nPolys: number, outBytes: number, messages: MessageType<M>):
+    { a: Uint8Array; m: M; rnd: Uint8Array; out: Uint8Array } {
     const n = this.n;
     this.heap.resetScratch();
     this.pendingDec = null;
     const count = nPolys * n;
+    const mBytes = messages.BYTES_PER_ELEMENT;
     const a = this.heap.alloc(count * 6, 16);
-    const m = this.heap.alloc(count * 4);
+    const m = this.heap.alloc(count * mBytes);
     const rndBytes = count * 4 + count / 4;
     const rnd = this.heap.alloc(rndBytes);
     const out = this.heap.alloc(count * outBytes, 8);
-    this.pending = { nPolys, a, m, rnd, out, outBytes };
+    this.pending = { nPolys, a, m, mBytes, rnd, out, outBytes };
     return {
       a: this.heap.u8(a, count * 6),
-      m: this.heap.i32(m, count),
+      m: new messages(this.ex.memory.buffer, m, count),
       rnd: this.heap.u8(rnd, rndBytes),
       out: this.heap.u8(out, count * outBytes),
     };
   }
 
-  private pending: { nPolys: number; a: number; m: number; rnd: number; out: number; outBytes: number } | null = null;
+  private pending: { nPolys: number; a: number; m: number; mBytes: number; rnd: number; out: number; outBytes: number } | null = null;
 
   /**
    * Runs the encryption prepared by beginEncrypt (see encryptPolys in ntt.entry.ts):
@@ -338,7 +346,7 @@ export class NttKernel {
     if (this.cdtLen === 0) throw new Error('helora: no noise table loaded');
     if (!(Number.isInteger(mLimit) && mLimit >= 1 && mLimit <= 2 ** 30)) throw new Error(`helora: bad message limit ${mLimit}`);
     const bad = this.ex.encryptPolys(p.nPolys, p.a, p.m, p.rnd, this.cdtPtr, this.cdtLen, deltaShift, upShift, p.outBytes, p.out, mLimit,
-      opts.exactNtt ? 1 : 0);
+      opts.exactNtt ? 1 : 0, p.mBytes);
     this.pending = null;
     return bad === 0;
   }

@@ -102,6 +102,7 @@ export class WasmHeap {
 
   u8(ptr: number, len: number): Uint8Array { return new Uint8Array(this.memory.buffer, ptr, len); }
   i8(ptr: number, len: number): Int8Array { return new Int8Array(this.memory.buffer, ptr, len); }
+  i16(ptr: number, len: number): Int16Array { return new Int16Array(this.memory.buffer, ptr, len); }
   i32(ptr: number, len: number): Int32Array { return new Int32Array(this.memory.buffer, ptr, len); }
   u32(ptr: number, len: number): Uint32Array { return new Uint32Array(this.memory.buffer, ptr, len); }
   f32(ptr: number, len: number): Float32Array { return new Float32Array(this.memory.buffer, ptr, len); }

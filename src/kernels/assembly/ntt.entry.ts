@@ -735,7 +735,8 @@ function gatherProduct(shift: i32, accumulate: bool): void {
  * Encrypts nPolys polynomials: b = a*s + e + (m << deltaShift), uploaded as
  * (((b + 2^(upShift-1) - 1 + tie) mod 2^44) >> upShift) mod 2^(8 outBytes), outBytes
  * little-endian bytes each (a random tie bit makes the upload rounding unbiased).
- *   aSrc: nPolys*N*6 bytes (mask values), m: nPolys*N i32,
+ *   aSrc: nPolys*N*6 bytes (mask values), m: nPolys*N messages of mBytes bytes each (1, 2 or 4;
+ *   signed, widened here so that callers can hand over int8 activations as they are),
  *   rnd: nPolys*N u32 (noise magnitude draws) then nPolys*N/4 bytes (per coefficient: bit lane =
  *   sign, bit 4+lane = rounding tie, for the 4 coefficients of each byte),
  *   cdt: nCdt u32 thresholds (|e| = #{k : u >= cdt[k]}), out: nPolys*N*outBytes (+8 slack).
@@ -745,7 +746,7 @@ function gatherProduct(shift: i32, accumulate: bool): void {
  * Returns 0, or 1 if some |m| >= mLimit (the caller then discards the output).
  */
 export function encryptPolys(nPolys: i32, aSrc: usize, m: usize, rnd: usize, cdt: usize, nCdt: i32,
-  deltaShift: i32, upShift: i32, outBytes: i32, out: usize, mLimit: i32, exactNtt: bool): i32 {
+  deltaShift: i32, upShift: i32, outBytes: i32, out: usize, mLimit: i32, exactNtt: bool, mBytes: i32): i32 {
   const lim = i32x4.splat(mLimit);
   const lim2 = i32x4.splat(mLimit << 1);
   let bad = i32x4.splat(0);
@@ -776,7 +777,10 @@ export function encryptPolys(nPolys: i32, aSrc: usize, m: usize, rnd: usize, cdt
       const e = v128.load(rnd + ((base + <usize>j) << 2)); // sampled by sampleNoise
       const bb = i32x4.splat(<i32>load<u8>(bits + ((base + <usize>j) >> 2)));
       const tie = v128.and(i32x4.ne(v128.and(bb, tieBits), i32x4.splat(0)), one);
-      const mm = v128.load(m + ((base + <usize>j) << 2));
+      const at = base + <usize>j;
+      const mm = mBytes == 1 ? i32x4.extend_low_i16x8_s(i16x8.extend_low_i8x16_s(v128.load32_zero(m + at)))
+        : mBytes == 2 ? i32x4.extend_low_i16x8_s(v128.load64_zero(m + (at << 1)))
+        : v128.load(m + (at << 2));
       bad = v128.or(bad, i32x4.ge_u(i32x4.add(mm, lim), lim2));
       const add32 = i32x4.add(e, tie);
       const w = WIDE + (<usize>j << 3);
