@@ -19,17 +19,22 @@ export const NTT_MAX_N = 4096;
 export const NTT_MAX_A_BITS = 44;
 
 /**
- * Bound on |FFT value - exact a*s| for int32 a and ternary s, ring degree n (decryption's a; the
- * two parts of encryption's 44-bit a, 32 and 12 bits):
+ * Bound on |FFT value - exact a*s| for |a_i| <= aMax and ternary s, ring degree n:
  * Percival's bound for a floating-point FFT convolution of size 2^k (here k = log2(n/2), unit
  * roundoff u = 2^-53, twiddles within one ulp), to first order ||a||_2 ||s||_2 (6k + sqrt(5)(3k + 1)) u
- * with ||a||_2 <= 2^31 sqrt(n), ||s||_2 <= sqrt(n). About 0.06 for n = 2048 and 0.14 for n = 4096:
- * below 1/2, so rounding recovers the exact product. ntt.test.ts measures the real error (~2e-4).
+ * with ||a||_2 <= aMax sqrt(n), ||s||_2 <= sqrt(n). Below 1/2, rounding recovers the exact product.
+ * Decryption's int32 a (aMax = 2^31): about 0.06 for n = 2048, 0.14 for n = 4096. Encryption splits
+ * its 44-bit a into 32 + 12 bits (the same 2^31), or at n = 2048 into a 34-bit signed part and a
+ * packed pair of 10-bit parts (aMax = 2^33 + 2^10: 0.25; ENCRYPT_PAIR_MAX). ntt.test.ts measures
+ * the real error (~2e-4 at 2^31).
  */
-export function fftProductErrorBound(n: number): number {
+export function fftProductErrorBound(n: number, aMax = 2 ** 31): number {
   const k = Math.log2(n / 2);
-  return 2 ** 31 * n * (6 * k + Math.sqrt(5) * (3 * k + 1)) * 2 ** -53;
+  return aMax * n * (6 * k + Math.sqrt(5) * (3 * k + 1)) * 2 ** -53;
 }
+
+/** Largest operand of the paired encryption products (see encryptPolys in ntt.entry.ts). */
+export const ENCRYPT_PAIR_MAX = 2 ** 33 + 2 ** 10;
 
 interface NttExports {
   memory: WebAssembly.Memory;
@@ -41,15 +46,16 @@ interface NttExports {
   productExact44(src: number, dst: number): void;
   productExact32(src: number, dst: number): void;
   encryptPolys(nPolys: number, aSrc: number, m: number, rnd: number, cdt: number, nCdt: number,
-    deltaShift: number, upShift: number, outBytes: number, out: number, mLimit: number, exactNtt: number, mBytes: number): number;
+    deltaShift: number, upShift: number, outBytes: number, out: number, mLimit: number, exactNtt: number, mBytes: number,
+    pairHigh: number): number;
   decryptRows(nRows: number, a: number, b: number, sh: number, y: number): void;
-  setupFft(n2: number, twist: number, untwist: number, fw: number, iw: number, fw4: number, iw4: number, secret: number, buf: number, wide: number): void;
+  setupFft(n2: number, twist: number, untwist: number, fw: number, iw: number, fw4: number, iw4: number, secret: number, buf: number, wide: number, split: number): void;
   fftForwardPoly(src: number, dst: number): void;
   decryptRowsFft(nRows: number, a: number, b: number, sh: number, y: number, accumulate: number): void;
   transposeI32(src: number, rows: number, cols: number, dst: number): void;
   featureMajorI8(src: number, T: number, K: number, dst: number, l1: number): void;
   featureMajorI16(src: number, T: number, K: number, dst: number, l1: number): void;
-  fftProductRaw(src: number, dst: number): void;
+  fftProductRaw(x: number, y: number, dst: number): void;
 }
 
 function powMod(b: bigint, e: bigint, m: bigint): bigint {
@@ -196,8 +202,12 @@ export class NttKernel {
     const [twist, untwist, fw, iw, fw4, iw4] = fft.map(put);
     this.fftSecret = this.heap.allocPermanent(n2 * 32);
     this.ex.setupFft(n2, twist, untwist, fw, iw, fw4, iw4, this.fftSecret,
-      this.heap.allocPermanent(n2 * 16), this.heap.allocPermanent(n * 8));
+      this.heap.allocPermanent(n2 * 16), this.heap.allocPermanent(2 * n * 8), this.heap.allocPermanent(6 * n * 4));
+    this.pairHigh = fftProductErrorBound(n, ENCRYPT_PAIR_MAX) < 0.5;
   }
+
+  /** Whether encryption may pair polynomials (three FFT products per two; exact only for n <= 2048). */
+  readonly pairHigh: boolean;
 
   /** The secret's FFT table (n/2 entries of 32 bytes, 1/(n/2) folded in). */
   private readonly fftSecret: number;
@@ -284,24 +294,30 @@ export class NttKernel {
 
   /** Exact integers a*s for u32 a (tests, reference checks). */
   productExact32(a: Uint32Array): BigInt64Array {
-    return new BigInt64Array(this.product32(a, this.ex.productExact32));
+    return new BigInt64Array(this.productRun([a], (p, dst) => this.ex.productExact32(p[0], dst)));
   }
 
-  /** a*s by the decryption FFT, before rounding (int32 a; tests measure the FFT error with it). */
-  productFftRaw(a: Int32Array): Float64Array {
-    return new Float64Array(this.product32(a, this.ex.fftProductRaw));
+  /** a*s by the FFT before rounding, for integer a (|a_i| < 2^53): tests measure the FFT error with it. */
+  productFftRaw(a: ArrayLike<number>): Float64Array {
+    // a = x + 2^32 y with x the low word read signed
+    const x = Int32Array.from(a, (v) => v % 2 ** 32 | 0);
+    const y = Int32Array.from(a, (v, i) => (v - x[i]) / 2 ** 32);
+    return new Float64Array(this.productRun([x, y], (p, dst) => this.ex.fftProductRaw(p[0], p[1], dst)));
   }
 
-  /** Runs a test product kernel on n 32-bit coefficients; returns its n 8-byte results. */
-  private product32(a: Uint32Array | Int32Array, kernel: (src: number, dst: number) => void): ArrayBuffer {
+  /** Runs a test product kernel on operands of n 32-bit coefficients; returns its n 8-byte results. */
+  private productRun(operands: (Uint32Array | Int32Array)[], kernel: (ptrs: number[], dst: number) => void): ArrayBuffer {
     this.requireSecret();
     const n = this.n;
-    if (a.length !== n) throw new Error(`helora: operand has ${a.length} coefficients, expected ${n}`);
     this.heap.resetScratch();
-    const src = this.heap.alloc(n * 4);
+    const ptrs = operands.map((a) => {
+      if (a.length !== n) throw new Error(`helora: operand has ${a.length} coefficients, expected ${n}`);
+      const ptr = this.heap.alloc(n * 4);
+      this.heap.u8(ptr, n * 4).set(new Uint8Array(a.buffer, a.byteOffset, n * 4));
+      return ptr;
+    });
     const dst = this.heap.alloc(n * 8);
-    this.heap.u8(src, n * 4).set(new Uint8Array(a.buffer, a.byteOffset, n * 4));
-    kernel(src, dst);
+    kernel(ptrs, dst);
     return this.ex.memory.buffer.slice(dst, dst + n * 8);
   }
 
@@ -336,17 +352,18 @@ export class NttKernel {
   /**
    * Runs the encryption prepared by beginEncrypt (see encryptPolys in ntt.entry.ts):
    * out = round(((a*s + e + (m << deltaShift)) mod 2^44) / 2^upShift) mod 2^(8 outBytes), a*s by FFT
-   * (exactNtt: by the two-prime NTT, the reference; the same output bit for bit).
+   * (in pairs of polynomials when pairHigh, unless pairs: false), or with exactNtt by the two-prime
+   * NTT, the reference: the same output bit for bit.
    * Returns false (output unusable) if some message value has |m| >= mLimit (mLimit <= 2^30).
    */
-  encrypt(deltaShift: number, upShift: number, mLimit: number, opts: { exactNtt?: boolean } = {}): boolean {
+  encrypt(deltaShift: number, upShift: number, mLimit: number, opts: { exactNtt?: boolean; pairs?: boolean } = {}): boolean {
     this.requireSecret();
     const p = this.pending;
     if (p === null) throw new Error('helora: encrypt() without beginEncrypt()');
     if (this.cdtLen === 0) throw new Error('helora: no noise table loaded');
     if (!(Number.isInteger(mLimit) && mLimit >= 1 && mLimit <= 2 ** 30)) throw new Error(`helora: bad message limit ${mLimit}`);
     const bad = this.ex.encryptPolys(p.nPolys, p.a, p.m, p.rnd, this.cdtPtr, this.cdtLen, deltaShift, upShift, p.outBytes, p.out, mLimit,
-      opts.exactNtt ? 1 : 0, p.mBytes);
+      opts.exactNtt ? 1 : 0, p.mBytes, this.pairHigh && opts.pairs !== false ? 1 : 0);
     this.pending = null;
     return bad === 0;
   }

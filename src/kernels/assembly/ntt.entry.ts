@@ -303,18 +303,26 @@ function mulSecret(): void {
  * 0 <= hi <= 2^12, so that both products with s are exact by FFT (fftProductErrorBound).
  */
 function splitMask44(src: usize): void {
-  const mask12 = i32x4.splat(0xfff);
   const n = N;
   for (let j = 0; j < n; j += 4) {
     const s = src + <usize>j * 6;
-    const A = v128.load(s);
-    const B = v128.load(s + 8);
-    const lo = i8x16.shuffle(A, B, 0, 1, 2, 3, 6, 7, 8, 9, 12, 13, 14, 15, 26, 27, 28, 29);
-    const hi = v128.and(i8x16.shuffle(A, B, 4, 5, 0, 0, 10, 11, 0, 0, 24, 25, 0, 0, 30, 31, 0, 0), mask12);
+    const lo = maskLowWords(s);
     const o = <usize>j << 2;
     v128.store(BUF0 + o, lo);
-    v128.store(BUF1 + o, i32x4.add(hi, i32x4.shr_u(lo, 31)));
+    v128.store(BUF1 + o, i32x4.add(maskHighBits(s), i32x4.shr_u(lo, 31)));
   }
+}
+
+/** The low 32 bits of the four 6-byte mask values at s. */
+// @ts-ignore: decorator
+@inline function maskLowWords(s: usize): v128 {
+  return i8x16.shuffle(v128.load(s), v128.load(s + 8), 0, 1, 2, 3, 6, 7, 8, 9, 12, 13, 14, 15, 26, 27, 28, 29);
+}
+
+/** Bits 32..43 of the four 6-byte mask values at s. */
+// @ts-ignore: decorator
+@inline function maskHighBits(s: usize): v128 {
+  return v128.and(i8x16.shuffle(v128.load(s), v128.load(s + 8), 4, 5, 0, 0, 10, 11, 0, 0, 24, 25, 0, 0, 30, 31, 0, 0), i32x4.splat(0xfff));
 }
 
 /** Residues in [0, 4p) of N 44-bit values stored as 6-byte little-endian integers (high 4 bits ignored). */
@@ -497,13 +505,15 @@ let FFW4: usize = 0;
 let FIW4: usize = 0;
 let FSECRET: usize = 0;
 let FBUF: usize = 0;
-/** N i64: the encryption's a*s (see gatherProduct). */
+/** 2N i64: the encryption's a*s for up to two polynomials (see gatherProduct). */
 let WIDE: usize = 0;
+/** 6N i32: the encryption's split masks when polynomials go in pairs (splitMask34). */
+let SPLIT: usize = 0;
 /** 1.5 * 2^52: x + MAGIC rounds x to an integer whose low 32 bits are the low word of the sum. */
 const MAGIC: f64 = 6755399441055744.0;
 
-export function setupFft(n2: i32, twist: usize, untwist: usize, fw: usize, iw: usize, fw4: usize, iw4: usize, secret: usize, buf: usize, wide: usize): void {
-  FN2 = n2; FTWIST = twist; FUNTWIST = untwist; FFW = fw; FIW = iw; FFW4 = fw4; FIW4 = iw4; FSECRET = secret; FBUF = buf; WIDE = wide;
+export function setupFft(n2: i32, twist: usize, untwist: usize, fw: usize, iw: usize, fw4: usize, iw4: usize, secret: usize, buf: usize, wide: usize, split: usize): void {
+  FN2 = n2; FTWIST = twist; FUNTWIST = untwist; FFW = fw; FIW = iw; FFW4 = fw4; FIW4 = iw4; FSECRET = secret; FBUF = buf; WIDE = wide; SPLIT = split;
 }
 
 // @ts-ignore: decorator
@@ -641,20 +651,45 @@ function fftForward(buf: usize): void {
   }
 }
 
-/** FBUF = fold(a) * twist for n2*2 int32 coefficients at src (read as signed). */
+/** FBUF entries j .. j+3 = the folded pairs x_k = (a_{j+k}, a_{j+k+n2}) times the twist. */
+// @ts-ignore: decorator
+@inline function storeFolded(j: usize, x0: v128, x1: v128, x2: v128, x3: v128): void {
+  const d = FBUF + (j << 4);
+  const t = FTWIST + (j << 5);
+  v128.store(d, cmul(x0, t));
+  v128.store(d, cmul(x1, t + 32), 16);
+  v128.store(d, cmul(x2, t + 64), 32);
+  v128.store(d, cmul(x3, t + 96), 48);
+}
+
+/** The four pairs (x_j, x_{j+n2}) .. (x_{j+3}, x_{j+3+n2}) of the int32 values at src, as f64x2 in order. */
+// @ts-ignore: decorator
+@inline function foldedPair(src: usize, j: usize, k: i32): v128 {
+  const n2 = <usize>FN2;
+  const A = v128.load(src + (j << 2)), B = v128.load(src + ((j + n2) << 2));
+  const lo = i32x4.shuffle(A, B, 0, 4, 1, 5); // x_j, x_{j+n2}, x_{j+1}, x_{j+1+n2}
+  const hi = i32x4.shuffle(A, B, 2, 6, 3, 7);
+  const v = k == 0 ? lo : k == 1 ? i32x4.shuffle(lo, lo, 2, 3, 0, 1) : k == 2 ? hi : i32x4.shuffle(hi, hi, 2, 3, 0, 1);
+  return f64x2.convert_low_i32x4_s(v);
+}
+
+/** FBUF = fold(a) * twist for the n2*2 int32 coefficients at src (read as signed). */
 function foldForward(src: usize): void {
   const n2 = <usize>FN2;
-  const hiSrc = src + (n2 << 2);
   for (let j: usize = 0; j < n2; j += 4) {
-    const A = v128.load(src + (j << 2)), B = v128.load(hiSrc + (j << 2));
-    const lo = i32x4.shuffle(A, B, 0, 4, 1, 5); // a_j, a_{j+n2}, a_{j+1}, a_{j+1+n2}
-    const hi = i32x4.shuffle(A, B, 2, 6, 3, 7);
-    const d = FBUF + (j << 4);
-    const t = FTWIST + (j << 5);
-    v128.store(d, cmul(f64x2.convert_low_i32x4_s(lo), t));
-    v128.store(d, cmul(f64x2.convert_low_i32x4_s(i32x4.shuffle(lo, lo, 2, 3, 0, 1)), t + 32), 16);
-    v128.store(d, cmul(f64x2.convert_low_i32x4_s(hi), t + 64), 32);
-    v128.store(d, cmul(f64x2.convert_low_i32x4_s(i32x4.shuffle(hi, hi, 2, 3, 0, 1)), t + 96), 48);
+    storeFolded(j, foldedPair(src, j, 0), foldedPair(src, j, 1), foldedPair(src, j, 2), foldedPair(src, j, 3));
+  }
+}
+
+/** FBUF = fold(a) * twist for a = x + scale * y, x and y n2*2 int32 each (read as signed; a exact in f64). */
+function foldForwardTwo(x: usize, y: usize, scale: f64): void {
+  const n2 = <usize>FN2;
+  const c = f64x2.splat(scale);
+  for (let j: usize = 0; j < n2; j += 4) {
+    storeFolded(j, f64x2.add(foldedPair(x, j, 0), f64x2.mul(foldedPair(y, j, 0), c)),
+      f64x2.add(foldedPair(x, j, 1), f64x2.mul(foldedPair(y, j, 1), c)),
+      f64x2.add(foldedPair(x, j, 2), f64x2.mul(foldedPair(y, j, 2), c)),
+      f64x2.add(foldedPair(x, j, 3), f64x2.mul(foldedPair(y, j, 3), c)));
   }
 }
 
@@ -668,6 +703,18 @@ export function fftForwardPoly(src: usize, dst: usize): void {
 /** FBUF = the unrounded a*s before the untwist (bit-reversal cancels between the two transforms). */
 function productInBuf(src: usize): void {
   foldForward(src);
+  transformProduct();
+}
+
+/** productInBuf for a = x + scale * y (see foldForwardTwo). */
+function productInBufTwo(x: usize, y: usize, scale: f64): void {
+  foldForwardTwo(x, y, scale);
+  transformProduct();
+}
+
+/** FBUF = the unrounded product before the untwist, from the folded, twisted operand in FBUF. */
+// @ts-ignore: decorator
+@inline function transformProduct(): void {
   fftForwardWide(FBUF);
   convolveTail(FBUF);
   fftInverseWide(FBUF);
@@ -710,24 +757,70 @@ export function decryptRowsFft(nRows: i32, a: usize, b: usize, sh: i32, y: usize
 // Encryption.
 
 /**
- * WIDE (N i64, natural order) = (accumulate: +=) round(the untwisted product in FBUF) << shift,
+ * dst (N i64, natural order) = (accumulate: +=) round(the untwisted product in FBUF) << shift,
  * modulo 2^64. The rounded value's bit pattern (x + 1.5 * 2^52) equals x + 2^51 in its low 52
  * bits for |x| < 2^51, so it is x modulo 2^48: all an encryption modulo 2^44 needs.
  */
-function gatherProduct(shift: i32, accumulate: bool): void {
+function gatherProduct(dst: usize, shift: i32, accumulate: bool): void {
   const n2 = <usize>FN2;
   const hiOff = n2 << 3;
   for (let j: usize = 0; j < n2; j += 2) {
     const r0 = roundedLow(j), r1 = roundedLow(j + 1); // (c_j, c_{j+n2}), (c_{j+1}, c_{j+1+n2})
     let lo = i64x2.shl(v128.shuffle<i64>(r0, r1, 0, 2), shift);
     let hi = i64x2.shl(v128.shuffle<i64>(r0, r1, 1, 3), shift);
-    const p = WIDE + (j << 3);
+    const p = dst + (j << 3);
     if (accumulate) {
       lo = i64x2.add(lo, v128.load(p));
       hi = i64x2.add(hi, v128.load(p + hiOff));
     }
     v128.store(p, lo);
     v128.store(p + hiOff, hi);
+  }
+}
+
+// Two polynomials A, B at a time (when the FFT bound allows, see fftProductErrorBound in ntt.ts):
+// a = lo + 2^34 hi with a 34-bit signed lo and hi <= 2^10. hi_A*s and hi_B*s are needed modulo
+// 2^10 only, and |hi*s| <= 2^21, so one product of z = hi_A + 2^23 hi_B carries both:
+// z*s = y_A + 2^23 y_B with y_A the centered residue modulo 2^23. Three products per two
+// polynomials instead of four; every operand stays below 2^33 + 2^10 in magnitude.
+
+/**
+ * The masks at src as a = w + 2^32 top + 2^34 hi (mod 2^44), N i32 each: w the low word (read
+ * signed), top in [-2, 2], so that lo = w + 2^32 top is the centered residue modulo 2^34
+ * (-2^33 <= lo < 2^33), and 0 <= hi <= 2^10.
+ */
+function splitMask34(src: usize, w: usize, top: usize, hi: usize): void {
+  const n = N;
+  const two = i32x4.splat(2);
+  const minus4 = i32x4.splat(-4);
+  for (let j = 0; j < n; j += 4) {
+    const s = src + <usize>j * 6;
+    const lw = maskLowWords(s);
+    const h12 = maskHighBits(s);
+    const t = v128.and(h12, i32x4.splat(3));
+    const carry = i32x4.ge_u(t, two); // bit 33 set: lo is negative, hi takes the carry
+    const o = <usize>j << 2;
+    v128.store(w + o, lw);
+    // bits 32..33 as a signed value in [-2, 1], plus bit 31 (w is read signed)
+    v128.store(top + o, i32x4.add(i32x4.add(t, v128.and(carry, minus4)), i32x4.shr_u(lw, 31)));
+    v128.store(hi + o, i32x4.sub(i32x4.shr_u(h12, 2), carry));
+  }
+}
+
+/** dstA, dstB (N i64 each) = y_A << 34, y_B << 34 from the product z*s in FBUF (see above). */
+function gatherPacked(dstA: usize, dstB: usize): void {
+  const n2 = <usize>FN2;
+  const hiOff = n2 << 3;
+  for (let j: usize = 0; j < n2; j += 2) {
+    const r0 = roundedLow(j), r1 = roundedLow(j + 1);
+    for (let half: usize = 0; half < 2; half++) {
+      const r = half == 0 ? v128.shuffle<i64>(r0, r1, 0, 2) : v128.shuffle<i64>(r0, r1, 1, 3);
+      const yA = i64x2.shr_s(i64x2.shl(r, 41), 41);
+      const yB = i64x2.shr_s(i64x2.sub(r, yA), 23);
+      const o = (j << 3) + half * hiOff;
+      v128.store(dstA + o, i64x2.shl(yA, 34));
+      v128.store(dstB + o, i64x2.shl(yB, 34));
+    }
   }
 }
 
@@ -740,17 +833,19 @@ function gatherProduct(shift: i32, accumulate: bool): void {
  *   rnd: nPolys*N u32 (noise magnitude draws) then nPolys*N/4 bytes (per coefficient: bit lane =
  *   sign, bit 4+lane = rounding tie, for the 4 coefficients of each byte),
  *   cdt: nCdt u32 thresholds (|e| = #{k : u >= cdt[k]}), out: nPolys*N*outBytes (+8 slack).
- * a*s: two FFT products (the low 32 bits of a and the high 12, splitMask44), or with exactNtt the
- * two-prime NTT product (the reference; same result bit for bit).
+ * a*s: by FFT, two products per polynomial (the low 32 bits of a and the high 12, splitMask44) or,
+ * with pairHigh, three per pair of polynomials (splitMask34); with exactNtt by the two-prime NTT
+ * (the reference). All three give the same result bit for bit.
  * The noise draws in rnd are overwritten by the sampled errors (the caller wipes rnd afterwards).
  * Returns 0, or 1 if some |m| >= mLimit (the caller then discards the output).
  */
 export function encryptPolys(nPolys: i32, aSrc: usize, m: usize, rnd: usize, cdt: usize, nCdt: i32,
-  deltaShift: i32, upShift: i32, outBytes: i32, out: usize, mLimit: i32, exactNtt: bool, mBytes: i32): i32 {
+  deltaShift: i32, upShift: i32, outBytes: i32, out: usize, mLimit: i32, exactNtt: bool, mBytes: i32, pairHigh: bool): i32 {
   const lim = i32x4.splat(mLimit);
   const lim2 = i32x4.splat(mLimit << 1);
   let bad = i32x4.splat(0);
   const n = N;
+  const nb = <usize>n << 3;
   const tieBits = i32x4(16, 32, 64, 128);
   const one = i32x4.splat(1);
   const roundAdd = i64x2.splat((<i64>1 << (upShift - 1)) - 1);
@@ -758,42 +853,60 @@ export function encryptPolys(nPolys: i32, aSrc: usize, m: usize, rnd: usize, cdt
   const outMask: u64 = outBytes >= 8 ? <u64>-1 : (<u64>1 << (<u64>outBytes << 3)) - 1;
   const bits = rnd + (<usize>nPolys * <usize>n << 2);
   let dst = out;
-  for (let poly = 0; poly < nPolys; poly++) {
-    const base = <usize>poly * <usize>n;
-    sampleNoise(rnd + (base << 2), bits + (base >> 2), cdt, nCdt);
-    // WIDE = a*s modulo 2^44 (the two paths agree on those bits only)
+  for (let poly = 0; poly < nPolys;) {
+    const pair = pairHigh && !exactNtt && poly + 1 < nPolys;
+    const group = pair ? 2 : 1;
+    const first = <usize>poly * <usize>n;
+    const a = aSrc + first * 6;
+    // WIDE (one N i64 row per polynomial of the group) = a*s modulo 2^44 (all paths agree on those bits only)
     if (exactNtt) {
-      loadResidues44(aSrc + base * 6);
+      loadResidues44(a);
       mulSecret();
       finishExact(WIDE);
+    } else if (pair) {
+      const ib = <usize>n << 2; // SPLIT: w, top, hi of A, then of B
+      splitMask34(a, SPLIT, SPLIT + ib, SPLIT + 2 * ib);
+      splitMask34(a + <usize>n * 6, SPLIT + 3 * ib, SPLIT + 4 * ib, SPLIT + 5 * ib);
+      productInBufTwo(SPLIT + 2 * ib, SPLIT + 5 * ib, 8388608.0); // hi_A + 2^23 hi_B
+      gatherPacked(WIDE, WIDE + nb);
+      productInBufTwo(SPLIT, SPLIT + ib, 4294967296.0);
+      gatherProduct(WIDE, 0, true);
+      productInBufTwo(SPLIT + 3 * ib, SPLIT + 4 * ib, 4294967296.0);
+      gatherProduct(WIDE + nb, 0, true);
     } else {
-      splitMask44(aSrc + base * 6);
+      splitMask44(a);
       productInBuf(BUF1);
-      gatherProduct(32, false);
+      gatherProduct(WIDE, 32, false);
       productInBuf(BUF0);
-      gatherProduct(0, true);
+      gatherProduct(WIDE, 0, true);
     }
-    for (let j = 0; j < n; j += 4) {
-      const e = v128.load(rnd + ((base + <usize>j) << 2)); // sampled by sampleNoise
-      const bb = i32x4.splat(<i32>load<u8>(bits + ((base + <usize>j) >> 2)));
-      const tie = v128.and(i32x4.ne(v128.and(bb, tieBits), i32x4.splat(0)), one);
-      const at = base + <usize>j;
-      const mm = mBytes == 1 ? i32x4.extend_low_i16x8_s(i16x8.extend_low_i8x16_s(v128.load32_zero(m + at)))
-        : mBytes == 2 ? i32x4.extend_low_i16x8_s(v128.load64_zero(m + (at << 1)))
-        : v128.load(m + (at << 2));
-      bad = v128.or(bad, i32x4.ge_u(i32x4.add(mm, lim), lim2));
-      const add32 = i32x4.add(e, tie);
-      const w = WIDE + (<usize>j << 3);
-      let lo = i64x2.add(v128.load(w), i64x2.add(i64x2.extend_low_i32x4_s(add32), i64x2.shl(i64x2.extend_low_i32x4_s(mm), deltaShift)));
-      let hi = i64x2.add(v128.load(w + 16), i64x2.add(i64x2.extend_high_i32x4_s(add32), i64x2.shl(i64x2.extend_high_i32x4_s(mm), deltaShift)));
-      lo = i64x2.shr_u(v128.and(i64x2.add(lo, roundAdd), q1), upShift);
-      hi = i64x2.shr_u(v128.and(i64x2.add(hi, roundAdd), q1), upShift);
-      // overlapping 8-byte stores in ascending order leave exactly outBytes bytes per value
-      store<u64>(dst, i64x2.extract_lane(lo, 0) & outMask); dst += <usize>outBytes;
-      store<u64>(dst, i64x2.extract_lane(lo, 1) & outMask); dst += <usize>outBytes;
-      store<u64>(dst, i64x2.extract_lane(hi, 0) & outMask); dst += <usize>outBytes;
-      store<u64>(dst, i64x2.extract_lane(hi, 1) & outMask); dst += <usize>outBytes;
+    for (let g = 0; g < group; g++) {
+      const base = first + <usize>g * <usize>n;
+      sampleNoise(rnd + (base << 2), bits + (base >> 2), cdt, nCdt);
+      const wide = WIDE + <usize>g * nb;
+      for (let j = 0; j < n; j += 4) {
+        const e = v128.load(rnd + ((base + <usize>j) << 2)); // sampled by sampleNoise
+        const bb = i32x4.splat(<i32>load<u8>(bits + ((base + <usize>j) >> 2)));
+        const tie = v128.and(i32x4.ne(v128.and(bb, tieBits), i32x4.splat(0)), one);
+        const at = base + <usize>j;
+        const mm = mBytes == 1 ? i32x4.extend_low_i16x8_s(i16x8.extend_low_i8x16_s(v128.load32_zero(m + at)))
+          : mBytes == 2 ? i32x4.extend_low_i16x8_s(v128.load64_zero(m + (at << 1)))
+          : v128.load(m + (at << 2));
+        bad = v128.or(bad, i32x4.ge_u(i32x4.add(mm, lim), lim2));
+        const add32 = i32x4.add(e, tie);
+        const w = wide + (<usize>j << 3);
+        let lo = i64x2.add(v128.load(w), i64x2.add(i64x2.extend_low_i32x4_s(add32), i64x2.shl(i64x2.extend_low_i32x4_s(mm), deltaShift)));
+        let hi = i64x2.add(v128.load(w + 16), i64x2.add(i64x2.extend_high_i32x4_s(add32), i64x2.shl(i64x2.extend_high_i32x4_s(mm), deltaShift)));
+        lo = i64x2.shr_u(v128.and(i64x2.add(lo, roundAdd), q1), upShift);
+        hi = i64x2.shr_u(v128.and(i64x2.add(hi, roundAdd), q1), upShift);
+        // overlapping 8-byte stores in ascending order leave exactly outBytes bytes per value
+        store<u64>(dst, i64x2.extract_lane(lo, 0) & outMask); dst += <usize>outBytes;
+        store<u64>(dst, i64x2.extract_lane(lo, 1) & outMask); dst += <usize>outBytes;
+        store<u64>(dst, i64x2.extract_lane(hi, 0) & outMask); dst += <usize>outBytes;
+        store<u64>(dst, i64x2.extract_lane(hi, 1) & outMask); dst += <usize>outBytes;
+      }
     }
+    poly += group;
   }
   return v128.any_true(bad) ? 1 : 0;
 }
@@ -825,10 +938,10 @@ export function transposeI32(src: usize, rows: i32, cols: i32, dst: usize): void
   }
 }
 
-/** a*s as f64 before rounding (dst: N f64, coefficient order) for int32 a at src: the FFT error test. */
-export function fftProductRaw(src: usize, dst: usize): void {
+/** a*s as f64 before rounding (dst: N f64, coefficient order) for a = x + 2^32 y (int32 x, y): the FFT error test. */
+export function fftProductRaw(x: usize, y: usize, dst: usize): void {
   const n2 = <usize>FN2;
-  productInBuf(src);
+  productInBufTwo(x, y, 4294967296.0);
   for (let j: usize = 0; j < n2; j++) {
     const c = cmul(v128.load(FBUF + (j << 4)), FUNTWIST + (j << 5));
     store<f64>(dst + (j << 3), f64x2.extract_lane(c, 0));
