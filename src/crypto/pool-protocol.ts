@@ -5,9 +5,16 @@ export type CryptoRequest =
   | { op: 'encrypt'; m: Int32Array; d: number; seed: Uint8Array; blockIndex: number; polyStart: number; plaintextBits: number }
   | { op: 'decrypt'; a: Uint32Array; b: Uint32Array; rows: number; plaintextBits: number }
   /**
+   * Tokens [t0, t0 + tn) of the shared token-major values (T x K) into the shared feature-major
+   * `out` (K x T) and their L1 norms into `tokenL1`; with wipeSource, zero those tokens in values
+   * afterwards (a staging copy of the caller's data).
+   */
+  | { op: 'featureMajor'; values: Int8Array | Int16Array; T: number; K: number; t0: number; tn: number; out: Int8Array | Int16Array;
+      tokenL1: Float64Array; wipeSource: boolean }
+  /**
    * Encrypt features [polyStart, polyStart + d) of column block blockIndex, taken from shared
    * feature-major values (K x T, see CryptoPool.featureMajor), into their range of the shared
-   * upload `out` of the whole block.
+   * upload `out` of the whole block. The values read are zeroed right after (each is read once).
    */
   | { op: 'encryptValues'; values: Int8Array | Int16Array; T: number; K: number; d: number; seed: Uint8Array; blockIndex: number; polyStart: number; plaintextBits: number;
       out: Uint8Array }

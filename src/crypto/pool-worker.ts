@@ -9,6 +9,7 @@ import { SecretKey } from './keys.js';
 import { paramsById, uploadBytes, type RlweParams } from './params.js';
 import { decryptAccumulate, decryptBlock, encryptPolyRange, encryptRangeInto } from './rlwe.js';
 import type { CryptoEnvelope, CryptoReply } from './pool-protocol.js';
+import { nttKernel } from '../kernels/ntt.js';
 
 if (!parentPort) throw new Error('helora: pool-worker.ts must run in a worker thread');
 const port = parentPort;
@@ -62,10 +63,20 @@ port.on('message', (env: CryptoEnvelope) => {
         encryptRangeInto<Int8Array | Int16Array>(c.params, c.key, type, (m, p0, np) => {
           for (let i = 0; i < np; i++) {
             const row = (polyStart + p0 + i) * T + t0;
-            m.set(values.subarray(row, row + tn), i * n);
+            const slice = values.subarray(row, row + tn);
+            m.set(slice, i * n);
+            slice.fill(0); // read once: wiped here instead of by the calling thread
             if (tn < n) m.fill(0, i * n + tn, (i + 1) * n);
           }
         }, req.d, req.seed, blockIndex, polyStart, req.plaintextBits, dst);
+        reply = { id: env.id, ok: true };
+        break;
+      }
+      case 'featureMajor': {
+        const c = ready();
+        const { values, T, K, t0, tn } = req;
+        nttKernel(c.params.ringDegree).featureMajor(values, T, K, req.out, req.tokenL1, t0, tn);
+        if (req.wipeSource) values.subarray(t0 * K, (t0 + tn) * K).fill(0);
         reply = { id: env.id, ok: true };
         break;
       }

@@ -131,15 +131,16 @@ test('pool decryptSum: the sum of the decrypted terms lands token-major in place
 
 test('pool featureMajor: feature-major rows and token L1 norms equal the naive ones (int8 incl. -128, int16, odd shapes, offsets)', async () => {
   const key = SecretKey.generate(P);
-  const pool = await CryptoPool.create(P, key, 1);
+  const pool = await CryptoPool.create(P, key, 2);
   try {
-    for (const [T, K, wide, off] of [[301, 37, false, 0], [64, 48, false, 3], [7, 16, false, 0], [130, 33, true, 1], [5, 1, false, 0]] as const) {
+    // T = 600: several token-range tasks (256 tokens each) on two workers
+    for (const [T, K, wide, off] of [[600, 37, false, 0], [301, 37, false, 0], [64, 48, false, 3], [7, 16, false, 0], [130, 33, true, 1], [5, 1, false, 0]] as const) {
       const raw = wide ? new Int16Array(off + T * K) : new Int8Array(off + T * K);
       const lim = wide ? 32768 : 128;
       for (let i = 0; i < raw.length; i++) raw[i] = Math.floor(Math.random() * 2 * lim) - lim;
       const v = raw.subarray(off);
       v[0] = -lim; // |-128| and |-32768| must count in full
-      const fm = pool.featureMajor(v, T, K);
+      const fm = await pool.featureMajor(v, T, K);
       assert.ok(fm.values.buffer instanceof SharedArrayBuffer);
       for (let t = 0; t < T; t++) {
         let l1 = 0;
@@ -150,7 +151,37 @@ test('pool featureMajor: feature-major rows and token L1 norms equal the naive o
         assert.equal(fm.tokenL1[t], l1, `T=${T} K=${K}: L1 of token ${t}`);
       }
     }
-    assert.throws(() => pool.featureMajor(new Int8Array(10), 3, 4), /3 x 4/);
+    await assert.rejects(pool.featureMajor(new Int8Array(10), 3, 4), /3 x 4/);
+  } finally {
+    await pool.close();
+  }
+});
+
+test('pool encryptValues: the upload equals encryptBlock\'s, and the shared copies of the activations are zero afterwards', async () => {
+  const key = SecretKey.generate(P);
+  const pool = await CryptoPool.create(P, key, 2);
+  try {
+    const T = N + 300, K = 70; // two column blocks, the second one partial
+    const v = Int8Array.from({ length: T * K }, () => Math.floor(Math.random() * 256) - 128);
+    const fm = await pool.featureMajor(v, T, K);
+    const seed = randomSeed();
+    const uploads = await Promise.all([0, 1].map((blk) => pool.encryptValues(fm, seed, blk, 20)));
+    assert.ok(fm.values.every((x) => x === 0), 'every value read by encryptValues is wiped');
+    // the same upload from the single-thread path on a copy of the key (the seed is claimed on the original)
+    const copy = SecretKey.fromFileBytes(key.toFileBytes());
+    for (const blk of [0, 1]) {
+      const m = new Int32Array(K * N);
+      for (let i = 0; i < K; i++) for (let t = blk * N; t < Math.min(T, (blk + 1) * N); t++) m[i * N + t - blk * N] = v[t * K + i];
+      const b = encryptBlock(P, copy, m, K, seed, blk, 20);
+      // same masks and messages; the noise differs: compare the rounded values within the noise
+      const dv = new DataView(b.buffer), du = new DataView(uploads[blk].buffer);
+      for (let i = 0; i < K * N; i += 97) {
+        const x = dv.getUint32(i * 5 + 1, true), y = du.getUint32(i * 5 + 1, true); // top 32 of the 40 bits
+        const d = Math.abs(x - y);
+        assert.ok(Math.min(d, 2 ** 32 - d) <= 1, `block ${blk} value ${i}`);
+      }
+    }
+    pool.releaseFeatureMajor(fm, true);
   } finally {
     await pool.close();
   }

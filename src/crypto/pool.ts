@@ -21,7 +21,6 @@ import { SecretKey } from './keys.js';
 import { uploadBytes, type RlweParams } from './params.js';
 import { checkEncryptArgs } from './rlwe.js';
 import type { CryptoEnvelope, CryptoReply, CryptoRequest } from './pool-protocol.js';
-import { nttKernel } from '../kernels/ntt.js';
 import { SharedBuffers } from '../util/shared-buffers.js';
 import { settleAll } from '../util/settle.js';
 
@@ -36,6 +35,8 @@ export interface FeatureMajorValues {
 /** Polynomials (encrypt) or rows (decrypt) per worker task: ~0.5-2 MB in, small enough to balance. */
 const TASK_POLYS = 64;
 const TASK_ROWS = 256;
+/** Tokens per featureMajor task (at most ~2 MB of int8 values for K = 8192). */
+const FEATURE_MAJOR_TOKENS = 256;
 
 interface Job {
   req: CryptoRequest;
@@ -216,22 +217,47 @@ export class CryptoPool {
 
   /**
    * The values (token-major, T x K) feature-major in shared memory, ready for encryptValues, and
-   * every token's L1 norm (for the plaintext widths). Runs here, in the calling thread, in the
-   * WebAssembly kernel: one pass instead of a strided gather in every encryption task.
+   * every token's L1 norm (for the plaintext widths). The workers transpose token ranges in the
+   * WebAssembly kernel (one pass instead of a strided gather in every encryption task); this
+   * thread only stages the values in shared memory.
    */
-  featureMajor(values: Int8Array | Int16Array, T: number, K: number): FeatureMajorValues {
+  async featureMajor(values: Int8Array | Int16Array, T: number, K: number): Promise<FeatureMajorValues> {
     if (!(Number.isInteger(T) && T >= 1 && Number.isInteger(K) && K >= 1 && K <= 1 << 20) || values.length !== T * K) {
       throw new Error(`helora: input has ${values.length} values, expected ${T} x ${K}`);
     }
-    const buf = this.buffers.acquire(values.byteLength);
-    const out = values instanceof Int8Array ? new Int8Array(buf) : new Int16Array(buf);
-    const tokenL1 = nttKernel(this.params.ringDegree).featureMajor(values, T, K, out);
-    return { values: out, T, K, tokenL1 };
+    if (this.closed) throw new Error('helora: CryptoPool is closed');
+    const wide = values instanceof Int16Array;
+    const typed = (b: SharedArrayBuffer, length: number): Int8Array | Int16Array => (wide ? new Int16Array(b, 0, length) : new Int8Array(b, 0, length));
+    const staging = this.buffers.acquire(values.byteLength);
+    const src = typed(staging, T * K);
+    src.set(values);
+    const out = typed(this.buffers.acquire(values.byteLength), T * K);
+    const l1 = this.buffers.acquire(T * 8);
+    const tokenL1 = new Float64Array(l1, 0, T);
+    try {
+      const per = Math.max(1, Math.min(FEATURE_MAJOR_TOKENS, Math.ceil(T / this.threads)));
+      const parts: Promise<unknown>[] = [];
+      for (let t0 = 0; t0 < T; t0 += per) {
+        parts.push(this.run({ op: 'featureMajor', values: src, T, K, t0, tn: Math.min(per, T - t0), out, tokenL1, wipeSource: true }));
+      }
+      await settleAll(parts);
+      return { values: out, T, K, tokenL1: Float64Array.from(tokenL1) };
+    } catch (e) {
+      this.releaseFeatureMajor({ values: out, T, K, tokenL1 });
+      throw e;
+    } finally {
+      src.fill(0); // already zero unless a task failed
+      this.buffers.release(staging);
+      this.buffers.release(l1);
+    }
   }
 
-  /** Wipes values from featureMajor and returns their memory for reuse (after the last encryptValues). */
-  releaseFeatureMajor(fm: FeatureMajorValues): void {
-    fm.values.fill(0);
+  /**
+   * Returns the memory of values from featureMajor for reuse (after the last encryptValues),
+   * wiping it first unless every value has been read by encryptValues (which zeroes what it reads).
+   */
+  releaseFeatureMajor(fm: FeatureMajorValues, consumed = false): void {
+    if (!consumed) fm.values.fill(0);
     if (fm.values.buffer instanceof SharedArrayBuffer) this.buffers.release(fm.values.buffer);
   }
 

@@ -408,27 +408,33 @@ export class NttKernel {
 
   /**
    * Token-major values (T x K) into out as feature-major rows (out[i*T + t] = values[t*K + i], same
-   * element type: the order the encryption's polynomials take them); returns each token's L1 norm.
-   * The kernel's copies are wiped before returning.
+   * element type: the order the encryption's polynomials take them) and each token's L1 norm into
+   * tokenL1, for the tokens t0 .. t0 + tn - 1. The kernel's copies are wiped before returning.
    */
-  featureMajor(values: Int8Array | Int16Array, T: number, K: number, out: Int8Array | Int16Array): Float64Array {
+  featureMajor(values: Int8Array | Int16Array, T: number, K: number, out: Int8Array | Int16Array, tokenL1: Float64Array,
+    t0 = 0, tn = T): void {
     const count = T * K;
     const wide = values instanceof Int16Array;
-    if (values.length !== count || out.length !== count || (out instanceof Int16Array) !== wide) {
-      throw new Error(`helora: featureMajor needs ${T} x ${K} values and an output of the same type and size`);
+    if (values.length !== count || out.length !== count || (out instanceof Int16Array) !== wide || tokenL1.length !== T) {
+      throw new Error(`helora: featureMajor needs ${T} x ${K} values, an output of the same type and size and ${T} norms`);
     }
+    if (!(Number.isInteger(t0) && Number.isInteger(tn) && t0 >= 0 && tn >= 1 && t0 + tn <= T)) throw new Error(`helora: token range [${t0}, ${t0 + tn}) outside [0, ${T})`);
     this.heap.resetScratch();
     this.pending = null;
     this.pendingDec = null;
-    const bytes = count * (wide ? 2 : 1);
-    const src = this.heap.alloc(bytes, 16), dst = this.heap.alloc(bytes, 16), l1 = this.heap.alloc(T * 8);
+    const size = wide ? 2 : 1;
+    const bytes = tn * K * size;
+    const src = this.heap.alloc(bytes, 16), dst = this.heap.alloc(bytes, 16), l1 = this.heap.alloc(tn * 8);
     const inBytes = this.heap.u8(src, bytes), outBytes = this.heap.u8(dst, bytes);
-    inBytes.set(new Uint8Array(values.buffer, values.byteOffset, bytes));
-    (wide ? this.ex.featureMajorI16 : this.ex.featureMajorI8)(src, T, K, dst, l1);
-    new Uint8Array(out.buffer, out.byteOffset, bytes).set(outBytes);
+    inBytes.set(new Uint8Array(values.buffer, values.byteOffset + t0 * K * size, bytes));
+    (wide ? this.ex.featureMajorI16 : this.ex.featureMajorI8)(src, tn, K, dst, l1);
+    // feature i's tokens are contiguous here (stride tn) and at i*T + t0 in out
+    const local = wide ? this.heap.i16(dst, tn * K) : this.heap.i8(dst, tn * K);
+    if (tn === T) out.set(local);
+    else for (let i = 0; i < K; i++) out.set(local.subarray(i * tn, (i + 1) * tn), i * T + t0);
+    tokenL1.set(new Float64Array(this.ex.memory.buffer, l1, tn), t0);
     inBytes.fill(0);
     outBytes.fill(0);
-    return new Float64Array(this.ex.memory.buffer.slice(l1, l1 + T * 8));
   }
 
   /** yT = the token-major transpose of y (yT[t*nRows + r] = y[r*N + t]) of the pending decryption. */

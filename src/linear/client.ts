@@ -129,7 +129,8 @@ export class HeLinearClient {
     const N = this.params.ringDegree;
     const blocks = blockCount(T, N);
     const pool = await this.getPool();
-    const fm = pool.featureMajor(values, T, K); // the workers encrypt straight from its feature rows
+    const fm = await pool.featureMajor(values, T, K); // the workers encrypt straight from its feature rows
+    let consumed = false;
     try {
       const plaintextBits = Array.from({ length: blocks }, (_, blk) => {
         if (!this.adaptivePlaintext) return this.params.plaintextBits;
@@ -139,10 +140,11 @@ export class HeLinearClient {
       });
       // A fresh seed per request; the key itself refuses any (seed, block) pair it has seen before.
       const p: Prepared = { K, blocks, seed: randomSeed(), plaintextBits };
-      const out = await Promise.all(Array.from({ length: p.blocks }, (_, blk) => pool.encryptValues(fm, p.seed, blk, p.plaintextBits[blk])));
+      const out = await settleAll(Array.from({ length: p.blocks }, (_, blk) => pool.encryptValues(fm, p.seed, blk, p.plaintextBits[blk])));
+      consumed = true; // every block read all its values (and zeroed them)
       return this.finish(T, partCols, p, out);
     } finally {
-      pool.releaseFeatureMajor(fm);
+      pool.releaseFeatureMajor(fm, consumed);
     }
   }
 
