@@ -240,13 +240,13 @@ export class CryptoPool {
       for (let t0 = 0; t0 < T; t0 += per) {
         parts.push(this.run({ op: 'featureMajor', values: src, T, K, t0, tn: Math.min(per, T - t0), out, tokenL1, wipeSource: true }));
       }
-      await settleAll(parts);
+      await settleAll(parts); // the workers have zeroed the staged values
       return { values: out, T, K, tokenL1: Float64Array.from(tokenL1) };
     } catch (e) {
+      src.fill(0);
       this.releaseFeatureMajor({ values: out, T, K, tokenL1 });
       throw e;
     } finally {
-      src.fill(0); // already zero unless a task failed
       this.buffers.release(staging);
       this.buffers.release(l1);
     }
