@@ -9,11 +9,11 @@
  * from node:crypto. The upload is the same function of (seed, messages, noise) as the single
  * thread path. Idle workers are unref'd, so an open pool never keeps the process alive.
  *
- * The client's hot paths (featureMajor + encryptValues, decryptSum) keep the calling thread to one
- * WebAssembly pass over the inputs and dispatching: inputs and outputs live in SharedArrayBuffers
- * that the workers read and write in place (encryption straight from the feature rows, result
- * transposes and K-chunk sums on the workers), and the server's result rows, when not already
- * shared, are copied once into reused staging buffers just before their task runs.
+ * The client's hot paths (featureMajor + encryptValues, decryptSum) keep the calling thread to
+ * copies and dispatching: inputs and outputs live in SharedArrayBuffers that the workers read and
+ * write in place (the feature-major transposition, encryption straight from the feature rows,
+ * result transposes and K-chunk sums all on the workers), and the server's result rows, when not
+ * already shared, are copied once into reused staging buffers just before their task runs.
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
