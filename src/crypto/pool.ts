@@ -264,7 +264,8 @@ export class CryptoPool {
   /**
    * Encrypts column block blockIndex of values prepared by featureMajor (reuse them for all blocks
    * of a request): each worker copies its features' token rows straight into its kernel. Same seed
-   * rule as encryptBlock.
+   * rule as encryptBlock. The upload is returned where the workers wrote it, in this pool's shared
+   * memory (no copy): give its buffer back with buffers.release once it has been sent.
    */
   async encryptValues(fm: FeatureMajorValues, seed: Uint8Array, blockIndex: number, plaintextBits = this.params.plaintextBits): Promise<Uint8Array> {
     const n = this.params.ringDegree;
@@ -276,21 +277,21 @@ export class CryptoPool {
     SecretKey.claimSeed(this.key, Buffer.from(seed).toString('hex'), blockIndex);
     const ob = uploadBytes(this.params);
     const per = Math.max(1, Math.min(TASK_POLYS, Math.ceil(K / this.threads)));
-    // The workers write their ranges straight into one shared upload; each range is copied out for
-    // the caller as soon as it is done, while the other workers go on.
+    // The workers write their ranges straight into one shared upload.
     const buf = this.buffers.acquire(K * n * ob);
     const out = new Uint8Array(buf);
-    const upload = new Uint8Array(K * n * ob);
     const parts: Promise<unknown>[] = [];
     for (let p0 = 0; p0 < K; p0 += per) {
       const np = Math.min(per, K - p0);
-      const range = [p0 * n * ob, (p0 + np) * n * ob];
-      parts.push(this.run({ op: 'encryptValues', values, T, K, d: np, seed, blockIndex, polyStart: p0, plaintextBits, out })
-        .then(() => upload.set(out.subarray(range[0], range[1]), range[0])));
+      parts.push(this.run({ op: 'encryptValues', values, T, K, d: np, seed, blockIndex, polyStart: p0, plaintextBits, out }));
     }
-    await settleAll(parts);
-    this.buffers.release(buf);
-    return upload;
+    try {
+      await settleAll(parts);
+    } catch (e) {
+      this.buffers.release(buf);
+      throw e;
+    }
+    return out;
   }
 
   /**

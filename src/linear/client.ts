@@ -54,6 +54,14 @@ export class HeLinearClient {
   private pool: Promise<CryptoPool> | null = null;
   /** P' per block of every request this client encrypted (client memory only, see PendingProduct). */
   private readonly requestBits = new WeakMap<EncryptedInput, number[]>();
+  /**
+   * Uploads of the *Async requests live in the pool's shared memory (see releaseRequest). A request
+   * dropped without releaseRequest gives its memory back when it is garbage-collected.
+   */
+  private readonly uploads = new WeakMap<EncryptedInput, { pool: CryptoPool; buffers: SharedArrayBuffer[] }>();
+  private readonly dropped = new FinalizationRegistry<{ pool: CryptoPool; buffers: SharedArrayBuffer[] }>(({ pool, buffers }) => {
+    for (const b of buffers) pool.buffers.release(b);
+  });
 
   constructor(opts: HeClientOptions = {}) {
     this.params = opts.params ?? paramsById(1);
@@ -140,12 +148,37 @@ export class HeLinearClient {
       });
       // A fresh seed per request; the key itself refuses any (seed, block) pair it has seen before.
       const p: Prepared = { K, blocks, seed: randomSeed(), plaintextBits };
-      const out = await settleAll(Array.from({ length: p.blocks }, (_, blk) => pool.encryptValues(fm, p.seed, blk, p.plaintextBits[blk])));
+      const settled = await Promise.allSettled(Array.from({ length: p.blocks }, (_, blk) => pool.encryptValues(fm, p.seed, blk, p.plaintextBits[blk])));
+      const out = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+      const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+      if (failed) {
+        for (const u of out) pool.buffers.release(u.buffer as SharedArrayBuffer);
+        throw failed.reason;
+      }
       consumed = true; // every block read all its values (and zeroed them)
-      return this.finish(T, partCols, p, out);
+      const request = this.finish(T, partCols, p, out);
+      const owned = { pool, buffers: out.map((u) => u.buffer as SharedArrayBuffer) };
+      this.uploads.set(request, owned);
+      this.dropped.register(request, owned, request);
+      return request;
     } finally {
       pool.releaseFeatureMajor(fm, consumed);
     }
+  }
+
+  /**
+   * Gives the upload memory of a request from the *Async methods back for reuse, once the request
+   * has been sent (or answered): its blocks are emptied and must not be used afterwards, nor any
+   * view taken of them. Without this call the memory returns when the request is garbage-collected;
+   * with it, the next request reuses it at once (no fresh allocation, no copy). Other requests: no-op.
+   */
+  releaseRequest(request: EncryptedInput): void {
+    const owned = this.uploads.get(request);
+    if (!owned) return;
+    this.uploads.delete(request);
+    this.dropped.unregister(request);
+    request.blocks = [];
+    for (const b of owned.buffers) owned.pool.buffers.release(b);
   }
 
   /** The plaintext widths (one per column block) this client used for `request`. */

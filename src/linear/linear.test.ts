@@ -405,6 +405,18 @@ test('async client API on the worker pool: same results as the synchronous path,
     const pending = await client.encryptForwardAsync(xf, 64, C);
     const ans = await server.forward('g', pending.request);
     assert.deepEqual(await client.decryptForwardAsync(pending, ans, scales), client.decryptForward(pending, ans, scales));
+
+    // releaseRequest: the answer still decrypts, the blocks are gone, the next request reuses the memory
+    const uploadBuffer = req.blocks[0].buffer;
+    client.releaseRequest(req);
+    assert.equal(req.blocks.length, 0);
+    assert.deepEqual(await client.decryptIntegersAsync(req, res, rows), got);
+    await assert.rejects(server.forward('g', req), /column blocks/);
+    const next = await client.encryptIntegersAsync(x, T, [C]);
+    assert.ok(next.blocks.some((b) => b.buffer === uploadBuffer), 'the released upload memory is reused');
+    const again = await client.decryptIntegersAsync(next, await server.forward('g', next), rows);
+    parts.forEach((p, j) => assertWithinBound(again[j], exactForward(x, T, p), T, p.rows, rowSqNorms(p), key, `reused memory, part ${j}`));
+    client.releaseRequest(client.encryptIntegers(x, T, [C])); // not from the pool: nothing to release
   } finally {
     assert.deepEqual(await client.close(), [0, 0]);
   }

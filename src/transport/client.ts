@@ -461,6 +461,7 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
       const pending = await this.he.encryptForwardAsync(x.subarray(t0 * C, t1 * C), t1 - t0, C);
       this.cryptoMs += performance.now() - c0;
       const res = await this.roundTrip('forward', layer, group, pending.request);
+      this.he.releaseRequest(pending.request); // sent and answered: its upload memory serves the next one
       c0 = performance.now();
       const ys = await this.he.decryptForwardAsync(pending, res, wScales);
       this.cryptoMs += performance.now() - c0;
@@ -489,6 +490,7 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
       const pending = await this.he.encryptBackwardAsync(slice, t1 - t0, wScales);
       this.cryptoMs += performance.now() - c0;
       const res = await this.roundTrip('backward', layer, group, pending.request);
+      this.he.releaseRequest(pending.request);
       c0 = performance.now();
       const dx = await this.he.decryptBackwardAsync(pending, res, C);
       this.cryptoMs += performance.now() - c0;
