@@ -300,9 +300,11 @@ export class CryptoPool {
    * acc[(t0 + t)*rows + o] = sum_k y_k[o*N + t]. acc must be backed by a SharedArrayBuffer: the
    * workers write their row ranges in place (disjoint ranges; calls for different blocks touch
    * disjoint tokens). Shared a, b are read in place; others are copied once per row range.
+   * onRows(r0, nr), if given, runs in this thread as soon as rows [r0, r0 + nr) of those tokens
+   * are final (to consume the results while the other ranges are still being decrypted).
    */
   async decryptSum(a: readonly Uint32Array[], b: readonly Uint32Array[], rows: number, plaintextBits: number,
-    acc: Int32Array | Float64Array, t0: number, tn: number): Promise<void> {
+    acc: Int32Array | Float64Array, t0: number, tn: number, onRows?: (r0: number, nr: number) => void): Promise<void> {
     const n = this.params.ringDegree;
     if (!(Number.isInteger(rows) && rows >= 1)) throw new Error(`helora: row count must be a positive integer, got ${rows}`);
     if (a.length < 1 || a.length !== b.length) throw new Error(`helora: ${a.length} a parts for ${b.length} b parts`);
@@ -322,7 +324,8 @@ export class CryptoPool {
     for (let r0 = 0; r0 < rows; r0 += per) {
       const nr = Math.min(per, rows - r0);
       if (shared) {
-        parts.push(this.run({ op: 'decryptSum', a: [...a], b: [...b], rows, r0, nr, sliced: false, plaintextBits, acc, t0, tn }));
+        parts.push(this.run({ op: 'decryptSum', a: [...a], b: [...b], rows, r0, nr, sliced: false, plaintextBits, acc, t0, tn })
+          .then(() => onRows?.(r0, nr)));
       } else {
         // Copied into a reused shared staging buffer when the task is about to run.
         const req: CryptoRequest = { op: 'decryptSum', a: [], b: [], rows, r0, nr, sliced: true, plaintextBits, acc, t0, tn };
@@ -338,7 +341,7 @@ export class CryptoPool {
             req.b.push(sb);
           }
           job.done = () => this.buffers.release(buf);
-        }));
+        }).then(() => onRows?.(r0, nr)));
       }
     }
     await settleAll(parts);

@@ -6,7 +6,9 @@ import {
   choosePlaintextBits, CryptoPool, encodeFeatures, decryptBlock, encryptBlock, paramsById, maxInnerDim, randomSeed, SecretKey, type RlweParams,
 } from '../crypto/index.js';
 import { addTokensInto, maxTokenL1 } from '../crypto/encode.js';
-import { DEFAULT_ACT_BITS, dequantizeBackward, dequantizeForward, prepareBackwardInput, quantizePerToken } from '../quant/quantize.js';
+import {
+  DEFAULT_ACT_BITS, dequantizeBackward, dequantizeBackwardRange, dequantizeForward, dequantizeForwardRange, prepareBackwardInput, quantizePerToken,
+} from '../quant/quantize.js';
 import { blockCount, featureChunks } from './layout.js';
 import { settleAll } from '../util/settle.js';
 import type { EncryptedInput, EncryptedOutput } from './types.js';
@@ -35,6 +37,14 @@ export interface HeClientOptions {
   adaptivePlaintext?: boolean;
   /** Worker threads for the *Async methods (default: one per core); the pool starts on first use. */
   threads?: number;
+}
+
+/** What withDecryptedShared's caller keeps of the shared results (see there). */
+interface SharedResultConsumer<R> {
+  /** Before the first range; wide: the results are Float64Array (else Int32Array). */
+  start(wide: boolean): void;
+  range(results: IntegerResult[], j: number, t0: number, tn: number, r0: number, nr: number): void;
+  finish(): R;
 }
 
 /** An upload ready for the server, plus what the client keeps to decrypt the answer. */
@@ -239,15 +249,26 @@ export class HeLinearClient {
 
   /** decryptIntegers on the worker pool (all cores). */
   async decryptIntegersAsync(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[], plaintextBits?: readonly number[]): Promise<IntegerResult[]> {
-    return this.withDecryptedShared(request, response, expectedRows, plaintextBits, (results) => results.map((r) => r.slice()));
+    let outs: IntegerResult[] = [];
+    return this.withDecryptedShared(request, response, expectedRows, plaintextBits, {
+      start: (wide) => { outs = expectedRows.map((rows) => (wide ? new Float64Array(request.T * rows) : new Int32Array(request.T * rows))); },
+      range: (results, j, t0, tn, r0, nr) => {
+        const rows = expectedRows[j];
+        const src = results[j], dst = outs[j];
+        for (let t = t0; t < t0 + tn; t++) dst.set(src.subarray(t * rows + r0, t * rows + r0 + nr), t * rows + r0);
+      },
+      finish: () => outs,
+    });
   }
 
   /**
-   * Decrypts on the pool into shared scratch results, hands them to use() and then reuses their
-   * memory: use() must copy what it keeps (see util/shared-buffers.ts).
+   * Decrypts on the pool into shared scratch results and lets `consume` take what it keeps: range()
+   * for each (output j, tokens [t0, t0 + tn), rows [r0, r0 + nr)) as soon as it is final, while
+   * the rest is still being decrypted; then finish(). The scratch memory is reused afterwards, so
+   * consume must copy (see util/shared-buffers.ts).
    */
   private async withDecryptedShared<R>(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[],
-    plaintextBits: readonly number[] | undefined, use: (results: IntegerResult[]) => R): Promise<R> {
+    plaintextBits: readonly number[] | undefined, consume: SharedResultConsumer<R>): Promise<R> {
     const N = this.params.ringDegree;
     const { terms, blocks, bits } = this.checkAnswer(request, response, expectedRows, plaintextBits);
     const pool = await this.getPool();
@@ -257,6 +278,7 @@ export class HeLinearClient {
     const buffers = expectedRows.map((rows) => pool.buffers.acquire(request.T * rows * (wide ? 8 : 4)));
     try {
       const results = buffers.map((b) => (wide ? new Float64Array(b) : new Int32Array(b)));
+      consume.start(wide);
       const jobs: Promise<void>[] = [];
       for (let blk = 0; blk < blocks; blk++) {
         const row = response.blocks[blk];
@@ -264,11 +286,12 @@ export class HeLinearClient {
         const tn = Math.min(N, request.T - t0);
         expectedRows.forEach((rows, j) => {
           const cs = row.slice(j * terms, (j + 1) * terms);
-          jobs.push(pool.decryptSum(cs.map((c) => c.a), cs.map((c) => c.b), rows, bits[blk], results[j], t0, tn));
+          jobs.push(pool.decryptSum(cs.map((c) => c.a), cs.map((c) => c.b), rows, bits[blk], results[j], t0, tn,
+            (r0, nr) => consume.range(results, j, t0, tn, r0, nr)));
         });
       }
       await settleAll(jobs); // every task done before the buffers go back
-      return use(results);
+      return consume.finish();
     } finally {
       for (const b of buffers) pool.buffers.release(b);
     }
@@ -296,8 +319,15 @@ export class HeLinearClient {
 
   async decryptForwardAsync(pending: PendingProduct, response: EncryptedOutput, wScales: Float32Array[]): Promise<Float32Array[]> {
     const rows = wScales.map((s) => s.length);
-    return this.withDecryptedShared(pending.request, response, rows, pending.plaintextBits,
-      (acc) => acc.map((a, j) => dequantizeForward(a, pending.scales, wScales[j], pending.request.T, rows[j])));
+    const T = pending.request.T;
+    if (pending.scales.length !== T) throw new Error(`helora: ${pending.scales.length} token scales for ${T} tokens`);
+    if (rows.some((r) => r < 1)) throw new Error('helora: every output needs at least one row (weight scale)');
+    const ys = rows.map((r) => new Float32Array(T * r));
+    return this.withDecryptedShared(pending.request, response, rows, pending.plaintextBits, {
+      start: () => undefined,
+      range: (acc, j, t0, tn, r0, nr) => dequantizeForwardRange(acc[j], pending.scales, wScales[j], rows[j], ys[j], t0, tn, r0, nr),
+      finish: () => ys,
+    });
   }
 
   /** Backward: dy_j (T x rows_j) stacked, the weight scales folded in, quantized per token jointly. */
@@ -322,8 +352,14 @@ export class HeLinearClient {
   }
 
   async decryptBackwardAsync(pending: PendingProduct, response: EncryptedOutput, C: number): Promise<Float32Array> {
-    return this.withDecryptedShared(pending.request, response, [C], pending.plaintextBits,
-      ([acc]) => dequantizeBackward(acc, pending.scales, pending.request.T, C));
+    const T = pending.request.T;
+    if (pending.scales.length !== T) throw new Error(`helora: ${pending.scales.length} token scales for ${T} tokens`);
+    const dx = new Float32Array(T * C);
+    return this.withDecryptedShared(pending.request, response, [C], pending.plaintextBits, {
+      start: () => undefined,
+      range: (acc, _j, t0, tn, r0, nr) => dequantizeBackwardRange(acc[0], pending.scales, C, dx, t0, tn, r0, nr),
+      finish: () => dx,
+    });
   }
 
   /** Worker threads of the *Async methods (0 until the pool has started). */

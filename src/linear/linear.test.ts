@@ -405,6 +405,11 @@ test('async client API on the worker pool: same results as the synchronous path,
     const pending = await client.encryptForwardAsync(xf, 64, C);
     const ans = await server.forward('g', pending.request);
     assert.deepEqual(await client.decryptForwardAsync(pending, ans, scales), client.decryptForward(pending, ans, scales));
+    // and the backward, consumed range by range as well
+    const dys = parts.map((p) => Float32Array.from({ length: 64 * p.rows }, (_, i) => Math.cos(i * 0.7)));
+    const back = await client.encryptBackwardAsync(dys, 64, scales);
+    const backAns = await server.backward('g', back.request);
+    assert.deepEqual(await client.decryptBackwardAsync(back, backAns, C), client.decryptBackward(back, backAns, C));
 
     // releaseRequest: the answer still decrypts, the blocks are gone, the next request reuses the memory
     const uploadBuffer = req.blocks[0].buffer;

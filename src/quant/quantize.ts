@@ -185,12 +185,21 @@ export function dequantizeForward(
   checkLen(xScales, T, 'activation scales');
   checkLen(sw, OC, 'weight scales');
   const y = new Float32Array(T * OC);
-  for (let t = 0; t < T; t++) {
+  dequantizeForwardRange(acc, xScales, sw, OC, y, 0, T, 0, OC);
+  return y;
+}
+
+/**
+ * dequantizeForward for tokens [t0, t0 + tn) and outputs [o0, o0 + on) only, into y (T x OC): for
+ * consuming results as their row ranges arrive. The caller has checked the shapes.
+ */
+export function dequantizeForwardRange(acc: Int32Array | Float64Array, xScales: Float32Array, sw: Float32Array, OC: number,
+  y: Float32Array, t0: number, tn: number, o0: number, on: number): void {
+  for (let t = t0; t < t0 + tn; t++) {
     const sx = xScales[t];
     const base = t * OC;
-    for (let o = 0; o < OC; o++) y[base + o] = (acc[base + o] * sx) * sw[o];
+    for (let o = o0; o < o0 + on; o++) y[base + o] = (acc[base + o] * sx) * sw[o];
   }
-  return y;
 }
 
 /** Quantizes the backward input dy[t,o] * sw[o] per token (the weight scale folded in, see top). */
@@ -219,12 +228,18 @@ export function dequantizeBackward(acc: Int32Array | Float64Array, dyScales: Flo
   checkLen(acc, T * C, 'accumulator');
   checkLen(dyScales, T, 'gradient scales');
   const dx = new Float32Array(T * C);
-  for (let t = 0; t < T; t++) {
+  dequantizeBackwardRange(acc, dyScales, C, dx, 0, T, 0, C);
+  return dx;
+}
+
+/** dequantizeBackward for tokens [t0, t0 + tn) and inputs [i0, i0 + n) only, into dx (T x C); shapes checked by the caller. */
+export function dequantizeBackwardRange(acc: Int32Array | Float64Array, dyScales: Float32Array, C: number,
+  dx: Float32Array, t0: number, tn: number, i0: number, n: number): void {
+  for (let t = t0; t < t0 + tn; t++) {
     const s = dyScales[t];
     const base = t * C;
-    for (let i = 0; i < C; i++) dx[base + i] = acc[base + i] * s;
+    for (let i = i0; i < i0 + n; i++) dx[base + i] = acc[base + i] * s;
   }
-  return dx;
 }
 
 function checkWeights(wq: QuantizedWeights): void {
