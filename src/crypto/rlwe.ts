@@ -16,10 +16,10 @@
  * (Delta' = 2^(logQ - P')); the client picks the smallest safe P' per block from its own inputs
  * (noise.ts choosePlaintextBits) and keeps it: the server never needs Delta, so P' is never sent.
  *
- * The a*s products run in build/wasm/ntt.wasm (src/kernels/ntt.ts). Encryption: exact NTT products
- * over two 30-bit primes with CRT (a has 44 bits), fused with noise sampling, rounding and byte
- * packing. Decryption: a double-precision FFT (a has 32 bits, so the product is exact after
- * rounding: fftProductErrorBound), two transforms per row instead of four.
+ * The a*s products run in build/wasm/ntt.wasm (src/kernels/ntt.ts) by double-precision FFT, exact
+ * after rounding (fftProductErrorBound). Encryption: the 44-bit masks of two polynomials split into
+ * three products (six transforms), fused with noise sampling, rounding and byte packing.
+ * Decryption: a has 32 bits, two transforms per row. A two-prime NTT is the exact reference.
  */
 import { randomFillSync } from 'node:crypto';
 import { nttKernel, NTT_MAX_A_BITS, NTT_MAX_N, type MessageArray, type MessageType, type NttKernel } from '../kernels/ntt.js';
@@ -28,7 +28,7 @@ import { logDeltaFor } from './noise.js';
 import { logDelta, MASK_BYTES, uploadBytes, type RlweParams } from './params.js';
 import { gaussianMagnitudeCdt, MaskStream, randomSeed, SEED_BYTES } from './sampling.js';
 
-/** Polynomials per kernel call (scratch ~1.4 MB at N = 2048: stays in L2/L3). */
+/** Polynomials per kernel call (scratch ~1.4 MB at N = 2048: stays in L2/L3); even, for the kernel's pairs. */
 const ENCRYPT_CHUNK_POLYS = 16;
 const DECRYPT_CHUNK_ROWS = 256;
 
