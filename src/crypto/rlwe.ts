@@ -213,7 +213,7 @@ export function decryptAccumulate(params: RlweParams, key: SecretKey, aOut: read
     k.transpose();
     const dst = r0 + c0;
     for (let t = 0; t < tn; t++) acc.set(v.yT.subarray(t * cn, (t + 1) * cn), (t0 + t) * rows + dst);
-    v.y.fill(0);
-    v.yT.fill(0);
+    // y and yT stay in the kernel's scratch until the next task overwrites them, like acc in the
+    // caller's reused result memory: process memory only, never sent (no extra wipe pass here).
   }
 }
