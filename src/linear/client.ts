@@ -65,12 +65,12 @@ export class HeLinearClient {
   /** P' per block of every request this client encrypted (client memory only, see PendingProduct). */
   private readonly requestBits = new WeakMap<EncryptedInput, number[]>();
   /**
-   * Uploads of the *Async requests live in the pool's shared memory (see releaseRequest). A request
-   * dropped without releaseRequest gives its memory back when it is garbage-collected.
+   * Uploads of the *Async requests live in the pool's shared memory (see releaseRequest). An upload
+   * dropped without releaseRequest gives its memory back once its block view is garbage-collected.
    */
-  private readonly uploads = new WeakMap<EncryptedInput, { pool: CryptoPool; buffers: SharedArrayBuffer[] }>();
-  private readonly dropped = new FinalizationRegistry<{ pool: CryptoPool; buffers: SharedArrayBuffer[] }>(({ pool, buffers }) => {
-    for (const b of buffers) pool.buffers.release(b);
+  private readonly uploads = new WeakMap<EncryptedInput, { pool: CryptoPool; blocks: Uint8Array[] }>();
+  private readonly dropped = new FinalizationRegistry<{ pool: CryptoPool; buffer: SharedArrayBuffer }>(({ pool, buffer }) => {
+    pool.buffers.release(buffer);
   });
 
   constructor(opts: HeClientOptions = {}) {
@@ -167,9 +167,8 @@ export class HeLinearClient {
       }
       consumed = true; // every block read all its values (and zeroed them)
       const request = this.finish(T, partCols, p, out);
-      const owned = { pool, buffers: out.map((u) => u.buffer as SharedArrayBuffer) };
-      this.uploads.set(request, owned);
-      this.dropped.register(request, owned, request);
+      this.uploads.set(request, { pool, blocks: out });
+      for (const u of out) this.dropped.register(u, { pool, buffer: u.buffer as SharedArrayBuffer }, u);
       return request;
     } finally {
       pool.releaseFeatureMajor(fm, consumed);
@@ -179,16 +178,19 @@ export class HeLinearClient {
   /**
    * Gives the upload memory of a request from the *Async methods back for reuse, once the request
    * has been sent (or answered): its blocks are emptied and must not be used afterwards, nor any
-   * view taken of them. Without this call the memory returns when the request is garbage-collected;
-   * with it, the next request reuses it at once (no fresh allocation, no copy). Other requests: no-op.
+   * view taken of them. Without this call the memory returns when the block arrays are
+   * garbage-collected (so a view taken of a block must not outlive the block itself); with it, the
+   * next request reuses it at once (no fresh allocation, no copy). Other requests: no-op.
    */
   releaseRequest(request: EncryptedInput): void {
     const owned = this.uploads.get(request);
     if (!owned) return;
     this.uploads.delete(request);
-    this.dropped.unregister(request);
     request.blocks = [];
-    for (const b of owned.buffers) owned.pool.buffers.release(b);
+    for (const u of owned.blocks) {
+      this.dropped.unregister(u);
+      owned.pool.buffers.release(u.buffer as SharedArrayBuffer);
+    }
   }
 
   /** The plaintext widths (one per column block) this client used for `request`. */

@@ -1,12 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { RLWE_N2048_Q44, SecretKey, encodeFeatures, encryptBlock, randomSeed, resultErrorBound, resultNoiseStd } from '../crypto/index.js';
 import { quantizePerToken, quantizeWeightsPerChannel } from '../quant/quantize.js';
 import { accumulateBlock, HeLinearClient } from './client.js';
 import { rowSqNorms, stackedColSqNorms } from './layout.js';
 import { HeLinearServer } from './server.js';
 import { QuantizedGroup } from './plain.js';
-import type { Int8Matrix } from './types.js';
+import type { EncryptedInput, Int8Matrix } from './types.js';
+
+v8.setFlagsFromString('--expose-gc'); // for the test of dropped uploads
 
 const params = RLWE_N2048_Q44;
 const N = params.ringDegree;
@@ -306,7 +310,10 @@ test('adaptive plaintext width: minimal and safe for +-127 inputs, exact for tin
   // A wrong width for a block decrypts to a scaled result, not the product.
   const [wrong] = client.decryptIntegers(req2, await server.forward('g', req2), [w.rows], [bits2[0], bits2[1] - 1]);
   const want2 = exactForward(x2, T2, w);
-  assert.ok(Math.abs(wrong[N * w.rows] - want2[N * w.rows]) > 1000);
+  // (one value alone can be small when its weight row happens to sum near zero: count them all)
+  let off = 0;
+  for (let i = N * w.rows; i < T2 * w.rows; i++) if (Math.abs(wrong[i] - want2[i]) > 1000) off++;
+  assert.ok(off > 0.8 * 10 * w.rows, `only ${off} of ${10 * w.rows} values of the wrongly decoded block are off`);
 });
 
 test('measured noise matches the model at several plaintext widths (error scales with 2^(P\'-P))', async () => {
@@ -422,6 +429,18 @@ test('async client API on the worker pool: same results as the synchronous path,
     const again = await client.decryptIntegersAsync(next, await server.forward('g', next), rows);
     parts.forEach((p, j) => assertWithinBound(again[j], exactForward(x, T, p), T, p.rows, rowSqNorms(p), key, `reused memory, part ${j}`));
     client.releaseRequest(client.encryptIntegers(x, T, [C])); // not from the pool: nothing to release
+
+    // an upload dropped without releaseRequest returns to the pool once collected
+    let dropped: EncryptedInput | null = await client.encryptIntegersAsync(x.subarray(0, 64 * C), 64, [C]);
+    const droppedBuffer = dropped.blocks[0].buffer;
+    dropped = null;
+    const gc = vm.runInNewContext('gc') as () => void;
+    for (let i = 0; i < 5; i++) {
+      gc();
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const after = await client.encryptIntegersAsync(x.subarray(0, 64 * C), 64, [C]);
+    assert.ok(after.blocks[0].buffer === droppedBuffer, 'the collected upload memory is reused');
   } finally {
     assert.deepEqual(await client.close(), [0, 0]);
   }
