@@ -476,7 +476,8 @@ export function decryptRows(nRows: i32, a: usize, b: usize, sh: i32, y: usize): 
 // Products by double-precision FFT.
 //
 // Decryption needs c = a*s mod 2^32 for 32-bit a; encryption splits its 44-bit a into a signed
-// low word and a 12-bit rest (splitMask44), two such products. Over the integers
+// low word and a 12-bit rest (splitMask44), two such products, or takes two polynomials at a time
+// with three (splitMask34, in the encryption section). Over the integers
 // |a*s| < 2^31 * N, so a floating-point convolution that is accurate to better than 1/2 gives the
 // exact product after rounding (the error bound, fftProductErrorBound, and its measurement live in
 // src/kernels/ntt.ts and ntt.test.ts). A real
