@@ -41,8 +41,6 @@ export interface HeClientOptions {
 
 /** What withDecryptedShared's caller keeps of the shared results (see there). */
 interface SharedResultConsumer<R> {
-  /** Before the first range; wide: the results are Float64Array (else Int32Array). */
-  start(wide: boolean): void;
   range(results: IntegerResult[], j: number, t0: number, tn: number, r0: number, nr: number): void;
   finish(): R;
 }
@@ -251,12 +249,13 @@ export class HeLinearClient {
 
   /** decryptIntegers on the worker pool (all cores). */
   async decryptIntegersAsync(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[], plaintextBits?: readonly number[]): Promise<IntegerResult[]> {
-    let outs: IntegerResult[] = [];
+    const outs: IntegerResult[] = [];
     return this.withDecryptedShared(request, response, expectedRows, plaintextBits, {
-      start: (wide) => { outs = expectedRows.map((rows) => (wide ? new Float64Array(request.T * rows) : new Int32Array(request.T * rows))); },
       range: (results, j, t0, tn, r0, nr) => {
         const rows = expectedRows[j];
-        const src = results[j], dst = outs[j];
+        const src = results[j];
+        // ordinary memory of the shared result's type (Int32Array, or Float64Array when wide)
+        const dst = outs[j] ??= src instanceof Float64Array ? new Float64Array(src.length) : new Int32Array(src.length);
         for (let t = t0; t < t0 + tn; t++) dst.set(src.subarray(t * rows + r0, t * rows + r0 + nr), t * rows + r0);
       },
       finish: () => outs,
@@ -280,7 +279,6 @@ export class HeLinearClient {
     const buffers = expectedRows.map((rows) => pool.buffers.acquire(request.T * rows * (wide ? 8 : 4)));
     try {
       const results = buffers.map((b) => (wide ? new Float64Array(b) : new Int32Array(b)));
-      consume.start(wide);
       const jobs: Promise<void>[] = [];
       for (let blk = 0; blk < blocks; blk++) {
         const row = response.blocks[blk];
@@ -326,7 +324,6 @@ export class HeLinearClient {
     if (rows.some((r) => r < 1)) throw new Error('helora: every output needs at least one row (weight scale)');
     const ys = rows.map((r) => new Float32Array(T * r));
     return this.withDecryptedShared(pending.request, response, rows, pending.plaintextBits, {
-      start: () => undefined,
       range: (acc, j, t0, tn, r0, nr) => dequantizeForwardRange(acc[j], pending.scales, wScales[j], rows[j], ys[j], t0, tn, r0, nr),
       finish: () => ys,
     });
@@ -358,7 +355,6 @@ export class HeLinearClient {
     if (pending.scales.length !== T) throw new Error(`helora: ${pending.scales.length} token scales for ${T} tokens`);
     const dx = new Float32Array(T * C);
     return this.withDecryptedShared(pending.request, response, [C], pending.plaintextBits, {
-      start: () => undefined,
       range: (acc, _j, t0, tn, r0, nr) => dequantizeBackwardRange(acc[0], pending.scales, C, dx, t0, tn, r0, nr),
       finish: () => dx,
     });
