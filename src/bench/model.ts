@@ -21,10 +21,8 @@ import { benchLogger, flag, intOption, printResult, runBench } from './common.js
 import { matmulForward } from '../kernels/matmul-f32.js';
 import { KernelPool } from '../kernels/pool.js';
 import { parseConfig, type LlamaConfig } from '../model/config.js';
-import {
-  LocalFp32Provider, LocalQuantizedProvider, PROJECTION_GROUPS, groupShapes, groupWeights,
-  type FrozenLinearProvider, type ProjectionGroup, type TensorMap,
-} from '../model/frozen.js';
+import { LocalFp32Provider, LocalQuantizedProvider, groupWeights, type FrozenLinearProvider, type TensorMap } from '../model/frozen.js';
+import { groupShapes, PROJECTION_GROUPS, type ProjectionGroup } from '../model/projections.js';
 import { DEFAULT_ACT_BITS, dequantizeBackward, dequantizeForward, prepareBackwardInput, quantizePerToken } from '../quant/quantize.js';
 import { stackBackwardInput } from '../linear/client.js';
 import type { QuantizedGroup } from '../linear/plain.js';

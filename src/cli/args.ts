@@ -1,7 +1,7 @@
 // Argument parsers shared by the helora commands: clear commander errors for malformed values.
 
 import { InvalidArgumentError } from 'commander';
-import { ALL_LORA_MODULES, type LoraModule } from '../model/lora.js';
+import { isProjectionName, PROJECTION_NAMES, type ProjectionName } from '../model/projections.js';
 
 export function positiveInt(v: string): number {
   const n = Number(v);
@@ -39,11 +39,11 @@ export function port(v: string): number {
   return n;
 }
 
-export function targets(v: string): LoraModule[] {
+export function targets(v: string): ProjectionName[] {
   const list = v.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
   if (list.length === 0) throw new InvalidArgumentError('expected a comma-separated list of modules');
   for (const t of list) {
-    if (!(ALL_LORA_MODULES as readonly string[]).includes(t)) throw new InvalidArgumentError(`unknown module "${t}" (choose from ${ALL_LORA_MODULES.join(',')})`);
+    if (!isProjectionName(t)) throw new InvalidArgumentError(`unknown module "${t}" (choose from ${PROJECTION_NAMES.join(',')})`);
   }
-  return list as LoraModule[];
+  return list as ProjectionName[];
 }

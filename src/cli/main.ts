@@ -8,7 +8,7 @@ import { serve, SERVE_DEFAULT_RATE } from './serve.js';
 import { runTrain, TRAIN_DEFAULTS, TRAIN_MODES, type TrainMode } from './train.js';
 import { generateCommand } from './generate-cmd.js';
 import { runDemo, DEMO_DEFAULTS } from './demo.js';
-import type { LoraModule } from '../model/lora.js';
+import type { ProjectionName } from '../model/projections.js';
 import { registerPretrainCommand } from './pretrain.js';
 import { nonNegativeInt, nonNegativeNumber, port, positiveInt, positiveNumber, probability, targets } from './args.js';
 
@@ -68,7 +68,7 @@ program
   .addOption(new Option('--stop-after <n>', 'stop after this many steps without finishing the run (testing crash recovery)').argParser(positiveInt).hideHelp())
   .action(async (o: {
     server?: string; model: string; data: string; out: string; mode: TrainMode; steps?: number; epochs?: number; batchTokens: number; gradAccum: number;
-    lr: number; warmup: number; schedule: 'cosine' | 'linear' | 'constant'; rank: number; alpha: number; dropout: number; targets: LoraModule[]; seed: number;
+    lr: number; warmup: number; schedule: 'cosine' | 'linear' | 'constant'; rank: number; alpha: number; dropout: number; targets: ProjectionName[]; seed: number;
     token?: string; expectHash?: string; ca?: string; resume: boolean; checkpointEvery: number; progress: boolean; stopAfter?: number;
   }) => {
     const r = await runTrain({ ...o, ca: o.ca !== undefined ? readFileSync(o.ca, 'utf8') : undefined });

@@ -17,7 +17,8 @@ import type { LlamaConfig } from '../model/config.js';
 import { LocalFp32Provider, LocalQuantizedProvider, type FrozenLinearProvider, type TensorMap } from '../model/frozen.js';
 import { LlamaModel } from '../model/llama.js';
 import { loadModelFolder } from '../model/loader.js';
-import { ALL_LORA_MODULES, LoraAdapter, type LoraModule } from '../model/lora.js';
+import { LoraAdapter } from '../model/lora.js';
+import { isProjectionName, parseProjectionWeightName, PROJECTION_NAMES, type ProjectionName } from '../model/projections.js';
 import { readSafetensorsHeader } from '../model/safetensors.js';
 import { loadTokenizer, type TextTokenizer } from '../model/tokenizer.js';
 import { makeSchedule, type ScheduleOptions } from '../train/optim.js';
@@ -58,7 +59,7 @@ export interface TrainOptions {
   rank: number;
   alpha: number;
   dropout: number;
-  targets: LoraModule[];
+  targets: ProjectionName[];
   seed: number;
   resume: boolean;
   checkpointEvery: number;
@@ -86,7 +87,7 @@ export const TRAIN_DEFAULTS = {
   rank: 8,
   alpha: 16,
   dropout: 0.05,
-  targets: [...ALL_LORA_MODULES],
+  targets: [...PROJECTION_NAMES],
   seed: 0,
   checkpointEvery: 10,
 };
@@ -110,7 +111,7 @@ export interface TrainResult {
   remote: RemoteStats | null;
 }
 
-const PROJECTION_RE = /^model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)\.weight$/;
+const isProjectionWeight = (tensorName: string): boolean => parseProjectionWeightName(tensorName) !== null;
 
 /** Whether the folder's safetensors files hold the projection weights (a client may ship without them). */
 export function folderHasProjections(dir: string): boolean {
@@ -118,9 +119,9 @@ export function folderHasProjections(dir: string): boolean {
   try {
     if (existsSync(index)) {
       const j = JSON.parse(readFileSync(index, 'utf8')) as { weight_map?: Record<string, string> };
-      return Object.keys(j.weight_map ?? {}).some((n) => PROJECTION_RE.test(n));
+      return Object.keys(j.weight_map ?? {}).some(isProjectionWeight);
     }
-    return [...readSafetensorsHeader(join(dir, 'model.safetensors')).keys()].some((n) => PROJECTION_RE.test(n));
+    return [...readSafetensorsHeader(join(dir, 'model.safetensors')).keys()].some(isProjectionWeight);
   } catch {
     return false;
   }
@@ -128,7 +129,7 @@ export function folderHasProjections(dir: string): boolean {
 
 /** Loads what the client computes itself; with projections, also the projection weights. */
 export function loadClientModel(dir: string, withProjections: boolean): { config: LlamaConfig; tensors: TensorMap } {
-  return loadModelFolder(dir, withProjections ? undefined : (n) => !PROJECTION_RE.test(n));
+  return loadModelFolder(dir, withProjections ? undefined : (n) => !isProjectionWeight(n));
 }
 
 export function checkTrainOptions(o: TrainOptions): void {
@@ -153,7 +154,7 @@ export function checkTrainOptions(o: TrainOptions): void {
   if (!(o.dropout >= 0 && o.dropout < 1)) throw new Error(`helora: --dropout must be in [0, 1), got ${o.dropout}`);
   if (o.targets.length === 0) throw new Error('helora: --targets needs at least one module');
   for (const t of o.targets) {
-    if (!ALL_LORA_MODULES.includes(t)) throw new Error(`helora: unknown LoRA target ${JSON.stringify(t)} (expected some of ${ALL_LORA_MODULES.join(',')})`);
+    if (!isProjectionName(t)) throw new Error(`helora: unknown LoRA target ${JSON.stringify(t)} (expected some of ${PROJECTION_NAMES.join(',')})`);
   }
   if (o.expectHash !== undefined && !/^[0-9a-f]{64}$/i.test(o.expectHash)) throw new Error('helora: --expect-hash must be 64 hex characters (the sha256 the server prints)');
 }

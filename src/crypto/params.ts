@@ -76,7 +76,13 @@ export const RLWE_N2048_Q44: RlweParams = Object.freeze({
   securityBits: 128,
 });
 
-const PARAMS_BY_ID: ReadonlyMap<number, RlweParams> = new Map([[RLWE_N2048_Q44.id, RLWE_N2048_Q44]]);
+/** Every parameter set this build knows (the wire accepts exactly these ids). */
+export const PARAMETER_SETS: readonly RlweParams[] = Object.freeze([RLWE_N2048_Q44]);
+
+/** The set servers run and clients expect unless told otherwise. */
+export const DEFAULT_PARAMS: RlweParams = RLWE_N2048_Q44;
+
+const PARAMS_BY_ID: ReadonlyMap<number, RlweParams> = new Map(PARAMETER_SETS.map((p) => [p.id, p]));
 
 /** The parameter set with this wire id; throws on an unknown id. */
 export function paramsById(id: number): RlweParams {
@@ -90,12 +96,19 @@ export function logDelta(params: RlweParams): number {
   return params.logQ - params.plaintextBits;
 }
 
-/** Bytes per coefficient of an expanded mask a (48-bit little endian, low logQ bits used). */
-export const MASK_BYTES = 6;
+/** Bytes per coefficient of an expanded mask a (little endian, low logQ bits used): 6 for logQ 44. */
+export function maskBytes(params: RlweParams): number {
+  return Math.ceil(params.logQ / 8);
+}
 
 /** Bytes per uploaded coefficient of b (uploadBits rounded up to bytes). */
 export function uploadBytes(params: RlweParams): number {
   return Math.ceil(params.uploadBits / 8);
+}
+
+/** Bytes per downloaded coefficient of each result part (downloadBits rounded up to bytes). */
+export function downloadBytes(params: RlweParams): number {
+  return Math.ceil(params.downloadBits / 8);
 }
 
 /**

@@ -25,16 +25,18 @@ import { randomFillSync } from 'node:crypto';
 import { nttKernel, NTT_MAX_A_BITS, NTT_MAX_N, type MessageArray, type MessageType, type NttKernel } from '../kernels/ntt.js';
 import { SecretKey } from './keys.js';
 import { logDeltaFor } from './noise.js';
-import { logDelta, MASK_BYTES, uploadBytes, type RlweParams } from './params.js';
+import { logDelta, maskBytes, uploadBytes, type RlweParams } from './params.js';
 import { gaussianMagnitudeCdt, MaskStream, randomSeed, SEED_BYTES } from './sampling.js';
 
 /** Polynomials per kernel call (scratch ~1.4 MB at N = 2048: stays in L2/L3); even, for the kernel's pairs. */
 const ENCRYPT_CHUNK_POLYS = 16;
 const DECRYPT_CHUNK_ROWS = 256;
+/** The client kernel reads every mask coefficient as one 6-byte little-endian word. */
+const MASK_WORD_BYTES = 6;
 
 function checkParams(params: RlweParams, key: SecretKey): void {
   if (key.params.id !== params.id) throw new Error(`helora: key belongs to parameter set ${key.params.name}, not ${params.name}`);
-  if (params.ringDegree > NTT_MAX_N || params.logQ > NTT_MAX_A_BITS || params.logQ > 8 * MASK_BYTES) {
+  if (params.ringDegree > NTT_MAX_N || params.logQ > NTT_MAX_A_BITS || maskBytes(params) !== MASK_WORD_BYTES) {
     throw new Error(`helora: parameter set ${params.name} is outside what the NTT kernel supports`);
   }
   if (params.downloadBits !== 32) throw new Error(`helora: decryption kernel needs downloadBits = 32, set ${params.name} has ${params.downloadBits}`);
@@ -119,7 +121,7 @@ export function encryptRangeInto<M extends MessageArray>(params: RlweParams, key
   if (out.length !== d * n * ob) throw new Error(`helora: upload buffer has ${out.length} bytes, expected ${d * n * ob}`);
   // |m| < 2^(P'-1) (checked inside the kernel, which is free there)
   const lim = 2 ** (plaintextBits - 1);
-  const stream = new MaskStream(seed, blockIndex, polyStart * n * MASK_BYTES);
+  const stream = new MaskStream(seed, blockIndex, polyStart * n * maskBytes(params));
   const k = kernelFor(params, key);
   const upShift = params.logQ - params.uploadBits;
   // The messages left in the kernel scratch are cleared at the end: the first chunk's view covers

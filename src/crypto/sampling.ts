@@ -3,7 +3,7 @@
  * Gaussian errors, and the AES-128-CTR mask expansion.
  */
 import { createCipheriv, randomBytes, randomFillSync } from 'node:crypto';
-import { MASK_BYTES, type RlweParams } from './params.js';
+import { maskBytes, type RlweParams } from './params.js';
 
 /**
  * Bytes of a mask seed (the AES-128 key). The seed travels in the clear: the mask only has to be
@@ -144,11 +144,11 @@ export class MaskStream {
 }
 
 /**
- * The masks a_i (i < d) of one column block: d*N*6 bytes; coefficient (i, t) at byte 6(i*N + t)
- * is the 48-bit little-endian integer there, masked to its low logQ bits by the reader.
+ * The masks a_i (i < d) of one column block: d*N*maskBytes bytes; coefficient (i, t) at byte
+ * maskBytes*(i*N + t) is the little-endian integer there (48 bits for logQ 44), masked to its low logQ bits by the reader.
  * This is exactly what the server expands from the seed.
  */
 export function expandMask(params: RlweParams, seed: Uint8Array, blockIndex: number, d: number): Uint8Array {
   if (!(Number.isInteger(d) && d >= 1 && d <= 1 << 20)) throw new Error(`helora: mask row count d must be in [1, 2^20], got ${d}`);
-  return new MaskStream(seed, blockIndex).next(d * params.ringDegree * MASK_BYTES);
+  return new MaskStream(seed, blockIndex).next(d * params.ringDegree * maskBytes(params));
 }

@@ -6,8 +6,7 @@ export {
   matmulForwardReference, matmulBackwardInputReference, matmulBackwardWeightReference,
 } from './matmul-f32.js';
 export {
-  ZqWeights, zqMatmul, zqMatmulReference,
-  ZQ_LOG_Q, ZQ_B_SHIFT, ZQ_DROP_BITS, ZQ_A_BYTES, ZQ_B_BYTES, ZQ_MAX_ABS_W,
+  ZqWeights, zqMatmul, zqMatmulReference, zqLayout, kernelLayout, ZQ_MAX_ABS_W, type ZqModulus, type ZqLayout,
 } from './zq-matmul.js';
 export { KernelPool } from './pool.js';
 export { loadWasmModule, instantiateWasm, wasmPath, WasmHeap } from './wasm.js';

@@ -5,6 +5,7 @@
 import { parentPort } from 'node:worker_threads';
 import { KernelEngine } from './engine.js';
 import type { PoolEnvelope, PoolReply, PoolRequest, PoolResult } from './pool-protocol.js';
+import { ZQ_KERNEL_LAYOUT } from './zq-matmul.js';
 
 interface Int8Shard { kind: 'int8'; ptr: number; rows: number; cols: number }
 interface F32Shard { kind: 'f32'; w: Float32Array; rows: number; cols: number; aForm: number; bForm: number }
@@ -42,7 +43,7 @@ function handle(req: PoolRequest): { result: PoolResult; transfer: ArrayBuffer[]
       const w = new Int8Array(M * K).fill(1);
       const wp = engine.packInt8(w, M, K, false);
       engine.gemmInt8Packed(wp, M, K, new Int8Array(K * N).fill(1), N);
-      engine.zqPacked(wp, M, K, new Uint8Array(K * N * 6), new Uint8Array(K * N * 5), N, new Uint32Array(M * N), new Uint32Array(M * N));
+      engine.zqPacked(wp, M, K, new Uint8Array(K * N * ZQ_KERNEL_LAYOUT.aBytes), new Uint8Array(K * N * ZQ_KERNEL_LAYOUT.bBytes), N, new Uint32Array(M * N), new Uint32Array(M * N));
       const f = new Float32Array(M * K).fill(1);
       const ap = engine.packF32A({ data: f, offset: 0, si: K, sj: 1 }, M, K, false);
       const bp = engine.packF32B({ data: f, offset: 0, si: 1, sj: K }, K, M, false);

@@ -5,7 +5,7 @@ import { zqMatmulReference } from './zq-matmul.js';
 import { gemmInt8Reference } from './gemm-int8.js';
 import { gemmF32Reference } from './gemm-f32.js';
 import { matmulForwardReference, matmulBackwardInputReference } from './matmul-f32.js';
-import { randBytes, randW } from './test-data.js';
+import { randBytes, randW, TEST_MODULUS as M } from './test-data.js';
 
 function randF32(n: number): Float32Array {
   const a = new Float32Array(n);
@@ -25,15 +25,15 @@ test('KernelPool computes every op like the references (3 workers, uneven shards
     for (const [rows, cols, N] of [[13, 37, 16], [2, 9, 8], [22, 50, 24]] as const) {
       const w = randW(rows * cols), a = randBytes(cols * N * 6), b = randBytes(cols * N * 5);
       const h = await pool.registerZq(w, rows, cols);
-      const got = await pool.zqMatmul(h, a, b, N);
+      const got = await pool.zqMatmul(M, h, a, b, N);
       const ar = new Uint32Array(rows * N), br = new Uint32Array(rows * N);
-      zqMatmulReference(w, rows, cols, a, b, N, ar, br);
+      zqMatmulReference(M, w, rows, cols, a, b, N, ar, br);
       assert.deepEqual(got.aOut, ar);
       assert.deepEqual(got.bOut, br);
       // Registered weights stay resident: a second call with new inputs (as Node Buffers, as from a socket).
       const a2 = Buffer.from(randBytes(cols * N * 6)), b2 = Buffer.from(randBytes(cols * N * 5));
-      const got2 = await pool.zqMatmul(h, a2, b2, N);
-      zqMatmulReference(w, rows, cols, a2, b2, N, ar, br);
+      const got2 = await pool.zqMatmul(M, h, a2, b2, N);
+      zqMatmulReference(M, w, rows, cols, a2, b2, N, ar, br);
       assert.deepEqual(got2.aOut, ar);
       assert.deepEqual(got2.bOut, br);
     }
@@ -62,10 +62,10 @@ test('KernelPool computes every op like the references (3 workers, uneven shards
     const rows = 8, cols = 16, N = 8, w = randW(rows * cols);
     const h = await pool.registerZq(w, rows, cols);
     const ins = [0, 1, 2, 3].map(() => [randBytes(cols * N * 6), randBytes(cols * N * 5)] as const);
-    const outs = await Promise.all(ins.map(([a, b]) => pool.zqMatmul(h, a, b, N)));
+    const outs = await Promise.all(ins.map(([a, b]) => pool.zqMatmul(M, h, a, b, N)));
     outs.forEach((o, i) => {
       const ar = new Uint32Array(rows * N), br = new Uint32Array(rows * N);
-      zqMatmulReference(w, rows, cols, ins[i]![0], ins[i]![1], N, ar, br);
+      zqMatmulReference(M, w, rows, cols, ins[i]![0], ins[i]![1], N, ar, br);
       assert.deepEqual(o.aOut, ar);
       assert.deepEqual(o.bOut, br);
     });
@@ -77,10 +77,10 @@ test('KernelPool computes every op like the references (3 workers, uneven shards
 test('KernelPool validates handles and shapes, and refuses work after close', async () => {
   const pool = await KernelPool.create(2);
   const h = await pool.registerZq(randW(12), 3, 4);
-  await assert.rejects(pool.zqMatmul(h, new Uint8Array(4 * 8 * 6 - 1), new Uint8Array(4 * 8 * 5), 8), /aBytes has/);
-  await assert.rejects(pool.zqMatmul(h + 100, new Uint8Array(4 * 8 * 6), new Uint8Array(4 * 8 * 5), 8), /no int8 weights with handle/);
+  await assert.rejects(pool.zqMatmul(M, h, new Uint8Array(4 * 8 * 6 - 1), new Uint8Array(4 * 8 * 5), 8), /aBytes has/);
+  await assert.rejects(pool.zqMatmul(M, h + 100, new Uint8Array(4 * 8 * 6), new Uint8Array(4 * 8 * 5), 8), /no int8 weights with handle/);
   await assert.rejects(pool.gemmF32(h, new Float32Array(4), 1), /no f32 weights/);
   await assert.rejects(pool.registerZq(Int8Array.from([-128]), 1, 1), /\|W\| <= 127/);
   await pool.close();
-  await assert.rejects(pool.zqMatmul(h, new Uint8Array(4 * 8 * 6), new Uint8Array(4 * 8 * 5), 8), /closed/);
+  await assert.rejects(pool.zqMatmul(M, h, new Uint8Array(4 * 8 * 6), new Uint8Array(4 * 8 * 5), 8), /closed/);
 });

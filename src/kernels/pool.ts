@@ -15,7 +15,7 @@ import { checkInt8Shapes } from './gemm-int8.js';
 import { SharedBuffers } from '../util/shared-buffers.js';
 import { settleAll } from '../util/settle.js';
 import type { PoolEnvelope, PoolReply, PoolRequest, PoolResult } from './pool-protocol.js';
-import { checkWeights, checkZqCall } from './zq-matmul.js';
+import { checkWeights, checkZqCall, kernelLayout, type ZqModulus } from './zq-matmul.js';
 
 interface Pending { resolve: (r: PoolResult) => void; reject: (e: Error) => void }
 
@@ -157,10 +157,10 @@ export class KernelPool {
   }
 
   /** The encrypted product (see zq-matmul.ts) over registered weights, rows sharded over the workers. */
-  async zqMatmul(handle: number, aBytes: Uint8Array, bBytes: Uint8Array, N: number): Promise<{ aOut: Uint32Array; bOut: Uint32Array }> {
+  async zqMatmul(modulus: ZqModulus, handle: number, aBytes: Uint8Array, bBytes: Uint8Array, N: number): Promise<{ aOut: Uint32Array; bOut: Uint32Array }> {
     this.live();
     const r = this.get(handle, 'int8');
-    checkZqCall(r.rows, r.cols, aBytes, bBytes, N);
+    checkZqCall(kernelLayout(modulus), r.rows, r.cols, aBytes, bBytes, N);
     const a = this.share(aBytes, Uint8Array);
     const b = this.share(bBytes, Uint8Array);
     // The workers write their rows straight into shared scratch; the caller gets ordinary memory.

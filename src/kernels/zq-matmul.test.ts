@@ -1,14 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ZqWeights, zqMatmul, zqMatmulReference } from './zq-matmul.js';
-import { randBytes, randW } from './test-data.js';
+import { randBytes, randW, TEST_MODULUS as M } from './test-data.js';
 
 
 function both(w: Int8Array, rows: number, cols: number, a: Uint8Array, b: Uint8Array, N: number): void {
   const ao = new Uint32Array(rows * N), bo = new Uint32Array(rows * N);
   const ar = new Uint32Array(rows * N), br = new Uint32Array(rows * N);
-  zqMatmul(ZqWeights.pack(w, rows, cols), a, b, N, ao, bo);
-  zqMatmulReference(w, rows, cols, a, b, N, ar, br);
+  zqMatmul(M, ZqWeights.pack(w, rows, cols), a, b, N, ao, bo);
+  zqMatmulReference(M, w, rows, cols, a, b, N, ar, br);
   let bad = 0;
   for (let i = 0; i < ao.length; i++) if (ao[i] !== ar[i] || bo[i] !== br[i]) bad++;
   assert.equal(bad, 0, `${rows}x${cols} N=${N}: ${bad} mismatches`);
@@ -35,7 +35,7 @@ test('zqMatmulReference agrees with BigInt arithmetic', () => {
   const w = randW(rows * cols), a = randBytes(cols * N * 6), b = randBytes(cols * N * 5);
   a.fill(0xff, 0, 60); b.fill(0xff, 0, 50);
   const ar = new Uint32Array(rows * N), br = new Uint32Array(rows * N);
-  zqMatmulReference(w, rows, cols, a, b, N, ar, br);
+  zqMatmulReference(M, w, rows, cols, a, b, N, ar, br);
   for (let o = 0; o < rows; o++) {
     for (let t = 0; t < N; t++) assert.deepEqual([ar[o * N + t], br[o * N + t]], bigintOne(w, cols, a, b, N, o, t));
   }
@@ -79,8 +79,8 @@ test('zqMatmul ignores the top 4 bits of each 48-bit a word', () => {
   for (let j = 0; j < cols * N; j++) a2[j * 6 + 5] = a2[j * 6 + 5]! ^ 0xf0;
   const W = ZqWeights.pack(w, rows, cols);
   const o1 = new Uint32Array(rows * N), o2 = new Uint32Array(rows * N), p1 = new Uint32Array(rows * N), p2 = new Uint32Array(rows * N);
-  zqMatmul(W, a, b, N, o1, p1);
-  zqMatmul(W, a2, b, N, o2, p2);
+  zqMatmul(M, W, a, b, N, o1, p1);
+  zqMatmul(M, W, a2, b, N, o2, p2);
   assert.deepEqual(o1, o2);
   assert.deepEqual(p1, p2);
 });
@@ -88,11 +88,12 @@ test('zqMatmul ignores the top 4 bits of each 48-bit a word', () => {
 test('zqMatmul validates its inputs', () => {
   const W = ZqWeights.pack(randW(6), 2, 3);
   const out = () => new Uint32Array(2 * 8);
-  assert.throws(() => zqMatmul(W, new Uint8Array(3 * 12 * 6), new Uint8Array(3 * 12 * 5), 12, new Uint32Array(24), new Uint32Array(24)), /multiple of 8/);
-  assert.throws(() => zqMatmul(W, new Uint8Array(3 * 8 * 6 - 1), new Uint8Array(3 * 8 * 5), 8, out(), out()), /aBytes has/);
-  assert.throws(() => zqMatmul(W, new Uint8Array(3 * 8 * 6), new Uint8Array(3 * 8 * 5 + 1), 8, out(), out()), /bBytes has/);
-  assert.throws(() => zqMatmul(W, new Uint8Array(3 * 8 * 6), new Uint8Array(3 * 8 * 5), 8, new Uint32Array(15), out()), /aOut has/);
-  assert.throws(() => zqMatmul(W, new Uint8Array(3 * 8 * 6), new Uint8Array(3 * 8 * 5), 8, out(), out(), 48, 8, 16), /supports only logQ=44/);
+  assert.throws(() => zqMatmul(M, W, new Uint8Array(3 * 12 * 6), new Uint8Array(3 * 12 * 5), 12, new Uint32Array(24), new Uint32Array(24)), /multiple of 8/);
+  assert.throws(() => zqMatmul(M, W, new Uint8Array(3 * 8 * 6 - 1), new Uint8Array(3 * 8 * 5), 8, out(), out()), /aBytes has/);
+  assert.throws(() => zqMatmul(M, W, new Uint8Array(3 * 8 * 6), new Uint8Array(3 * 8 * 5 + 1), 8, out(), out()), /bBytes has/);
+  assert.throws(() => zqMatmul(M, W, new Uint8Array(3 * 8 * 6), new Uint8Array(3 * 8 * 5), 8, new Uint32Array(15), out()), /aOut has/);
+  assert.throws(() => zqMatmul({ ...M, logQ: 48, uploadBits: 40, downloadBits: 32 }, W, new Uint8Array(3 * 8 * 6), new Uint8Array(3 * 8 * 5), 8, out(), out()), /limb plan only for logQ 44/);
+  assert.throws(() => zqMatmul({ ...M, downloadBits: 36 }, W, new Uint8Array(3 * 8 * 6), new Uint8Array(3 * 8 * 5), 8, out(), out()), /limb plan only for/);
   assert.throws(() => ZqWeights.pack(Int8Array.from([1, -128]), 1, 2), /\|W\| <= 127/);
   assert.throws(() => ZqWeights.pack(new Int8Array(5), 2, 3), /expected rows\*cols = 6/);
 });

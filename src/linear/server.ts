@@ -6,8 +6,9 @@
 //          arrive stacked the same way, so the sum is one GEMM too.
 // Products whose K exceeds the plaintext headroom are split into K-chunk terms (layout.ts).
 
-import { expandMask, MASK_BYTES, maxInnerDim, paramsById, uploadBytes, type RlweParams } from '../crypto/index.js';
-import { ZqWeights, zqMatmul } from '../kernels/zq-matmul.js';
+import { DEFAULT_PARAMS, expandMask, maskBytes, maxInnerDim, uploadBytes, type RlweParams } from '../crypto/index.js';
+import { DEFAULT_ACT_BITS, WEIGHT_BITS } from '../quant/quantize.js';
+import { ZqWeights, zqMatmul, type ZqModulus } from '../kernels/zq-matmul.js';
 import type { KernelPool } from '../kernels/pool.js';
 import { blockCount, featureChunks, type FeatureChunk } from './layout.js';
 import type { CipherMatrix, EncryptedInput, EncryptedOutput, Int8Matrix, ProductDirection } from './types.js';
@@ -15,7 +16,7 @@ import type { CipherMatrix, EncryptedInput, EncryptedOutput, Int8Matrix, Product
 /** Where the limb GEMMs run: this thread, or a worker pool holding the weights. */
 export interface ZqBackend {
   register(w: Int8Array, rows: number, cols: number): Promise<number>;
-  matmul(handle: number, aBytes: Uint8Array, bBytes: Uint8Array, N: number): Promise<CipherMatrixPair>;
+  matmul(modulus: ZqModulus, handle: number, aBytes: Uint8Array, bBytes: Uint8Array, N: number): Promise<CipherMatrixPair>;
 }
 interface CipherMatrixPair {
   aOut: Uint32Array;
@@ -30,11 +31,11 @@ export function localBackend(): ZqBackend {
       weights.push(ZqWeights.pack(w, rows, cols));
       return weights.length - 1;
     },
-    async matmul(handle, aBytes, bBytes, N) {
+    async matmul(modulus, handle, aBytes, bBytes, N) {
       const w = weights[handle];
       const aOut = new Uint32Array(w.rows * N);
       const bOut = new Uint32Array(w.rows * N);
-      zqMatmul(w, aBytes, bBytes, N, aOut, bOut);
+      zqMatmul(modulus, w, aBytes, bBytes, N, aOut, bOut);
       return { aOut, bOut };
     },
   };
@@ -44,7 +45,7 @@ export function localBackend(): ZqBackend {
 export function poolBackend(pool: KernelPool): ZqBackend {
   return {
     register: (w, rows, cols) => pool.registerZq(w, rows, cols),
-    matmul: (handle, aBytes, bBytes, N) => pool.zqMatmul(handle, aBytes, bBytes, N),
+    matmul: (modulus, handle, aBytes, bBytes, N) => pool.zqMatmul(modulus, handle, aBytes, bBytes, N),
   };
 }
 
@@ -76,14 +77,14 @@ export class HeLinearServer {
   private readonly groups = new Map<string, RegisteredGroup>();
 
   constructor(opts: HeServerOptions = {}) {
-    this.params = opts.params ?? paramsById(1);
-    this.actBits = opts.actBits ?? 8;
+    this.params = opts.params ?? DEFAULT_PARAMS;
+    this.actBits = opts.actBits ?? DEFAULT_ACT_BITS;
     this.backend = opts.backend ?? localBackend();
   }
 
   /** Largest K of one exact term for the configured bit widths. */
   get maxTermK(): number {
-    return maxInnerDim(this.params, this.actBits, 8);
+    return maxInnerDim(this.params, this.actBits, WEIGHT_BITS);
   }
 
   /** Registers the matrices of one group (all with the same input features) under a key. */
@@ -157,7 +158,7 @@ export class HeLinearServer {
     const K = expectedCols.reduce((s, c) => s + c, 0);
     const blocks = blockCount(input.T, N);
     if (input.blocks.length !== blocks) throw new Error(`helora: ${input.T} tokens need ${blocks} column blocks, got ${input.blocks.length}`);
-    const upBytes = uploadBytes(params);
+    const upBytes = uploadBytes(params), aBytes = maskBytes(params);
     for (const b of input.blocks) {
       if (b.length !== K * N * upBytes) throw new Error(`helora: column block has ${b.length} bytes, expected ${K * N * upBytes}`);
     }
@@ -168,8 +169,9 @@ export class HeLinearServer {
     for (let blk = 0; blk < blocks; blk++) {
       const mask = expandMask(params, input.seed, blk, K);
       const results: CipherMatrixPair[] = await Promise.all(chunks.map((c) => this.backend.matmul(
+        params,
         c.handle,
-        mask.subarray(c.chunk.start * N * MASK_BYTES, c.chunk.end * N * MASK_BYTES),
+        mask.subarray(c.chunk.start * N * aBytes, c.chunk.end * N * aBytes),
         input.blocks[blk].subarray(c.chunk.start * N * upBytes, c.chunk.end * N * upBytes),
         N,
       )));

@@ -8,10 +8,8 @@ import { matmulBackwardInput, matmulBackwardWeight, matmulForward } from '../ker
 import { quantizeWeightsPerChannel, DEFAULT_ACT_BITS } from '../quant/quantize.js';
 import { QuantizedGroup } from '../linear/plain.js';
 import type { LlamaConfig } from './config.js';
-
-/** Projections fused by shared input: qkv -> [q, k, v], o -> [o], gate_up -> [gate, up], down -> [down]. */
-export type ProjectionGroup = 'qkv' | 'o' | 'gate_up' | 'down';
-export const PROJECTION_GROUPS: readonly ProjectionGroup[] = ['qkv', 'o', 'gate_up', 'down'];
+import type { Parameter } from './parameter.js';
+import { groupMembers, groupShapes, PROJECTION_GROUPS, projectionWeightName, type ProjectionGroup } from './projections.js';
 
 export interface FrozenLinearProvider {
   /** y_j[T, out_j] = x[T, in] · W_j^T for each projection of the group. Biases are NOT included. */
@@ -24,31 +22,11 @@ export interface FrozenLinearProvider {
 export interface NamedTensor { shape: number[]; data: Float32Array }
 export type TensorMap = Map<string, NamedTensor>;
 
-/** HF module names of each group, in output order. */
-export const GROUP_MODULES: Record<ProjectionGroup, readonly string[]> = {
-  qkv: ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj'],
-  o: ['self_attn.o_proj'],
-  gate_up: ['mlp.gate_proj', 'mlp.up_proj'],
-  down: ['mlp.down_proj'],
-};
-
-/** [out, in] of every projection of a group for this config. */
-export function groupShapes(config: LlamaConfig, group: ProjectionGroup): [number, number][] {
-  const C = config.hiddenSize, I = config.intermediateSize;
-  const qDim = config.numHeads * config.headDim, kvDim = config.numKvHeads * config.headDim;
-  switch (group) {
-    case 'qkv': return [[qDim, C], [kvDim, C], [kvDim, C]];
-    case 'o': return [[C, qDim]];
-    case 'gate_up': return [[I, C], [I, C]];
-    case 'down': return [[C, I]];
-  }
-}
-
 /** Fetches and shape-checks the projection weights of one group of one layer. */
 export function groupWeights(config: LlamaConfig, tensors: TensorMap, layer: number, group: ProjectionGroup): Float32Array[] {
   const shapes = groupShapes(config, group);
-  return GROUP_MODULES[group].map((m, j) => {
-    const name = `model.layers.${layer}.${m}.weight`;
+  return groupMembers(group).map((m, j) => {
+    const name = projectionWeightName(layer, m);
     const t = tensors.get(name);
     if (!t) throw new Error(`helora: checkpoint has no tensor ${name}`);
     const [o, i] = shapes[j]!;
@@ -158,8 +136,6 @@ export class LocalQuantizedProvider extends LocalProvider<QuantizedGroup> {
   }
 }
 
-/** One trainable tensor (the `Param` shape of src/train/optim.ts). */
-export interface TrainableTensor { name: string; value: Float32Array; grad: Float32Array }
 
 /**
  * fp32 projection weights that are TRAINED (pretraining / full fine-tuning), in memory. Forward
@@ -171,7 +147,7 @@ export interface TrainableTensor { name: string; value: Float32Array; grad: Floa
 export class LocalTrainableProvider extends LocalFp32Provider {
   private readonly grads: Map<string, Float32Array[]> = new Map();
   private readonly inputs: Map<string, Float32Array> = new Map();
-  private readonly params: TrainableTensor[] = [];
+  private readonly params: Parameter[] = [];
 
   private constructor(config: LlamaConfig) { super(config); }
 
@@ -187,14 +163,14 @@ export class LocalTrainableProvider extends LocalFp32Provider {
         const gs = ws.map((w) => new Float32Array(w.length));
         p.weights.set(`${l}.${g}`, ws);
         p.grads.set(`${l}.${g}`, gs);
-        GROUP_MODULES[g].forEach((m, j) => p.params.push({ name: `model.layers.${l}.${m}.weight`, value: ws[j]!, grad: gs[j]! }));
+        groupMembers(g).forEach((m, j) => p.params.push({ name: projectionWeightName(l, m), value: ws[j]!, grad: gs[j]! }));
       }
     }
     return p;
   }
 
   /** Every projection weight with its gradient buffer, HF names, layer by layer. */
-  parameters(): TrainableTensor[] {
+  parameters(): Parameter[] {
     return this.params.slice();
   }
 

@@ -7,7 +7,8 @@ import { loadReferenceCase, relErr, runTorchReference, type ReferenceExpected } 
 import { loadModelFolder } from './loader.js';
 import { LocalFp32Provider, LocalQuantizedProvider } from './frozen.js';
 import { LlamaModel, type Batch } from './llama.js';
-import { LoraAdapter, mergeLora, type LoraModule } from './lora.js';
+import { LoraAdapter, mergeLora } from './lora.js';
+import type { ProjectionName } from './projections.js';
 import type { LoraTensors } from './peft.js';
 
 let dir = '';
@@ -163,7 +164,7 @@ test('bad inputs are rejected with helora errors', async () => {
   await assert.rejects(model.forward({ ...batch, tokens: batch.tokens.slice(1) }, null), /helora: batch tokens/);
   const bad = batch.tokens.slice(); bad[0] = config.vocabSize;
   await assert.rejects(model.forward({ ...batch, tokens: bad }, null), /helora: token id/);
-  assert.throws(() => LoraAdapter.create(config, { targetModules: ['bogus' as LoraModule] }), /helora: unknown LoRA target/);
+  assert.throws(() => LoraAdapter.create(config, { targetModules: ['bogus' as ProjectionName] }), /helora: unknown LoRA target/);
 });
 
 function loadCase(name: string) {

@@ -11,12 +11,14 @@ import { randomBytes } from 'node:crypto';
 import { matmulBackwardInput, matmulBackwardWeight, matmulForward } from '../kernels/matmul-f32.js';
 import type { LlamaConfig } from './config.js';
 import type { FrozenLinearProvider, TensorMap } from './frozen.js';
+import type { Parameter } from './parameter.js';
 import {
   attentionBackward, attentionForward, attentionForwardCached, countTargets, crossEntropyForward,
   crossEntropyForwardBackwardInPlace, embeddingForward, rmsnormBackward, rmsnormForward, ropeBackward,
   ropeForward, ropeInvFreq, ropeTables, swigluBackward, swigluForward,
 } from './layers.js';
-import { dropoutMask, loraKey, loraLinearBackward, loraLinearForward, type LoraAdapter, type LoraDropout, type LoraModule } from './lora.js';
+import { dropoutMask, loraKey, loraLinearBackward, loraLinearForward, type LoraAdapter, type LoraDropout } from './lora.js';
+import type { ProjectionName } from './projections.js';
 
 /** A packed micro-batch of T tokens (one or more sequences laid end to end). */
 export interface Batch {
@@ -52,12 +54,10 @@ interface LayerParams {
   vBias: Float32Array | null;
 }
 
-/** One trainable client-side tensor (the `Param` shape of src/train/optim.ts). */
-export interface ModelParameter { name: string; value: Float32Array; grad: Float32Array }
 
 /** A provider whose projection weights are trained too (LocalTrainableProvider). */
 interface TrainableProvider extends FrozenLinearProvider {
-  parameters(): ModelParameter[];
+  parameters(): Parameter[];
   zeroGrad(): void;
 }
 function isTrainable(p: FrozenLinearProvider): p is TrainableProvider {
@@ -71,7 +71,7 @@ interface FullGrads {
   lmHead: Float32Array;
   finalNorm: Float32Array;
   layers: LayerParams[];
-  params: ModelParameter[];
+  params: Parameter[];
 }
 
 export interface LlamaModelOptions {
@@ -89,7 +89,7 @@ interface LayerSaved {
   x2: Float32Array; rstd2: Float32Array;
   gate: Float32Array; up: Float32Array;
   /** LoRA h = dropout(x)·A^T per adapted module. */
-  h: Map<LoraModule, Float32Array>;
+  h: Map<ProjectionName, Float32Array>;
 }
 
 /** Per-layer key/value cache for generation (keys stored after RoPE). */
@@ -176,7 +176,7 @@ export class LlamaModel {
     const lmHead = this.config.tieWordEmbeddings ? embed : z(this.lmHead);
     const finalNorm = z(this.finalNorm);
     const layers = this.layers.map((p) => ({ inputNorm: z(p.inputNorm), postNorm: z(p.postNorm), qBias: zn(p.qBias), kBias: zn(p.kBias), vBias: zn(p.vBias) }));
-    const params: ModelParameter[] = [{ name: 'model.embed_tokens.weight', value: this.embed, grad: embed }];
+    const params: Parameter[] = [{ name: 'model.embed_tokens.weight', value: this.embed, grad: embed }];
     this.layers.forEach((p, l) => {
       const g = layers[l]!;
       const pre = `model.layers.${l}.`;
@@ -201,7 +201,7 @@ export class LlamaModel {
    * (fullGrads) followed by the provider's projection weights when the provider is trainable.
    * Values are the live weights: an optimizer step updates the model (and its tensor map).
    */
-  parameters(): ModelParameter[] {
+  parameters(): Parameter[] {
     if (!this.grads) throw new Error('helora: parameters() needs a model built with { fullGrads: true }');
     return [...this.grads.params, ...(isTrainable(this.provider) ? this.provider.parameters() : [])];
   }
@@ -247,13 +247,13 @@ export class LlamaModel {
   // ---------------------------------------------------------------------------------------------
   // One decoder block. x [T, C] is updated in place to the block output.
 
-  private drop(ctx: RunContext, layer: number, m: LoraModule, n: number): LoraDropout | null {
+  private drop(ctx: RunContext, layer: number, m: ProjectionName, n: number): LoraDropout | null {
     if (!ctx.dropSeed || !ctx.lora) return null;
     const p = ctx.lora.config.dropout;
     return { p, mask: dropoutMask(ctx.dropSeed, `lora-dropout ${loraKey(layer, m)}`, n, p) };
   }
 
-  private loraFwd(ctx: RunContext, layer: number, m: LoraModule, y: Float32Array, x: Float32Array, saved: LayerSaved | null): void {
+  private loraFwd(ctx: RunContext, layer: number, m: ProjectionName, y: Float32Array, x: Float32Array, saved: LayerSaved | null): void {
     const lora = ctx.lora;
     const pair = lora?.get(layer, m);
     if (!lora || !pair) return;
@@ -316,7 +316,7 @@ export class LlamaModel {
     return saved;
   }
 
-  private loraBwd(ctx: RunContext, l: number, m: LoraModule, dx: Float32Array | null, dy: Float32Array, x: () => Float32Array, s: LayerSaved): void {
+  private loraBwd(ctx: RunContext, l: number, m: ProjectionName, dx: Float32Array | null, dy: Float32Array, x: () => Float32Array, s: LayerSaved): void {
     const lora = ctx.lora;
     const pair = lora?.get(l, m);
     if (!lora || !pair) return;

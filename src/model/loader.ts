@@ -5,6 +5,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, unlinkSync,
 import { basename, join } from 'node:path';
 import { parseConfig, type LlamaConfig } from './config.js';
 import { readSafetensorsHeader, readTensors, shapeSize, writeSafetensors, type Tensor } from './safetensors.js';
+import { PROJECTION_NAMES, projectionShape, projectionWeightName } from './projections.js';
 
 /** JSON side files (config, index) larger than this are rejected before reading. */
 const MAX_JSON_BYTES = 64 * 1024 * 1024;
@@ -28,25 +29,19 @@ export function readJsonFile(path: string, what: string): unknown {
 
 /** Every tensor a Llama-family checkpoint of this config must hold, with its shape. */
 export function expectedTensorShapes(config: LlamaConfig): Map<string, number[]> {
-  const { hiddenSize: h, intermediateSize: m, numHeads, numKvHeads, headDim, vocabSize: v } = config;
+  const { hiddenSize: h, numHeads, numKvHeads, headDim, vocabSize: v } = config;
   const qDim = numHeads * headDim;
   const kvDim = numKvHeads * headDim;
   const shapes = new Map<string, number[]>();
   shapes.set('model.embed_tokens.weight', [v, h]);
   for (let i = 0; i < config.numLayers; i++) {
     const p = `model.layers.${i}.`;
-    shapes.set(p + 'self_attn.q_proj.weight', [qDim, h]);
-    shapes.set(p + 'self_attn.k_proj.weight', [kvDim, h]);
-    shapes.set(p + 'self_attn.v_proj.weight', [kvDim, h]);
-    shapes.set(p + 'self_attn.o_proj.weight', [h, qDim]);
+    for (const name of PROJECTION_NAMES) shapes.set(projectionWeightName(i, name), projectionShape(config, name));
     if (config.attentionBias) {
       shapes.set(p + 'self_attn.q_proj.bias', [qDim]);
       shapes.set(p + 'self_attn.k_proj.bias', [kvDim]);
       shapes.set(p + 'self_attn.v_proj.bias', [kvDim]);
     }
-    shapes.set(p + 'mlp.gate_proj.weight', [m, h]);
-    shapes.set(p + 'mlp.up_proj.weight', [m, h]);
-    shapes.set(p + 'mlp.down_proj.weight', [h, m]);
     shapes.set(p + 'input_layernorm.weight', [h]);
     shapes.set(p + 'post_attention_layernorm.weight', [h]);
   }

@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { LlamaConfig } from './config.js';
 import { loadAdapter, saveAdapter } from './peft.js';
-import { dropoutMask, LoraAdapter, loraLinearBackward, loraLinearForward, mergeLora, moduleShape, type LoraPair } from './lora.js';
+import { dropoutMask, LoraAdapter, loraLinearBackward, loraLinearForward, mergeLora, type LoraPair } from './lora.js';
+import { projectionShape } from './projections.js';
 
 const config: LlamaConfig = {
   architecture: 'llama', hiddenSize: 16, intermediateSize: 24, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 4,
@@ -126,14 +127,14 @@ test('mergeLora adds (alpha/r) B A to exactly the targeted weights', () => {
   const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
   for (let l = 0; l < config.numLayers; l++) {
     for (const m of ['q_proj', 'v_proj'] as const) {
-      const [o, i] = moduleShape(config, m);
+      const [o, i] = projectionShape(config, m);
       tensors.set(`model.layers.${l}.self_attn.${m}.weight`, { shape: [o, i], data: filled(o * i, (k) => wave(k, l)) });
     }
   }
   const merged = mergeLora(tensors, lora);
   assert.equal(merged.get('model.layers.0.self_attn.q_proj.weight'), tensors.get('model.layers.0.self_attn.q_proj.weight'));
   const w0 = tensors.get('model.layers.1.self_attn.v_proj.weight')!.data, w1 = merged.get('model.layers.1.self_attn.v_proj.weight')!.data;
-  const [o, inDim] = moduleShape(config, 'v_proj');
+  const [o, inDim] = projectionShape(config, 'v_proj');
   for (let r = 0; r < o; r++) {
     for (let c = 0; c < inDim; c++) {
       let d = 0;

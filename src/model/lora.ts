@@ -9,25 +9,18 @@ import { matmulBackwardInput, matmulBackwardWeight, matmulForward } from '../ker
 import type { LlamaConfig } from './config.js';
 import type { TensorMap } from './frozen.js';
 import type { LoraTensors } from './peft.js';
-
-export type LoraModule = 'q_proj' | 'k_proj' | 'v_proj' | 'o_proj' | 'gate_proj' | 'up_proj' | 'down_proj';
-export const ALL_LORA_MODULES: readonly LoraModule[] = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
-
-/** HF sub-module path of each projection inside a decoder layer. */
-export const MODULE_PATH: Record<LoraModule, string> = {
-  q_proj: 'self_attn.q_proj', k_proj: 'self_attn.k_proj', v_proj: 'self_attn.v_proj', o_proj: 'self_attn.o_proj',
-  gate_proj: 'mlp.gate_proj', up_proj: 'mlp.up_proj', down_proj: 'mlp.down_proj',
-};
+import type { Parameter } from './parameter.js';
+import { isProjectionName, PROJECTION_NAMES, projectionPath, projectionShape, projectionWeightName, type ProjectionName } from './projections.js';
 
 export interface LoraConfig {
   rank: number;
   alpha: number;
   /** Probability of zeroing an input feature of the LoRA branch during training (PEFT lora_dropout). */
   dropout: number;
-  targetModules: LoraModule[];
+  targetModules: ProjectionName[];
 }
 
-export const DEFAULT_LORA_CONFIG: LoraConfig = { rank: 8, alpha: 16, dropout: 0.05, targetModules: [...ALL_LORA_MODULES] };
+export const DEFAULT_LORA_CONFIG: LoraConfig = { rank: 8, alpha: 16, dropout: 0.05, targetModules: [...PROJECTION_NAMES] };
 
 /** One adapted projection: A [rank, inDim], B [outDim, rank], with gradients of the same shapes. */
 export interface LoraPair {
@@ -39,24 +32,10 @@ export interface LoraPair {
   outDim: number;
 }
 
-export interface LoraParameter { name: string; value: Float32Array; grad: Float32Array }
-
-/** [out, in] of a projection for this model. */
-export function moduleShape(config: LlamaConfig, m: LoraModule): [number, number] {
-  const C = config.hiddenSize, I = config.intermediateSize;
-  const qDim = config.numHeads * config.headDim, kvDim = config.numKvHeads * config.headDim;
-  switch (m) {
-    case 'q_proj': return [qDim, C];
-    case 'k_proj': case 'v_proj': return [kvDim, C];
-    case 'o_proj': return [C, qDim];
-    case 'gate_proj': case 'up_proj': return [I, C];
-    case 'down_proj': return [C, I];
-  }
-}
 
 /** Key of a projection in LoraTensors.layers: 'layers.{i}.self_attn.q_proj'. */
-export function loraKey(layer: number, m: LoraModule): string {
-  return `layers.${layer}.${MODULE_PATH[m]}`;
+export function loraKey(layer: number, m: ProjectionName): string {
+  return `layers.${layer}.${projectionPath(m)}`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -96,7 +75,7 @@ function checkLoraConfig(c: LoraConfig): void {
   if (!(c.dropout >= 0 && c.dropout < 1)) throw new Error(`helora: LoRA dropout must be in [0, 1), got ${c.dropout}`);
   if (c.targetModules.length === 0) throw new Error('helora: LoRA needs at least one target module');
   for (const m of c.targetModules) {
-    if (!ALL_LORA_MODULES.includes(m)) throw new Error(`helora: unknown LoRA target module '${m}' (expected one of ${ALL_LORA_MODULES.join(', ')})`);
+    if (!isProjectionName(m)) throw new Error(`helora: unknown LoRA target module '${m}' (expected one of ${PROJECTION_NAMES.join(', ')})`);
   }
 }
 
@@ -120,7 +99,7 @@ export class LoraAdapter {
     const seed = opts.seed === undefined ? randomBytes(32) : typeof opts.seed === 'string' ? Buffer.from(opts.seed, 'utf8') : opts.seed;
     for (let l = 0; l < modelConfig.numLayers; l++) {
       for (const m of full.targetModules) {
-        const [out, inp] = moduleShape(modelConfig, m);
+        const [out, inp] = projectionShape(modelConfig, m);
         const pair = ad.allocate(l, m, out, inp);
         const u = seededUint32(seed, `lora-init ${loraKey(l, m)}`, pair.A.length);
         const bound = 1 / Math.sqrt(inp);
@@ -132,14 +111,14 @@ export class LoraAdapter {
 
   /** Adapter from saved tensors (peft.ts loadAdapter), shapes validated against the model. */
   static fromTensors(modelConfig: LlamaConfig, t: LoraTensors): LoraAdapter {
-    const targets = t.targetModules.map((m) => m as LoraModule);
+    const targets = t.targetModules.map((m) => m as ProjectionName);
     const ad = new LoraAdapter(modelConfig, { rank: t.rank, alpha: t.alpha, dropout: t.dropout, targetModules: targets });
     for (let l = 0; l < modelConfig.numLayers; l++) {
       for (const m of targets) {
         const key = loraKey(l, m);
         const src = t.layers.get(key);
         if (!src) throw new Error(`helora: adapter has no weights for ${key}`);
-        const [out, inp] = moduleShape(modelConfig, m);
+        const [out, inp] = projectionShape(modelConfig, m);
         if (src.inDim !== inp || src.outDim !== out || src.A.length !== t.rank * inp || src.B.length !== out * t.rank) {
           throw new Error(`helora: adapter ${key} has A ${src.A.length} / B ${src.B.length} values (in ${src.inDim}, out ${src.outDim}), expected in ${inp}, out ${out}, rank ${t.rank}`);
         }
@@ -154,7 +133,7 @@ export class LoraAdapter {
     return ad;
   }
 
-  private allocate(layer: number, m: LoraModule, out: number, inp: number): LoraPair {
+  private allocate(layer: number, m: ProjectionName, out: number, inp: number): LoraPair {
     const r = this.config.rank;
     const pair: LoraPair = { A: new Float32Array(r * inp), B: new Float32Array(out * r), gradA: new Float32Array(r * inp), gradB: new Float32Array(out * r), inDim: inp, outDim: out };
     this.pairs.set(loraKey(layer, m), pair);
@@ -162,7 +141,7 @@ export class LoraAdapter {
   }
 
   /** The adapter of one projection, or undefined if it is not a target. */
-  get(layer: number, m: LoraModule): LoraPair | undefined {
+  get(layer: number, m: ProjectionName): LoraPair | undefined {
     return this.pairs.get(loraKey(layer, m));
   }
 
@@ -174,8 +153,8 @@ export class LoraAdapter {
   }
 
   /** Flat list for an optimizer, in a fixed order (layer, then module, A before B). */
-  parameters(): LoraParameter[] {
-    const out: LoraParameter[] = [];
+  parameters(): Parameter[] {
+    const out: Parameter[] = [];
     for (const [k, p] of this.pairs) {
       out.push({ name: `${k}.lora_A`, value: p.A, grad: p.gradA });
       out.push({ name: `${k}.lora_B`, value: p.B, grad: p.gradB });
@@ -259,7 +238,7 @@ export function mergeLora(tensors: TensorMap, lora: LoraAdapter): TensorMap {
   for (let l = 0; l < lora.modelConfig.numLayers; l++) {
     for (const m of lora.config.targetModules) {
       const pair = lora.get(l, m)!;
-      const name = `model.layers.${l}.${MODULE_PATH[m]}.weight`;
+      const name = projectionWeightName(l, m);
       const t = tensors.get(name);
       if (!t || t.data.length !== pair.outDim * pair.inDim) throw new Error(`helora: cannot merge LoRA into ${name}: missing or of the wrong size`);
       const w = new Float32Array(t.data);

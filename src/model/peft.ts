@@ -4,6 +4,7 @@
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { LlamaConfig } from './config.js';
+import { isProjectionName, PROJECTION_NAMES, PROJECTIONS, projectionShape, type ProjectionName } from './projections.js';
 import { readSafetensorsHeader, readTensors, writeSafetensors, type Tensor } from './safetensors.js';
 
 export interface LoraLayer {
@@ -25,8 +26,6 @@ export interface LoraTensors {
   layers: Map<string, LoraLayer>;
 }
 
-export const LORA_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
-const ATTN = new Set(['q_proj', 'k_proj', 'v_proj', 'o_proj']);
 /** Prefix PEFT gives every key of a causal-LM adapter (PeftModel -> LlamaForCausalLM -> LlamaModel). */
 const KEY_PREFIX = 'base_model.model.model.';
 const LAYER_KEY_RE = /^layers\.(0|[1-9]\d{0,5})\.(self_attn|mlp)\.([a-z_]+)$/;
@@ -39,29 +38,13 @@ function fail(msg: string): never {
 }
 
 /** Parse 'layers.3.self_attn.q_proj' -> { layer: 3, module: 'q_proj' }, checking the block matches the module. */
-export function parseLoraKey(key: string): { layer: number; module: string } {
+export function parseLoraKey(key: string): { layer: number; module: ProjectionName } {
   const m = LAYER_KEY_RE.exec(key);
   if (!m) fail(`bad LoRA layer key ${JSON.stringify(key)} (expected layers.<i>.self_attn.<q|k|v|o>_proj or layers.<i>.mlp.<gate|up|down>_proj)`);
   const [, layer, block, module] = m;
-  if (!(LORA_MODULES as readonly string[]).includes(module)) fail(`unsupported LoRA target module ${JSON.stringify(module)} in ${key}`);
-  if ((block === 'self_attn') !== ATTN.has(module)) fail(`module ${module} does not belong to block ${block} in ${key}`);
+  if (!isProjectionName(module)) fail(`unsupported LoRA target module ${JSON.stringify(module)} in ${key}`);
+  if (PROJECTIONS[module].block !== block) fail(`module ${module} does not belong to block ${block} in ${key}`);
   return { layer: Number(layer), module };
-}
-
-/** [inDim, outDim] of a projection in a model of this config. */
-export function projectionDims(config: LlamaConfig, module: string): [number, number] {
-  const h = config.hiddenSize;
-  const q = config.numHeads * config.headDim;
-  const kv = config.numKvHeads * config.headDim;
-  const m = config.intermediateSize;
-  switch (module) {
-    case 'q_proj': return [h, q];
-    case 'k_proj': case 'v_proj': return [h, kv];
-    case 'o_proj': return [q, h];
-    case 'gate_proj': case 'up_proj': return [h, m];
-    case 'down_proj': return [m, h];
-    default: fail(`unknown module ${module}`);
-  }
 }
 
 function validate(adapter: LoraTensors, config?: LlamaConfig): void {
@@ -70,7 +53,7 @@ function validate(adapter: LoraTensors, config?: LlamaConfig): void {
   if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha <= 0) fail(`alpha must be a positive finite number, got ${alpha}`);
   if (typeof dropout !== 'number' || !(dropout >= 0 && dropout < 1)) fail(`dropout must be in [0, 1), got ${dropout}`);
   if (!Array.isArray(targetModules) || targetModules.length === 0) fail('targetModules must be a non-empty list');
-  for (const t of targetModules) if (!(LORA_MODULES as readonly string[]).includes(t)) fail(`unsupported target module ${JSON.stringify(t)} (supported: ${LORA_MODULES.join(', ')})`);
+  for (const t of targetModules) if (!isProjectionName(t)) fail(`unsupported target module ${JSON.stringify(t)} (supported: ${PROJECTION_NAMES.join(', ')})`);
   if (new Set(targetModules).size !== targetModules.length) fail('targetModules has duplicates');
   if (adapter.layers.size === 0) fail('no LoRA layers');
   for (const [key, l] of adapter.layers) {
@@ -81,7 +64,7 @@ function validate(adapter: LoraTensors, config?: LlamaConfig): void {
     if (!(l.B instanceof Float32Array) || l.B.length !== l.outDim * rank) fail(`${key}: B must be a Float32Array of [out=${l.outDim}, r=${rank}]`);
     if (config) {
       if (layer >= config.numLayers) fail(`${key}: layer ${layer} does not exist (model has ${config.numLayers})`);
-      const [inDim, outDim] = projectionDims(config, module);
+      const [outDim, inDim] = projectionShape(config, module);
       if (l.inDim !== inDim || l.outDim !== outDim) fail(`${key}: dims ${l.inDim} -> ${l.outDim} do not match the model's ${inDim} -> ${outDim}`);
     }
   }
@@ -127,7 +110,7 @@ export function saveAdapter(dir: string, adapter: LoraTensors, baseModel: string
 function compareKeys(a: string, b: string): number {
   const pa = parseLoraKey(a);
   const pb = parseLoraKey(b);
-  return pa.layer - pb.layer || LORA_MODULES.indexOf(pa.module as never) - LORA_MODULES.indexOf(pb.module as never);
+  return pa.layer - pb.layer || PROJECTION_NAMES.indexOf(pa.module) - PROJECTION_NAMES.indexOf(pb.module);
 }
 
 function isEmptyish(v: unknown): boolean {

@@ -1,11 +1,13 @@
 import { test } from 'node:test';
+import { PARAMETER_SETS, RLWE_N2048_Q44 } from '../crypto/params.js';
+import { PROJECTION_GROUP_SPECS, PROJECTION_GROUPS, type ProjectionGroup } from '../model/projections.js';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import {
   WireError, type WireErrorCode, encodeEncryptedInput, decodeEncryptedInput, encodeEncryptedOutput, decodeEncryptedOutput,
-  encodeError, decodeError, decodeMessage, peekHeader, Op, Group, MessageType, type EncryptedInputMessage,
+  encodeError, decodeError, decodeMessage, peekHeader, Op, MessageType, type EncryptedInputMessage,
   type EncryptedOutputMessage, inputParts, outputParts, encryptedInputBytes, encryptedOutputBytes, serverCodeFor,
-  ServerErrorCode, WIRE_PARAMS,
+  ServerErrorCode, WIRE_PARAMS, wireParams,
 } from './wire.js';
 
 // The format, written out independently of the code (see the layout comment in wire.ts).
@@ -19,13 +21,13 @@ function rngBytes(n: number): Uint8Array {
   return new Uint8Array(randomBytes(n));
 }
 
-function makeInput(op: Op, group: Group, cols: number[], tokens: number, requestId = 7n, layer = 3): EncryptedInputMessage {
+function makeInput(op: Op, group: ProjectionGroup, cols: number[], tokens: number, requestId = 7n, layer = 3): EncryptedInputMessage {
   const blocks: Uint8Array[][] = [];
   for (let b = 0; b < Math.ceil(tokens / N); b++) blocks.push(cols.map((c) => rngBytes(c * N * UP)));
   return { paramsId: 1, requestId, op, layer, group, cols, tokens, seed: rngBytes(SEED), blocks };
 }
 
-function makeOutput(op: Op, group: Group, rows: number[], tokens: number, requestId = 9n, layer = 5, terms = 1): EncryptedOutputMessage {
+function makeOutput(op: Op, group: ProjectionGroup, rows: number[], tokens: number, requestId = 9n, layer = 5, terms = 1): EncryptedOutputMessage {
   const blocks = [];
   for (let b = 0; b < Math.ceil(tokens / N); b++) {
     blocks.push(rows.flatMap((r) => Array.from({ length: terms }, () => {
@@ -54,20 +56,20 @@ function patch(bytes: Uint8Array, f: (dv: DataView) => void): Uint8Array {
 }
 
 test('part counts follow op and group', () => {
-  assert.deepEqual([1, 2, 3, 4].map((g) => inputParts(Op.Forward, g as Group)), [1, 1, 1, 1]);
-  assert.deepEqual([1, 2, 3, 4].map((g) => inputParts(Op.Backward, g as Group)), [3, 1, 2, 1]);
-  assert.deepEqual([1, 2, 3, 4].map((g) => outputParts(Op.Forward, g as Group)), [3, 1, 2, 1]);
-  assert.deepEqual([1, 2, 3, 4].map((g) => outputParts(Op.Backward, g as Group)), [1, 1, 1, 1]);
+  assert.deepEqual(PROJECTION_GROUPS.map((g) => inputParts(Op.Forward, g)), [1, 1, 1, 1]);
+  assert.deepEqual(PROJECTION_GROUPS.map((g) => inputParts(Op.Backward, g)), [3, 1, 2, 1]);
+  assert.deepEqual(PROJECTION_GROUPS.map((g) => outputParts(Op.Forward, g)), [3, 1, 2, 1]);
+  assert.deepEqual(PROJECTION_GROUPS.map((g) => outputParts(Op.Backward, g)), [1, 1, 1, 1]);
 });
 
 test('ENCRYPTED_INPUT round trip for every shape, header layout as documented, zero-copy views', () => {
-  const cases: [Op, Group, number[], number][] = [
-    [Op.Forward, Group.Qkv, [3], 1],
-    [Op.Forward, Group.Down, [2], 2048],
-    [Op.Forward, Group.GateUp, [1], 2049],
-    [Op.Backward, Group.Qkv, [4, 2, 2], 100],
-    [Op.Backward, Group.GateUp, [3, 3], 4097],
-    [Op.Backward, Group.O, [1], 5],
+  const cases: [Op, ProjectionGroup, number[], number][] = [
+    [Op.Forward, 'qkv', [3], 1],
+    [Op.Forward, 'down', [2], 2048],
+    [Op.Forward, 'gate_up', [1], 2049],
+    [Op.Backward, 'qkv', [4, 2, 2], 100],
+    [Op.Backward, 'gate_up', [3, 3], 4097],
+    [Op.Backward, 'o', [1], 5],
   ];
   for (const [op, group, cols, tokens] of cases) {
     const m = makeInput(op, group, cols, tokens, 0xfedcba9876543210n, 65535);
@@ -84,7 +86,7 @@ test('ENCRYPTED_INPUT round trip for every shape, header layout as documented, z
     assert.equal(dv.getBigUint64(OFF.reqId, true), 0xfedcba9876543210n);
     assert.equal(bytes[OFF.op], op);
     assert.equal(dv.getUint16(OFF.layer, true), 65535);
-    assert.equal(bytes[OFF.group], group);
+    assert.equal(bytes[OFF.group], PROJECTION_GROUP_SPECS[group].wireId);
     assert.equal(bytes[OFF.parts], cols.length);
     cols.forEach((c, i) => assert.equal(dv.getUint32(OFF.dims + 4 * i, true), c));
     assert.equal(dv.getUint32(tokensOff(cols.length), true), tokens);
@@ -103,11 +105,11 @@ test('ENCRYPTED_INPUT round trip for every shape, header layout as documented, z
 });
 
 test('ENCRYPTED_OUTPUT round trip, zero-copy when aligned, copies when not', () => {
-  const cases: [Op, Group, number[], number][] = [
-    [Op.Forward, Group.Qkv, [4, 2, 2], 3],
-    [Op.Forward, Group.GateUp, [3, 3], 2049],
-    [Op.Backward, Group.Qkv, [5], 2048],
-    [Op.Backward, Group.Down, [1], 1],
+  const cases: [Op, ProjectionGroup, number[], number][] = [
+    [Op.Forward, 'qkv', [4, 2, 2], 3],
+    [Op.Forward, 'gate_up', [3, 3], 2049],
+    [Op.Backward, 'qkv', [5], 2048],
+    [Op.Backward, 'down', [1], 1],
   ];
   for (const [op, group, rows, tokens] of cases) {
     const m = makeOutput(op, group, rows, tokens);
@@ -138,7 +140,7 @@ test('ENCRYPTED_OUTPUT round trip, zero-copy when aligned, copies when not', () 
 test('ENCRYPTED_OUTPUT with K-chunk terms: byte 21 carries the count, payload is part-major then term', () => {
   const rows = [3, 2];
   for (const [terms, tokens] of [[2, 5], [3, 2049], [64, 1]] as const) {
-    const m = makeOutput(Op.Forward, Group.GateUp, rows, tokens, 11n, 7, terms);
+    const m = makeOutput(Op.Forward, 'gate_up', rows, tokens, 11n, 7, terms);
     const bytes = encodeEncryptedOutput(m);
     const nb = Math.ceil(tokens / N);
     const expectLen = outputHeaderLen(2) + nb * terms * 5 * N * 8;
@@ -159,16 +161,16 @@ test('ENCRYPTED_OUTPUT with K-chunk terms: byte 21 carries the count, payload is
     assert.equal(d.blocks[0].length, 2 * terms);
     assert.deepEqual(d, m);
   }
-  const good = encodeEncryptedOutput(makeOutput(Op.Forward, Group.O, [1], 1, 1n, 0, 2));
+  const good = encodeEncryptedOutput(makeOutput(Op.Forward, 'o', [1], 1, 1n, 0, 2));
   for (const t of [0, 65, 255]) expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint8(OFF.reserved, t))), 'bad_shape', /1\.\.64/);
   // claiming 1 term leaves the second term's bytes trailing; claiming 3 runs past the end
   expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint8(OFF.reserved, 1))), 'trailing_bytes');
   expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint8(OFF.reserved, 3))), 'truncated');
   for (const i of [1, 2]) expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint8(OFF.reserved + i, 1))), 'bad_field');
   // an input keeps the byte reserved
-  const inp = encodeEncryptedInput(makeInput(Op.Forward, Group.O, [1], 1));
+  const inp = encodeEncryptedInput(makeInput(Op.Forward, 'o', [1], 1));
   expectCode(() => decodeMessage(patch(inp, (dv) => dv.setUint8(OFF.reserved, 2))), 'bad_field');
-  const o = makeOutput(Op.Forward, Group.O, [1], 1, 1n, 0, 2);
+  const o = makeOutput(Op.Forward, 'o', [1], 1, 1n, 0, 2);
   expectCode(() => encodeEncryptedOutput({ ...o, terms: 1 }), 'bad_shape');
   expectCode(() => encodeEncryptedOutput({ ...o, terms: 65 }), 'bad_shape');
   expectCode(() => encodeEncryptedOutput({ ...o, terms: 1.5 }), 'bad_shape');
@@ -191,8 +193,8 @@ test('ERROR round trip, UTF-8, truncation on a character boundary, params id 0 a
 
 test('truncation at every length is reported as truncated', () => {
   const msgs = [
-    encodeEncryptedInput(makeInput(Op.Backward, Group.GateUp, [1, 1], 1)),
-    encodeEncryptedOutput(makeOutput(Op.Forward, Group.O, [1], 1)),
+    encodeEncryptedInput(makeInput(Op.Backward, 'gate_up', [1, 1], 1)),
+    encodeEncryptedOutput(makeOutput(Op.Forward, 'o', [1], 1)),
     encodeError({ paramsId: 1, requestId: 3n, code: 1, message: 'boom' }),
   ];
   for (const full of msgs) {
@@ -205,7 +207,7 @@ test('truncation at every length is reported as truncated', () => {
 });
 
 test('bad magic, version, type, params id', () => {
-  const good = encodeEncryptedInput(makeInput(Op.Forward, Group.Qkv, [1], 1));
+  const good = encodeEncryptedInput(makeInput(Op.Forward, 'qkv', [1], 1));
   for (let i = 0; i < 4; i++) expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint8(i, dv.getUint8(i) ^ 0x20))), 'bad_magic');
   for (const v of [0, 1, 3, 0xffff]) expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint16(OFF.version, v, true))), 'bad_version', /expected 2/);
   for (const t of [0, 4, 5, 255]) expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint8(OFF.type, t))), 'bad_type');
@@ -219,7 +221,7 @@ test('bad magic, version, type, params id', () => {
 });
 
 test('op, group, parts, reserved bytes', () => {
-  const good = encodeEncryptedInput(makeInput(Op.Forward, Group.Qkv, [1], 1));
+  const good = encodeEncryptedInput(makeInput(Op.Forward, 'qkv', [1], 1));
   for (const op of [0, 3, 255]) expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint8(OFF.op, op))), 'bad_field');
   for (const g of [0, 5, 255]) expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint8(OFF.group, g))), 'bad_field');
   for (const p of [0, 9, 255]) expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint8(OFF.parts, p))), 'bad_shape', /1\.\.8/);
@@ -228,12 +230,12 @@ test('op, group, parts, reserved bytes', () => {
   // backward qkv with 1 part
   expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint8(OFF.op, 2))), 'bad_shape', /expected 3/);
   for (let i = 0; i < 3; i++) expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint8(OFF.reserved + i, 1))), 'bad_field');
-  const out = encodeEncryptedOutput(makeOutput(Op.Backward, Group.Qkv, [1], 1));
+  const out = encodeEncryptedOutput(makeOutput(Op.Backward, 'qkv', [1], 1));
   expectCode(() => decodeMessage(patch(out, (dv) => dv.setUint8(OFF.op, 1))), 'bad_shape', /expected 3/);
 });
 
 test('zero or huge tokens / cols, custom limits', () => {
-  const good = encodeEncryptedInput(makeInput(Op.Forward, Group.O, [1], 1));
+  const good = encodeEncryptedInput(makeInput(Op.Forward, 'o', [1], 1));
   expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint32(tokensOff(1), 0, true))), 'bad_shape', /tokens is 0/);
   expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint32(OFF.dims, 0, true))), 'bad_shape', /cols\[0\] is 0/);
   expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint32(tokensOff(1), 65537, true))), 'too_large', /65536/);
@@ -246,15 +248,15 @@ test('zero or huge tokens / cols, custom limits', () => {
   assert.equal(decodeMessage(good, { maxBytes: good.length }).type, MessageType.EncryptedInput);
   expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint32(OFF.dims, 2, true)), { maxCols: 1 }), 'too_large');
   assert.throws(() => decodeMessage(good, { maxTokens: 0 }), /maxTokens must be a positive integer/);
-  const out = encodeEncryptedOutput(makeOutput(Op.Forward, Group.Down, [1], 1));
+  const out = encodeEncryptedOutput(makeOutput(Op.Forward, 'down', [1], 1));
   expectCode(() => decodeMessage(patch(out, (dv) => dv.setUint32(OFF.dims, 0, true))), 'bad_shape', /rows\[0\] is 0/);
   expectCode(() => decodeMessage(patch(out, (dv) => dv.setUint32(tokensOff(1), 0, true))), 'bad_shape');
 });
 
 test('payload length must match the header exactly', () => {
   for (const full of [
-    encodeEncryptedInput(makeInput(Op.Forward, Group.O, [2], 2048)),
-    encodeEncryptedOutput(makeOutput(Op.Forward, Group.GateUp, [1, 2], 1)),
+    encodeEncryptedInput(makeInput(Op.Forward, 'o', [2], 2048)),
+    encodeEncryptedOutput(makeOutput(Op.Forward, 'gate_up', [1, 2], 1)),
   ]) {
     expectCode(() => decodeMessage(full.subarray(0, full.length - 1)), 'truncated');
     const longer = new Uint8Array(full.length + 1);
@@ -310,7 +312,7 @@ test('hostile lengths fail fast, before any allocation', () => {
 });
 
 test('encoders reject inconsistent messages', () => {
-  const m = makeInput(Op.Forward, Group.O, [2], 10);
+  const m = makeInput(Op.Forward, 'o', [2], 10);
   expectCode(() => encodeEncryptedInput({ ...m, cols: [2, 2] }), 'bad_shape');
   expectCode(() => encodeEncryptedInput({ ...m, tokens: 3000 }), 'bad_shape', /blocks/);
   expectCode(() => encodeEncryptedInput({ ...m, cols: [3] }), 'bad_shape', /expected 30720/);
@@ -321,9 +323,9 @@ test('encoders reject inconsistent messages', () => {
   expectCode(() => encodeEncryptedInput({ ...m, op: 3 as Op }), 'bad_field');
   expectCode(() => encodeEncryptedInput({ ...m, paramsId: 2 }), 'unknown_params');
   expectCode(() => encodeEncryptedInput({ ...m, tokens: 0, blocks: [] }), 'bad_shape');
-  const o = makeOutput(Op.Forward, Group.O, [1], 1);
+  const o = makeOutput(Op.Forward, 'o', [1], 1);
   expectCode(() => encodeEncryptedOutput({ ...o, rows: [2] }), 'bad_shape');
-  expectCode(() => encodeEncryptedOutput({ ...o, group: Group.Qkv }), 'bad_shape', /needs 3 parts/);
+  expectCode(() => encodeEncryptedOutput({ ...o, group: 'qkv' }), 'bad_shape', /needs 3 parts/);
 });
 
 test('server error codes for decode failures', () => {
@@ -334,6 +336,18 @@ test('server error codes for decode failures', () => {
   assert.deepEqual(WIRE_PARAMS.get(1), { id: 1, ringDegree: 2048, uploadBytes: 5, downloadBytes: 4 });
   // codes are part of the protocol: distinct, stable numbers
   assert.deepEqual(Object.values(ServerErrorCode), [1, 2, 3, 4, 5, 6, 7, 8]);
+});
+
+test("the wire's view of every parameter set is derived from src/crypto/params.ts", () => {
+  assert.deepEqual([...WIRE_PARAMS.keys()], PARAMETER_SETS.map((p) => p.id));
+  const p = RLWE_N2048_Q44;
+  assert.deepEqual(WIRE_PARAMS.get(p.id), { id: p.id, ringDegree: p.ringDegree, uploadBytes: Math.ceil(p.uploadBits / 8), downloadBytes: p.downloadBits / 8 });
+  assert.deepEqual(wireParams({ ...p, id: 9, ringDegree: 4096, uploadBits: 48 }), { id: 9, ringDegree: 4096, uploadBytes: 6, downloadBytes: 4 });
+  assert.throws(() => wireParams({ ...p, downloadBits: 40 }), /5-byte values/);
+});
+
+test('group wire ids are part of the protocol: stable numbers', () => {
+  assert.deepEqual(PROJECTION_GROUPS.map((g) => [g, PROJECTION_GROUP_SPECS[g].wireId]), [['qkv', 1], ['o', 2], ['gate_up', 3], ['down', 4]]);
 });
 
 /** Decodes, and demands either a WireError or a decode that re-encodes to the same bytes. */
@@ -365,9 +379,9 @@ test('fuzz: random strings and single-byte mutations give a valid decode or a Wi
     count(fuzzOne(new Uint8Array(b)));
   }
   const valid = [
-    encodeEncryptedInput(makeInput(Op.Backward, Group.Qkv, [1, 1, 1], 1)),
-    encodeEncryptedInput(makeInput(Op.Forward, Group.GateUp, [1], 2049)),
-    encodeEncryptedOutput(makeOutput(Op.Forward, Group.Qkv, [1, 1, 1], 1)),
+    encodeEncryptedInput(makeInput(Op.Backward, 'qkv', [1, 1, 1], 1)),
+    encodeEncryptedInput(makeInput(Op.Forward, 'gate_up', [1], 2049)),
+    encodeEncryptedOutput(makeOutput(Op.Forward, 'qkv', [1, 1, 1], 1)),
     encodeError({ paramsId: 1, requestId: 5n, code: 1, message: 'é error ✓' }),
   ];
   for (const v of valid) {

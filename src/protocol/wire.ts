@@ -24,7 +24,9 @@
 // output payload is converted by copying.
 
 import { ByteReader, HOST_LITTLE_ENDIAN } from '../util/bytes.js';
+import { downloadBytes, PARAMETER_SETS, uploadBytes, type RlweParams } from '../crypto/params.js';
 import { SEED_BYTES } from '../crypto/sampling.js';
+import { groupByWireId, groupMembers, PROJECTION_GROUP_SPECS, PROJECTION_GROUPS, type ProjectionGroup } from '../model/projections.js';
 
 export const WIRE_MAGIC = new Uint8Array([0x48, 0x4c, 0x52, 0x41]); // "HLRA"
 /** 2: 16-byte mask seeds (AES-128-CTR); version 1 carried 32 (AES-256-CTR). */
@@ -48,24 +50,25 @@ export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 export const Op = { Forward: 1, Backward: 2 } as const;
 export type Op = (typeof Op)[keyof typeof Op];
 
-/** Projection groups: inputs that share one upload (forward) or one summed download (backward). */
-export const Group = { Qkv: 1, O: 2, GateUp: 3, Down: 4 } as const;
-export type Group = (typeof Group)[keyof typeof Group];
-
-/** Number of stacked matrices in each group (q,k,v = 3; gate,up = 2). */
-const GROUP_MATRICES: Record<Group, number> = { 1: 3, 2: 1, 3: 2, 4: 1 };
-
 /** Parts an ENCRYPTED_INPUT carries: forward uploads x once; backward uploads one dy per matrix. */
-export function inputParts(op: Op, group: Group): number {
-  return op === Op.Forward ? 1 : GROUP_MATRICES[group];
+export function inputParts(op: Op, group: ProjectionGroup): number {
+  return op === Op.Forward ? 1 : groupMembers(group).length;
 }
 
 /** Parts an ENCRYPTED_OUTPUT carries: forward returns one y per matrix; backward returns the summed dx. */
-export function outputParts(op: Op, group: Group): number {
-  return op === Op.Forward ? GROUP_MATRICES[group] : 1;
+export function outputParts(op: Op, group: ProjectionGroup): number {
+  return op === Op.Forward ? groupMembers(group).length : 1;
 }
 
-/** Per-parameter-set sizes the wire format needs (kept here so protocol imports nothing from crypto). */
+const KNOWN_GROUP_IDS = PROJECTION_GROUPS.map((g) => `${PROJECTION_GROUP_SPECS[g].wireId} (${g})`).join(', ');
+
+function groupFromWire(id: number): ProjectionGroup {
+  const g = groupByWireId(id);
+  if (g === undefined) throw new WireError('bad_field', `unknown projection group ${id}, expected one of ${KNOWN_GROUP_IDS}`);
+  return g;
+}
+
+/** Per-parameter-set sizes the wire format needs, derived from the crypto parameter set. */
 export interface WireParams {
   id: number;
   /** N: tokens per ciphertext block. */
@@ -76,10 +79,14 @@ export interface WireParams {
   downloadBytes: number;
 }
 
-/** Id 1 is the same set as src/crypto/params.ts RLWE_N2048_Q44. */
-export const WIRE_PARAMS: ReadonlyMap<number, Readonly<WireParams>> = new Map([
-  [1, Object.freeze({ id: 1, ringDegree: 2048, uploadBytes: 5, downloadBytes: 4 })],
-]);
+export function wireParams(params: RlweParams): Readonly<WireParams> {
+  const down = downloadBytes(params);
+  if (down !== 4) throw new Error(`helora: wire: parameter set ${params.name} downloads ${down}-byte values; output payloads are u32 views`);
+  return Object.freeze({ id: params.id, ringDegree: params.ringDegree, uploadBytes: uploadBytes(params), downloadBytes: down });
+}
+
+/** Every parameter set this build knows, by wire id. */
+export const WIRE_PARAMS: ReadonlyMap<number, Readonly<WireParams>> = new Map(PARAMETER_SETS.map((p) => [p.id, wireParams(p)]));
 
 export interface WireLimits {
   maxTokens: number;
@@ -124,7 +131,7 @@ export interface EncryptedInputMessage {
   requestId: bigint;
   op: Op;
   layer: number;
-  group: Group;
+  group: ProjectionGroup;
   /** Features of each stacked input (parts = cols.length). */
   cols: number[];
   tokens: number;
@@ -144,7 +151,7 @@ export interface EncryptedOutputMessage {
   requestId: bigint;
   op: Op;
   layer: number;
-  group: Group;
+  group: ProjectionGroup;
   /** Output features of each part (parts = rows.length). */
   rows: number[];
   tokens: number;
@@ -250,7 +257,7 @@ function checkMaxBytes(n: number, limits: WireLimits): void {
 interface ProductFields {
   op: Op;
   layer: number;
-  group: Group;
+  group: ProjectionGroup;
   dims: number[];
   tokens: number;
   /** Output messages only (1 for inputs). */
@@ -262,13 +269,10 @@ function readProductFields(r: ByteReader, limits: WireLimits, dir: 'input' | 'ou
   const op = r.u8('op');
   if (op !== Op.Forward && op !== Op.Backward) throw new WireError('bad_field', `unknown op ${op}, expected 1 (forward) or 2 (backward)`);
   const layer = r.u16('layer');
-  const group = r.u8('group');
-  if (group < Group.Qkv || group > Group.Down) {
-    throw new WireError('bad_field', `unknown projection group ${group}, expected 1 (qkv), 2 (o), 3 (gate_up) or 4 (down)`);
-  }
+  const group = groupFromWire(r.u8('group'));
   const parts = r.u8('parts');
   if (parts < MIN_PARTS || parts > MAX_PARTS) throw new WireError('bad_shape', `${parts} parts, expected ${MIN_PARTS}..${MAX_PARTS}`);
-  const want = dir === 'input' ? inputParts(op as Op, group as Group) : outputParts(op as Op, group as Group);
+  const want = dir === 'input' ? inputParts(op as Op, group) : outputParts(op as Op, group);
   if (parts !== want) {
     throw new WireError('bad_shape', `${dir} of op ${op} group ${group} has ${parts} parts, expected ${want}`);
   }
@@ -294,7 +298,7 @@ function readProductFields(r: ByteReader, limits: WireLimits, dir: 'input' | 'ou
   const tokens = r.u32('tokens');
   if (tokens === 0) throw new WireError('bad_shape', 'tokens is 0, expected at least 1');
   if (tokens > limits.maxTokens) throw new WireError('too_large', `tokens = ${tokens} exceeds the limit of ${limits.maxTokens}`);
-  return { op: op as Op, layer, group: group as Group, dims, tokens, terms };
+  return { op: op as Op, layer, group, dims, tokens, terms };
 }
 
 /** Checks the payload length that the fields imply against the limits and the bytes present. */
@@ -346,11 +350,11 @@ function checkRequestId(id: bigint): void {
   }
 }
 
-function checkEncodeFields(m: { op: number; layer: number; group: number; tokens: number }, dims: number[], dir: 'input' | 'output'): void {
+function checkEncodeFields(m: { op: number; layer: number; group: ProjectionGroup; tokens: number }, dims: number[], dir: 'input' | 'output'): void {
   if (m.op !== Op.Forward && m.op !== Op.Backward) throw new WireError('bad_field', `unknown op ${m.op}`);
-  if (!Number.isInteger(m.group) || m.group < Group.Qkv || m.group > Group.Down) throw new WireError('bad_field', `unknown group ${m.group}`);
+  if (!Object.hasOwn(PROJECTION_GROUP_SPECS, m.group)) throw new WireError('bad_field', `unknown group ${String(m.group)}`);
   if (!Number.isInteger(m.layer) || m.layer < 0 || m.layer > 0xffff) throw new WireError('bad_field', `layer ${m.layer} is not a u16`);
-  const want = dir === 'input' ? inputParts(m.op as Op, m.group as Group) : outputParts(m.op as Op, m.group as Group);
+  const want = dir === 'input' ? inputParts(m.op as Op, m.group) : outputParts(m.op as Op, m.group);
   if (dims.length !== want) throw new WireError('bad_shape', `${dir} of op ${m.op} group ${m.group} needs ${want} parts, got ${dims.length}`);
   for (const d of dims) {
     if (!Number.isInteger(d) || d < 1 || d > 0xffffffff) throw new WireError('bad_shape', `feature count ${d} is not in 1..2^32-1`);
@@ -395,7 +399,7 @@ export function encodeEncryptedInput(msg: EncryptedInputMessage): Uint8Array {
   }
   const w = new Writer(encryptedInputBytes(msg.paramsId, msg.cols, msg.tokens));
   writeHeader(w, MessageType.EncryptedInput, msg.paramsId, msg.requestId);
-  w.u8(msg.op); w.u16(msg.layer); w.u8(msg.group); w.u8(msg.cols.length);
+  w.u8(msg.op); w.u16(msg.layer); w.u8(PROJECTION_GROUP_SPECS[msg.group].wireId); w.u8(msg.cols.length);
   w.u8(0); w.u8(0); w.u8(0);
   for (const c of msg.cols) w.u32(c);
   w.u32(msg.tokens);
@@ -471,7 +475,7 @@ export function encodeEncryptedOutput(msg: EncryptedOutputMessage): Uint8Array {
   }
   const w = new Writer(encryptedOutputBytes(msg.paramsId, msg.rows, msg.tokens, msg.terms));
   writeHeader(w, MessageType.EncryptedOutput, msg.paramsId, msg.requestId);
-  w.u8(msg.op); w.u16(msg.layer); w.u8(msg.group); w.u8(msg.rows.length);
+  w.u8(msg.op); w.u16(msg.layer); w.u8(PROJECTION_GROUP_SPECS[msg.group].wireId); w.u8(msg.rows.length);
   w.u8(msg.terms); w.u8(0); w.u8(0);
   for (const c of msg.rows) w.u32(c);
   w.u32(msg.tokens);

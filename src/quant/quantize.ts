@@ -28,7 +28,7 @@ export interface QuantizedWeights {
 
 /** Weights are always 8 bits (|q| <= WEIGHT_QMAX); the server kernels rely on it. */
 export const WEIGHT_BITS = 8;
-export const WEIGHT_QMAX = 127;
+export const WEIGHT_QMAX = symmetricQmax(WEIGHT_BITS);
 /** Default activation / gradient width. */
 export const DEFAULT_ACT_BITS = 8;
 export const MIN_BITS = 2;
@@ -43,7 +43,7 @@ export function maxAbsProduct(actBits: number, weightBits: number, K: number): n
   checkBits(actBits, 'actBits');
   checkBits(weightBits, 'weightBits');
   checkDim(K, 'K');
-  return (2 ** (actBits - 1) - 1) * (2 ** (weightBits - 1) - 1) * K;
+  return symmetricQmax(actBits) * symmetricQmax(weightBits) * K;
 }
 
 /** 1.5 * 2^52: doubles in [2^52, 2^53) have unit spacing, so v + ROUND_MAGIC rounds v to an integer. */
@@ -84,11 +84,16 @@ function checkFinite(x: ArrayLike<number>, cols: number, what: string): void {
   }
 }
 
+/** Largest |q| of symmetric `bits`-wide quantization (127 for 8 bits: -128 is never used). */
+export function symmetricQmax(bits: number): number {
+  return 2 ** (bits - 1) - 1;
+}
+
 /** Quantizes each row of x (rows x cols) with its own scale max|row| / qmax. */
 function quantizeRows(
   x: ArrayLike<number>, rows: number, cols: number, bits: number, out: Int8Array | Int16Array, scales: Float32Array,
 ): void {
-  const qmax = 2 ** (bits - 1) - 1;
+  const qmax = symmetricQmax(bits);
   for (let r = 0; r < rows; r++) {
     const base = r * cols;
     let m = 0;

@@ -1,3 +1,5 @@
+import { IGNORE_INDEX } from '../model/layers.js';
+import type { Parameter } from '../model/parameter.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -5,15 +7,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeSafetensors } from '../model/safetensors.js';
 import { loadTrainerCheckpoint, saveTrainerCheckpoint } from './checkpoint.js';
-import { makeSchedule, type Param } from './optim.js';
-import { IGNORE_INDEX, epochBatchSource, seededRandom, type PackedBatch } from './packing.js';
+import { makeSchedule } from './optim.js';
+import { epochBatchSource, seededRandom, type PackedBatch } from './packing.js';
 import { Trainer } from './trainer.js';
 
 /** Quadratic toy: the loss of a target token y is (w[y] - y / 10)^2, so gradients depend on the data. */
 class Quad {
   readonly w = new Float32Array(16);
   readonly g = new Float32Array(16);
-  parameters(): Param[] {
+  parameters(): Parameter[] {
     return [{ name: 'w', value: this.w, grad: this.g }];
   }
   zeroGrad(): void {

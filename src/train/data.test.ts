@@ -1,10 +1,11 @@
+import { IGNORE_INDEX } from '../model/layers.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseTrainingData, readTrainingFile, tokenizeRecords } from './data.js';
-import { IGNORE_INDEX, packExamples } from './packing.js';
+import { packExamples } from './packing.js';
 
 test('JSONL with "text": records in order, blank lines ignored, CRLF and BOM tolerated', () => {
   const d = parseTrainingData('\ufeff{"text":"hello"}\r\n\r\n{"text":"wor\\nld","meta":1}\n{"text":""}\n');

@@ -1,7 +1,8 @@
+import type { Parameter } from '../model/parameter.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { AdamW, clipGradNorm, globalGradNorm, makeSchedule, type Param } from './optim.js';
+import { AdamW, clipGradNorm, globalGradNorm, makeSchedule } from './optim.js';
 
 /** Debian's PyTorch; the pyenv python on PATH has no torch. Missing torch fails the test. */
 const TORCH_PYTHON = '/usr/bin/python3';
@@ -37,7 +38,7 @@ print(json.dumps({'norm': float(n), 'grads': [p.grad.tolist() for p in ps]}))
 function rand(n: number, scale = 1): number[] {
   return Array.from({ length: n }, () => (Math.random() * 2 - 1) * scale);
 }
-function makeParams(init: number[][]): Param[] {
+function makeParams(init: number[][]): Parameter[] {
   return init.map((v, i) => ({ name: `p${i}`, value: Float32Array.from(v), grad: new Float32Array(v.length) }));
 }
 

@@ -3,12 +3,7 @@
  * learning-rate schedules. Parameters are the `{ name, value, grad }` triples a LoRA exposes.
  */
 
-/** One trainable tensor: flat values and the gradient accumulated for them (same length). */
-export interface Param {
-  name: string;
-  value: Float32Array;
-  grad: Float32Array;
-}
+import type { Parameter } from '../model/parameter.js';
 
 export interface AdamWOptions {
   /** Base learning rate, used when step() is called without one. */
@@ -47,7 +42,7 @@ function checkFinitePositive(name: string, v: number, allowZero = false): void {
  * Moments are stored in fp32; the update arithmetic runs in doubles.
  */
 export class AdamW {
-  readonly params: readonly Param[];
+  readonly params: readonly Parameter[];
   lr: number;
   readonly beta1: number;
   readonly beta2: number;
@@ -58,7 +53,7 @@ export class AdamW {
   private readonly m: Float32Array[];
   private readonly v: Float32Array[];
 
-  constructor(params: readonly Param[], opts: AdamWOptions) {
+  constructor(params: readonly Parameter[], opts: AdamWOptions) {
     const names = new Set<string>();
     for (const p of params) {
       if (p.value.length !== p.grad.length) {
@@ -146,7 +141,7 @@ export class AdamW {
 }
 
 /** L2 norm of all gradients taken together (accumulated in doubles). */
-export function globalGradNorm(params: readonly Param[]): number {
+export function globalGradNorm(params: readonly Parameter[]): number {
   let ss = 0;
   for (const p of params) {
     const g = p.grad;
@@ -163,7 +158,7 @@ export const CLIP_NORM_EPS = 1e-6;
  * clipping. A non-finite norm leaves the gradients untouched (the caller decides whether to
  * skip the step); maxNorm = Infinity measures without clipping.
  */
-export function clipGradNorm(params: readonly Param[], maxNorm: number): number {
+export function clipGradNorm(params: readonly Parameter[], maxNorm: number): number {
   if (!(maxNorm > 0)) throw new Error(`helora: maxGradNorm must be positive, got ${maxNorm}`);
   const norm = globalGradNorm(params);
   if (!Number.isFinite(norm)) return norm;

@@ -1,6 +1,7 @@
+import { IGNORE_INDEX as IG } from '../model/layers.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { IGNORE_INDEX as IG, countLossTokens, epochBatchSource, epochSeed, packExamples, type Example, type PackedBatch } from './packing.js';
+import { countLossTokens, epochBatchSource, epochSeed, packExamples, type Example, type PackedBatch } from './packing.js';
 
 const PAD = 0;
 

@@ -6,12 +6,10 @@
  * also what fills the N token slots of one RLWE ciphertext on the encrypted path.
  */
 
+import { IGNORE_INDEX } from '../model/layers.js';
 import { seededRandom } from '../util/random.js';
 
 export { seededRandom };
-
-/** Target value that the loss ignores (PyTorch's ignore_index). */
-export const IGNORE_INDEX = -100;
 
 /** Same shape as `Batch` in src/model/llama.ts (structurally compatible). */
 export interface PackedBatch {

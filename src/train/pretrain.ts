@@ -25,6 +25,7 @@ import { makeSchedule } from './optim.js';
 import { epochBatchSource, packExamples, type Example, type PackedBatch } from './packing.js';
 import { llamaConfigJson, randomLlamaTensors } from './random-init.js';
 import { evaluateLoss, Trainer, type StepEvent } from './trainer.js';
+import { projectionWeightName } from '../model/projections.js';
 
 /** The separator / end-of-text token: it opens every document (bos) and closes it (eos). */
 export const EOT_TOKEN = '<|endoftext|>';
@@ -231,8 +232,8 @@ export function initTensors(o: PretrainOptions): TensorMap {
   }, o.seed);
   const s = 1 / Math.sqrt(2 * o.layers);
   for (let l = 0; l < o.layers; l++) {
-    for (const m of ['self_attn.o_proj', 'mlp.down_proj']) {
-      const d = t.get(`model.layers.${l}.${m}.weight`)!.data;
+    for (const m of ['o_proj', 'down_proj'] as const) {
+      const d = t.get(projectionWeightName(l, m))!.data;
       for (let i = 0; i < d.length; i++) d[i] = d[i]! * s;
     }
   }

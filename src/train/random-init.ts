@@ -5,6 +5,7 @@
  */
 
 import { seededRandom } from './packing.js';
+import { PROJECTION_NAMES, projectionShape, projectionWeightName, type ProjectionDims } from '../model/projections.js';
 
 export interface RandomLlamaShape {
   hiddenSize: number;
@@ -55,10 +56,10 @@ function fill(n: number, std: number, rnd: () => number): Float32Array {
  */
 export function randomLlamaTensors(s: RandomLlamaShape, seed: number, opts: { embedStd?: number } = {}): Map<string, { shape: number[]; data: Float32Array }> {
   const rnd = seededRandom(seed);
-  const C = s.hiddenSize, I = s.intermediateSize;
-  const hd = C / s.numHeads;
-  if (!Number.isInteger(hd)) throw new Error(`helora: hidden size ${C} is not a multiple of ${s.numHeads} heads`);
-  const qDim = s.numHeads * hd, kvDim = s.numKvHeads * hd;
+  const C = s.hiddenSize;
+  const headDim = C / s.numHeads;
+  if (!Number.isInteger(headDim)) throw new Error(`helora: hidden size ${C} is not a multiple of ${s.numHeads} heads`);
+  const dims: ProjectionDims = { ...s, headDim };
   const t = new Map<string, { shape: number[]; data: Float32Array }>();
   const mat = (name: string, o: number, i: number): void => void t.set(name, { shape: [o, i], data: fill(o * i, INIT_STD, rnd) });
   const ones = (name: string): void => void t.set(name, { shape: [C], data: new Float32Array(C).fill(1) });
@@ -68,13 +69,7 @@ export function randomLlamaTensors(s: RandomLlamaShape, seed: number, opts: { em
     const p = `model.layers.${l}.`;
     ones(`${p}input_layernorm.weight`);
     ones(`${p}post_attention_layernorm.weight`);
-    mat(`${p}self_attn.q_proj.weight`, qDim, C);
-    mat(`${p}self_attn.k_proj.weight`, kvDim, C);
-    mat(`${p}self_attn.v_proj.weight`, kvDim, C);
-    mat(`${p}self_attn.o_proj.weight`, C, qDim);
-    mat(`${p}mlp.gate_proj.weight`, I, C);
-    mat(`${p}mlp.up_proj.weight`, I, C);
-    mat(`${p}mlp.down_proj.weight`, C, I);
+    for (const name of PROJECTION_NAMES) mat(projectionWeightName(l, name), ...projectionShape(dims, name));
   }
   return t;
 }

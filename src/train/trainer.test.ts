@@ -1,7 +1,9 @@
+import { IGNORE_INDEX } from '../model/layers.js';
+import type { Parameter } from '../model/parameter.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { makeSchedule, type Param } from './optim.js';
-import { IGNORE_INDEX, epochBatchSource, packExamples, seededRandom, type BatchSource, type Example, type PackedBatch } from './packing.js';
+import { makeSchedule } from './optim.js';
+import { epochBatchSource, packExamples, seededRandom, type BatchSource, type Example, type PackedBatch } from './packing.js';
 import { Trainer, evaluateLoss, microBatchSeed, type StepEvent } from './trainer.js';
 
 const V = 12;
@@ -10,7 +12,7 @@ const V = 12;
 class Bigram {
   readonly W = new Float32Array(V * V);
   readonly gW = new Float32Array(V * V);
-  parameters(): Param[] {
+  parameters(): Parameter[] {
     return [{ name: 'W', value: this.W, grad: this.gW }];
   }
   zeroGrad(): void {

@@ -12,11 +12,12 @@
  * sum(its token losses) / N (the model's lossDenominator option); the reported loss is L.
  */
 
-import { AdamW, clipGradNorm, type AdamWOptions, type AdamWState, type LrSchedule, type Param } from './optim.js';
+import type { Parameter } from '../model/parameter.js';
+import { AdamW, clipGradNorm, type AdamWOptions, type AdamWState, type LrSchedule } from './optim.js';
 import { countLossTokens, type BatchSource, type PackedBatch } from './packing.js';
 
 export interface TrainableAdapter {
-  parameters(): Param[];
+  parameters(): Parameter[];
   zeroGrad(): void;
 }
 
@@ -94,7 +95,7 @@ export class Trainer<L extends TrainableAdapter> {
   readonly maxGradNorm: number;
   /** Optimizer steps taken so far. */
   step = 0;
-  private readonly params: Param[];
+  private readonly params: Parameter[];
 
   constructor(private readonly o: TrainerOptions<L>) {
     this.gradAccum = o.gradAccum ?? 1;

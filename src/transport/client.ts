@@ -14,12 +14,14 @@ import { maxInnerDim, paramsById, type SecretKey } from '../crypto/index.js';
 import { featureChunks } from '../linear/layout.js';
 import { HeLinearClient } from '../linear/client.js';
 import type { EncryptedInput, EncryptedOutput } from '../linear/types.js';
-import type { FrozenLinearProvider, ProjectionGroup } from '../model/frozen.js';
+import type { FrozenLinearProvider } from '../model/frozen.js';
+import { groupShapes, PROJECTION_GROUPS, type ProjectionGroup } from '../model/projections.js';
+import { WEIGHT_BITS } from '../quant/quantize.js';
 import {
   decodeMessage, encodeEncryptedInput, encryptedOutputBytes, MessageType, peekHeader, Op, ServerErrorCode, WIRE_PARAMS, type EncryptedInputMessage, type EncryptedOutputMessage,
 } from '../protocol/wire.js';
-import { MAX_MODEL_INFO_BYTES, parseModelInfo, shapeGroupDims, type ModelInfo } from './model-info.js';
-import { HEALTH_PATH, MODEL_INFO_PATH, WIRE_GROUPS, WS_PATH } from './server.js';
+import { MAX_MODEL_INFO_BYTES, parseModelInfo, type ModelInfo } from './model-info.js';
+import { HEALTH_PATH, MODEL_INFO_PATH, WS_PATH } from '../protocol/endpoints.js';
 
 /** What the capture hook sees: every byte string the client hands to the network, before framing. */
 export type CaptureHook = (bytes: Uint8Array, channel: 'ws' | 'http') => void;
@@ -59,7 +61,7 @@ interface PendingRequest {
   bytes: Uint8Array;
   op: number;
   layer: number;
-  group: number;
+  group: ProjectionGroup;
   resolve: (m: EncryptedOutputMessage) => void;
   reject: (e: Error) => void;
   /** When a rate-limited / busy request is retried, give up after this time. */
@@ -77,10 +79,10 @@ function normalizeBase(url: string): { ws: string; http: string; tls: boolean } 
 
 /** The largest answer a legal request to this model can get (the WebSocket frame limit). */
 export function maxAnswerBytes(info: ModelInfo): number {
-  const maxK = maxInnerDim(paramsById(info.paramsId), info.actBits, 8);
+  const maxK = maxInnerDim(paramsById(info.paramsId), info.actBits, WEIGHT_BITS);
   let most = 0;
-  for (const g of Object.keys(WIRE_GROUPS) as ProjectionGroup[]) {
-    const dims = shapeGroupDims(info.shape, g);
+  for (const g of PROJECTION_GROUPS) {
+    const dims = groupShapes(info.shape, g);
     const C = dims[0][1];
     const rows = dims.map(([r]) => r);
     const K = rows.reduce((s, r) => s + r, 0);
@@ -443,7 +445,7 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
     const blocks = req.blocks.map((b) => req.partCols.map((_, j) => b.subarray(offsets[j], offsets[j + 1])));
     const t0 = performance.now();
     const m = await this.session.request({
-      paramsId: req.paramsId, op: direction === 'forward' ? Op.Forward : Op.Backward, layer, group: WIRE_GROUPS[group] as EncryptedInputMessage['group'],
+      paramsId: req.paramsId, op: direction === 'forward' ? Op.Forward : Op.Backward, layer, group,
       cols: req.partCols, tokens: req.T, seed: req.seed, blocks,
     });
     this.serverWaitMs += performance.now() - t0;
@@ -453,7 +455,7 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
 
   async forward(layer: number, group: ProjectionGroup, x: Float32Array, T: number): Promise<Float32Array[]> {
     const wScales = this.scales(layer, group);
-    const dims = shapeGroupDims(this.session.info.shape, group);
+    const dims = groupShapes(this.session.info.shape, group);
     const C = dims[0][1];
     if (!Number.isInteger(T) || T < 1 || x.length !== T * C) throw new Error(`helora: ${group} input has ${x.length} values, expected T*${C} with T = ${T}`);
     const parts = await Promise.all(this.tokenChunks(T).map(async ([t0, t1]) => {
@@ -478,7 +480,7 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
 
   async backward(layer: number, group: ProjectionGroup, dys: Float32Array[], T: number): Promise<Float32Array> {
     const wScales = this.scales(layer, group);
-    const dims = shapeGroupDims(this.session.info.shape, group);
+    const dims = groupShapes(this.session.info.shape, group);
     const C = dims[0][1];
     if (dys.length !== dims.length) throw new Error(`helora: ${group} backward takes ${dims.length} gradients, got ${dys.length}`);
     dys.forEach((dy, j) => {

@@ -1,5 +1,5 @@
 /** Network server and client of helora (WebSocket + HTTP, wire messages from src/protocol). */
-export { startServer, maxRequestBytes, jsonLineLogger, WS_PATH, MODEL_INFO_PATH, HEALTH_PATH, type ServerOptions, type RunningServer, type RateLimit, type Logger, type LogEvent } from './server.js';
+export { startServer, maxRequestBytes, jsonLineLogger, type ServerOptions, type RunningServer, type RateLimit, type Logger, type LogEvent } from './server.js';
 export { RemoteSession, RemoteEncryptedProvider, RemoteError, maxAnswerBytes, type RemoteSessionOptions, type RemoteProviderOptions, type RemoteStats, type CaptureHook } from './client.js';
 export {
   ModelServer, BadRequestError, loadQuantizedModel, quantizeModel, quantizeLayer, modelHash, modelHashOfFolder, MODEL_HASH_DOMAIN, DEFAULT_MAX_TOKENS,

@@ -9,7 +9,7 @@
 // where each b64 is the base64 of the matrix's row scales as little-endian float32.
 
 import type { LlamaConfig } from '../model/config.js';
-import { groupShapes, PROJECTION_GROUPS, type ProjectionGroup } from '../model/frozen.js';
+import { groupShapes, PROJECTION_GROUPS, type ProjectionGroup } from '../model/projections.js';
 import { HOST_LITTLE_ENDIAN } from '../util/bytes.js';
 
 export const MODEL_INFO_FORMAT = 'helora-model-info';
@@ -44,10 +44,6 @@ export function shapeOf(config: LlamaConfig): ModelShape {
   };
 }
 
-/** [out, in] of every matrix of a group (the same rule as src/model/frozen.ts groupShapes). */
-export function shapeGroupDims(shape: ModelShape, group: ProjectionGroup): [number, number][] {
-  return groupShapes(shape as unknown as LlamaConfig, group);
-}
 
 function f32ToBase64(a: Float32Array): string {
   if (HOST_LITTLE_ENDIAN) return Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64');
@@ -139,7 +135,7 @@ export function parseModelInfo(text: string): ModelInfo {
     if (!isObject(layer)) bad(`scales[${l}] must be an object`);
     const out = {} as Record<ProjectionGroup, Float32Array[]>;
     for (const g of PROJECTION_GROUPS) {
-      const dims = shapeGroupDims(shape, g);
+      const dims = groupShapes(shape, g);
       const arr = layer[g];
       if (!Array.isArray(arr) || arr.length !== dims.length) bad(`scales[${l}].${g} must list ${dims.length} matrices`);
       out[g] = dims.map(([rows], m) => decodeScales(arr[m], rows, `scales[${l}].${g}[${m}]`));

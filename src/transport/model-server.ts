@@ -11,12 +11,13 @@
 // (src/quant/quantize.ts quantizeWeightsPerChannel), so the same folder always gives the same hash.
 
 import { createHash, type Hash } from 'node:crypto';
-import { paramsById, type RlweParams } from '../crypto/index.js';
+import { DEFAULT_PARAMS, type RlweParams } from '../crypto/index.js';
 import { KernelPool } from '../kernels/pool.js';
 import { HeLinearServer, localBackend, poolBackend } from '../linear/server.js';
 import type { EncryptedInput, EncryptedOutput } from '../linear/types.js';
 import type { LlamaConfig } from '../model/config.js';
-import { GROUP_MODULES, groupShapes, groupWeights, PROJECTION_GROUPS, type ProjectionGroup, type TensorMap } from '../model/frozen.js';
+import { groupWeights, type TensorMap } from '../model/frozen.js';
+import { groupShapes, parseProjectionWeightName, PROJECTION_GROUP_SPECS, PROJECTION_GROUPS, type ProjectionGroup } from '../model/projections.js';
 import { loadModelFolder } from '../model/loader.js';
 import { DEFAULT_ACT_BITS, quantizeWeightsPerChannel, type QuantizedWeights } from '../quant/quantize.js';
 import { HOST_LITTLE_ENDIAN } from '../util/bytes.js';
@@ -83,8 +84,6 @@ export function quantizeModel(config: LlamaConfig, tensors: TensorMap): Quantize
   return { config, layers, hash: modelHash(layers) };
 }
 
-const PROJECTION_RE = /^model\.layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)\.weight$/;
-
 /**
  * Loads and quantizes the projection weights of a model folder one layer at a time, so only one
  * layer's fp32 weights are in memory at once (embeddings, norms and the LM head are never read).
@@ -94,8 +93,7 @@ export function loadQuantizedModel(dir: string): QuantizedModel {
   const config = first.config;
   const layers: Record<ProjectionGroup, QuantizedWeights[]>[] = [];
   for (let l = 0; l < config.numLayers; l++) {
-    const prefix = `model.layers.${l}.`;
-    const { tensors } = loadModelFolder(dir, (name) => name.startsWith(prefix) && PROJECTION_RE.test(name));
+    const { tensors } = loadModelFolder(dir, (name) => parseProjectionWeightName(name)?.layer === l);
     layers.push(quantizeLayer(config, tensors, l));
   }
   return { config, layers, hash: modelHash(layers) };
@@ -144,7 +142,7 @@ export class ModelServer {
 
   /** Registers every group of a quantized model (the weights go to the workers once). */
   static async create(model: QuantizedModel, opts: ModelServerOptions = {}): Promise<ModelServer> {
-    const params = opts.params ?? paramsById(1);
+    const params = opts.params ?? DEFAULT_PARAMS;
     const actBits = opts.actBits ?? DEFAULT_ACT_BITS;
     const maxTokens = opts.maxTokens ?? DEFAULT_MAX_TOKENS;
     if (!Number.isSafeInteger(maxTokens) || maxTokens < 1) throw new Error(`helora: maxTokens must be a positive integer, got ${maxTokens}`);
@@ -188,7 +186,7 @@ export class ModelServer {
     if (!Number.isInteger(layer) || layer < 0 || layer >= this.config.numLayers) {
       throw new BadRequestError(`helora: unknown layer ${layer}: this model has layers 0..${this.config.numLayers - 1}`);
     }
-    if (!GROUP_MODULES[group]) throw new BadRequestError(`helora: unknown projection group ${String(group)}`);
+    if (!Object.hasOwn(PROJECTION_GROUP_SPECS, group)) throw new BadRequestError(`helora: unknown projection group ${String(group)}`);
     if (input.paramsId !== this.params.id) throw new BadRequestError(`helora: request uses parameter set ${input.paramsId}, this server runs ${this.params.id}`);
     if (input.T > this.maxTokens) throw new BadRequestError(`helora: request has ${input.T} tokens, this server accepts at most ${this.maxTokens} per request`);
     const want = this.inputCols(direction, group);

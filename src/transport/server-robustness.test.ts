@@ -4,12 +4,13 @@ import { request } from 'node:http';
 import WebSocket from 'ws';
 import { HeLinearClient } from '../linear/client.js';
 import {
-  decodeMessage, encodeEncryptedInput, encodeEncryptedOutput, Group, MessageType, Op, ServerErrorCode, type DecodedMessage, type EncryptedInputMessage,
+  decodeMessage, encodeEncryptedInput, encodeEncryptedOutput, MessageType, Op, ServerErrorCode, type DecodedMessage, type EncryptedInputMessage,
 } from '../protocol/wire.js';
 import { RemoteEncryptedProvider, RemoteSession } from './client.js';
 import { ModelServer } from './model-server.js';
 import { startServer, type LogEvent, type RunningServer } from './server.js';
 import { removeDir, writeTinyModel } from './test-support.js';
+import type { ProjectionGroup } from '../model/projections.js';
 
 const TOKEN = 'test-token-7f3a9c';
 const he = new HeLinearClient();
@@ -31,10 +32,10 @@ after(async () => {
 });
 
 /** A well-formed ENCRYPTED_INPUT for a forward product of (layer, group) with C input features. */
-function forwardRequest(layer: number, group: number, C: number, T = 3, requestId = 1n): EncryptedInputMessage {
+function forwardRequest(layer: number, group: ProjectionGroup, C: number, T = 3, requestId = 1n): EncryptedInputMessage {
   const x = new Int8Array(T * C).map((_, i) => (i % 17) - 8);
   const r = he.encryptIntegers(x, T, [C]);
-  return { paramsId: 1, requestId, op: Op.Forward, layer, group: group as EncryptedInputMessage['group'], cols: [C], tokens: T, seed: r.seed, blocks: r.blocks.map((b) => [b]) };
+  return { paramsId: 1, requestId, op: Op.Forward, layer, group, cols: [C], tokens: T, seed: r.seed, blocks: r.blocks.map((b) => [b]) };
 }
 
 class RawClient {
@@ -99,7 +100,7 @@ function httpGet(path: string, token: string | null): Promise<{ status: number; 
 
 test('malformed, mis-shaped and oversized requests get clear ERROR answers and the connection keeps serving', async () => {
   const c = await RawClient.open();
-  const good = forwardRequest(0, Group.Qkv, 64);
+  const good = forwardRequest(0, 'qkv', 64);
   await expectOutput(c, good);
   const goodBytes = encodeEncryptedInput(good);
 
@@ -111,26 +112,26 @@ test('malformed, mis-shaped and oversized requests get clear ERROR answers and t
   const wrongVersion = goodBytes.slice(); wrongVersion[4] = 1; // an old client
   await expectError(c, wrongVersion, ServerErrorCode.UnsupportedVersion, /unsupported version 1, expected 2/);
   // shapes that the wire format allows but this model does not
-  await expectError(c, encodeEncryptedInput(forwardRequest(0, Group.Qkv, 32, 3, 5n)), ServerErrorCode.BadRequest, /needs input parts of \[64\] features, got \[32\]/);
-  await expectError(c, encodeEncryptedInput(forwardRequest(0, Group.Down, 64, 3, 6n)), ServerErrorCode.BadRequest, /\[128\] features/);
-  await expectError(c, encodeEncryptedInput(forwardRequest(7, Group.O, 64, 3, 7n)), ServerErrorCode.BadRequest, /unknown layer 7: this model has layers 0\.\.1/);
+  await expectError(c, encodeEncryptedInput(forwardRequest(0, 'qkv', 32, 3, 5n)), ServerErrorCode.BadRequest, /needs input parts of \[64\] features, got \[32\]/);
+  await expectError(c, encodeEncryptedInput(forwardRequest(0, 'down', 64, 3, 6n)), ServerErrorCode.BadRequest, /\[128\] features/);
+  await expectError(c, encodeEncryptedInput(forwardRequest(7, 'o', 64, 3, 7n)), ServerErrorCode.BadRequest, /unknown layer 7: this model has layers 0\.\.1/);
   // over the server's token limit (64): refused by the decoder limits, before any work
-  await expectError(c, encodeEncryptedInput(forwardRequest(0, Group.O, 64, 65, 8n)), ServerErrorCode.TooLarge, /tokens = 65 exceeds the limit of 64/);
+  await expectError(c, encodeEncryptedInput(forwardRequest(0, 'o', 64, 65, 8n)), ServerErrorCode.TooLarge, /tokens = 65 exceeds the limit of 64/);
   // a client must not send outputs
-  const out = encodeEncryptedOutput({ paramsId: 1, requestId: 9n, op: Op.Backward, layer: 0, group: Group.O, rows: [1], tokens: 1, terms: 1, blocks: [[{ a: new Uint32Array(2048), b: new Uint32Array(2048) }]] });
+  const out = encodeEncryptedOutput({ paramsId: 1, requestId: 9n, op: Op.Backward, layer: 0, group: 'o', rows: [1], tokens: 1, terms: 1, blocks: [[{ a: new Uint32Array(2048), b: new Uint32Array(2048) }]] });
   await expectError(c, out, ServerErrorCode.Malformed, /may only send ENCRYPTED_INPUT/);
   // the error answers carry the request id when the header was readable
-  const m = await c.ask(encodeEncryptedInput(forwardRequest(3, Group.O, 64, 3, 4242n)));
+  const m = await c.ask(encodeEncryptedInput(forwardRequest(3, 'o', 64, 3, 4242n)));
   assert.equal(m.type === MessageType.Error && m.message.requestId, 4242n);
   // still serving on the same connection
-  await expectOutput(c, { ...forwardRequest(1, Group.GateUp, 64, 5, 77n) });
+  await expectOutput(c, { ...forwardRequest(1, 'gate_up', 64, 5, 77n) });
 
   // A frame over the WebSocket limit is a protocol violation: the connection is closed (1009) ...
   c.ws.send(new Uint8Array(srv.maxPayload + 1));
   assert.equal(await c.closed, 1009);
   // ... and the server serves a new connection
   const c2 = await RawClient.open();
-  await expectOutput(c2, forwardRequest(1, Group.O, 64, 2, 78n));
+  await expectOutput(c2, forwardRequest(1, 'o', 64, 2, 78n));
   // text frames are a protocol violation too
   c2.ws.send('hello');
   assert.equal(await c2.closed, 1003);
@@ -176,7 +177,7 @@ test('rate limit per connection answers RateLimited, and the connection limit re
       second.once('error', () => resolve(-1));
     });
     assert.equal(status, 503);
-    const req = encodeEncryptedInput(forwardRequest(0, Group.O, 64, 1, 1n));
+    const req = encodeEncryptedInput(forwardRequest(0, 'o', 64, 1, 1n));
     for (let i = 0; i < 8; i++) ws.send(req);
     const answers: DecodedMessage[] = [];
     for (let i = 0; i < 8; i++) answers.push(await c.next());

@@ -19,24 +19,19 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import { uploadBytes } from '../crypto/index.js';
 import type { EncryptedInput } from '../linear/types.js';
-import type { ProjectionGroup } from '../model/frozen.js';
+import { PROJECTION_GROUPS } from '../model/projections.js';
+import { HEALTH_PATH, MODEL_INFO_PATH, WS_PATH } from '../protocol/endpoints.js';
 import {
-  decodeMessage, encodeEncryptedOutput, encodeError, encryptedInputBytes, Group, MessageType, NO_PARAMS_ID, Op, peekHeader,
+  decodeMessage, encodeEncryptedOutput, encodeError, encryptedInputBytes, MessageType, NO_PARAMS_ID, Op, peekHeader,
   ServerErrorCode, serverCodeFor, WireError, type EncryptedInputMessage,
 } from '../protocol/wire.js';
 import { modelInfoToJson } from './model-info.js';
 import { BadRequestError, type ModelServer } from './model-server.js';
 
-export const WS_PATH = '/v1/ws';
-export const MODEL_INFO_PATH = '/v1/model-info';
-export const HEALTH_PATH = '/health';
 /** Slack above the largest legal request for the WebSocket frame limit. */
 const MAX_PAYLOAD_MARGIN = 64 * 1024;
 /** Undecodable frames in a row after which a connection is closed as a protocol violation. */
 const MAX_CONSECUTIVE_MALFORMED = 32;
-
-export const WIRE_GROUPS: Record<ProjectionGroup, number> = { qkv: Group.Qkv, o: Group.O, gate_up: Group.GateUp, down: Group.Down };
-export const GROUP_NAMES: Record<number, ProjectionGroup> = { [Group.Qkv]: 'qkv', [Group.O]: 'o', [Group.GateUp]: 'gate_up', [Group.Down]: 'down' };
 
 export type LogEvent = Record<string, string | number | boolean | null>;
 export type Logger = (event: LogEvent) => void;
@@ -84,7 +79,7 @@ export interface RunningServer {
 /** Largest legal ENCRYPTED_INPUT for this model: the widest stacked input at maxTokens. */
 export function maxRequestBytes(model: ModelServer): number {
   let most = 0;
-  for (const g of Object.keys(WIRE_GROUPS) as ProjectionGroup[]) {
+  for (const g of PROJECTION_GROUPS) {
     for (const dir of ['forward', 'backward'] as const) {
       most = Math.max(most, encryptedInputBytes(model.params.id, model.inputCols(dir, g), model.maxTokens));
     }
@@ -277,7 +272,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         return;
       }
       const op = msg.op === Op.Forward ? 'forward' : 'backward';
-      const group = GROUP_NAMES[msg.group];
+      const group = msg.group;
       const fields: LogEvent = { op, layer: msg.layer, group, tokens: msg.tokens, bytes_in: bytes.length };
       if (!bucket.take()) {
         replyError(requestId, paramsId, ServerErrorCode.RateLimited,

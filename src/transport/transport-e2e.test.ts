@@ -5,7 +5,7 @@ import { RLWE_N2048_Q44, SecretKey, resultErrorBound } from '../crypto/index.js'
 import { QuantizedGroup } from '../linear/plain.js';
 import { stackBackwardInput } from '../linear/client.js';
 import { rowSqNorms, stackedColSqNorms } from '../linear/layout.js';
-import { groupShapes, GROUP_MODULES, PROJECTION_GROUPS, type ProjectionGroup } from '../model/frozen.js';
+import { groupMembers, groupShapes, PROJECTION_GROUPS, projectionWeightName, type ProjectionGroup } from '../model/projections.js';
 import { loadModelFolder } from '../model/loader.js';
 import { prepareBackwardInput, quantizePerToken, quantizeWeightsPerChannel, type QuantizedWeights } from '../quant/quantize.js';
 import { RemoteEncryptedProvider } from './client.js';
@@ -29,9 +29,9 @@ function referenceHash(dir: string): string {
   h.update(u32(config.numLayers));
   for (let l = 0; l < config.numLayers; l++) {
     for (const g of ['qkv', 'o', 'gate_up', 'down'] as const) {
-      GROUP_MODULES[g].forEach((m, j) => {
+      groupMembers(g).forEach((m, j) => {
         const [rows, cols] = groupShapes(config, g)[j];
-        const q = quantizeWeightsPerChannel(tensors.get(`model.layers.${l}.${m}.weight`)!.data, rows, cols);
+        const q = quantizeWeightsPerChannel(tensors.get(projectionWeightName(l, m))!.data, rows, cols);
         h.update(u32(rows)); h.update(u32(cols));
         h.update(Buffer.from(q.values.buffer, q.values.byteOffset, q.values.length));
         const s = Buffer.alloc(rows * 4);
@@ -58,9 +58,9 @@ test('a server in another process computes every group forward and backward with
 
   // Local plaintext quantized reference from the same folder.
   const { tensors } = loadModelFolder(dir);
-  const groupOf = (l: number, g: ProjectionGroup): QuantizedWeights[] => GROUP_MODULES[g].map((m, j) => {
+  const groupOf = (l: number, g: ProjectionGroup): QuantizedWeights[] => groupMembers(g).map((m, j) => {
     const [rows, cols] = groupShapes(config, g)[j];
-    return quantizeWeightsPerChannel(tensors.get(`model.layers.${l}.${m}.weight`)!.data, rows, cols);
+    return quantizeWeightsPerChannel(tensors.get(projectionWeightName(l, m))!.data, rows, cols);
   });
   // The public scales the server published are the ones we compute.
   for (let l = 0; l < config.numLayers; l++) {

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { RLWE_N2048_Q44, SecretKey, resultErrorBound } from '../crypto/index.js';
 import { QuantizedGroup } from '../linear/plain.js';
-import { groupShapes, GROUP_MODULES } from '../model/frozen.js';
+import { groupMembers, groupShapes, projectionWeightName } from '../model/projections.js';
 import { loadModelFolder } from '../model/loader.js';
 import { quantizePerToken, quantizeWeightsPerChannel } from '../quant/quantize.js';
 import { RemoteEncryptedProvider } from './client.js';
@@ -44,9 +44,9 @@ test('server SIGKILLed with a request in flight and restarted on the same port: 
 
   // The answer is right (within the HE error of the plaintext quantized path).
   const { tensors } = loadModelFolder(dir);
-  const parts = GROUP_MODULES.gate_up.map((m, j) => {
+  const parts = groupMembers('gate_up').map((m, j) => {
     const [rows, cols] = groupShapes(config, 'gate_up')[j];
-    return quantizeWeightsPerChannel(tensors.get(`model.layers.1.${m}.weight`)!.data, rows, cols);
+    return quantizeWeightsPerChannel(tensors.get(projectionWeightName(1, m))!.data, rows, cols);
   });
   const want = new QuantizedGroup(parts).forward(x, T);
   const xs = quantizePerToken(x, T, C, 8).scales;
