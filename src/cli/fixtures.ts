@@ -3,10 +3,11 @@
 
 import { writeModelFolder } from '../model/loader.js';
 import { trainBpe, writeTokenizerFolder } from '../model/bpe-train.js';
-import { llamaConfigJson, randomLlamaTensors, type RandomLlamaShape } from '../train/random-init.js';
+import type { RandomLlamaShape } from '../train/random-init.js';
+import { TINY_SHAPE, tinyModel } from '../train/test-fixtures.js';
 import { glossPair, readWordnetGlosses } from './wordnet.js';
 
-export const TINY_SHAPE: RandomLlamaShape = { hiddenSize: 64, intermediateSize: 128, numLayers: 2, numHeads: 4, numKvHeads: 2, vocabSize: 300 };
+export { TINY_SHAPE };
 
 /** Writes a random-weight model folder with a tokenizer; returns the glosses used for the tokenizer. */
 export function writeTinyModelFolder(dir: string, shape: RandomLlamaShape = TINY_SHAPE, seed = 7): { prompt: string; completion: string }[] {
@@ -14,8 +15,8 @@ export function writeTinyModelFolder(dir: string, shape: RandomLlamaShape = TINY
   const corpus = pairs.map((p) => p.prompt + p.completion);
   const tok = trainBpe(corpus, { vocabSize: shape.vocabSize, specialTokens: ['<|endoftext|>'], eosToken: '<|endoftext|>' });
   writeTokenizerFolder(dir, tok);
-  const cfg = llamaConfigJson(shape);
-  cfg.eos_token_id = tok.specialIds.get('<|endoftext|>');
-  writeModelFolder(dir, cfg, randomLlamaTensors(shape, seed, { embedStd: 0.1 }));
+  const { configJson, tensors } = tinyModel(shape, seed);
+  configJson.eos_token_id = tok.specialIds.get('<|endoftext|>');
+  writeModelFolder(dir, configJson, tensors);
   return pairs;
 }

@@ -19,7 +19,7 @@ export class SecretKey {
   readonly hammingWeight: number;
   /** Coefficients in {-1, 0, 1}. Private: only the crypto module reads them (secretCoefficients). */
   readonly #s: Int8Array;
-  /** Seeds used with this key in this session (hex seed -> block indices), see encrypt.ts. */
+  /** Seeds used with this key in this session (hex seed -> block indices): claimSeed refuses a repeat. */
   readonly #usedSeeds = new Map<string, Set<number>>();
 
   private constructor(params: RlweParams, s: Int8Array) {

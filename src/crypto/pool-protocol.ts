@@ -1,4 +1,5 @@
 /** Messages between CryptoPool (pool.ts) and its workers (pool-worker.ts); in-process only. */
+import type { WorkerEnvelope, WorkerReply } from '../util/worker-channel.js';
 
 export type CryptoRequest =
   | { op: 'init'; paramsId: number; keyFile: Uint8Array }
@@ -27,15 +28,9 @@ export type CryptoRequest =
       acc: Int32Array | Float64Array; t0: number; tn: number }
   | { op: 'close' };
 
-export interface CryptoEnvelope {
-  id: number;
-  req: CryptoRequest;
-}
+export type CryptoEnvelope = WorkerEnvelope<CryptoRequest>;
 
-export interface CryptoReply {
-  id: number;
-  ok: boolean;
-  error?: string;
+export interface CryptoReply extends WorkerReply {
   bytes?: Uint8Array;
   y?: Int32Array;
   value?: number;

@@ -17,10 +17,11 @@
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
+import { WorkerChannel } from '../util/worker-channel.js';
 import { SecretKey } from './keys.js';
 import { uploadBytes, type RlweParams } from './params.js';
 import { checkEncryptArgs } from './rlwe.js';
-import type { CryptoEnvelope, CryptoReply, CryptoRequest } from './pool-protocol.js';
+import type { CryptoReply, CryptoRequest } from './pool-protocol.js';
 import { SharedBuffers } from '../util/shared-buffers.js';
 import { settleAll } from '../util/settle.js';
 
@@ -57,46 +58,36 @@ function prepareJob(job: Job): void {
   }
 }
 
+/** One worker with at most one job at a time (the pool keeps the queue, so jobs go to idle workers). */
 class CryptoWorker {
   busy = false;
-  private current: Job | null = null;
-  private nextId = 1;
-  dead: Error | null = null;
-  readonly exited: Promise<number>;
+  readonly channel: WorkerChannel<CryptoRequest, CryptoReply>;
 
-  constructor(readonly worker: Worker, private readonly onIdle: () => void) {
-    worker.unref();
-    worker.on('message', (m: CryptoReply) => {
-      const job = this.current;
-      if (!job) return;
-      this.current = null;
-      this.busy = false;
-      this.worker.unref();
-      job.done?.();
-      if (m.ok) job.resolve(m);
-      else job.reject(new Error(m.error ?? 'helora: crypto worker failed'));
-      this.onIdle();
-    });
-    const fail = (e: Error): void => {
-      this.dead = e;
-      if (this.current) this.current.reject(e);
-      this.current = null;
-      this.onIdle();
-    };
-    worker.on('error', (e) => fail(e instanceof Error ? e : new Error(String(e))));
-    this.exited = new Promise((resolve) => worker.on('exit', (code) => {
-      fail(new Error(`helora: crypto worker exited (code ${code})`));
-      resolve(code);
-    }));
+  constructor(worker: Worker, private readonly onIdle: () => void) {
+    this.channel = new WorkerChannel(worker, 'crypto worker');
+    // A dead worker takes no more jobs: let the pool fail its queue.
+    void this.channel.exited.then(() => this.onIdle());
+  }
+
+  get dead(): Error | null {
+    return this.channel.dead;
+  }
+
+  get exited(): Promise<number> {
+    return this.channel.exited;
   }
 
   start(job: Job): void {
     prepareJob(job);
     this.busy = true;
-    this.current = job;
-    this.worker.ref(); // keep the process alive while a result is owed
-    const env: CryptoEnvelope = { id: this.nextId++, req: job.req };
-    this.worker.postMessage(env, job.transfer);
+    const finish = (): void => {
+      this.busy = false;
+      job.done?.();
+    };
+    this.channel.call(job.req, job.transfer).then(
+      (reply) => { finish(); job.resolve(reply); this.onIdle(); },
+      (e: Error) => { finish(); job.reject(e); this.onIdle(); },
+    );
   }
 }
 
@@ -356,9 +347,9 @@ export class CryptoPool {
     await Promise.all(this.workers.map(async (w) => {
       while (w.busy && !w.dead) await new Promise((r) => setTimeout(r, 1));
       if (!w.dead) {
-        w.worker.ref(); // until its exit event
+        w.channel.worker.ref(); // until its exit event
         await this.runOn(w, { op: 'close' }, []).catch(() => undefined);
-        w.worker.ref();
+        w.channel.worker.ref();
       }
     }));
     return Promise.all(this.workers.map((w) => w.exited));

@@ -1,4 +1,5 @@
 /** Messages between KernelPool (main thread) and its workers (pool-worker.ts). */
+import type { WorkerEnvelope, WorkerReply } from '../util/worker-channel.js';
 
 export type PoolRequest =
   | { op: 'warm' }
@@ -14,5 +15,5 @@ export type PoolResult =
   | { kind: 'none' }
   | { kind: 'f32'; v: Float32Array };
 
-export interface PoolEnvelope { id: number; req: PoolRequest }
-export interface PoolReply { id: number; ok: boolean; result?: PoolResult; error?: string }
+export type PoolEnvelope = WorkerEnvelope<PoolRequest>;
+export interface PoolReply extends WorkerReply { result?: PoolResult }

@@ -14,47 +14,9 @@ import { checkF32Shapes } from './gemm-f32.js';
 import { checkInt8Shapes } from './gemm-int8.js';
 import { SharedBuffers } from '../util/shared-buffers.js';
 import { settleAll } from '../util/settle.js';
-import type { PoolEnvelope, PoolReply, PoolRequest, PoolResult } from './pool-protocol.js';
+import type { PoolReply, PoolRequest, PoolResult } from './pool-protocol.js';
+import { WorkerChannel } from '../util/worker-channel.js';
 import { checkWeights, checkZqCall, kernelLayout, type ZqModulus } from './zq-matmul.js';
-
-interface Pending { resolve: (r: PoolResult) => void; reject: (e: Error) => void }
-
-class PoolWorker {
-  private readonly pending = new Map<number, Pending>();
-  private nextId = 1;
-  private dead: Error | null = null;
-
-  constructor(readonly worker: Worker) {
-    worker.unref();
-    worker.on('message', (m: PoolReply) => {
-      const p = this.pending.get(m.id);
-      if (!p) return;
-      this.pending.delete(m.id);
-      if (this.pending.size === 0) worker.unref();
-      if (m.ok) p.resolve(m.result!);
-      else p.reject(new Error(m.error ?? 'helora: kernel worker failed'));
-    });
-    const fail = (e: Error): void => {
-      this.dead = e;
-      for (const p of this.pending.values()) p.reject(e);
-      this.pending.clear();
-    };
-    worker.on('error', (e) => fail(e instanceof Error ? e : new Error(String(e))));
-    worker.on('exit', (code) => fail(new Error(`helora: kernel worker exited (code ${code})`)));
-  }
-
-  call(req: PoolRequest, transfer: ArrayBuffer[] = []): Promise<PoolResult> {
-    if (this.dead) return Promise.reject(this.dead);
-    const id = this.nextId++;
-    return new Promise<PoolResult>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      // Keep the process alive while a result is owed.
-      this.worker.ref();
-      const env: PoolEnvelope = { id, req };
-      this.worker.postMessage(env, transfer);
-    });
-  }
-}
 
 /** Row range [r0, r1) of one worker's shard. */
 interface Shard { worker: number; r0: number; r1: number }
@@ -80,15 +42,19 @@ function shardRows(rows: number, threads: number): Shard[] {
 type SharedCtor<T> = new (b: SharedArrayBuffer) => T;
 
 export class KernelPool {
-  private readonly workers: PoolWorker[];
+  private readonly workers: WorkerChannel<PoolRequest, PoolReply>[];
   /** Shared scratch for per-call inputs and results (see util/shared-buffers.ts for why it is reused). */
   private readonly buffers = new SharedBuffers(256 << 20);
   private readonly registry = new Map<number, Registered>();
   private nextHandle = 1;
   private closed = false;
 
-  private constructor(workers: PoolWorker[]) {
+  private constructor(workers: WorkerChannel<PoolRequest, PoolReply>[]) {
     this.workers = workers;
+  }
+
+  private async call(worker: number, req: PoolRequest, transfer?: ArrayBuffer[]): Promise<PoolResult> {
+    return (await this.workers[worker]!.call(req, transfer)).result!;
   }
 
   /**
@@ -111,10 +77,10 @@ export class KernelPool {
   static async create(threads: number = availableParallelism()): Promise<KernelPool> {
     if (!Number.isInteger(threads) || threads < 1 || threads > 256) throw new Error(`helora: KernelPool threads must be an integer in [1, 256], got ${threads}`);
     const url = new URL('./pool-worker.js', import.meta.url);
-    const workers = Array.from({ length: threads }, () => new PoolWorker(new Worker(url)));
+    const workers = Array.from({ length: threads }, () => new WorkerChannel<PoolRequest, PoolReply>(new Worker(url), 'kernel worker'));
     const pool = new KernelPool(workers);
     try {
-      await Promise.all(workers.map((w) => w.call({ op: 'warm' })));
+      await Promise.all(workers.map((_, i) => pool.call(i, { op: 'warm' })));
     } catch (e) {
       await pool.close();
       throw e;
@@ -143,7 +109,7 @@ export class KernelPool {
     const shards = shardRows(rows, this.threads);
     await Promise.all(shards.map((s) => {
       const part = w.slice(s.r0 * cols, s.r1 * cols);
-      return this.workers[s.worker]!.call({ op: 'regInt8', handle, w: part, rows: s.r1 - s.r0, cols }, [part.buffer]);
+      return this.call(s.worker, { op: 'regInt8', handle, w: part, rows: s.r1 - s.r0, cols }, [part.buffer]);
     }));
     this.registry.set(handle, { kind: 'int8', rows, cols, shards });
     return handle;
@@ -169,7 +135,7 @@ export class KernelPool {
     try {
       const aShared = new Uint32Array(aBuf), bShared = new Uint32Array(bBuf);
       await settleAll(r.shards.map(async (s) => {
-        const res = await this.workers[s.worker]!.call({ op: 'zq', handle, a: a.view, b: b.view, N, aOut: aShared, bOut: bShared, offset: s.r0 * N });
+        const res = await this.call(s.worker, { op: 'zq', handle, a: a.view, b: b.view, N, aOut: aShared, bOut: bShared, offset: s.r0 * N });
         if (res.kind !== 'none') throw new Error('helora: kernel worker sent an unexpected result');
       }));
       return { aOut: new Uint32Array(aShared), bOut: new Uint32Array(bShared) };
@@ -200,7 +166,7 @@ export class KernelPool {
     try {
       const out = new Int32Array(outBuf);
       await settleAll(r.shards.map(async (s) => {
-        const res = await this.workers[s.worker]!.call({ op: 'int8', handle, x: xs.view, N, out, offset: s.r0 * N });
+        const res = await this.call(s.worker, { op: 'int8', handle, x: xs.view, N, out, offset: s.r0 * N });
         if (res.kind !== 'none') throw new Error('helora: kernel worker sent an unexpected result');
       }));
       return new Int32Array(out);
@@ -218,7 +184,7 @@ export class KernelPool {
     const shards = shardRows(M, this.threads);
     await Promise.all(shards.map((s) => {
       const part = w.slice(s.r0 * K, s.r1 * K);
-      return this.workers[s.worker]!.call({ op: 'regF32', handle, w: part, rows: s.r1 - s.r0, cols: K }, [part.buffer]);
+      return this.call(s.worker, { op: 'regF32', handle, w: part, rows: s.r1 - s.r0, cols: K }, [part.buffer]);
     }));
     this.registry.set(handle, { kind: 'f32', rows: M, cols: K, shards });
     return handle;
@@ -234,7 +200,7 @@ export class KernelPool {
     try {
       const out = new Float32Array(r.rows * N);
       await settleAll(r.shards.map(async (s) => {
-        const res = await this.workers[s.worker]!.call({ op: 'f32', handle, x: xs.view, N });
+        const res = await this.call(s.worker, { op: 'f32', handle, x: xs.view, N });
         if (res.kind !== 'f32') throw new Error('helora: kernel worker sent an unexpected result');
         out.set(res.v, s.r0 * N);
       }));
@@ -255,7 +221,7 @@ export class KernelPool {
     try {
       const out = new Float32Array(T * OC);
       await settleAll(r.shards.map(async (s) => {
-        const res = await this.workers[s.worker]!.call({ op: 'fwd', handle, inp: xs.view, T });
+        const res = await this.call(s.worker, { op: 'fwd', handle, inp: xs.view, T });
         if (res.kind !== 'f32') throw new Error('helora: kernel worker sent an unexpected result');
         const n = s.r1 - s.r0;
         for (let t = 0; t < T; t++) out.set(res.v.subarray(t * n, (t + 1) * n), t * OC + s.r0);
@@ -275,7 +241,7 @@ export class KernelPool {
     if (dout.length !== T * OC) throw new Error(`helora: matmulBackwardInput dout has ${dout.length} values, expected T*OC = ${T * OC}`);
     const ds = this.share(dout, Float32Array);
     const parts = await settleAll(r.shards.map(async (s) => {
-      const res = await this.workers[s.worker]!.call({ op: 'bwdIn', handle, dout: ds.view, T, OC, r0: s.r0 });
+      const res = await this.call(s.worker, { op: 'bwdIn', handle, dout: ds.view, T, OC, r0: s.r0 });
       if (res.kind !== 'f32') throw new Error('helora: kernel worker sent an unexpected result');
       return res.v;
     })).finally(ds.release);

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { loadModelFolder, writeModelFolder } from '../model/loader.js';
 import { modelInfoToJson, parseModelInfo, checkShapeMatches } from './model-info.js';
 import { loadQuantizedModel, ModelServer, modelHash } from './model-server.js';
-import { removeDir, TINY_CONFIG_JSON, writeTinyModel } from './test-support.js';
+import { removeDir, writeTinyModel } from './test-support.js';
 
 test('model info survives JSON exactly, and the parser rejects hostile documents', async (t) => {
   const { dir, config, root } = writeTinyModel();
@@ -43,7 +43,7 @@ test('model info survives JSON exactly, and the parser rejects hostile documents
 });
 
 test('the model hash covers every quantized weight and scale', (t) => {
-  const { dir, root } = writeTinyModel();
+  const { dir, root, configJson } = writeTinyModel();
   t.after(() => removeDir(root));
   const base = loadQuantizedModel(dir);
   assert.match(base.hash, /^[0-9a-f]{64}$/);
@@ -53,7 +53,7 @@ test('the model hash covers every quantized weight and scale', (t) => {
   const w = tensors.get('model.layers.1.mlp.down_proj.weight')!;
   w.data[w.data.length - 1] += 0.05;
   const dir2 = `${root}/changed`;
-  writeModelFolder(dir2, TINY_CONFIG_JSON, tensors);
+  writeModelFolder(dir2, configJson, tensors);
   assert.notEqual(loadQuantizedModel(dir2).hash, base.hash);
   // A scale alone changed (values equal): a different hash.
   const layers = base.layers.map((l) => ({ ...l, o: l.o.map((q) => ({ ...q, scales: q.scales.slice() })) }));

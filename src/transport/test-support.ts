@@ -5,39 +5,16 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig, type LlamaConfig } from '../model/config.js';
-import { expectedTensorShapes, writeModelFolder } from '../model/loader.js';
+import { writeModelFolder } from '../model/loader.js';
+import { tinyModel } from '../train/test-fixtures.js';
 
-export const TINY_CONFIG_JSON: Record<string, unknown> = {
-  model_type: 'llama',
-  architectures: ['LlamaForCausalLM'],
-  hidden_size: 64,
-  intermediate_size: 128,
-  num_hidden_layers: 2,
-  num_attention_heads: 4,
-  num_key_value_heads: 2,
-  vocab_size: 96,
-  rms_norm_eps: 1e-5,
-  max_position_embeddings: 256,
-  rope_theta: 10000,
-  tie_word_embeddings: true,
-  hidden_act: 'silu',
-};
-
-/** Writes a random tiny model folder; returns its path and config (caller removes it). */
-export function writeTinyModel(): { dir: string; config: LlamaConfig; root: string } {
+/** Writes the shared tiny random model (train/test-fixtures.ts) to a temp folder; returns its path and config (caller removes it). */
+export function writeTinyModel(): { dir: string; config: LlamaConfig; configJson: Record<string, unknown>; root: string } {
   const root = mkdtempSync(join(tmpdir(), 'helora-transport-'));
   const dir = join(root, 'model');
-  const config = parseConfig(TINY_CONFIG_JSON);
-  const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
-  for (const [name, shape] of expectedTensorShapes(config)) {
-    const n = shape.reduce((a, b) => a * b, 1);
-    const data = new Float32Array(n);
-    const isNorm = name.endsWith('norm.weight');
-    for (let i = 0; i < n; i++) data[i] = isNorm ? 1 + 0.1 * (Math.random() - 0.5) : (Math.random() * 2 - 1) * 0.08;
-    tensors.set(name, { shape, data });
-  }
-  writeModelFolder(dir, TINY_CONFIG_JSON, tensors);
-  return { dir, config, root };
+  const { configJson, tensors } = tinyModel();
+  writeModelFolder(dir, configJson, tensors);
+  return { dir, config: parseConfig(configJson), configJson, root };
 }
 
 export function removeDir(root: string): void {
