@@ -121,7 +121,7 @@ async function runCase(c: LayerCase, cores: number, runs: number): Promise<Recor
     const server = new HeLinearServer({ backend: poolBackend(pool) });
     await server.registerGroup('layer', [{ values: wq.values, rows: c.dOut, cols: c.dIn }]);
     let exact: Int32Array = new Int32Array(0);
-    let request = await client.encryptIntegersAsync(xq.values, T, [c.dIn]);
+    let request = await client.encryptIntegers(xq.values, T, [c.dIn]);
     let response = await server.forward('layer', request);
     let y: Int32Array | Float64Array = new Float64Array(0);
     const peak = int8KernelPeak();
@@ -132,11 +132,11 @@ async function runCase(c: LayerCase, cores: number, runs: number): Promise<Recor
       fp32: () => pool.gemmF32(hF32, xf, T),
       encrypt: async () => {
         const sent = request; // answered and decrypted in the previous round: its memory is reused, as the transport client does
-        request = await client.encryptIntegersAsync(xq.values, T, [c.dIn]);
+        request = await client.encryptIntegers(xq.values, T, [c.dIn]);
         client.releaseRequest(sent);
       },
       server: async () => { response = await server.forward('layer', request); },
-      decrypt: async () => { [y] = await client.decryptIntegersAsync(request, response, [c.dOut]); },
+      decrypt: async () => { [y] = await client.decryptIntegers(request, response, [c.dOut]); },
     }, runs);
     const [plainInt8Ms, plainF32Ms, encryptMs, serverMs, decryptMs] = [ms.int8, ms.fp32, ms.encrypt, ms.server, ms.decrypt];
     const plaintextBits = client.plaintextBitsOf(request);

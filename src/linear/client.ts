@@ -1,13 +1,18 @@
 // The client's half of an encrypted projection group: quantize, encrypt, decrypt, dequantize.
 // The secret key never leaves this object (its worker pool holds copies inside the process); what
 // it returns for the server holds only a seed, the rounded b parts and shapes.
+//
+// One production path: encrypt*/decrypt* run the crypto on the worker pool. The *Reference methods
+// compute the same on the calling thread with the plain crypto functions, only for the tests to
+// compare with. Both paths share every check, the plaintext-width choice, the request bookkeeping
+// and the dequantization: they differ only in where the ciphertexts are made and opened.
 
 import {
-  choosePlaintextBits, CryptoPool, encodeFeatures, decryptBlock, encryptBlock, paramsById, maxInnerDim, randomSeed, SecretKey, type RlweParams,
+  choosePlaintextBits, CryptoPool, encodeFeatures, decryptBlock, encryptBlock, DEFAULT_PARAMS, maxInnerDim, randomSeed, SecretKey, type RlweParams,
 } from '../crypto/index.js';
 import { addTokensInto, maxTokenL1 } from '../crypto/encode.js';
 import {
-  DEFAULT_ACT_BITS, dequantizeBackward, dequantizeBackwardRange, dequantizeForward, dequantizeForwardRange, prepareBackwardInput, quantizePerToken,
+  DEFAULT_ACT_BITS, WEIGHT_BITS, dequantizeBackwardRange, dequantizeForwardRange, prepareBackwardInput, quantizePerToken, type QuantizedActivations,
 } from '../quant/quantize.js';
 import { blockCount, featureChunks } from './layout.js';
 import { settleAll } from '../util/settle.js';
@@ -35,22 +40,31 @@ export interface HeClientOptions {
    * inputs are small, so the HE error in result units shrinks by 2^(P' - P). false: always P.
    */
   adaptivePlaintext?: boolean;
-  /** Worker threads for the *Async methods (default: one per core); the pool starts on first use. */
+  /** Worker threads of the pool (default: one per core); the pool starts on first use. */
   threads?: number;
 }
 
-/** What withDecryptedShared's caller keeps of the shared results (see there). */
-interface SharedResultConsumer<R> {
+/**
+ * What a decryption's caller keeps of the integer results: range() for each (output j, tokens
+ * [t0, t0 + tn), rows [r0, r0 + nr)) once it is final, then finish().
+ */
+interface ResultConsumer<R> {
   range(results: IntegerResult[], j: number, t0: number, tn: number, r0: number, nr: number): void;
   finish(): R;
 }
 
-/** An upload ready for the server, plus what the client keeps to decrypt the answer. */
-interface Prepared {
+/** A checked upload about to be encrypted. */
+interface NewRequest {
   K: number;
   blocks: number;
   seed: Uint8Array;
-  plaintextBits: number[];
+}
+
+/** A checked answer: its layout and the plaintext width of each column block. */
+interface CheckedAnswer {
+  terms: number;
+  blocks: number;
+  bits: readonly number[];
 }
 
 export class HeLinearClient {
@@ -63,8 +77,8 @@ export class HeLinearClient {
   /** P' per block of every request this client encrypted (client memory only, see PendingProduct). */
   private readonly requestBits = new WeakMap<EncryptedInput, number[]>();
   /**
-   * Uploads of the *Async requests live in the pool's shared memory (see releaseRequest). An upload
-   * dropped without releaseRequest gives its memory back once its block view is garbage-collected.
+   * Uploads made on the pool live in its shared memory (see releaseRequest). An upload dropped
+   * without releaseRequest gives its memory back once its block view is garbage-collected.
    */
   private readonly uploads = new WeakMap<EncryptedInput, { pool: CryptoPool; blocks: Uint8Array[] }>();
   private readonly dropped = new FinalizationRegistry<{ pool: CryptoPool; buffer: SharedArrayBuffer }>(({ pool, buffer }) => {
@@ -72,91 +86,67 @@ export class HeLinearClient {
   });
 
   constructor(opts: HeClientOptions = {}) {
-    this.params = opts.params ?? paramsById(1);
+    this.params = opts.params ?? DEFAULT_PARAMS;
     this.actBits = opts.actBits ?? DEFAULT_ACT_BITS;
     this.key = opts.key ?? SecretKey.generate(this.params);
     this.adaptivePlaintext = opts.adaptivePlaintext ?? true;
     this.threads = opts.threads;
-    maxInnerDim(this.params, this.actBits, 8); // validates the bit width early
+    maxInnerDim(this.params, this.actBits, WEIGHT_BITS); // validates the bit width early
   }
 
   get maxTermK(): number {
-    return maxInnerDim(this.params, this.actBits, 8);
+    return maxInnerDim(this.params, this.actBits, WEIGHT_BITS);
+  }
+
+  /** Checks integer inputs (T x sum(partCols), token-major) against their parts and draws the request's seed. */
+  private newRequest(values: Int8Array | Int16Array, T: number, partCols: number[]): NewRequest {
+    const K = partCols.reduce((s, c) => s + c, 0);
+    if (values.length !== T * K) throw new Error(`helora: input has ${values.length} values, expected ${T} x ${K}`);
+    // A fresh seed per request; the key itself refuses any (seed, block) pair it has seen before.
+    return { K, blocks: blockCount(T, this.params.ringDegree), seed: randomSeed() };
   }
 
   /**
-   * Plaintext width of one column block (see choosePlaintextBits in crypto/noise.ts for the rule
-   * and its proof): every result of the block obeys |y[t,o]| <= 127 * ||x_t||_1 (max over the
+   * Plaintext width of every column block (see choosePlaintextBits in crypto/noise.ts for the rule
+   * and its proof): every result of a block obeys |y[t,o]| <= 127 * ||x_t||_1 (max over the
    * block's tokens; weights |W| <= maxAbsWeight = 127), and every row of every K-chunk term has
-   * ||W_o||^2 <= 127^2 * Kc
-   * (Kc: the longest K-chunk). Capped at params.plaintextBits, where the shape-based K-chunk split
-   * (maxInnerDim) guarantees the capacity as before.
+   * ||W_o||^2 <= 127^2 * Kc (Kc: the longest K-chunk). Capped at params.plaintextBits, where the
+   * shape-based K-chunk split (maxInnerDim) guarantees the capacity as before.
+   * maxL1(t0, t1): the largest token L1 norm among tokens [t0, t1).
    */
-  blockPlaintextBits(values: Int8Array | Int16Array, T: number, K: number, block: number): number {
-    if (!this.adaptivePlaintext) return this.params.plaintextBits;
+  private plaintextWidths(T: number, K: number, maxL1: (t0: number, t1: number) => number): number[] {
     const N = this.params.ringDegree;
-    return this.plaintextBitsForL1(maxTokenL1(values, K, block * N, Math.min(T, (block + 1) * N)), K);
-  }
-
-  /** blockPlaintextBits from the block's largest token L1 norm. */
-  private plaintextBitsForL1(maxL1: number, K: number): number {
+    const blocks = blockCount(T, N);
+    if (!this.adaptivePlaintext) return new Array<number>(blocks).fill(this.params.plaintextBits);
     // the server's Z_q kernel refuses weights with |W| > maxAbsWeight (127)
     const wMax = this.params.maxAbsWeight;
     const kc = Math.max(...featureChunks(K, this.maxTermK).map((c) => c.end - c.start));
-    return choosePlaintextBits(this.params, wMax * maxL1, wMax * wMax * kc, this.key.hammingWeight);
+    return Array.from({ length: blocks }, (_, blk) => {
+      const l1 = maxL1(blk * N, Math.min(T, (blk + 1) * N));
+      return choosePlaintextBits(this.params, wMax * l1, wMax * wMax * kc, this.key.hammingWeight);
+    });
   }
 
-  private prepare(values: Int8Array | Int16Array, T: number, partCols: number[]): Prepared {
-    const K = partCols.reduce((s, c) => s + c, 0);
-    if (values.length !== T * K) throw new Error(`helora: input has ${values.length} values, expected ${T} x ${K}`);
-    const blocks = blockCount(T, this.params.ringDegree);
-    const plaintextBits: number[] = [];
-    for (let blk = 0; blk < blocks; blk++) plaintextBits.push(this.blockPlaintextBits(values, T, K, blk));
-    // A fresh seed per request; the key itself refuses any (seed, block) pair it has seen before.
-    return { K, blocks, seed: randomSeed(), plaintextBits };
-  }
-
-  private finish(T: number, partCols: number[], p: Prepared, out: Uint8Array[]): EncryptedInput {
-    const request: EncryptedInput = { paramsId: this.params.id, T, partCols: [...partCols], seed: p.seed, blocks: out };
-    this.requestBits.set(request, p.plaintextBits);
+  /** The request object that goes to the server; its plaintext widths stay here (plaintextBitsOf). */
+  private recordRequest(T: number, partCols: number[], r: NewRequest, plaintextBits: number[], blocks: Uint8Array[]): EncryptedInput {
+    const request: EncryptedInput = { paramsId: this.params.id, T, partCols: [...partCols], seed: r.seed, blocks };
+    this.requestBits.set(request, plaintextBits);
     return request;
   }
 
   /**
-   * Encrypts integer inputs (T x sum(partCols), token-major) under a fresh seed. The returned
-   * object is what goes to the server; the client remembers its plaintext widths (plaintextBitsOf).
+   * Encrypts integer inputs (T x sum(partCols), token-major) under a fresh seed, on the worker
+   * pool. The returned object is what goes to the server; the client remembers its plaintext
+   * widths (plaintextBitsOf). Its blocks live in the pool's memory: see releaseRequest.
    */
-  encryptIntegers(values: Int8Array | Int16Array, T: number, partCols: number[]): EncryptedInput {
-    const p = this.prepare(values, T, partCols);
-    const N = this.params.ringDegree;
-    const m = new Int32Array(p.K * N);
-    const out: Uint8Array[] = [];
-    for (let blk = 0; blk < p.blocks; blk++) {
-      out.push(encryptBlock(this.params, this.key, encodeFeatures(values, T, p.K, N, blk, 0, p.K, m), p.K, p.seed, blk, p.plaintextBits[blk]));
-    }
-    m.fill(0);
-    return this.finish(T, partCols, p, out);
-  }
-
-  /** encryptIntegers on the worker pool (all cores). */
-  async encryptIntegersAsync(values: Int8Array | Int16Array, T: number, partCols: number[]): Promise<EncryptedInput> {
-    const K = partCols.reduce((s, c) => s + c, 0);
-    if (values.length !== T * K) throw new Error(`helora: input has ${values.length} values, expected ${T} x ${K}`);
-    const N = this.params.ringDegree;
-    const blocks = blockCount(T, N);
+  async encryptIntegers(values: Int8Array | Int16Array, T: number, partCols: number[]): Promise<EncryptedInput> {
+    const r = this.newRequest(values, T, partCols);
     const pool = await this.getPool();
-    const fm = await pool.featureMajor(values, T, K); // the workers encrypt straight from its feature rows
+    const fm = await pool.featureMajor(values, T, r.K); // the workers encrypt straight from its feature rows
     let consumed = false;
     try {
-      const plaintextBits = Array.from({ length: blocks }, (_, blk) => {
-        if (!this.adaptivePlaintext) return this.params.plaintextBits;
-        let maxL1 = 0;
-        for (let t = blk * N, end = Math.min(T, (blk + 1) * N); t < end; t++) maxL1 = Math.max(maxL1, fm.tokenL1[t]);
-        return this.plaintextBitsForL1(maxL1, K);
-      });
-      // A fresh seed per request; the key itself refuses any (seed, block) pair it has seen before.
-      const p: Prepared = { K, blocks, seed: randomSeed(), plaintextBits };
-      const settled = await Promise.allSettled(Array.from({ length: p.blocks }, (_, blk) => pool.encryptValues(fm, p.seed, blk, p.plaintextBits[blk])));
+      const plaintextBits = this.plaintextWidths(T, r.K, (t0, t1) => fm.tokenL1.subarray(t0, t1).reduce((m, l1) => Math.max(m, l1), 0));
+      const settled = await Promise.allSettled(Array.from({ length: r.blocks }, (_, blk) => pool.encryptValues(fm, r.seed, blk, plaintextBits[blk])));
       const out = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
       const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
       if (failed) {
@@ -164,7 +154,7 @@ export class HeLinearClient {
         throw failed.reason;
       }
       consumed = true; // every block read all its values (and zeroed them)
-      const request = this.finish(T, partCols, p, out);
+      const request = this.recordRequest(T, partCols, r, plaintextBits, out);
       this.uploads.set(request, { pool, blocks: out });
       for (const u of out) this.dropped.register(u, { pool, buffer: u.buffer as SharedArrayBuffer }, u);
       return request;
@@ -173,12 +163,27 @@ export class HeLinearClient {
     }
   }
 
+  /** Reference of encryptIntegers on the calling thread (tests compare the pool with it). */
+  encryptIntegersReference(values: Int8Array | Int16Array, T: number, partCols: number[]): EncryptedInput {
+    const r = this.newRequest(values, T, partCols);
+    const plaintextBits = this.plaintextWidths(T, r.K, (t0, t1) => maxTokenL1(values, r.K, t0, t1));
+    const N = this.params.ringDegree;
+    const m = new Int32Array(r.K * N);
+    const out: Uint8Array[] = [];
+    for (let blk = 0; blk < r.blocks; blk++) {
+      out.push(encryptBlock(this.params, this.key, encodeFeatures(values, T, r.K, N, blk, 0, r.K, m), r.K, r.seed, blk, plaintextBits[blk]));
+    }
+    m.fill(0);
+    return this.recordRequest(T, partCols, r, plaintextBits, out);
+  }
+
   /**
-   * Gives the upload memory of a request from the *Async methods back for reuse, once the request
-   * has been sent (or answered): its blocks are emptied and must not be used afterwards, nor any
-   * view taken of them. Without this call the memory returns when the block arrays are
-   * garbage-collected (so a view taken of a block must not outlive the block itself); with it, the
-   * next request reuses it at once (no fresh allocation, no copy). Other requests: no-op.
+   * Gives the upload memory of a request from encryptIntegers / encryptForward / encryptBackward
+   * back for reuse, once the request has been sent (or answered): its blocks are emptied and must
+   * not be used afterwards, nor any view taken of them. Without this call the memory returns when
+   * the block arrays are garbage-collected (so a view taken of a block must not outlive the block
+   * itself); with it, the next request reuses it at once (no fresh allocation, no copy). Other
+   * requests: no-op.
    */
   releaseRequest(request: EncryptedInput): void {
     const owned = this.uploads.get(request);
@@ -198,8 +203,7 @@ export class HeLinearClient {
     return [...bits];
   }
 
-  private checkAnswer(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[], plaintextBits?: readonly number[]):
-    { terms: number; blocks: number; bits: readonly number[] } {
+  private checkAnswer(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[], plaintextBits?: readonly number[]): CheckedAnswer {
     const N = this.params.ringDegree;
     const K = request.partCols.reduce((s, c) => s + c, 0);
     const terms = featureChunks(K, this.maxTermK).length;
@@ -227,11 +231,27 @@ export class HeLinearClient {
   }
 
   /**
-   * Decrypts an answer to `request` into exact integer products (T x rows, token-major, one per
-   * output), adding the K-chunk terms. Rejects an answer whose layout does not match the request.
-   * plaintextBits: the widths from PendingProduct (default: remembered for `request` by this client).
+   * Decrypts an answer to `request` on the worker pool into exact integer products (T x rows,
+   * token-major, one per output), adding the K-chunk terms. Rejects an answer whose layout does not
+   * match the request. plaintextBits: the widths from PendingProduct (default: remembered for
+   * `request` by this client).
    */
-  decryptIntegers(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[], plaintextBits?: readonly number[]): IntegerResult[] {
+  async decryptIntegers(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[], plaintextBits?: readonly number[]): Promise<IntegerResult[]> {
+    const outs: IntegerResult[] = [];
+    return this.decryptOnPool(request, response, expectedRows, plaintextBits, {
+      range: (results, j, t0, tn, r0, nr) => {
+        const rows = expectedRows[j];
+        const src = results[j];
+        // ordinary memory of the shared result's type (Int32Array, or Float64Array when wide)
+        const dst = outs[j] ??= src instanceof Float64Array ? new Float64Array(src.length) : new Int32Array(src.length);
+        for (let t = t0; t < t0 + tn; t++) dst.set(src.subarray(t * rows + r0, t * rows + r0 + nr), t * rows + r0);
+      },
+      finish: () => outs,
+    });
+  }
+
+  /** Reference of decryptIntegers on the calling thread (tests compare the pool with it). */
+  decryptIntegersReference(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[], plaintextBits?: readonly number[]): IntegerResult[] {
     const N = this.params.ringDegree;
     const { terms, blocks, bits } = this.checkAnswer(request, response, expectedRows, plaintextBits);
     const results = expectedRows.map((rows) => (resultsFitInt32(terms, bits) ? new Int32Array(request.T * rows) : new Float64Array(request.T * rows)));
@@ -247,29 +267,13 @@ export class HeLinearClient {
     return results;
   }
 
-  /** decryptIntegers on the worker pool (all cores). */
-  async decryptIntegersAsync(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[], plaintextBits?: readonly number[]): Promise<IntegerResult[]> {
-    const outs: IntegerResult[] = [];
-    return this.withDecryptedShared(request, response, expectedRows, plaintextBits, {
-      range: (results, j, t0, tn, r0, nr) => {
-        const rows = expectedRows[j];
-        const src = results[j];
-        // ordinary memory of the shared result's type (Int32Array, or Float64Array when wide)
-        const dst = outs[j] ??= src instanceof Float64Array ? new Float64Array(src.length) : new Int32Array(src.length);
-        for (let t = t0; t < t0 + tn; t++) dst.set(src.subarray(t * rows + r0, t * rows + r0 + nr), t * rows + r0);
-      },
-      finish: () => outs,
-    });
-  }
-
   /**
-   * Decrypts on the pool into shared scratch results and lets `consume` take what it keeps: range()
-   * for each (output j, tokens [t0, t0 + tn), rows [r0, r0 + nr)) as soon as it is final, while
-   * the rest is still being decrypted; then finish(). The scratch memory is reused afterwards, so
-   * consume must copy (see util/shared-buffers.ts).
+   * Decrypts on the pool into shared scratch results and lets `consume` take what it keeps, each
+   * range as soon as it is final, while the rest is still being decrypted. The scratch memory is
+   * reused afterwards, so consume must copy (see util/shared-buffers.ts).
    */
-  private async withDecryptedShared<R>(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[],
-    plaintextBits: readonly number[] | undefined, consume: SharedResultConsumer<R>): Promise<R> {
+  private async decryptOnPool<R>(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[],
+    plaintextBits: readonly number[] | undefined, consume: ResultConsumer<R>): Promise<R> {
     const N = this.params.ringDegree;
     const { terms, blocks, bits } = this.checkAnswer(request, response, expectedRows, plaintextBits);
     const pool = await this.getPool();
@@ -297,70 +301,87 @@ export class HeLinearClient {
     }
   }
 
-  /** Forward: quantize x (T x C) per token and encrypt it. */
-  encryptForward(x: Float32Array, T: number, C: number): PendingProduct {
-    const q = quantizePerToken(x, T, C, this.actBits);
-    const request = this.encryptIntegers(q.values, T, [C]);
-    return { request, scales: q.scales, plaintextBits: this.plaintextBitsOf(request) };
+  /** decryptIntegersReference handed to `consume` whole: the reference of decryptOnPool. */
+  private decryptReference<R>(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[],
+    plaintextBits: readonly number[] | undefined, consume: ResultConsumer<R>): R {
+    const results = this.decryptIntegersReference(request, response, expectedRows, plaintextBits);
+    expectedRows.forEach((rows, j) => consume.range(results, j, 0, request.T, 0, rows));
+    return consume.finish();
   }
 
-  async encryptForwardAsync(x: Float32Array, T: number, C: number): Promise<PendingProduct> {
-    const q = quantizePerToken(x, T, C, this.actBits);
-    const request = await this.encryptIntegersAsync(q.values, T, [C]);
-    return { request, scales: q.scales, plaintextBits: this.plaintextBitsOf(request) };
-  }
-
-  /** y_j (T x rows_j) = x W_j^T from the server's answer; wScales are the public per-row weight scales. */
-  decryptForward(pending: PendingProduct, response: EncryptedOutput, wScales: Float32Array[]): Float32Array[] {
-    const rows = wScales.map((s) => s.length);
-    const acc = this.decryptIntegers(pending.request, response, rows, pending.plaintextBits);
-    return acc.map((a, j) => dequantizeForward(a, pending.scales, wScales[j], pending.request.T, rows[j]));
-  }
-
-  async decryptForwardAsync(pending: PendingProduct, response: EncryptedOutput, wScales: Float32Array[]): Promise<Float32Array[]> {
-    const rows = wScales.map((s) => s.length);
+  /** Checks a pending product against the outputs about to be decrypted for it (before any decryption). */
+  private checkPending(pending: PendingProduct, outputRows: number[]): void {
     const T = pending.request.T;
     if (pending.scales.length !== T) throw new Error(`helora: ${pending.scales.length} token scales for ${T} tokens`);
-    if (rows.some((r) => r < 1)) throw new Error('helora: every output needs at least one row (weight scale)');
-    const ys = rows.map((r) => new Float32Array(T * r));
-    return this.withDecryptedShared(pending.request, response, rows, pending.plaintextBits, {
-      range: (acc, j, t0, tn, r0, nr) => dequantizeForwardRange(acc[j], pending.scales, wScales[j], rows[j], ys[j], t0, tn, r0, nr),
-      finish: () => ys,
-    });
+    if (outputRows.some((r) => r < 1)) throw new Error('helora: every output needs at least one row (weight scale)');
   }
 
-  /** Backward: dy_j (T x rows_j) stacked, the weight scales folded in, quantized per token jointly. */
-  encryptBackward(dys: Float32Array[], T: number, wScales: Float32Array[]): PendingProduct {
-    const { stacked, scales, cols } = stackBackwardInput(dys, T, wScales);
-    const q = prepareBackwardInput(stacked, T, cols.reduce((s, c) => s + c, 0), scales, this.actBits);
-    const request = this.encryptIntegers(q.values, T, cols);
-    return { request, scales: q.scales, plaintextBits: this.plaintextBitsOf(request) };
+  /** y_j = x W_j^T dequantized range by range (see dequantizeForward); the consumer of both forward decryptions. */
+  private forwardDequantizer(pending: PendingProduct, wScales: Float32Array[]): { rows: number[]; consume: ResultConsumer<Float32Array[]> } {
+    const rows = wScales.map((s) => s.length);
+    this.checkPending(pending, rows);
+    const ys = rows.map((r) => new Float32Array(pending.request.T * r));
+    return {
+      rows,
+      consume: {
+        range: (acc, j, t0, tn, r0, nr) => dequantizeForwardRange(acc[j], pending.scales, wScales[j], rows[j], ys[j], t0, tn, r0, nr),
+        finish: () => ys,
+      },
+    };
   }
 
-  async encryptBackwardAsync(dys: Float32Array[], T: number, wScales: Float32Array[]): Promise<PendingProduct> {
-    const { stacked, scales, cols } = stackBackwardInput(dys, T, wScales);
-    const q = prepareBackwardInput(stacked, T, cols.reduce((s, c) => s + c, 0), scales, this.actBits);
-    const request = await this.encryptIntegersAsync(q.values, T, cols);
-    return { request, scales: q.scales, plaintextBits: this.plaintextBitsOf(request) };
-  }
-
-  /** dx (T x C) = sum_j dy_j W_j from the server's answer. */
-  decryptBackward(pending: PendingProduct, response: EncryptedOutput, C: number): Float32Array {
-    const [acc] = this.decryptIntegers(pending.request, response, [C], pending.plaintextBits);
-    return dequantizeBackward(acc, pending.scales, pending.request.T, C);
-  }
-
-  async decryptBackwardAsync(pending: PendingProduct, response: EncryptedOutput, C: number): Promise<Float32Array> {
-    const T = pending.request.T;
-    if (pending.scales.length !== T) throw new Error(`helora: ${pending.scales.length} token scales for ${T} tokens`);
-    const dx = new Float32Array(T * C);
-    return this.withDecryptedShared(pending.request, response, [C], pending.plaintextBits, {
+  /** dx = sum_j dy_j W_j dequantized range by range (see dequantizeBackward); the consumer of both backward decryptions. */
+  private backwardDequantizer(pending: PendingProduct, C: number): ResultConsumer<Float32Array> {
+    this.checkPending(pending, [C]);
+    const dx = new Float32Array(pending.request.T * C);
+    return {
       range: (acc, _j, t0, tn, r0, nr) => dequantizeBackwardRange(acc[0], pending.scales, C, dx, t0, tn, r0, nr),
       finish: () => dx,
-    });
+    };
   }
 
-  /** Worker threads of the *Async methods (0 until the pool has started). */
+  /** Forward: quantize x (T x C) per token and encrypt it on the pool. */
+  async encryptForward(x: Float32Array, T: number, C: number): Promise<PendingProduct> {
+    const q = quantizePerToken(x, T, C, this.actBits);
+    const request = await this.encryptIntegers(q.values, T, [C]);
+    return { request, scales: q.scales, plaintextBits: this.plaintextBitsOf(request) };
+  }
+
+  /** y_j (T x rows_j) = x W_j^T from the server's answer, decrypted on the pool; wScales are the public per-row weight scales. */
+  async decryptForward(pending: PendingProduct, response: EncryptedOutput, wScales: Float32Array[]): Promise<Float32Array[]> {
+    const { rows, consume } = this.forwardDequantizer(pending, wScales);
+    return this.decryptOnPool(pending.request, response, rows, pending.plaintextBits, consume);
+  }
+
+  /** Reference of decryptForward on the calling thread (tests compare the pool with it). */
+  decryptForwardReference(pending: PendingProduct, response: EncryptedOutput, wScales: Float32Array[]): Float32Array[] {
+    const { rows, consume } = this.forwardDequantizer(pending, wScales);
+    return this.decryptReference(pending.request, response, rows, pending.plaintextBits, consume);
+  }
+
+  /** Backward: dy_j (T x rows_j) stacked, the weight scales folded in, quantized per token jointly, encrypted on the pool. */
+  async encryptBackward(dys: Float32Array[], T: number, wScales: Float32Array[]): Promise<PendingProduct> {
+    const { q, cols } = quantizeBackwardInput(dys, T, wScales, this.actBits);
+    const request = await this.encryptIntegers(q.values, T, cols);
+    return { request, scales: q.scales, plaintextBits: this.plaintextBitsOf(request) };
+  }
+
+  /** dx (T x C) = sum_j dy_j W_j from the server's answer, decrypted on the pool. */
+  async decryptBackward(pending: PendingProduct, response: EncryptedOutput, C: number): Promise<Float32Array> {
+    return this.decryptOnPool(pending.request, response, [C], pending.plaintextBits, this.backwardDequantizer(pending, C));
+  }
+
+  /** Reference of decryptBackward on the calling thread (tests compare the pool with it). */
+  decryptBackwardReference(pending: PendingProduct, response: EncryptedOutput, C: number): Float32Array {
+    return this.decryptReference(pending.request, response, [C], pending.plaintextBits, this.backwardDequantizer(pending, C));
+  }
+
+  /** Starts the worker pool now instead of on first use (e.g. before timing); resolves to its thread count. */
+  async start(): Promise<number> {
+    return (await this.getPool()).threads;
+  }
+
+  /** Worker threads of the pool (0 until it has started). */
   async poolThreads(): Promise<number> {
     return this.pool ? (await this.pool).threads : 0;
   }
@@ -373,7 +394,7 @@ export class HeLinearClient {
     return this.pool;
   }
 
-  /** Ends the worker pool (if started); the synchronous methods keep working. Resolves to exit codes. */
+  /** Ends the worker pool (if started; a later call starts a new one). Resolves to exit codes. */
   async close(): Promise<number[]> {
     const p = this.pool;
     this.pool = null;
@@ -397,6 +418,15 @@ export function stackBackwardInput(dys: Float32Array[], T: number, wScales: Floa
     c0 += cj;
   });
   return { stacked, scales, cols };
+}
+
+/**
+ * The backward's integer input: the dy_j stacked, the weight scales folded in, quantized per token
+ * jointly. The encrypted and the plaintext path (QuantizedGroup) both use it, so they quantize alike.
+ */
+export function quantizeBackwardInput(dys: Float32Array[], T: number, wScales: Float32Array[], actBits: number): { q: QuantizedActivations; cols: number[] } {
+  const { stacked, scales, cols } = stackBackwardInput(dys, T, wScales);
+  return { q: prepareBackwardInput(stacked, T, scales.length, scales, actBits), cols };
 }
 
 /**

@@ -83,10 +83,10 @@ test('fused q/k/v forward equals the integer products for T < N, T = N and T > N
   const { key, client, server } = await setup(parts);
   for (const T of [37, N, N + 45]) {
     const x = randInts(T * C, 127);
-    const req = client.encryptIntegers(x, T, [C]);
+    const req = client.encryptIntegersReference(x, T, [C]);
     assert.equal(req.blocks.length, Math.ceil(T / N));
     const res = await server.forward('g', req);
-    const got = client.decryptIntegers(req, res, parts.map((p) => p.rows));
+    const got = client.decryptIntegersReference(req, res, parts.map((p) => p.rows));
     parts.forEach((p, j) => assertWithinBound(got[j], exactForward(x, T, p), T, p.rows, rowSqNorms(p), key, `T=${T} part ${j}`));
   }
 });
@@ -99,9 +99,9 @@ test('d = 8192 (Llama down_proj) with extreme values: all +-127 inputs and weigh
   const { key, client, server } = await setup([w]);
   const x = new Int8Array(T * C).fill(127);
   for (let t = 1; t < T; t += 2) x.fill(-127, t * C, (t + 1) * C);
-  const req = client.encryptIntegers(x, T, [C]);
+  const req = client.encryptIntegersReference(x, T, [C]);
   const res = await server.forward('g', req);
-  const [got] = client.decryptIntegers(req, res, [w.rows]);
+  const [got] = client.decryptIntegersReference(req, res, [w.rows]);
   const want = exactForward(x, T, w);
   assert.equal(Math.abs(want[0]), 127 * 127 * C, 'the extreme case reaches the capacity limit');
   assert.deepEqual(client.plaintextBitsOf(req), [params.plaintextBits], 'all +-127 inputs at K = 8192 need the full width');
@@ -115,10 +115,10 @@ test('summed backward (W_q^T dq + W_k^T dk + W_v^T dv) equals the integer produc
   const T = 130;
   const K = 96;
   const dy = randInts(T * K, 127);
-  const req = client.encryptIntegers(dy, T, parts.map((p) => p.rows));
+  const req = client.encryptIntegersReference(dy, T, parts.map((p) => p.rows));
   const res = await server.backward('g', req);
   assert.equal(res.outputRows.length, 1);
-  const [got] = client.decryptIntegers(req, res, [C]);
+  const [got] = client.decryptIntegersReference(req, res, [C]);
   assertWithinBound(got, exactBackward(dy, T, parts), T, C, stackedColSqNorms(parts), key, 'backward');
 });
 
@@ -130,10 +130,10 @@ test('products longer than the plaintext headroom are split into K-chunk terms a
   assert.ok(server.maxTermK < C);
   const T = 50;
   const x = randInts(T * C, 511, Int16Array);
-  const req = client.encryptIntegers(x, T, [C]);
+  const req = client.encryptIntegersReference(x, T, [C]);
   const res = await server.forward('g', req);
   assert.equal(res.terms, 2);
-  const [got] = client.decryptIntegers(req, res, [w.rows]);
+  const [got] = client.decryptIntegersReference(req, res, [w.rows]);
   // Each term carries its own noise: the bound of the sum is at most the sum of the bounds.
   const want = exactForward(x, T, w);
   const norms = rowSqNorms(w);
@@ -145,7 +145,7 @@ test('products longer than the plaintext headroom are split into K-chunk terms a
   assert.ok(want.some((v) => Math.abs(v) >= 2 ** 27) || server.maxTermK < C);
 });
 
-test('encrypted path matches the plaintext quantized path within the HE error (forward and backward)', async () => {
+test('encrypted path matches the plaintext quantized path within the HE error (forward and backward)', async (ctx) => {
   const T = 64;
   const C = 128;
   const rowsOf = [96, 32, 32];
@@ -157,11 +157,12 @@ test('encrypted path matches the plaintext quantized path within the HE error (f
   const plain = new QuantizedGroup(fp);
   const parts = fp.map((q) => ({ values: q.values, rows: q.rows, cols: q.cols }));
   const { key, client, server } = await setup(parts);
+  ctx.after(() => client.close());
   const x = new Float32Array(T * C);
   for (let i = 0; i < x.length; i++) x[i] = Math.sin(i * 0.37) * (1 + (i % 7));
 
-  const pending = client.encryptForward(x, T, C);
-  const ys = client.decryptForward(pending, await server.forward('g', pending.request), fp.map((q) => q.scales));
+  const pending = await client.encryptForward(x, T, C);
+  const ys = await client.decryptForward(pending, await server.forward('g', pending.request), fp.map((q) => q.scales));
   const ysPlain = plain.forward(x, T);
   ys.forEach((y, j) => {
     const norms = rowSqNorms(parts[j]);
@@ -180,8 +181,8 @@ test('encrypted path matches the plaintext quantized path within the HE error (f
     for (let i = 0; i < d.length; i++) d[i] = Math.cos(i * 0.11) * 1e-3;
     return d;
   });
-  const pb = client.encryptBackward(dys, T, fp.map((q) => q.scales));
-  const dx = client.decryptBackward(pb, await server.backward('g', pb.request), C);
+  const pb = await client.encryptBackward(dys, T, fp.map((q) => q.scales));
+  const dx = await client.decryptBackward(pb, await server.backward('g', pb.request), C);
   const dxPlain = plain.backward(dys, T);
   const norms = stackedColSqNorms(parts);
   for (let t = 0; t < T; t++) {
@@ -198,8 +199,8 @@ test('the measured error std matches the noise model (full plaintext width)', as
   const { key, client, server } = await setup([w], 8, false);
   const T = N;
   const x = randInts(T * C, 127);
-  const req = client.encryptIntegers(x, T, [C]);
-  const [got] = client.decryptIntegers(req, await server.forward('g', req), [w.rows]);
+  const req = client.encryptIntegersReference(x, T, [C]);
+  const [got] = client.decryptIntegersReference(req, await server.forward('g', req), [w.rows]);
   const want = exactForward(x, T, w);
   const norms = rowSqNorms(w);
   let sq = 0;
@@ -219,10 +220,10 @@ test('a wrong key recovers nothing, and the server and client reject mismatched 
   const { client, server } = await setup([w], 8, false);
   const T = 20;
   const x = randInts(T * C, 127);
-  const req = client.encryptIntegers(x, T, [C]);
+  const req = client.encryptIntegersReference(x, T, [C]);
   const res = await server.forward('g', req);
   const other = new HeLinearClient();
-  const [garbage] = other.decryptIntegers(req, res, [w.rows], client.plaintextBitsOf(req));
+  const [garbage] = other.decryptIntegersReference(req, res, [w.rows], client.plaintextBitsOf(req));
   const want = exactForward(x, T, w);
   let close = 0;
   for (let i = 0; i < want.length; i++) if (Math.abs(garbage[i] - want[i]) < 1000) close++;
@@ -232,9 +233,9 @@ test('a wrong key recovers nothing, and the server and client reject mismatched 
   await assert.rejects(server.forward('nope', req), /unknown projection group/);
   await assert.rejects(server.forward('g', { ...req, blocks: [req.blocks[0].subarray(1)] }), /column block has/);
   await assert.rejects(server.forward('g', { ...req, T: N + 1 }), /need 2 column blocks/);
-  assert.throws(() => client.decryptIntegers(req, { ...res, terms: 2 }, [w.rows]), /terms per output/);
-  assert.throws(() => client.decryptIntegers(req, res, [w.rows + 1]), /expected \[9\]/);
-  assert.throws(() => client.decryptIntegers(req, { ...res, T: 21 }, [w.rows]), /for 21 tokens/);
+  assert.throws(() => client.decryptIntegersReference(req, { ...res, terms: 2 }, [w.rows]), /terms per output/);
+  assert.throws(() => client.decryptIntegersReference(req, res, [w.rows + 1]), /expected \[9\]/);
+  assert.throws(() => client.decryptIntegersReference(req, { ...res, T: 21 }, [w.rows]), /for 21 tokens/);
 });
 
 test('every request uses a fresh seed', () => {
@@ -242,7 +243,7 @@ test('every request uses a fresh seed', () => {
   const seen = new Set<string>();
   const x = new Int8Array(4 * 8);
   for (let i = 0; i < 20; i++) {
-    const req = client.encryptIntegers(x, 4, [8]);
+    const req = client.encryptIntegersReference(x, 4, [8]);
     const hex = Buffer.from(req.seed).toString('hex');
     assert.ok(!seen.has(hex));
     seen.add(hex);
@@ -262,7 +263,7 @@ test('adaptive plaintext width: minimal and safe for +-127 inputs, exact for tin
   for (const [what, maxX] of [['+-127', 127], ['+-1', 1], ['zeros', 0]] as const) {
     const x = new Int8Array(T * C);
     for (let i = 0; i < x.length; i++) x[i] = maxX === 0 ? 0 : (i % 2 ? maxX : -maxX);
-    const req = client.encryptIntegers(x, T, [C]);
+    const req = client.encryptIntegersReference(x, T, [C]);
     const [bits] = client.plaintextBitsOf(req);
     assert.equal(Object.values(req).some((v) => v === bits), false, 'the width is not a field of the upload');
     const bound = 127 * C * maxX; // max_t 127 * ||x_t||_1
@@ -275,7 +276,7 @@ test('adaptive plaintext width: minimal and safe for +-127 inputs, exact for tin
       assert.ok(bound + errBelow + 2 > 2 ** (bits - 2), `${what}: P' = ${bits} is not minimal for |y| <= ${bound}`);
     }
     assert.ok(bits < params.plaintextBits);
-    const [got] = client.decryptIntegers(req, await server.forward('g', req), [w.rows]);
+    const [got] = client.decryptIntegersReference(req, await server.forward('g', req), [w.rows]);
     const want = exactForward(x, T, w);
     for (let i = 0; i < got.length; i++) {
       const b = resultErrorBound(params, 127 * 127 * C, key.hammingWeight, 8, bits);
@@ -290,9 +291,9 @@ test('adaptive plaintext width: minimal and safe for +-127 inputs, exact for tin
   const wMin = randMatrix(4, C, -127);
   await server.registerGroup('min', [wMin]);
   const xMax = new Int8Array(T * C).fill(127);
-  const reqMin = client.encryptIntegers(xMax, T, [C]);
+  const reqMin = client.encryptIntegersReference(xMax, T, [C]);
   assert.ok(client.plaintextBitsOf(reqMin)[0] < params.plaintextBits);
-  const [gotMin] = client.decryptIntegers(reqMin, await server.forward('min', reqMin), [wMin.rows]);
+  const [gotMin] = client.decryptIntegersReference(reqMin, await server.forward('min', reqMin), [wMin.rows]);
   const wantMin = exactForward(xMax, T, wMin);
   assert.equal(wantMin[0], -127 * 127 * C);
   for (let i = 0; i < gotMin.length; i++) assert.ok(Math.abs(gotMin[i] - wantMin[i]) <= 1, `w = -127: ${gotMin[i]} vs ${wantMin[i]}`);
@@ -301,14 +302,14 @@ test('adaptive plaintext width: minimal and safe for +-127 inputs, exact for tin
   const T2 = N + 10;
   const x2 = new Int8Array(T2 * C).fill(0);
   x2.fill(127, N * C);
-  const req2 = client.encryptIntegers(x2, T2, [C]);
+  const req2 = client.encryptIntegersReference(x2, T2, [C]);
   const bits2 = client.plaintextBitsOf(req2);
   assert.equal(bits2.length, 2);
   assert.ok(bits2[0] < bits2[1], `widths ${bits2}`);
-  const [got2] = client.decryptIntegers(req2, await server.forward('g', req2), [w.rows]);
+  const [got2] = client.decryptIntegersReference(req2, await server.forward('g', req2), [w.rows]);
   assertWithinBound(got2, exactForward(x2, T2, w), T2, w.rows, rowSqNorms(w), key, 'two widths');
   // A wrong width for a block decrypts to a scaled result, not the product.
-  const [wrong] = client.decryptIntegers(req2, await server.forward('g', req2), [w.rows], [bits2[0], bits2[1] - 1]);
+  const [wrong] = client.decryptIntegersReference(req2, await server.forward('g', req2), [w.rows], [bits2[0], bits2[1] - 1]);
   const want2 = exactForward(x2, T2, w);
   // (one value alone can be small when its weight row happens to sum near zero: count them all)
   let off = 0;
@@ -332,8 +333,8 @@ test('measured noise matches the model at several plaintext widths (error scales
     const seed = randomSeed();
     const req = { paramsId: params.id, T, partCols: [C], seed, blocks: [encryptBlock(params, key, m, C, seed, 0, bits)] };
     const res = await server.forward('g', req);
-    const [got] = client.decryptIntegers(req, res, [w.rows], [bits]);
-    const [fine] = client.decryptIntegers(req, res, [w.rows], [P]);
+    const [got] = client.decryptIntegersReference(req, res, [w.rows], [bits]);
+    const [fine] = client.decryptIntegersReference(req, res, [w.rows], [P]);
     const scale = 2 ** (P - bits);
     let sq = 0;
     let model = 0;
@@ -369,8 +370,8 @@ test('adaptive width cuts the relative error on realistic outlier activations by
   const want = exactForward(xq, T, w);
   const relErr = async (adaptive: boolean): Promise<{ rel: number; bits: number }> => {
     const { client, server } = await setup([w], 8, adaptive);
-    const req = client.encryptIntegers(xq, T, [C]);
-    const [got] = client.decryptIntegers(req, await server.forward('g', req), [rows]);
+    const req = client.encryptIntegersReference(xq, T, [C]);
+    const [got] = client.decryptIntegersReference(req, await server.forward('g', req), [rows]);
     let e = 0;
     let s = 0;
     for (let i = 0; i < got.length; i++) { e += (got[i] - want[i]) ** 2; s += want[i] ** 2; }
@@ -385,7 +386,7 @@ test('adaptive width cuts the relative error on realistic outlier activations by
   assert.ok(ada.rel <= cap.rel / factor, `relative error ${ada.rel} at P'=${ada.bits} vs ${cap.rel} at P`);
 });
 
-test('async client API on the worker pool: same results as the synchronous path, workers exit cleanly', async () => {
+test('client on the worker pool: same results as the reference path, workers exit cleanly', async () => {
   const C = 72;
   const parts = [randMatrix(40, C), randMatrix(24, C)];
   const key = SecretKey.generate(params);
@@ -395,43 +396,43 @@ test('async client API on the worker pool: same results as the synchronous path,
   try {
     const T = N + 33; // two column blocks
     const x = randInts(T * C, 127);
-    const req = await client.encryptIntegersAsync(x, T, [C]);
+    const req = await client.encryptIntegers(x, T, [C]);
     assert.equal(await client.poolThreads(), 2);
-    assert.deepEqual(client.plaintextBitsOf(req), client.plaintextBitsOf(client.encryptIntegers(x, T, [C])), 'same plaintext widths');
+    assert.deepEqual(client.plaintextBitsOf(req), client.plaintextBitsOf(client.encryptIntegersReference(x, T, [C])), 'same plaintext widths');
     assert.equal(req.blocks.length, 2);
     const res = await server.forward('g', req);
     const rows = parts.map((p) => p.rows);
-    const got = await client.decryptIntegersAsync(req, res, rows);
-    assert.deepEqual(got, client.decryptIntegers(req, res, rows), 'pool decryption is bit-identical');
-    parts.forEach((p, j) => assertWithinBound(got[j], exactForward(x, T, p), T, p.rows, rowSqNorms(p), key, `async part ${j}`));
+    const got = await client.decryptIntegers(req, res, rows);
+    assert.deepEqual(got, client.decryptIntegersReference(req, res, rows), 'pool decryption is bit-identical');
+    parts.forEach((p, j) => assertWithinBound(got[j], exactForward(x, T, p), T, p.rows, rowSqNorms(p), key, `pool part ${j}`));
 
-    // Float API: async forward equals the sync decryption of the same answer.
+    // Float API: the pool's forward equals the reference decryption of the same answer.
     const xf = new Float32Array(64 * C);
     for (let i = 0; i < xf.length; i++) xf[i] = Math.sin(i * 0.3);
     const scales = parts.map((p) => new Float32Array(p.rows).fill(0.01));
-    const pending = await client.encryptForwardAsync(xf, 64, C);
+    const pending = await client.encryptForward(xf, 64, C);
     const ans = await server.forward('g', pending.request);
-    assert.deepEqual(await client.decryptForwardAsync(pending, ans, scales), client.decryptForward(pending, ans, scales));
+    assert.deepEqual(await client.decryptForward(pending, ans, scales), client.decryptForwardReference(pending, ans, scales));
     // and the backward, consumed range by range as well
     const dys = parts.map((p) => Float32Array.from({ length: 64 * p.rows }, (_, i) => Math.cos(i * 0.7)));
-    const back = await client.encryptBackwardAsync(dys, 64, scales);
+    const back = await client.encryptBackward(dys, 64, scales);
     const backAns = await server.backward('g', back.request);
-    assert.deepEqual(await client.decryptBackwardAsync(back, backAns, C), client.decryptBackward(back, backAns, C));
+    assert.deepEqual(await client.decryptBackward(back, backAns, C), client.decryptBackwardReference(back, backAns, C));
 
     // releaseRequest: the answer still decrypts, the blocks are gone, the next request reuses the memory
     const uploadBuffer = req.blocks[0].buffer;
     client.releaseRequest(req);
     assert.equal(req.blocks.length, 0);
-    assert.deepEqual(await client.decryptIntegersAsync(req, res, rows), got);
+    assert.deepEqual(await client.decryptIntegers(req, res, rows), got);
     await assert.rejects(server.forward('g', req), /column blocks/);
-    const next = await client.encryptIntegersAsync(x, T, [C]);
+    const next = await client.encryptIntegers(x, T, [C]);
     assert.ok(next.blocks.some((b) => b.buffer === uploadBuffer), 'the released upload memory is reused');
-    const again = await client.decryptIntegersAsync(next, await server.forward('g', next), rows);
+    const again = await client.decryptIntegers(next, await server.forward('g', next), rows);
     parts.forEach((p, j) => assertWithinBound(again[j], exactForward(x, T, p), T, p.rows, rowSqNorms(p), key, `reused memory, part ${j}`));
-    client.releaseRequest(client.encryptIntegers(x, T, [C])); // not from the pool: nothing to release
+    client.releaseRequest(client.encryptIntegersReference(x, T, [C])); // not from the pool: nothing to release
 
     // an upload dropped without releaseRequest returns to the pool once collected
-    let dropped: EncryptedInput | null = await client.encryptIntegersAsync(x.subarray(0, 64 * C), 64, [C]);
+    let dropped: EncryptedInput | null = await client.encryptIntegers(x.subarray(0, 64 * C), 64, [C]);
     const droppedBuffer = dropped.blocks[0].buffer;
     dropped = null;
     const gc = vm.runInNewContext('gc') as () => void;
@@ -439,10 +440,37 @@ test('async client API on the worker pool: same results as the synchronous path,
       gc();
       await new Promise((r) => setTimeout(r, 5));
     }
-    const after = await client.encryptIntegersAsync(x.subarray(0, 64 * C), 64, [C]);
+    const after = await client.encryptIntegers(x.subarray(0, 64 * C), 64, [C]);
     assert.ok(after.blocks[0].buffer === droppedBuffer, 'the collected upload memory is reused');
   } finally {
     assert.deepEqual(await client.close(), [0, 0]);
+  }
+});
+
+test('the reference and the pool decryption share their checks: bad token scales and empty outputs are rejected alike', async () => {
+  const C = 16;
+  const w = randMatrix(8, C);
+  const client = new HeLinearClient({ threads: 1 });
+  const server = new HeLinearServer();
+  await server.registerGroup('g', [w]);
+  try {
+    const T = 5;
+    const wScales = [new Float32Array(w.rows).fill(0.01)];
+    const fwd = await client.encryptForward(Float32Array.from({ length: T * C }, (_, i) => Math.sin(i)), T, C);
+    const fwdAns = await server.forward('g', fwd.request);
+    const fewScales = { ...fwd, scales: fwd.scales.subarray(1) };
+    assert.throws(() => client.decryptForwardReference(fewScales, fwdAns, wScales), /4 token scales for 5 tokens/);
+    await assert.rejects(client.decryptForward(fewScales, fwdAns, wScales), /4 token scales for 5 tokens/);
+    assert.throws(() => client.decryptForwardReference(fwd, fwdAns, [new Float32Array(0)]), /at least one row/);
+    await assert.rejects(client.decryptForward(fwd, fwdAns, [new Float32Array(0)]), /at least one row/);
+
+    const back = await client.encryptBackward([Float32Array.from({ length: T * w.rows }, (_, i) => Math.cos(i))], T, wScales);
+    const backAns = await server.backward('g', back.request);
+    const moreScales = { ...back, scales: new Float32Array(T + 1) };
+    assert.throws(() => client.decryptBackwardReference(moreScales, backAns, C), /6 token scales for 5 tokens/);
+    await assert.rejects(client.decryptBackward(moreScales, backAns, C), /6 token scales for 5 tokens/);
+  } finally {
+    assert.deepEqual(await client.close(), [0]);
   }
 });
 

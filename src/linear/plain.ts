@@ -3,10 +3,9 @@
 // encryption. The encrypted path must reproduce it up to the documented HE error.
 
 import {
-  backwardAccumulate, DEFAULT_ACT_BITS, dequantizeBackward, dequantizeForward, forwardAccumulate,
-  prepareBackwardInput, quantizePerToken, type QuantizedWeights,
+  backwardAccumulate, DEFAULT_ACT_BITS, dequantizeBackward, dequantizeForward, forwardAccumulate, quantizePerToken, type QuantizedWeights,
 } from '../quant/quantize.js';
-import { stackBackwardInput } from './client.js';
+import { quantizeBackwardInput } from './client.js';
 
 export class QuantizedGroup {
   readonly inDim: number;
@@ -46,8 +45,7 @@ export class QuantizedGroup {
 
   /** dx = sum_j dy_j W_j, the dy_j quantized jointly per token (as the encrypted path does). */
   backward(dys: Float32Array[], T: number): Float32Array {
-    const { stacked, scales } = stackBackwardInput(dys, T, this.parts.map((p) => p.scales));
-    const q = prepareBackwardInput(stacked, T, this.stacked.rows, scales, this.actBits);
+    const { q } = quantizeBackwardInput(dys, T, this.parts.map((p) => p.scales), this.actBits);
     return dequantizeBackward(backwardAccumulate(q, this.stacked), q.scales, T, this.inDim);
   }
 }

@@ -460,12 +460,12 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
     if (!Number.isInteger(T) || T < 1 || x.length !== T * C) throw new Error(`helora: ${group} input has ${x.length} values, expected T*${C} with T = ${T}`);
     const parts = await Promise.all(this.tokenChunks(T).map(async ([t0, t1]) => {
       let c0 = performance.now();
-      const pending = await this.he.encryptForwardAsync(x.subarray(t0 * C, t1 * C), t1 - t0, C);
+      const pending = await this.he.encryptForward(x.subarray(t0 * C, t1 * C), t1 - t0, C);
       this.cryptoMs += performance.now() - c0;
       const res = await this.roundTrip('forward', layer, group, pending.request);
       this.he.releaseRequest(pending.request); // sent and answered: its upload memory serves the next one
       c0 = performance.now();
-      const ys = await this.he.decryptForwardAsync(pending, res, wScales);
+      const ys = await this.he.decryptForward(pending, res, wScales);
       this.cryptoMs += performance.now() - c0;
       return ys;
     }));
@@ -489,12 +489,12 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
     const parts = await Promise.all(this.tokenChunks(T).map(async ([t0, t1]) => {
       let c0 = performance.now();
       const slice = dys.map((dy, j) => dy.subarray(t0 * dims[j][0], t1 * dims[j][0]));
-      const pending = await this.he.encryptBackwardAsync(slice, t1 - t0, wScales);
+      const pending = await this.he.encryptBackward(slice, t1 - t0, wScales);
       this.cryptoMs += performance.now() - c0;
       const res = await this.roundTrip('backward', layer, group, pending.request);
       this.he.releaseRequest(pending.request);
       c0 = performance.now();
-      const dx = await this.he.decryptBackwardAsync(pending, res, C);
+      const dx = await this.he.decryptBackward(pending, res, C);
       this.cryptoMs += performance.now() - c0;
       return dx;
     }));

@@ -34,7 +34,7 @@ after(async () => {
 /** A well-formed ENCRYPTED_INPUT for a forward product of (layer, group) with C input features. */
 function forwardRequest(layer: number, group: ProjectionGroup, C: number, T = 3, requestId = 1n): EncryptedInputMessage {
   const x = new Int8Array(T * C).map((_, i) => (i % 17) - 8);
-  const r = he.encryptIntegers(x, T, [C]);
+  const r = he.encryptIntegersReference(x, T, [C]);
   return { paramsId: 1, requestId, op: Op.Forward, layer, group, cols: [C], tokens: T, seed: r.seed, blocks: r.blocks.map((b) => [b]) };
 }
 
