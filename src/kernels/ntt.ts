@@ -1,6 +1,6 @@
 /**
  * Negacyclic products a*s in Z[X]/(X^N + 1) with a small (ternary) secret s, for the RLWE client:
- * TypeScript side of build/wasm/ntt.wasm (src/kernels/assembly/ntt.entry.ts) plus a schoolbook
+ * TypeScript side of build/wasm/client-crypto.wasm (src/kernels/assembly/client-crypto.entry.ts) plus a schoolbook
  * BigInt reference.
  *
  * Encryption and decryption compute a*s by double-precision FFT, exact after rounding (see
@@ -33,7 +33,7 @@ export function fftProductErrorBound(n: number, aMax = 2 ** 31): number {
   return aMax * n * (6 * k + Math.sqrt(5) * (3 * k + 1)) * 2 ** -53;
 }
 
-/** Largest operand of the paired encryption products (see encryptPolys in ntt.entry.ts). */
+/** Largest operand of the paired encryption products (see encryptPolys in assembly/client-crypto/encrypt.ts). */
 export const ENCRYPT_PAIR_MAX = 2 ** 33 + 2 ** 10;
 
 interface NttExports {
@@ -90,7 +90,7 @@ function shoupOf(w: bigint, p: bigint): number {
   return Number((w << 32n) / p);
 }
 
-/** Per-prime tables, in the order the kernel expects (see ntt.entry.ts). */
+/** Per-prime tables, in the order the kernel expects (see assembly/client-crypto/ntt.ts). */
 function buildTables(p: number, n: number): Uint32Array[] {
   const P = BigInt(p);
   const logN = Math.log2(n);
@@ -120,7 +120,7 @@ function putComplexConstant(t: Float64Array, i: number, theta: number): void {
 }
 
 /**
- * Tables of the decryption FFT (see the FFT section of ntt.entry.ts): twist zeta^j, untwist
+ * Tables of the decryption FFT (see assembly/client-crypto/fft.ts): twist zeta^j, untwist
  * zeta^-j (zeta = e^{i pi/n}) for j < n/2, the twiddles e^{+-2 pi i j/(n/2)} (j < n/4) of the one
  * radix-2 stage and the radix-4 passes' w^{+-j}, w^{+-2j}, w^{+-3j} (w = e^{2 pi i/(2h)}, j < h/2).
  */
@@ -166,8 +166,8 @@ export class NttKernel {
   /** Identity of the secret currently loaded (set by the caller via loadSecret). */
   private secretOwner: object | null = null;
 
-  /** module: the build/wasm file to run (another build of ntt.entry.ts, for kernel comparisons). */
-  constructor(n: number, module = 'ntt') {
+  /** module: the build/wasm file to run (another build of client-crypto.entry.ts, for kernel comparisons). */
+  constructor(n: number, module = 'client-crypto') {
     if (!Number.isInteger(n) || n < 16 || n > NTT_MAX_N || (n & (n - 1)) !== 0) {
       throw new Error(`helora: NTT ring degree must be a power of two in [16, ${NTT_MAX_N}], got ${n}`);
     }
@@ -350,7 +350,7 @@ export class NttKernel {
   private pending: { nPolys: number; a: number; m: number; mBytes: number; rnd: number; out: number; outBytes: number } | null = null;
 
   /**
-   * Runs the encryption prepared by beginEncrypt (see encryptPolys in ntt.entry.ts):
+   * Runs the encryption prepared by beginEncrypt (see encryptPolys in assembly/client-crypto/encrypt.ts):
    * out = round(((a*s + e + (m << deltaShift)) mod 2^44) / 2^upShift) mod 2^(8 outBytes), a*s by FFT
    * (in pairs of polynomials when pairHigh, unless pairs: false), or with exactNtt by the two-prime
    * NTT, the reference: the same output bit for bit.
