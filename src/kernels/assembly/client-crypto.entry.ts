@@ -5,13 +5,10 @@
 // a ternary secret s. They run by double-precision FFT (two transforms per 32-bit operand, exact
 // after rounding); the two-prime NTT is the exact reference the tests compare them with, bit for bit.
 // One file per job in client-crypto/; this file only lists the exports.
-export { heapBase, setup } from './client-crypto/setup';
-export { nttForward, nttInverse, productExact44, productExact32 } from './client-crypto/ntt';
-export { decryptRows } from './client-crypto/decrypt';
-export { setupFft } from './client-crypto/setup';
-export { fftForwardPoly } from './client-crypto/fft';
-export { decryptRowsFft } from './client-crypto/decrypt';
+export { heapBase, setup, setupFft } from './client-crypto/setup';
+export { fftForwardPoly, fftProductRaw } from './client-crypto/fft';
 export { encryptPolys } from './client-crypto/encrypt';
+export { decryptRowsFft, decryptRows } from './client-crypto/decrypt';
 export { transposeI32 } from './client-crypto/transpose';
-export { fftProductRaw } from './client-crypto/fft';
 export { featureMajorI8, featureMajorI16 } from './client-crypto/feature-major';
+export { nttForward, nttInverse, productExact44, productExact32 } from './client-crypto/ntt';
