@@ -6,7 +6,7 @@ import {
   encryptFresh, decryptBlock, resultNoiseStd, resultErrorBound, serverProductReference, sampleGaussian,
   gaussianMagnitudeCdt, gaussianTablePmf, choosePlaintextBits, MIN_PLAINTEXT_BITS,
 } from './index.js';
-import { nttKernel } from '../kernels/ntt.js';
+import { clientCryptoKernel } from '../kernels/client-crypto.js';
 
 const N = P.ringDegree;
 
@@ -164,7 +164,7 @@ test('encryption noise inside the kernel: 16 b\' - a*s - Delta m has the std of 
   const seed = randomSeed();
   const b = encryptBlock(P, key, m, d, seed, 3);
   const a = expandMask(P, seed, 3, d);
-  const k = nttKernel(N);
+  const k = clientCryptoKernel(N);
   k.loadSecret(SecretKey.coefficients(key), key);
   const q = 1n << 44n;
   let s1 = 0, s2 = 0, mx = 0;
@@ -176,7 +176,7 @@ test('encryption noise inside the kernel: 16 b\' - a*s - Delta m has the std of 
       for (let j = 5; j >= 0; j--) x = x * 256 + a[o + j];
       ai.push(x % 2 ** 44);
     }
-    const as = k.productExact44(ai);
+    const as = k.exactNttProduct44(ai);
     for (let t = 0; t < N; t++) {
       const o = (i * N + t) * 5;
       let bv = 0n;

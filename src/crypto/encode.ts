@@ -3,8 +3,8 @@
  * for the layout): feature i of the N tokens of column block `block` is polynomial i, token t
  * at coefficient t. Cache-blocked transposes: the plain loops stride through memory by N values
  * per access and cost as much as the encryption itself at 2048 features. These serve the
- * single-thread path; the worker pool packs in WebAssembly (kernels/ntt.ts featureMajor, and the
- * decryption's transposes in the kernel).
+ * single-thread path; the worker pool packs in WebAssembly (kernels/client-crypto.ts featureMajor,
+ * and the decryption's transposes in the kernel).
  */
 
 import { endianness } from 'node:os';

@@ -1,5 +1,5 @@
 /**
- * A CryptoPool worker: its own NTT kernel instance and its own in-memory copy of the secret key
+ * A CryptoPool worker: its own client kernel instance and its own in-memory copy of the secret key
  * (received from the parent thread of the same process; it never leaves the process). Encrypts
  * polynomial ranges of column blocks whose (seed, blockIndex) the main thread has claimed, and
  * decrypts row ranges.
@@ -9,7 +9,7 @@ import { SecretKey } from './keys.js';
 import { paramsById, uploadBytes, type RlweParams } from './params.js';
 import { decryptAccumulate, decryptBlock, encryptPolyRange, encryptRangeInto } from './rlwe.js';
 import type { CryptoEnvelope, CryptoReply } from './pool-protocol.js';
-import { nttKernel } from '../kernels/ntt.js';
+import { clientCryptoKernel } from '../kernels/client-crypto.js';
 
 if (!parentPort) throw new Error('helora: pool-worker.ts must run in a worker thread');
 const port = parentPort;
@@ -75,7 +75,7 @@ port.on('message', (env: CryptoEnvelope) => {
       case 'featureMajor': {
         const c = ready();
         const { values, T, K, t0, tn } = req;
-        nttKernel(c.params.ringDegree).featureMajor(values, T, K, req.out, req.tokenL1, t0, tn);
+        clientCryptoKernel(c.params.ringDegree).featureMajor(values, T, K, req.out, req.tokenL1, t0, tn);
         if (req.wipeSource) values.subarray(t0 * K, (t0 + tn) * K).fill(0);
         reply = { id: env.id, ok: true };
         break;

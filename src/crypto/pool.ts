@@ -1,7 +1,7 @@
 /**
  * CryptoPool: client-side encryption and decryption on every core (worker_threads).
  *
- * Each worker holds its own NTT kernel and its own copy of the secret key, posted to it once by
+ * Each worker holds its own client kernel and its own copy of the secret key, posted to it once by
  * this thread (structured clone inside the process: the key never leaves the process). The
  * (seed, blockIndex) pair of a block is claimed on the key here, in the calling thread, exactly as
  * encryptBlock does; the workers then encrypt polynomial ranges of that block, each seeking the

@@ -16,13 +16,14 @@
  * (Delta' = 2^(logQ - P')); the client picks the smallest safe P' per block from its own inputs
  * (noise.ts choosePlaintextBits) and keeps it: the server never needs Delta, so P' is never sent.
  *
- * The a*s products run in build/wasm/ntt.wasm (src/kernels/ntt.ts) by double-precision FFT, exact
+ * The a*s products run in src/kernels/client-crypto.ts (WebAssembly) by double-precision FFT, exact
  * after rounding (fftProductErrorBound). Encryption: the 44-bit masks of two polynomials split into
  * three products (six transforms), fused with noise sampling, rounding and byte packing.
  * Decryption: a has 32 bits, two transforms per row. A two-prime NTT is the exact reference.
  */
 import { randomFillSync } from 'node:crypto';
-import { nttKernel, NTT_MAX_A_BITS, NTT_MAX_N, type MessageArray, type MessageType, type NttKernel } from '../kernels/ntt.js';
+import { clientCryptoKernel, type ClientCryptoKernel, type MessageArray, type MessageType } from '../kernels/client-crypto.js';
+import { NTT_MAX_A_BITS, NTT_MAX_N } from '../kernels/ntt-reference.js';
 import { SecretKey } from './keys.js';
 import { logDeltaFor } from './noise.js';
 import { logDelta, maskBytes, uploadBytes, type RlweParams } from './params.js';
@@ -37,7 +38,7 @@ const MASK_WORD_BYTES = 6;
 function checkParams(params: RlweParams, key: SecretKey): void {
   if (key.params.id !== params.id) throw new Error(`helora: key belongs to parameter set ${key.params.name}, not ${params.name}`);
   if (params.ringDegree > NTT_MAX_N || params.logQ > NTT_MAX_A_BITS || maskBytes(params) !== MASK_WORD_BYTES) {
-    throw new Error(`helora: parameter set ${params.name} is outside what the NTT kernel supports`);
+    throw new Error(`helora: parameter set ${params.name} is outside what the client kernel supports`);
   }
   if (params.downloadBits !== 32) throw new Error(`helora: decryption kernel needs downloadBits = 32, set ${params.name} has ${params.downloadBits}`);
   if (params.uploadBits >= params.logQ || params.uploadBits % 8 !== 0 || params.uploadBits > 56) throw new Error(`helora: unsupported uploadBits ${params.uploadBits}`);
@@ -45,8 +46,8 @@ function checkParams(params: RlweParams, key: SecretKey): void {
 }
 
 /** The kernel for this key's ring with the key (and the noise table) loaded. */
-function kernelFor(params: RlweParams, key: SecretKey): NttKernel {
-  const k = nttKernel(params.ringDegree);
+function kernelFor(params: RlweParams, key: SecretKey): ClientCryptoKernel {
+  const k = clientCryptoKernel(params.ringDegree);
   if (!k.hasSecret(key)) {
     k.loadSecret(SecretKey.coefficients(key), key);
     k.loadNoiseTable(gaussianMagnitudeCdt(params.errorStd, params.errorTailCut));

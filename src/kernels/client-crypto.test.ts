@@ -1,7 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
-import { ENCRYPT_PAIR_MAX, fftProductErrorBound, NttKernel, negacyclicMulRef, NTT_PRIMES, type MessageArray, type MessageType } from './ntt.js';
+import { ClientCryptoKernel, type MessageArray, type MessageType } from './client-crypto.js';
+import { ENCRYPT_PAIR_MAX, fftProductErrorBound } from './fft-product.js';
+import { negacyclicMulRef, NTT_PRIMES } from './ntt-reference.js';
 
 function randomTernary(n: number): Int8Array {
   const s = new Int8Array(n);
@@ -35,52 +37,52 @@ test('schoolbook reference: X^(n-1) * X = -1 and small products by hand', () => 
 
 for (const n of [16, 32, 64, 256, 2048]) {
   test(`NTT product a*s (44-bit a, ternary s) equals the schoolbook product, N = ${n}`, () => {
-    const k = new NttKernel(n);
+    const k = new ClientCryptoKernel(n);
     const s = randomTernary(n);
     k.loadSecret(s, s);
     const a = random44(n);
-    assertSame(k.productExact44(a), negacyclicMulRef(toBig(a), toBig(s)), 'random');
+    assertSame(k.exactNttProduct44(a), negacyclicMulRef(toBig(a), toBig(s)), 'random');
   });
 }
 
 test('NTT product at the extremes: a = 2^44 - 1 everywhere, s = all +1 / all -1 / single -1', () => {
   const n = 2048;
-  const k = new NttKernel(n);
+  const k = new ClientCryptoKernel(n);
   const a = new Array<number>(n).fill(2 ** 44 - 1);
   for (const fill of [1, -1]) {
     const s = new Int8Array(n).fill(fill);
     k.loadSecret(s, s);
-    assertSame(k.productExact44(a), negacyclicMulRef(toBig(a), toBig(s)), `s = ${fill}`);
+    assertSame(k.exactNttProduct44(a), negacyclicMulRef(toBig(a), toBig(s)), `s = ${fill}`);
   }
   const s = new Int8Array(n);
   s[n - 1] = -1;
   k.loadSecret(s, s);
   const a2 = random44(n);
-  assertSame(k.productExact44(a2), negacyclicMulRef(toBig(a2), toBig(s)), 'X^(N-1) rotation');
+  assertSame(k.exactNttProduct44(a2), negacyclicMulRef(toBig(a2), toBig(s)), 'X^(N-1) rotation');
   // residues equal to p - 1 and p hit the lazy-reduction edges
   const a3 = Array.from({ length: n }, (_, i) => [NTT_PRIMES[0] - 1, NTT_PRIMES[1], 0, 2 ** 32 - 1, 2 ** 32][i % 5]);
   const s3 = randomTernary(n);
   k.loadSecret(s3, s3);
-  assertSame(k.productExact44(a3), negacyclicMulRef(toBig(a3), toBig(s3)), 'edge residues');
+  assertSame(k.exactNttProduct44(a3), negacyclicMulRef(toBig(a3), toBig(s3)), 'edge residues');
 });
 
 test('NTT product for 32-bit a (decryption path), random and all 2^32 - 1', () => {
   const n = 1024;
-  const k = new NttKernel(n);
+  const k = new ClientCryptoKernel(n);
   const s = randomTernary(n);
   k.loadSecret(s, s);
   const a = new Uint32Array(n);
   for (let i = 0; i < n; i++) a[i] = randomInt(2 ** 32 - 1) + (i & 1);
-  assertSame(k.productExact32(a), negacyclicMulRef(toBig(a), toBig(s)), 'random u32');
+  assertSame(k.exactNttProduct32(a), negacyclicMulRef(toBig(a), toBig(s)), 'random u32');
   const full = new Uint32Array(n).fill(0xffffffff);
   const ones = new Int8Array(n).fill(1);
   k.loadSecret(ones, ones);
-  assertSame(k.productExact32(full), negacyclicMulRef(toBig(full), toBig(ones)), 'all ones');
+  assertSame(k.exactNttProduct32(full), negacyclicMulRef(toBig(full), toBig(ones)), 'all ones');
 });
 
 for (const n of [16, 64, 256]) {
   test(`decrypt kernel (FFT): y = round((b - a*s mod 2^32) / 2^sh), centered, equals the schoolbook, N = ${n}`, () => {
-    const k = new NttKernel(n);
+    const k = new ClientCryptoKernel(n);
     const s = randomTernary(n);
     k.loadSecret(s, s);
     const rows = 3;
@@ -103,15 +105,15 @@ for (const n of [16, 64, 256]) {
 }
 
 /** The exact a*s for integers |a_i| < 2^40 as numbers (|a*s| < 2^52: exact in doubles). */
-function exactSigned(k: NttKernel, a: ArrayLike<number>): number[] {
-  const unsigned = k.productExact44(Array.from(a, (x) => (x < 0 ? x + 2 ** 44 : x)));
-  const negative = k.productExact44(Array.from(a, (x) => (x < 0 ? 1 : 0)));
+function exactSigned(k: ClientCryptoKernel, a: ArrayLike<number>): number[] {
+  const unsigned = k.exactNttProduct44(Array.from(a, (x) => (x < 0 ? x + 2 ** 44 : x)));
+  const negative = k.exactNttProduct44(Array.from(a, (x) => (x < 0 ? 1 : 0)));
   return Array.from(unsigned, (u, i) => Number(u - (negative[i] << 44n)));
 }
 
 for (const n of [2048, 4096]) {
   test(`decryption FFT: measured error of a*s stays below the documented bound, itself below 1/2 (worst-case magnitudes), N = ${n}`, () => {
-    const k = new NttKernel(n);
+    const k = new ClientCryptoKernel(n);
     let worst = 0;
     const secrets = [new Int8Array(n).fill(1), new Int8Array(n).fill(-1), randomTernary(n)];
     for (const s of secrets) {
@@ -120,7 +122,7 @@ for (const n of [2048, 4096]) {
         Int32Array.from({ length: n }, (_, i) => (i % 2 ? 2 ** 31 - 1 : -(2 ** 31))),
         ...Array.from({ length: 4 }, () => Int32Array.from({ length: n }, () => randomInt(2 ** 32 - 1) | 0))];
       for (const a of operands) {
-        const raw = k.productFftRaw(a);
+        const raw = k.fftProductRaw(a);
         const want = exactSigned(k, a);
         for (let i = 0; i < n; i++) worst = Math.max(worst, Math.abs(raw[i] - want[i]));
       }
@@ -134,8 +136,8 @@ for (const n of [2048, 4096]) {
 
 test('paired encryption operands (up to 2^33 + 2^10): measured FFT error below their bound, below 1/2 at N = 2048 only', () => {
   const n = 2048;
-  const k = new NttKernel(n);
-  assert.ok(k.pairHigh && !new NttKernel(4096).pairHigh);
+  const k = new ClientCryptoKernel(n);
+  assert.ok(k.pairHigh && !new ClientCryptoKernel(4096).pairHigh);
   const bound = fftProductErrorBound(n, ENCRYPT_PAIR_MAX);
   assert.ok(bound < 0.5 && fftProductErrorBound(4096, ENCRYPT_PAIR_MAX) > 0.5, `bound ${bound}`);
   let worst = 0;
@@ -146,7 +148,7 @@ test('paired encryption operands (up to 2^33 + 2^10): measured FFT error below t
       Array.from({ length: n }, (_, i) => (i % 2 ? top : -(2 ** 33))),
       Array.from({ length: n }, () => randomInt(2 ** 22) * 2 ** 11 + randomInt(2 ** 11) - 2 ** 32)];
     for (const a of operands) {
-      const raw = k.productFftRaw(a);
+      const raw = k.fftProductRaw(a);
       const want = exactSigned(k, a);
       for (let i = 0; i < n; i++) worst = Math.max(worst, Math.abs(raw[i] - want[i]));
     }
@@ -156,7 +158,7 @@ test('paired encryption operands (up to 2^33 + 2^10): measured FFT error below t
 
 test('decrypt kernel at N = 2048: the FFT equals the exact NTT decryption; accumulate sums terms; transpose is token-major', () => {
   const n = 2048;
-  const k = new NttKernel(n);
+  const k = new ClientCryptoKernel(n);
   const s = randomTernary(n);
   k.loadSecret(s, s);
   const rows = 6;
@@ -184,7 +186,7 @@ test('decrypt kernel at N = 2048: the FFT equals the exact NTT decryption; accum
 });
 
 /** One run of the encryption kernel on chosen inputs (a: 6-byte masks; rnd: draws, then sign/tie bytes); returns a copy of out. */
-function encryptOnce(k: NttKernel, nPolys: number, a: Uint8Array, m: MessageArray, rnd: Uint8Array,
+function encryptOnce(k: ClientCryptoKernel, nPolys: number, a: Uint8Array, m: MessageArray, rnd: Uint8Array,
   shifts: { delta: number; up: number; outBytes: number }, exactNtt: boolean, pairs = true): Uint8Array {
   const v = k.beginEncrypt(nPolys, shifts.outBytes, m.constructor as MessageType<MessageArray>);
   v.a.set(a); v.m.set(m); v.rnd.set(rnd);
@@ -194,7 +196,7 @@ function encryptOnce(k: NttKernel, nPolys: number, a: Uint8Array, m: MessageArra
 
 test('encryption kernel: the FFT product path equals the exact NTT path bit for bit (random and extreme masks); int8/int16 messages', () => {
   const n = 2048;
-  const k = new NttKernel(n);
+  const k = new ClientCryptoKernel(n);
   k.loadNoiseTable(Uint32Array.from([2 ** 30, 2 ** 31, 3 * 2 ** 30]));
   const nPolys = 5;
   const masks = new Uint8Array(nPolys * n * 6);
@@ -231,7 +233,7 @@ test('encryption kernel: the FFT product path equals the exact NTT path bit for 
 
 test('encryption kernel: noise e = +-#{k : u >= cdt[k]} for draws at every threshold edge (both product paths)', () => {
   const n = 2048;
-  const k = new NttKernel(n);
+  const k = new ClientCryptoKernel(n);
   const s = randomTernary(n);
   k.loadSecret(s, s);
   const cdt = Uint32Array.from([1, 5000, 2 ** 31 - 1, 2 ** 31, 2 ** 31 + 1, 4e9, 2 ** 32 - 1]);
@@ -262,8 +264,8 @@ test('encryption kernel: noise e = +-#{k : u >= cdt[k]} for draws at every thres
 });
 
 test('kernel refuses a non-ternary secret and a bad ring degree', () => {
-  assert.throws(() => new NttKernel(1000), /power of two/);
-  const k = new NttKernel(16);
+  assert.throws(() => new ClientCryptoKernel(1000), /power of two/);
+  const k = new ClientCryptoKernel(16);
   const s = new Int8Array(16);
   s[3] = 2;
   assert.throws(() => k.loadSecret(s, s), /not ternary/);

@@ -1,42 +1,17 @@
 /**
- * Negacyclic products a*s in Z[X]/(X^N + 1) with a small (ternary) secret s, for the RLWE client:
- * TypeScript side of build/wasm/ntt.wasm (src/kernels/assembly/ntt.entry.ts) plus a schoolbook
- * BigInt reference.
- *
- * Encryption and decryption compute a*s by double-precision FFT, exact after rounding (see
- * fftProductErrorBound). The exact reference they are tested against (exactNtt) computes a*s
- * modulo two NTT-friendly ~30-bit primes and recombines by CRT. Exactness needs |a*s| < P/2
- * (P = p0 p1 ~ 2^60): with |s_i| <= 1 and a < 2^44 the product is below 2^44 N <= 2^56, so
- * N <= 4096 and 44-bit a are safe (checked below).
+ * The RLWE client's WebAssembly kernel: TypeScript side of build/wasm/client-crypto.wasm
+ * (src/kernels/assembly/client-crypto.entry.ts). One instance per thread and ring degree holds one
+ * secret and runs the client's whole share of the encrypted products: encryption and decryption,
+ * with every negacyclic product a*s by double-precision FFT (exact after rounding, see
+ * fft-product.ts), the feature-major encoding of the inputs and the transposes of the results.
+ * The two-prime NTT runs beside the FFT as the exact reference (exactNtt options and
+ * exactNttProduct*; its primes and tables are in ntt-reference.ts).
  */
+import { ENCRYPT_PAIR_MAX, fftProductErrorBound, fftTables } from './fft-product.js';
+import { NTT_MAX_N, NTT_PRIMES, nttSecretTables, nttSetupConstants, nttTables } from './ntt-reference.js';
 import { instantiateWasm, WasmHeap } from './wasm.js';
 
-/** The two primes, p = 1 mod 8192 (so N <= 4096), 2^32/6 < p < 2^30 (lazy-reduction ranges). */
-export const NTT_PRIMES: readonly [number, number] = [1073692673, 1073668097];
-/** Largest ring degree the primes support (p - 1 divisible by 2N). */
-export const NTT_MAX_N = 4096;
-/** Largest coefficient size (bits) of a for which a*s (s ternary) is exact for N = NTT_MAX_N. */
-export const NTT_MAX_A_BITS = 44;
-
-/**
- * Bound on |FFT value - exact a*s| for |a_i| <= aMax and ternary s, ring degree n:
- * Percival's bound for a floating-point FFT convolution of size 2^k (here k = log2(n/2), unit
- * roundoff u = 2^-53, twiddles within one ulp), to first order ||a||_2 ||s||_2 (6k + sqrt(5)(3k + 1)) u
- * with ||a||_2 <= aMax sqrt(n), ||s||_2 <= sqrt(n). Below 1/2, rounding recovers the exact product.
- * Decryption's int32 a (aMax = 2^31): about 0.06 for n = 2048, 0.14 for n = 4096. Encryption splits
- * its 44-bit a into 32 + 12 bits (the same 2^31), or at n = 2048 into a 34-bit signed part and a
- * packed pair of 10-bit parts (aMax = 2^33 + 2^10: 0.25; ENCRYPT_PAIR_MAX). ntt.test.ts measures
- * the real error (~2e-4 at 2^31).
- */
-export function fftProductErrorBound(n: number, aMax = 2 ** 31): number {
-  const k = Math.log2(n / 2);
-  return aMax * n * (6 * k + Math.sqrt(5) * (3 * k + 1)) * 2 ** -53;
-}
-
-/** Largest operand of the paired encryption products (see encryptPolys in ntt.entry.ts). */
-export const ENCRYPT_PAIR_MAX = 2 ** 33 + 2 ** 10;
-
-interface NttExports {
+interface ClientCryptoExports {
   memory: WebAssembly.Memory;
   heapBase(): number;
   setup(n: number, p0: number, p1: number, t0: number, t1: number, c0: number, c0s: number, c1: number, c1s: number,
@@ -58,106 +33,15 @@ interface NttExports {
   fftProductRaw(x: number, y: number, dst: number): void;
 }
 
-function powMod(b: bigint, e: bigint, m: bigint): bigint {
-  let r = 1n;
-  b %= m;
-  while (e > 0n) {
-    if (e & 1n) r = (r * b) % m;
-    b = (b * b) % m;
-    e >>= 1n;
-  }
-  return r;
-}
-
-/** A primitive 2n-th root of unity mod p (psi^n = -1). */
-function primitiveRoot2n(p: number, n: number): bigint {
-  const P = BigInt(p);
-  for (let g = 2n; g < 1000n; g++) {
-    const psi = powMod(g, (P - 1n) / BigInt(2 * n), P);
-    if (powMod(psi, BigInt(n), P) === P - 1n) return psi;
-  }
-  throw new Error('helora: no primitive root found (internal)');
-}
-
-function bitReverse(i: number, logN: number): number {
-  let r = 0;
-  for (let k = 0; k < logN; k++) r |= ((i >> k) & 1) << (logN - 1 - k);
-  return r;
-}
-
-/** floor(w 2^32 / p): Shoup's companion of the constant w. */
-function shoupOf(w: bigint, p: bigint): number {
-  return Number((w << 32n) / p);
-}
-
-/** Per-prime tables, in the order the kernel expects (see ntt.entry.ts). */
-function buildTables(p: number, n: number): Uint32Array[] {
-  const P = BigInt(p);
-  const logN = Math.log2(n);
-  const psi = primitiveRoot2n(p, n);
-  const psiInv = powMod(psi, P - 2n, P);
-  const fw = new Uint32Array(n), fws = new Uint32Array(n), iw = new Uint32Array(n), iws = new Uint32Array(n);
-  for (let i = 0; i < n; i++) {
-    const e = BigInt(bitReverse(i, logN));
-    const w = powMod(psi, e, P);
-    const wi = powMod(psiInv, e, P);
-    fw[i] = Number(w); fws[i] = shoupOf(w, P);
-    iw[i] = Number(wi); iws[i] = shoupOf(wi, P);
-  }
-  // stage t = 2 uses twiddle index N/4 + g for the 4-element group g: expand to 2 lanes each
-  const expand = (src: Uint32Array): Uint32Array => {
-    const out = new Uint32Array(n / 2);
-    for (let g = 0; g < n / 4; g++) { out[2 * g] = src[n / 4 + g]; out[2 * g + 1] = src[n / 4 + g]; }
-    return out;
-  };
-  return [fw, fws, expand(fw), expand(fws), iw, iws, expand(iw), expand(iws)];
-}
-
-/** Writes the constant e^{i theta} as the kernel's pair of vectors (cos, cos), (-sin, sin) at entry i. */
-function putComplexConstant(t: Float64Array, i: number, theta: number): void {
-  const c = Math.cos(theta), s = Math.sin(theta);
-  t[4 * i] = c; t[4 * i + 1] = c; t[4 * i + 2] = -s; t[4 * i + 3] = s;
-}
-
-/**
- * Tables of the decryption FFT (see the FFT section of ntt.entry.ts): twist zeta^j, untwist
- * zeta^-j (zeta = e^{i pi/n}) for j < n/2, the twiddles e^{+-2 pi i j/(n/2)} (j < n/4) of the one
- * radix-2 stage and the radix-4 passes' w^{+-j}, w^{+-2j}, w^{+-3j} (w = e^{2 pi i/(2h)}, j < h/2).
- */
-function buildFftTables(n: number): Float64Array[] {
-  const n2 = n / 2;
-  const twist = new Float64Array(4 * n2), untwist = new Float64Array(4 * n2);
-  for (let j = 0; j < n2; j++) {
-    putComplexConstant(twist, j, (Math.PI * j) / n);
-    putComplexConstant(untwist, j, (-Math.PI * j) / n);
-  }
-  const fw = new Float64Array(4 * (n2 / 2)), iw = new Float64Array(4 * (n2 / 2));
-  for (let j = 0; j < n2 / 2; j++) {
-    putComplexConstant(fw, j, (2 * Math.PI * j) / n2);
-    putComplexConstant(iw, j, (-2 * Math.PI * j) / n2);
-  }
-  const fw4 = new Float64Array(4 * 3 * n2), iw4 = new Float64Array(4 * 3 * n2);
-  for (let q = 2; q <= n2 / 4; q <<= 1) {
-    for (let j = 0; j < q; j++) {
-      for (let m = 0; m < 3; m++) {
-        const angle = (2 * Math.PI * (m + 1) * j) / (4 * q);
-        putComplexConstant(fw4, 3 * (q - 1) + 3 * j + m, angle);
-        putComplexConstant(iw4, 3 * (q - 1) + 3 * j + m, -angle);
-      }
-    }
-  }
-  return [twist, untwist, fw, iw, fw4, iw4];
-}
-
 /** Message element types the encryption kernel reads (widened to 32 bits inside). */
 export type MessageArray = Int8Array | Int16Array | Int32Array;
 /** The constructor of one of them (Int8Array, Int16Array or Int32Array). */
 export type MessageType<M extends MessageArray> = { new (buffer: ArrayBufferLike, byteOffset: number, length: number): M; readonly BYTES_PER_ELEMENT: number };
 
-/** One WebAssembly instance doing negacyclic products with one secret at a time, ring degree n. */
-export class NttKernel {
+/** One WebAssembly instance running the client's crypto with one secret at a time, ring degree n. */
+export class ClientCryptoKernel {
   readonly n: number;
-  private readonly ex: NttExports;
+  private readonly ex: ClientCryptoExports;
   private readonly heap: WasmHeap;
   private readonly tables: [number, number];
   private readonly bufs: [number, number];
@@ -166,14 +50,14 @@ export class NttKernel {
   /** Identity of the secret currently loaded (set by the caller via loadSecret). */
   private secretOwner: object | null = null;
 
-  /** module: the build/wasm file to run (another build of ntt.entry.ts, for kernel comparisons). */
-  constructor(n: number, module = 'ntt') {
+  /** module: the build/wasm file to run (another build of client-crypto.entry.ts, for kernel comparisons). */
+  constructor(n: number, module = 'client-crypto') {
     if (!Number.isInteger(n) || n < 16 || n > NTT_MAX_N || (n & (n - 1)) !== 0) {
-      throw new Error(`helora: NTT ring degree must be a power of two in [16, ${NTT_MAX_N}], got ${n}`);
+      throw new Error(`helora: client kernel ring degree must be a power of two in [16, ${NTT_MAX_N}], got ${n}`);
     }
     if (!(fftProductErrorBound(n) < 0.5)) throw new Error(`helora: ring degree ${n} is too large for exact FFT products`);
     this.n = n;
-    this.ex = instantiateWasm(module).exports as unknown as NttExports;
+    this.ex = instantiateWasm(module).exports as unknown as ClientCryptoExports;
     this.heap = new WasmHeap(this.ex.memory, this.ex.heapBase());
     const tableWords = 8 * n;
     this.tables = [this.heap.allocPermanent(tableWords * 4), this.heap.allocPermanent(tableWords * 4)];
@@ -181,19 +65,15 @@ export class NttKernel {
     this.cdtPtr = this.heap.allocPermanent(64 * 4);
     for (let k = 0; k < 2; k++) {
       let off = this.tables[k];
-      for (const t of buildTables(NTT_PRIMES[k], n)) {
+      for (const t of nttTables(NTT_PRIMES[k], n)) {
         this.heap.u32(off, t.length).set(t);
         off += t.length * 4;
       }
     }
-    const [p0, p1] = NTT_PRIMES.map(BigInt) as [bigint, bigint];
-    const c0 = (1n << 32n) % p0, c1 = (1n << 32n) % p1;
-    const pinv = powMod(p0 % p1, p1 - 2n, p1);
-    this.ex.setup(n, NTT_PRIMES[0], NTT_PRIMES[1], this.tables[0], this.tables[1],
-      Number(c0), shoupOf(c0, p0), Number(c1), shoupOf(c1, p1), Number(pinv), shoupOf(pinv, p1),
+    this.ex.setup(n, NTT_PRIMES[0], NTT_PRIMES[1], this.tables[0], this.tables[1], ...nttSetupConstants(),
       this.bufs[0], this.bufs[1]);
     const n2 = n / 2;
-    const fft = buildFftTables(n);
+    const fft = fftTables(n);
     const put = (t: Float64Array): number => {
       const ptr = this.heap.allocPermanent(t.length * 8);
       new Float64Array(this.ex.memory.buffer, ptr, t.length).set(t);
@@ -217,13 +97,12 @@ export class NttKernel {
     return this.secretOwner === owner;
   }
 
-  /** Loads a secret with coefficients in [-1, 1] (stored in NTT form, 1/N folded in). */
+  /** Loads a secret with coefficients in [-1, 1] (stored in FFT form and in the reference's NTT form, 1/N folded in). */
   loadSecret(s: Int8Array, owner: object): void {
     const n = this.n;
     if (s.length !== n) throw new Error(`helora: secret has ${s.length} coefficients, expected ${n}`);
     for (let k = 0; k < 2; k++) {
       const p = NTT_PRIMES[k];
-      const P = BigInt(p);
       const buf = this.heap.u32(this.bufs[k], n);
       for (let i = 0; i < n; i++) {
         const c = s[i];
@@ -231,14 +110,7 @@ export class NttKernel {
         buf[i] = c < 0 ? p + c : c;
       }
       this.ex.nttForward(k);
-      const nInv = powMod(BigInt(n), P - 2n, P);
-      const out = this.heap.u32(this.bufs[k], n);
-      const sh = new Uint32Array(n), shs = new Uint32Array(n);
-      for (let i = 0; i < n; i++) {
-        const w = ((BigInt(out[i]) % P) * nInv) % P;
-        sh[i] = Number(w);
-        shs[i] = shoupOf(w, P);
-      }
+      const [sh, shs] = nttSecretTables(this.heap.u32(this.bufs[k], n), p);
       const shOff = this.tables[k] + 6 * n * 4; // after fw, fws, fw2, fw2s, iw, iws, iw2, iw2s (6n words)
       this.heap.u32(shOff, n).set(sh);
       this.heap.u32(shOff + n * 4, n).set(shs);
@@ -270,11 +142,11 @@ export class NttKernel {
   }
 
   private requireSecret(): void {
-    if (this.secretOwner === null) throw new Error('helora: no secret loaded in the NTT kernel');
+    if (this.secretOwner === null) throw new Error('helora: no secret loaded in the client kernel');
   }
 
-  /** Exact integers a*s for a with coefficients in [0, 2^44) (tests, reference checks). */
-  productExact44(a: ArrayLike<number>): BigInt64Array {
+  /** Exact integers a*s by the reference NTT for a with coefficients in [0, 2^44) (tests, reference checks). */
+  exactNttProduct44(a: ArrayLike<number>): BigInt64Array {
     this.requireSecret();
     const n = this.n;
     if (a.length !== n) throw new Error(`helora: operand has ${a.length} coefficients, expected ${n}`);
@@ -292,13 +164,13 @@ export class NttKernel {
     return new BigInt64Array(this.ex.memory.buffer.slice(dst, dst + n * 8));
   }
 
-  /** Exact integers a*s for u32 a (tests, reference checks). */
-  productExact32(a: Uint32Array): BigInt64Array {
+  /** Exact integers a*s by the reference NTT for u32 a (tests, reference checks). */
+  exactNttProduct32(a: Uint32Array): BigInt64Array {
     return new BigInt64Array(this.productRun([a], (p, dst) => this.ex.productExact32(p[0], dst)));
   }
 
   /** a*s by the FFT before rounding, for integer a (|a_i| < 2^53): tests measure the FFT error with it. */
-  productFftRaw(a: ArrayLike<number>): Float64Array {
+  fftProductRaw(a: ArrayLike<number>): Float64Array {
     // a = x + 2^32 y with x the low word read signed
     const x = Int32Array.from(a, (v) => v % 2 ** 32 | 0);
     const y = Int32Array.from(a, (v, i) => (v - x[i]) / 2 ** 32);
@@ -350,7 +222,7 @@ export class NttKernel {
   private pending: { nPolys: number; a: number; m: number; mBytes: number; rnd: number; out: number; outBytes: number } | null = null;
 
   /**
-   * Runs the encryption prepared by beginEncrypt (see encryptPolys in ntt.entry.ts):
+   * Runs the encryption prepared by beginEncrypt (see encryptPolys in assembly/client-crypto/encrypt.ts):
    * out = round(((a*s + e + (m << deltaShift)) mod 2^44) / 2^upShift) mod 2^(8 outBytes), a*s by FFT
    * (in pairs of polynomials when pairHigh, unless pairs: false), or with exactNtt by the two-prime
    * NTT, the reference: the same output bit for bit.
@@ -445,32 +317,14 @@ export class NttKernel {
   }
 }
 
-const kernels = new Map<number, NttKernel>();
+const kernels = new Map<number, ClientCryptoKernel>();
 
-/** The NTT kernel of this thread for ring degree n (created on first use). */
-export function nttKernel(n: number): NttKernel {
+/** The client kernel of this thread for ring degree n (created on first use). */
+export function clientCryptoKernel(n: number): ClientCryptoKernel {
   let k = kernels.get(n);
   if (!k) {
-    k = new NttKernel(n);
+    k = new ClientCryptoKernel(n);
     kernels.set(n, k);
   }
   return k;
-}
-
-/** Schoolbook negacyclic product in Z[X]/(X^N + 1) (reference for tests; O(N^2) BigInt). */
-export function negacyclicMulRef(a: readonly bigint[], b: readonly bigint[]): bigint[] {
-  const n = a.length;
-  if (b.length !== n) throw new Error('helora: negacyclicMulRef operands differ in length');
-  const c = new Array<bigint>(n).fill(0n);
-  for (let j = 0; j < n; j++) {
-    const bj = b[j];
-    if (bj === 0n) continue;
-    for (let i = 0; i < n; i++) {
-      const k = i + j;
-      const prod = bj === 1n ? a[i] : bj === -1n ? -a[i] : a[i] * bj;
-      if (k < n) c[k] += prod;
-      else c[k - n] -= prod;
-    }
-  }
-  return c;
 }
