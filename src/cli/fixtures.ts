@@ -4,7 +4,7 @@
 import { writeModelFolder } from '../model/loader.js';
 import { trainBpe, writeTokenizerFolder } from '../model/bpe-train.js';
 import { llamaConfigJson, randomLlamaTensors, type RandomLlamaShape } from '../train/random-init.js';
-import { glossPair, readWordnetGlosses } from './wordnet.js';
+import { glossPair, readWordnetGlosses } from '../train/wordnet.js';
 
 export const TINY_SHAPE: RandomLlamaShape = { hiddenSize: 64, intermediateSize: 128, numLayers: 2, numHeads: 4, numKvHeads: 2, vocabSize: 300 };
 
