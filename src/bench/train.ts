@@ -34,7 +34,9 @@ import { Trainer } from '../train/trainer.js';
 import { RemoteEncryptedProvider } from '../transport/client.js';
 import { ModelServer, quantizeModel } from '../transport/model-server.js';
 import { startServer, type LogEvent } from '../transport/server.js';
-import { runDemo, DEMO_DEFAULTS } from '../cli/demo.js';
+import { RemoteTraining } from '../transport/remote-training.js';
+import { fineTune } from '../train/fine-tune.js';
+import { DEMO_DEFAULTS, demoGlosses, demoRunOptions, glossRecords, type DemoRunSettings } from '../train/gloss-demo.js';
 
 export const SMOLLM2_135M: RandomLlamaShape = {
   hiddenSize: 576, intermediateSize: 1536, numLayers: 30, numHeads: 9, numKvHeads: 3, vocabSize: 49152,
@@ -56,6 +58,31 @@ function trainerFor(model: LlamaModel, T: number): Trainer<LoraAdapter> {
   const lora = LoraAdapter.create(model.config, { rank: LORA_RANK, alpha: 2 * LORA_RANK, dropout: 0.05 }, { seed: 'bench-train' });
   const data = epochBatchSource(randomExamples(model.config.vocabSize, T), { T, padId: 0, seed: 1, vocabSize: model.config.vocabSize });
   return new Trainer({ model, lora, data, seed: 1, schedule: makeSchedule({ kind: 'constant', lr: 1e-4 }) });
+}
+
+/**
+ * Final losses of the demo run (train/gloss-demo.ts) in encrypted and fp32 mode, the encrypted one
+ * through a server on loopback in this process (as `helora demo` runs it).
+ */
+async function demoFinalLosses(settings: DemoRunSettings, threads: number, out: string): Promise<{ encrypted: number; fp32: number }> {
+  const records = glossRecords(demoGlosses(DEMO_DEFAULTS.examples, settings.seed));
+  const say = (l: string): void => log(`demo: ${l}`);
+  const modelServer = await ModelServer.fromFolder(settings.model, { threads });
+  try {
+    const server = await startServer({ model: modelServer, host: '127.0.0.1', port: 0, rateLimit: { perSecond: 1e6, burst: 1e6 }, log: () => {} });
+    try {
+      const finalLoss = async (mode: 'encrypted' | 'fp32'): Promise<number> => {
+        const remote = mode === 'encrypted' ? new RemoteTraining({ url: server.url, say }) : null;
+        const r = await fineTune({ ...demoRunOptions(settings, mode, records, join(out, mode)), connectEncrypted: remote?.connect, say });
+        return r.history.at(-1)!.loss;
+      };
+      return { encrypted: await finalLoss('encrypted'), fp32: await finalLoss('fp32') };
+    } finally {
+      await server.close();
+    }
+  } finally {
+    await modelServer.close();
+  }
 }
 
 async function main(): Promise<void> {
@@ -142,15 +169,11 @@ async function main(): Promise<void> {
     const out = mkdtempSync(join(tmpdir(), 'helora-bench-demo-'));
     try {
       log(`demo: ${demoSteps} steps of ${demoBatch} tokens per mode on ${DEMO_DEFAULTS.model}`);
-      const { histories } = await runDemo({
-        ...DEMO_DEFAULTS, out, steps: demoSteps, batchTokens: demoBatch, modes: ['encrypted', 'fp32'], threads, showWords: 0,
-        progress: false, say: (l) => log(`demo: ${l}`),
-      });
-      const last = (m: 'encrypted' | 'fp32'): number => histories.get(m)!.at(-1)!.loss;
+      const final = await demoFinalLosses({ ...DEMO_DEFAULTS, steps: demoSteps, batchTokens: demoBatch }, threads, out);
       result.demo_config = { model: 'models/helora-tiny', steps: demoSteps, batch_tokens: demoBatch, examples: DEMO_DEFAULTS.examples, lr: DEMO_DEFAULTS.lr, seed: DEMO_DEFAULTS.seed };
-      result.final_loss_encrypted = last('encrypted');
-      result.final_loss_fp32 = last('fp32');
-      result.final_loss_rel_diff = Math.abs(last('encrypted') - last('fp32')) / last('fp32');
+      result.final_loss_encrypted = final.encrypted;
+      result.final_loss_fp32 = final.fp32;
+      result.final_loss_rel_diff = Math.abs(final.encrypted - final.fp32) / final.fp32;
       result.final_loss_within_2pct = (result.final_loss_rel_diff as number) <= 0.02;
     } catch (e) {
       result.demo_error = e instanceof Error ? e.message : String(e);

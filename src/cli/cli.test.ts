@@ -17,9 +17,10 @@ import { WEIGHT_QMAX } from '../quant/quantize.js';
 import { packExamples } from '../train/packing.js';
 import { writeTinyModelFolder, TINY_SHAPE } from './fixtures.js';
 import { crc32, PNG_SIGNATURE, plotLines } from './plot.js';
-import { CSV_HEADER, parseHistoryCsv } from './run-files.js';
-import { runTrain, TRAIN_DEFAULTS, tokenizeForTraining, type TrainOptions } from './train.js';
-import { parseSynsetLine } from './wordnet.js';
+import { TRAIN_DEFAULTS, tokenizeForTraining } from '../train/fine-tune.js';
+import { CSV_HEADER, parseHistoryCsv } from '../train/run-files.js';
+import { parseSynsetLine } from '../train/wordnet.js';
+import { runTrain, type TrainOptions } from './train.js';
 import { loadTokenizer } from '../model/tokenizer.js';
 
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), 'main.js');

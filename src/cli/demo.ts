@@ -7,56 +7,27 @@
 import { writeFileSync, mkdirSync, existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { shuffleInPlace } from '../train/packing.js';
-import type { DataRecord } from '../train/data.js';
-import { repoRoot } from '../util/paths.js';
+import type { TrainMode } from '../train/fine-tune.js';
+import { demoGlosses, demoRunOptions, glossRecords, type DemoRunSettings } from '../train/gloss-demo.js';
+import { writeFileAtomic, type HistoryRow } from '../train/run-files.js';
+import { GLOSS_PROMPT } from '../train/wordnet.js';
+import { RemoteTraining } from '../transport/remote-training.js';
 import { LoraAdapter } from '../model/lora.js';
 import { complete, loadLocalModel } from './generate-cmd.js';
-import { writeFileAtomic, writeLossPlot, type HistoryRow } from './run-files.js';
+import { writeLossPlot } from './plot.js';
 import { serve } from './serve.js';
-import { runTrain, TRAIN_DEFAULTS, type TrainMode } from './train.js';
-import { glossPair, GLOSS_PROMPT, readWordnetGlosses, type Gloss } from './wordnet.js';
+import { fineTuneWithProgress } from './train.js';
 import { formatBytes } from './progress.js';
 
-export interface DemoOptions {
-  model: string;
+export interface DemoOptions extends DemoRunSettings {
   out?: string;
-  steps: number;
-  batchTokens: number;
   examples: number;
-  lr: number;
-  rank: number;
-  seed: number;
   threads?: number;
   modes: TrainMode[];
   /** Words whose generations are shown before and after (default: a few from the training set). */
   showWords?: number;
   say?: (line: string) => void;
   progress?: boolean;
-}
-
-/** Sized so the three runs finish well under 10 minutes on 2 cores (measured: see the README). */
-export const DEMO_DEFAULTS = {
-  model: join(repoRoot(), 'models', 'helora-tiny'),
-  steps: 40,
-  batchTokens: 2048,
-  examples: 1500,
-  lr: 3e-3,
-  rank: 8,
-  seed: 1,
-  modes: ['encrypted', 'quantized', 'fp32'] as TrainMode[],
-};
-
-/** Longest definition kept (characters): short glosses pack densely and are learnable in a few steps. */
-const MAX_DEFINITION_CHARS = 90;
-
-/** A deterministic sample of short WordNet glosses. */
-export function demoGlosses(n: number, seed: number): Gloss[] {
-  const all = readWordnetGlosses().filter((g) => g.definition.length <= MAX_DEFINITION_CHARS && !g.word.includes(' '));
-  // One gloss per word (the first sense), so the prompt determines the completion.
-  const seen = new Set<string>();
-  const unique = all.filter((g) => (seen.has(g.word) ? false : (seen.add(g.word), true)));
-  return shuffleInPlace(unique, seed).slice(0, n);
 }
 
 function pad(s: string, n: number): string {
@@ -74,7 +45,7 @@ export async function runDemo(o: DemoOptions): Promise<{ out: string; histories:
   const t0 = performance.now();
 
   const glosses = demoGlosses(o.examples, o.seed);
-  const records: DataRecord[] = glosses.map((g) => ({ kind: 'pair', ...glossPair(g) }));
+  const records = glossRecords(glosses);
   writeFileSync(join(out, 'data.jsonl'), records.map((r) => JSON.stringify(r.kind === 'pair' ? { prompt: r.prompt, completion: r.completion } : r)).join('\n') + '\n');
   say(`helora demo: LoRA fine-tuning of ${o.model} on ${records.length} WordNet glosses (WordNet 3.0, Princeton license), ${o.steps} steps of ${o.batchTokens} tokens per mode`);
   say(`output: ${out}`);
@@ -97,12 +68,9 @@ export async function runDemo(o: DemoOptions): Promise<{ out: string; histories:
     if (srv) say(`server: ${srv.server.url}, model hash ${srv.model.hash}`);
     for (const mode of o.modes) {
       const ts = performance.now();
-      const r = await runTrain({
-        ...TRAIN_DEFAULTS,
-        model: o.model, data: records, out: join(out, mode), mode, server: mode === 'encrypted' ? srv!.server.url : undefined,
-        steps: o.steps, batchTokens: o.batchTokens, lr: o.lr, rank: o.rank, alpha: 2 * o.rank, warmup: Math.min(3, o.steps - 1), seed: o.seed,
-        resume: false, checkpointEvery: o.steps, label: mode, progress: o.progress ?? true, say: (l) => say(l.replace(/^helora: /, `${mode}: `)),
-      });
+      const modeSay = (l: string): void => say(l.replace(/^helora: /, `${mode}: `));
+      const remote = mode === 'encrypted' ? new RemoteTraining({ url: srv!.server.url, say: modeSay }) : null;
+      const r = await fineTuneWithProgress({ ...demoRunOptions(o, mode, records, join(out, mode)), connectEncrypted: remote?.connect, say: modeSay }, o.progress ?? true);
       seconds.set(mode, (performance.now() - ts) / 1000);
       histories.set(mode, r.history);
       if (r.adapterDir) adapters.set(mode, r.adapterDir);

@@ -5,7 +5,7 @@ import { writeModelFolder } from '../model/loader.js';
 import { trainBpe, writeTokenizerFolder } from '../model/bpe-train.js';
 import type { RandomLlamaShape } from '../train/random-init.js';
 import { TINY_SHAPE, tinyModel } from '../train/test-fixtures.js';
-import { glossPair, readWordnetGlosses } from './wordnet.js';
+import { glossPair, readWordnetGlosses } from '../train/wordnet.js';
 
 export { TINY_SHAPE };
 

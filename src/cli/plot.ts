@@ -2,6 +2,7 @@
 // bitmap font) and a PNG encoder (zlib from node:zlib, CRC-32 computed here).
 
 import { deflateSync } from 'node:zlib';
+import { writeFileAtomic } from '../train/run-files.js';
 
 export const PNG_SIGNATURE = Uint8Array.of(0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a);
 
@@ -197,4 +198,9 @@ export function plotLines(series: Series[], opts: { width?: number; height?: num
     img.text(lx + 28, ly, s.name, ink);
   });
   return img;
+}
+
+/** Writes loss curves (loss over step) as a PNG file, atomically. */
+export function writeLossPlot(path: string, series: Series[], title: string): void {
+  writeFileAtomic(path, plotLines(series, { title, xLabel: 'step', yLabel: 'loss' }).toPng());
 }

@@ -26,24 +26,29 @@ export function formatSeconds(s: number): string {
   return m > 0 ? `${m}m${String(Math.round(s % 60)).padStart(2, '0')}s` : `${s.toFixed(0)}s`;
 }
 
+/** Progress of one run: the bar appears once the run knows its steps (start). */
 export class Progress {
   private bar: cliProgress.SingleBar | null = null;
-  private readonly t0 = performance.now();
-  private readonly startStep: number;
+  private t0 = 0;
+  private total = 0;
+  private startStep = 0;
 
-  constructor(private readonly total: number, start: number, private readonly opts: { label: string; traffic: boolean; stream?: NodeJS.WriteStream; enabled?: boolean }) {
-    this.startStep = start;
-    const stream = opts.stream ?? process.stderr;
-    if (opts.enabled === false) return;
-    if (stream.isTTY) {
-      const traffic = opts.traffic ? ' | up {up} down {down}' : '';
+  constructor(private readonly opts: { label: string; traffic: boolean; stream?: NodeJS.WriteStream; enabled?: boolean }) {}
+
+  start(total: number, startStep: number): void {
+    this.total = total;
+    this.startStep = startStep;
+    this.t0 = performance.now();
+    const stream = this.opts.stream ?? process.stderr;
+    if (this.opts.enabled !== false && stream.isTTY) {
+      const traffic = this.opts.traffic ? ' | up {up} down {down}' : '';
       this.bar = new cliProgress.SingleBar({
         stream,
-        format: `${opts.label} |{bar}| step {value}/{total} | loss {loss} | {tps} tok/s${traffic} | ETA {eta_formatted}`,
+        format: `${this.opts.label} |{bar}| step {value}/{total} | loss {loss} | {tps} tok/s${traffic} | ETA {eta_formatted}`,
         hideCursor: true,
         etaBuffer: 20,
       }, cliProgress.Presets.shades_classic);
-      this.bar.start(total, start, { loss: '-', tps: '-', up: '-', down: '-' });
+      this.bar.start(total, startStep, { loss: '-', tps: '-', up: '-', down: '-' });
     }
   }
 

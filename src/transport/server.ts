@@ -11,6 +11,10 @@
 // violation (close 1003), as is a long run of undecodable frames (close 1008). Requests of all
 // connections go through one FIFO queue onto the kernel pool (each product already uses every core).
 // Logs: one JSON object per event, never any payload bytes.
+//
+// The pieces: Admission (bearer token, connection limit, per-connection rate), RequestQueue,
+// dispatch (a request's product on the ModelServer, encoded as the answer), Connection (decode,
+// admit, dispatch, answer one client's frames) and Endpoints (the HTTP paths and the upgrade).
 
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
@@ -19,7 +23,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import { uploadBytes } from '../crypto/index.js';
 import type { EncryptedInput } from '../linear/types.js';
-import { PROJECTION_GROUPS } from '../model/projections.js';
+import { PROJECTION_GROUPS, type ProjectionGroup } from '../model/projections.js';
 import { HEALTH_PATH, MODEL_INFO_PATH, WS_PATH } from '../protocol/endpoints.js';
 import {
   decodeMessage, encodeEncryptedOutput, encodeError, encryptedInputBytes, MessageType, NO_PARAMS_ID, Op, peekHeader,
@@ -92,7 +96,7 @@ function digest(s: string): Buffer {
 }
 
 /** Constant-time bearer check (hashing first makes the compared lengths equal). */
-function authorized(req: IncomingMessage, tokenDigest: Buffer | null): boolean {
+function bearerMatches(req: IncomingMessage, tokenDigest: Buffer | null): boolean {
   if (!tokenDigest) return true;
   const h = req.headers.authorization;
   if (typeof h !== 'string' || !/^bearer /i.test(h)) return false;
@@ -115,17 +119,91 @@ class TokenBucket {
   }
 }
 
-/** One FIFO of jobs, run one at a time. */
-class JobQueue {
-  private tail: Promise<void> = Promise.resolve();
+/**
+ * Who gets in and how often: the bearer token (HTTP model info and WebSocket upgrade), the limit on
+ * simultaneous connections, and each connection's request rate. Refusals are logged here.
+ */
+class Admission {
+  readonly rate: RateLimit;
+  private readonly maxConnections: number;
+  private readonly tokenDigest: Buffer | null;
+
+  constructor(opts: ServerOptions, private readonly log: Logger) {
+    const rate = opts.rateLimit ?? { perSecond: 20, burst: 40 };
+    const maxConnections = opts.maxConnections ?? 16;
+    if (!(rate.perSecond > 0 && rate.burst >= 1)) throw new Error(`helora: rate limit must be positive, got ${rate.perSecond}/s burst ${rate.burst}`);
+    if (!Number.isInteger(maxConnections) || maxConnections < 1) throw new Error(`helora: maxConnections must be a positive integer, got ${maxConnections}`);
+    if (opts.token !== undefined && opts.token.length === 0) throw new Error('helora: the bearer token must not be empty');
+    this.rate = rate;
+    this.maxConnections = maxConnections;
+    this.tokenDigest = opts.token !== undefined ? digest(opts.token) : null;
+  }
+
+  get authRequired(): boolean {
+    return this.tokenDigest !== null;
+  }
+
+  /** The bearer check of a request for `path`; a refusal is logged. */
+  checkBearer(req: IncomingMessage, path: string): boolean {
+    if (bearerMatches(req, this.tokenDigest)) return true;
+    this.log({ event: 'auth_refused', path, remote: req.socket.remoteAddress ?? null });
+    return false;
+  }
+
+  /** Why a WebSocket upgrade is refused, or null when it is let in. */
+  upgradeRefusal(req: IncomingMessage, path: string, connections: number): UpgradeRefusal | null {
+    if (path !== WS_PATH) return { status: 404, reason: `helora: no WebSocket endpoint at ${path} (use ${WS_PATH})` };
+    if (!this.checkBearer(req, path)) return { status: 401, reason: 'helora: missing or wrong bearer token', headers: 'www-authenticate: Bearer\r\n' };
+    if (connections >= this.maxConnections) {
+      this.log({ event: 'connection_refused', reason: 'max_connections', limit: this.maxConnections, remote: req.socket.remoteAddress ?? null });
+      return { status: 503, reason: `helora: the server is at its limit of ${this.maxConnections} connections` };
+    }
+    return null;
+  }
+
+  /** The request budget of a new connection. */
+  rateLimiter(): TokenBucket {
+    return new TokenBucket(this.rate);
+  }
+}
+
+interface UpgradeRefusal {
+  status: 401 | 404 | 503;
+  reason: string;
+  /** Extra header lines, each ending in CRLF. */
+  headers?: string;
+}
+
+/** Answers a refused WebSocket upgrade with a plain HTTP response and closes the socket. */
+function refuseUpgrade(socket: Duplex, { status, reason, headers = '' }: UpgradeRefusal): void {
+  const body = JSON.stringify({ error: reason });
+  socket.end(`HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : status === 503 ? 'Service Unavailable' : 'Not Found'}\r\n`
+    + `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n${headers}\r\n${body}`);
+}
+
+/**
+ * The one FIFO of every connection's requests onto the kernel pool, run one at a time (each
+ * product already uses every core). Bounded: a full queue is answered with Busy.
+ */
+class RequestQueue {
   waiting = 0;
+  /** Requests computed (failed ones not counted). */
+  served = 0;
+  private tail: Promise<void> = Promise.resolve();
+
+  constructor(private readonly maxQueue: number) {}
+
+  get full(): boolean {
+    return this.waiting >= this.maxQueue;
+  }
+
   run<T>(job: () => Promise<T>): Promise<T> {
     this.waiting++;
     const p = this.tail.then(() => {
       this.waiting--;
       return job();
     });
-    this.tail = p.then(() => undefined, () => undefined);
+    this.tail = p.then(() => { this.served++; }, () => undefined);
     return p;
   }
 }
@@ -146,30 +224,152 @@ function rawToBytes(data: RawData): Uint8Array {
   return data;
 }
 
-export async function startServer(opts: ServerOptions): Promise<RunningServer> {
-  const model = opts.model;
-  const log = opts.log ?? jsonLineLogger;
-  const host = opts.host ?? '127.0.0.1';
-  const maxConnections = opts.maxConnections ?? 16;
-  const rate = opts.rateLimit ?? { perSecond: 20, burst: 40 };
-  const maxQueue = opts.maxQueue ?? 256;
-  if (!(rate.perSecond > 0 && rate.burst >= 1)) throw new Error(`helora: rate limit must be positive, got ${rate.perSecond}/s burst ${rate.burst}`);
-  if (!Number.isInteger(maxConnections) || maxConnections < 1) throw new Error(`helora: maxConnections must be a positive integer, got ${maxConnections}`);
-  if (opts.token !== undefined && opts.token.length === 0) throw new Error('helora: the bearer token must not be empty');
-  const tokenDigest = opts.token !== undefined ? digest(opts.token) : null;
-  const maxBytes = maxRequestBytes(model);
-  const maxPayload = maxBytes + MAX_PAYLOAD_MARGIN;
-  const limits = { maxBytes, maxTokens: model.maxTokens, maxCols: 1 << 20 };
-  const infoJson = modelInfoToJson(model.info);
-  const N = model.params.ringDegree;
-  const upBytes = uploadBytes(model.params);
-  const started = Date.now();
-  const queue = new JobQueue();
-  let requestsServed = 0;
-  let nextConn = 1;
-  const sockets = new Set<WebSocket>();
+/** A decoded request with the header fields its answer (or error) echoes. */
+interface Request {
+  msg: EncryptedInputMessage;
+  op: 'forward' | 'backward';
+  group: ProjectionGroup;
+  requestId: bigint;
+  paramsId: number;
+  /** What the request log records about it (no payload). */
+  fields: LogEvent;
+}
 
-  const handleHttp = (req: IncomingMessage, res: ServerResponse): void => {
+/** The model server's product for one request, encoded as the answer, run through the queue. */
+function dispatch(model: ModelServer, queue: RequestQueue, { msg, op, group, requestId }: Request): Promise<{ bytesOut: Uint8Array; queueMs: number; computeMs: number }> {
+  const t0 = performance.now();
+  return queue.run(async () => {
+    const t1 = performance.now();
+    const input = toEncryptedInput(msg, uploadBytes(model.params), model.params.ringDegree);
+    const out = await model.product(op, msg.layer, group, input);
+    const bytesOut = encodeEncryptedOutput({
+      paramsId: out.paramsId, requestId, op: msg.op, layer: msg.layer, group: msg.group,
+      rows: out.outputRows, tokens: out.T, terms: out.terms, blocks: out.blocks,
+    });
+    return { bytesOut, queueMs: t1 - t0, computeMs: performance.now() - t1 };
+  });
+}
+
+/**
+ * One WebSocket client: each binary frame is decoded, admitted (rate limit, queue bound),
+ * dispatched, and answered with the result or an ERROR message; the connection keeps working
+ * after content errors.
+ */
+class Connection {
+  /** Requests admitted on this connection. */
+  requests = 0;
+  private malformedRun = 0;
+  private readonly bucket: TokenBucket;
+
+  constructor(readonly id: number, private readonly ws: WebSocket, private readonly endpoints: Endpoints) {
+    this.bucket = endpoints.admission.rateLimiter();
+  }
+
+  receive(bytes: Uint8Array, isBinary: boolean): void {
+    if (!isBinary) {
+      this.endpoints.log({ event: 'protocol_violation', conn: this.id, reason: 'text frame', bytes: bytes.length });
+      this.ws.close(1003, 'helora: binary frames only');
+      return;
+    }
+    const request = this.decode(bytes);
+    if (request && this.admit(request)) this.compute(request);
+  }
+
+  /** The request in a frame; a frame that is not one is answered with an error (null). */
+  private decode(bytes: Uint8Array): Request | null {
+    let requestId = 0n;
+    let paramsId = NO_PARAMS_ID;
+    try {
+      try {
+        const h = peekHeader(bytes);
+        requestId = h.requestId;
+        paramsId = h.paramsId;
+      } catch { /* answered below with the decoder's own error */ }
+      const d = decodeMessage(bytes, this.endpoints.decodeLimits);
+      if (d.type !== MessageType.EncryptedInput) {
+        throw new WireError('bad_type', `a client may only send ENCRYPTED_INPUT (type 1), got type ${d.type}`);
+      }
+      this.malformedRun = 0;
+      const msg = d.message;
+      const op = msg.op === Op.Forward ? 'forward' : 'backward';
+      const group = msg.group;
+      return { msg, op, group, requestId, paramsId, fields: { op, layer: msg.layer, group, tokens: msg.tokens, bytes_in: bytes.length } };
+    } catch (e) {
+      const we = e instanceof WireError ? e : new WireError('bad_field', String(e));
+      this.answerError(requestId, we.code === 'unknown_params' ? NO_PARAMS_ID : paramsId, serverCodeFor(we), we.message, { wire: we.code, bytes: bytes.length });
+      if (++this.malformedRun >= MAX_CONSECUTIVE_MALFORMED) {
+        this.endpoints.log({ event: 'protocol_violation', conn: this.id, reason: 'too many malformed messages' });
+        this.ws.close(1008, 'helora: too many malformed messages');
+      }
+      return null;
+    }
+  }
+
+  /** Whether the request may go to the queue: within this connection's rate, and the queue not full. */
+  private admit({ requestId, paramsId, fields }: Request): boolean {
+    const { rate } = this.endpoints.admission;
+    if (!this.bucket.take()) {
+      this.answerError(requestId, paramsId, ServerErrorCode.RateLimited,
+        `helora: rate limit exceeded (${rate.perSecond} requests/s, burst ${rate.burst} per connection); retry later`, fields);
+      return false;
+    }
+    const { queue } = this.endpoints;
+    if (queue.full) {
+      this.answerError(requestId, paramsId, ServerErrorCode.Busy, `helora: the server has ${queue.waiting} requests queued; retry later`, fields);
+      return false;
+    }
+    return true;
+  }
+
+  private compute(request: Request): void {
+    const { requestId, paramsId, fields } = request;
+    this.requests++;
+    dispatch(this.endpoints.model, this.endpoints.queue, request).then(({ bytesOut, queueMs, computeMs }) => {
+      this.send(bytesOut);
+      this.endpoints.log({ event: 'request', conn: this.id, request_id: requestId.toString(), ...fields, bytes_out: bytesOut.length, queue_ms: Math.round(queueMs), ms: Math.round(computeMs) });
+    }, (e: unknown) => {
+      const bad = e instanceof BadRequestError;
+      const message = e instanceof Error ? e.message : String(e);
+      this.answerError(requestId, paramsId, bad ? ServerErrorCode.BadRequest : ServerErrorCode.Internal,
+        bad ? message : `helora: internal error while computing the product (${message})`, fields);
+    });
+  }
+
+  private answerError(requestId: bigint, paramsId: number, code: number, message: string, extra: LogEvent = {}): void {
+    this.endpoints.log({ event: 'request_error', conn: this.id, request_id: requestId.toString(), code, error: message, ...extra });
+    this.send(encodeError({ paramsId, requestId, code, message }));
+  }
+
+  private send(bytes: Uint8Array): void {
+    if (this.ws.readyState === this.ws.OPEN) this.ws.send(bytes, { binary: true });
+  }
+}
+
+/**
+ * The HTTP paths and the WebSocket endpoint, with what they share: the model server, the
+ * admission rules, the request queue and the open connections.
+ */
+class Endpoints {
+  readonly queue: RequestQueue;
+  readonly decodeLimits: { maxBytes: number; maxTokens: number; maxCols: number };
+  /** Largest WebSocket frame accepted. */
+  readonly maxPayload: number;
+  private readonly sockets = new Set<WebSocket>();
+  private readonly wss: WebSocketServer;
+  private readonly infoJson: string;
+  private readonly started = Date.now();
+  private nextConn = 1;
+
+  constructor(readonly model: ModelServer, readonly admission: Admission, maxQueue: number, readonly log: Logger) {
+    const maxBytes = maxRequestBytes(model);
+    this.maxPayload = maxBytes + MAX_PAYLOAD_MARGIN;
+    this.decodeLimits = { maxBytes, maxTokens: model.maxTokens, maxCols: 1 << 20 };
+    this.infoJson = modelInfoToJson(model.info);
+    this.queue = new RequestQueue(maxQueue);
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: this.maxPayload, perMessageDeflate: false });
+  }
+
+  readonly handleHttp = (req: IncomingMessage, res: ServerResponse): void => {
     const path = (req.url ?? '').split('?')[0];
     const send = (status: number, body: string, extra: Record<string, string> = {}): void => {
       res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...extra });
@@ -177,163 +377,89 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     };
     if (req.method !== 'GET') return send(405, JSON.stringify({ error: 'helora: only GET is served' }), { allow: 'GET' });
     if (path === HEALTH_PATH) {
+      const { model, queue } = this;
       return send(200, JSON.stringify({
-        ok: true, model_hash: model.hash, params_id: model.params.id, uptime_s: Math.round((Date.now() - started) / 1000),
-        connections: sockets.size, requests: requestsServed, queued: queue.waiting,
+        ok: true, model_hash: model.hash, params_id: model.params.id, uptime_s: Math.round((Date.now() - this.started) / 1000),
+        connections: this.sockets.size, requests: queue.served, queued: queue.waiting,
       }));
     }
     if (path === MODEL_INFO_PATH) {
-      if (!authorized(req, tokenDigest)) {
-        log({ event: 'auth_refused', path, remote: req.socket.remoteAddress ?? null });
-        return send(401, JSON.stringify({ error: 'helora: missing or wrong bearer token' }), { 'www-authenticate': 'Bearer' });
-      }
-      return send(200, infoJson);
+      if (!this.admission.checkBearer(req, path)) return send(401, JSON.stringify({ error: 'helora: missing or wrong bearer token' }), { 'www-authenticate': 'Bearer' });
+      return send(200, this.infoJson);
     }
     send(404, JSON.stringify({ error: `helora: no such path ${path}` }));
   };
 
-  const server: Server = opts.tls
-    ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key }, handleHttp)
-    : createHttpServer(handleHttp);
-  server.on('clientError', (_err, socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
-    else socket.destroy();
-  });
-
-  const wss = new WebSocketServer({ noServer: true, maxPayload, perMessageDeflate: false });
-
-  const refuse = (socket: Duplex, status: number, reason: string, extra = ''): void => {
-    const body = JSON.stringify({ error: reason });
-    socket.end(`HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : status === 503 ? 'Service Unavailable' : 'Not Found'}\r\n`
-      + `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n${extra}\r\n${body}`);
-  };
-
-  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+  readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     socket.on('error', () => socket.destroy());
     const path = (req.url ?? '').split('?')[0];
+    const refusal = this.admission.upgradeRefusal(req, path, this.sockets.size);
+    if (refusal) return refuseUpgrade(socket, refusal);
     const remote = req.socket.remoteAddress ?? null;
-    if (path !== WS_PATH) return refuse(socket, 404, `helora: no WebSocket endpoint at ${path} (use ${WS_PATH})`);
-    if (!authorized(req, tokenDigest)) {
-      log({ event: 'auth_refused', path, remote });
-      return refuse(socket, 401, 'helora: missing or wrong bearer token', 'www-authenticate: Bearer\r\n');
-    }
-    if (sockets.size >= maxConnections) {
-      log({ event: 'connection_refused', reason: 'max_connections', limit: maxConnections, remote });
-      return refuse(socket, 503, `helora: the server is at its limit of ${maxConnections} connections`);
-    }
-    wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, remote));
-  });
-
-  const onConnection = (ws: WebSocket, remote: string | null): void => {
-    const conn = nextConn++;
-    sockets.add(ws);
-    const bucket = new TokenBucket(rate);
-    let malformedRun = 0;
-    let requests = 0;
-    log({ event: 'connection_open', conn, remote, connections: sockets.size });
-
-    const reply = (bytes: Uint8Array): void => {
-      if (ws.readyState === ws.OPEN) ws.send(bytes, { binary: true });
-    };
-    const replyError = (requestId: bigint, paramsId: number, code: number, message: string, extra: LogEvent = {}): void => {
-      log({ event: 'request_error', conn, request_id: requestId.toString(), code, error: message, ...extra });
-      reply(encodeError({ paramsId, requestId, code, message }));
-    };
-
-    ws.on('message', (data: RawData, isBinary: boolean) => {
-      const bytes = rawToBytes(data);
-      if (!isBinary) {
-        log({ event: 'protocol_violation', conn, reason: 'text frame', bytes: bytes.length });
-        ws.close(1003, 'helora: binary frames only');
-        return;
-      }
-      let msg: EncryptedInputMessage;
-      let requestId = 0n;
-      let paramsId = NO_PARAMS_ID;
-      try {
-        try {
-          const h = peekHeader(bytes);
-          requestId = h.requestId;
-          paramsId = h.paramsId;
-        } catch { /* answered below with the decoder's own error */ }
-        const d = decodeMessage(bytes, limits);
-        if (d.type !== MessageType.EncryptedInput) {
-          throw new WireError('bad_type', `a client may only send ENCRYPTED_INPUT (type 1), got type ${d.type}`);
-        }
-        msg = d.message;
-        malformedRun = 0;
-      } catch (e) {
-        const we = e instanceof WireError ? e : new WireError('bad_field', String(e));
-        replyError(requestId, we.code === 'unknown_params' ? NO_PARAMS_ID : paramsId, serverCodeFor(we), we.message, { wire: we.code, bytes: bytes.length });
-        if (++malformedRun >= MAX_CONSECUTIVE_MALFORMED) {
-          log({ event: 'protocol_violation', conn, reason: 'too many malformed messages' });
-          ws.close(1008, 'helora: too many malformed messages');
-        }
-        return;
-      }
-      const op = msg.op === Op.Forward ? 'forward' : 'backward';
-      const group = msg.group;
-      const fields: LogEvent = { op, layer: msg.layer, group, tokens: msg.tokens, bytes_in: bytes.length };
-      if (!bucket.take()) {
-        replyError(requestId, paramsId, ServerErrorCode.RateLimited,
-          `helora: rate limit exceeded (${rate.perSecond} requests/s, burst ${rate.burst} per connection); retry later`, fields);
-        return;
-      }
-      if (queue.waiting >= maxQueue) {
-        replyError(requestId, paramsId, ServerErrorCode.Busy, `helora: the server has ${queue.waiting} requests queued; retry later`, fields);
-        return;
-      }
-      requests++;
-      const t0 = performance.now();
-      queue.run(async () => {
-        const t1 = performance.now();
-        const out = await model.product(op, msg.layer, group, toEncryptedInput(msg, upBytes, N));
-        const bytesOut = encodeEncryptedOutput({
-          paramsId: out.paramsId, requestId, op: msg.op, layer: msg.layer, group: msg.group,
-          rows: out.outputRows, tokens: out.T, terms: out.terms, blocks: out.blocks,
-        });
-        return { bytesOut, queueMs: t1 - t0, computeMs: performance.now() - t1 };
-      }).then(({ bytesOut, queueMs, computeMs }) => {
-        requestsServed++;
-        reply(bytesOut);
-        log({ event: 'request', conn, request_id: requestId.toString(), ...fields, bytes_out: bytesOut.length, queue_ms: Math.round(queueMs), ms: Math.round(computeMs) });
-      }, (e: unknown) => {
-        const bad = e instanceof BadRequestError;
-        const message = e instanceof Error ? e.message : String(e);
-        replyError(requestId, paramsId, bad ? ServerErrorCode.BadRequest : ServerErrorCode.Internal,
-          bad ? message : `helora: internal error while computing the product (${message})`, fields);
-      });
-    });
-    ws.on('error', (e) => log({ event: 'connection_error', conn, error: e.message }));
-    ws.on('close', (code) => {
-      sockets.delete(ws);
-      log({ event: 'connection_close', conn, code, requests, connections: sockets.size });
-    });
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.open(ws, remote));
   };
 
-  await new Promise<void>((resolve, reject) => {
+  private open(ws: WebSocket, remote: string | null): void {
+    const conn = new Connection(this.nextConn++, ws, this);
+    this.sockets.add(ws);
+    this.log({ event: 'connection_open', conn: conn.id, remote, connections: this.sockets.size });
+    ws.on('message', (data: RawData, isBinary: boolean) => conn.receive(rawToBytes(data), isBinary));
+    ws.on('error', (e) => this.log({ event: 'connection_error', conn: conn.id, error: e.message }));
+    ws.on('close', (code) => {
+      this.sockets.delete(ws);
+      this.log({ event: 'connection_close', conn: conn.id, code, requests: conn.requests, connections: this.sockets.size });
+    });
+  }
+
+  /** Drops every connection and stops accepting new ones. */
+  closeConnections(): void {
+    for (const ws of this.sockets) ws.terminate();
+    this.wss.close();
+  }
+}
+
+function listen(server: Server, port: number, host: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(opts.port ?? 0, host, () => {
+    server.listen(port, host, () => {
       server.off('error', reject);
       resolve();
     });
   });
+}
+
+export async function startServer(opts: ServerOptions): Promise<RunningServer> {
+  const model = opts.model;
+  const log = opts.log ?? jsonLineLogger;
+  const host = opts.host ?? '127.0.0.1';
+  const admission = new Admission(opts, log);
+  const endpoints = new Endpoints(model, admission, opts.maxQueue ?? 256, log);
+
+  const server: Server = opts.tls
+    ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key }, endpoints.handleHttp)
+    : createHttpServer(endpoints.handleHttp);
+  server.on('clientError', (_err, socket) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+    else socket.destroy();
+  });
+  server.on('upgrade', endpoints.handleUpgrade);
+
+  await listen(server, opts.port ?? 0, host);
   server.on('error', (e) => log({ event: 'server_error', error: e.message }));
   const addr = server.address();
   const port = typeof addr === 'object' && addr ? addr.port : (opts.port ?? 0);
   const urlHost = host.includes(':') ? `[${host}]` : host;
   const url = `${opts.tls ? 'wss' : 'ws'}://${urlHost}:${port}`;
-  log({ event: 'listening', url, model_hash: model.hash, max_payload: maxPayload, max_tokens: model.maxTokens, auth: tokenDigest !== null, tls: !!opts.tls });
+  log({ event: 'listening', url, model_hash: model.hash, max_payload: endpoints.maxPayload, max_tokens: model.maxTokens, auth: admission.authRequired, tls: !!opts.tls });
 
   let closing: Promise<void> | null = null;
   return {
     url,
     port,
-    maxPayload,
+    maxPayload: endpoints.maxPayload,
     close(): Promise<void> {
       closing ??= new Promise<void>((resolve) => {
-        for (const ws of sockets) ws.terminate();
-        wss.close();
+        endpoints.closeConnections();
         server.close(() => resolve());
         server.closeAllConnections();
         log({ event: 'closed' });

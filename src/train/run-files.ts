@@ -1,13 +1,12 @@
-// Files of one training run under --out: the loss CSV, the plot, the PEFT adapter and the
-// checkpoints. Every file is written to a temporary name and renamed into place, so a crash (of
-// this process or the machine) leaves either the old or the new version, never half of one.
+// Files of one fine-tuning run in its folder: the loss CSV, the PEFT adapter and the checkpoints.
+// Every file is written to a temporary name and renamed into place, so a crash (of this process or
+// the machine) leaves either the old or the new version, never half of one.
 
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { saveAdapter, type LoraTensors } from '../model/peft.js';
-import { loadTrainerCheckpoint, saveTrainerCheckpoint } from '../train/checkpoint.js';
-import type { TrainerState } from '../train/trainer.js';
-import { plotLines, type Series } from './plot.js';
+import { loadTrainerCheckpoint, saveTrainerCheckpoint } from './checkpoint.js';
+import type { TrainerState } from './trainer.js';
 
 /** One row of the loss log. */
 export interface HistoryRow {
@@ -77,10 +76,6 @@ export function writeDirAtomic(dir: string, fill: (tmpDir: string) => void): voi
 
 export function saveAdapterAtomic(dir: string, adapter: LoraTensors, baseModel: string): void {
   writeDirAtomic(dir, (tmp) => saveAdapter(tmp, adapter, baseModel));
-}
-
-export function writeLossPlot(path: string, series: Series[], title: string): void {
-  writeFileAtomic(path, plotLines(series, { title, xLabel: 'step', yLabel: 'loss' }).toPng());
 }
 
 // ---------------------------------------------------------------------------------------------
