@@ -47,3 +47,18 @@ export function targets(v: string): ProjectionName[] {
   }
   return list as ProjectionName[];
 }
+
+/** Decoder layer indices: "8-15", "0,2,4" or a mix ("0,4-6"); returned ascending without repeats. */
+export function layerList(v: string): number[] {
+  const out = new Set<number>();
+  for (const part of v.split(',').map((s) => s.trim()).filter((s) => s.length > 0)) {
+    const m = /^(\d{1,6})(?:-(\d{1,6}))?$/.exec(part);
+    if (!m) throw new InvalidArgumentError(`expected layer indices like "8-15" or "0,2,4", got "${v}"`);
+    const a = Number(m[1]), b = m[2] === undefined ? a : Number(m[2]);
+    if (b < a) throw new InvalidArgumentError(`layer range "${part}" runs backwards`);
+    if (b - a > 100_000) throw new InvalidArgumentError(`layer range "${part}" is too long`);
+    for (let l = a; l <= b; l++) out.add(l);
+  }
+  if (out.size === 0) throw new InvalidArgumentError('expected at least one layer index');
+  return [...out].sort((x, y) => x - y);
+}

@@ -22,6 +22,7 @@ import { CSV_HEADER, parseHistoryCsv } from '../train/run-files.js';
 import { parseSynsetLine } from '../train/wordnet.js';
 import { runTrain, type TrainOptions } from './train.js';
 import { loadTokenizer } from '../model/tokenizer.js';
+import { layerList } from './args.js';
 
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), 'main.js');
 const work = mkdtempSync(join(tmpdir(), 'helora-cli-test-'));
@@ -301,4 +302,10 @@ test('server killed (SIGKILL) and restarted mid-run: the client reconnects or re
     first.proc.kill('SIGKILL');
     second?.proc.kill('SIGKILL');
   }
+});
+
+test('--layers parses indices and ranges, ascending without repeats, and refuses anything else', () => {
+  assert.deepEqual(layerList('8-11'), [8, 9, 10, 11]);
+  assert.deepEqual(layerList('5, 0,2-3,2'), [0, 2, 3, 5]);
+  for (const bad of ['', 'a', '3-1', '-2', '1.5', '2-', '1,,x']) assert.throws(() => layerList(bad), /layer|expected/, bad);
 });

@@ -12,7 +12,7 @@ import { generateCommand } from './generate-cmd.js';
 import { runDemo } from './demo.js';
 import type { ProjectionName } from '../model/projections.js';
 import { registerPretrainCommand } from './pretrain.js';
-import { nonNegativeInt, nonNegativeNumber, port, positiveInt, positiveNumber, probability, targets } from './args.js';
+import { layerList, nonNegativeInt, nonNegativeNumber, port, positiveInt, positiveNumber, probability, targets } from './args.js';
 
 const program = new Command();
 program
@@ -60,6 +60,7 @@ program
   .option('--alpha <a>', 'LoRA alpha', positiveNumber, TRAIN_DEFAULTS.alpha)
   .option('--dropout <p>', 'LoRA dropout', probability, TRAIN_DEFAULTS.dropout)
   .option('--targets <list>', 'LoRA target modules', targets, TRAIN_DEFAULTS.targets)
+  .option('--layers <list>', 'decoder layers that get LoRA, e.g. 8-15 (default: all); backward stops at the lowest', layerList)
   .option('--seed <n>', 'seed of the LoRA init, data order and dropout', nonNegativeInt, TRAIN_DEFAULTS.seed)
   .option('--token <t>', 'bearer token for the server')
   .option('--expect-hash <h>', "the server's model hash to insist on")
@@ -70,7 +71,7 @@ program
   .addOption(new Option('--stop-after <n>', 'stop after this many steps without finishing the run (testing crash recovery)').argParser(positiveInt).hideHelp())
   .action(async (o: {
     server?: string; model: string; data: string; out: string; mode: TrainMode; steps?: number; epochs?: number; batchTokens: number; gradAccum: number;
-    lr: number; warmup: number; schedule: 'cosine' | 'linear' | 'constant'; rank: number; alpha: number; dropout: number; targets: ProjectionName[]; seed: number;
+    lr: number; warmup: number; schedule: 'cosine' | 'linear' | 'constant'; rank: number; alpha: number; dropout: number; targets: ProjectionName[]; layers?: number[]; seed: number;
     token?: string; expectHash?: string; ca?: string; resume: boolean; checkpointEvery: number; progress: boolean; stopAfter?: number;
   }) => {
     const r = await runTrain({ ...o, ca: o.ca !== undefined ? readFileSync(o.ca, 'utf8') : undefined });

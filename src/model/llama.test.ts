@@ -30,7 +30,7 @@ function loraTensorsOf(exp: Expected, get: (k: string) => Float32Array): LoraTen
     const a = exp.tensors[`lora.${key}.lora_A`]!, b = exp.tensors[`lora.${key}.lora_B`]!;
     layers.set(key, { A: get(`lora.${key}.lora_A`).slice(), B: get(`lora.${key}.lora_B`).slice(), inDim: a.shape[1]!, outDim: b.shape[0]! });
   }
-  return { rank: exp.lora.rank, alpha: exp.lora.alpha, dropout: 0, targetModules: exp.lora.targetModules, layers };
+  return { rank: exp.lora.rank, alpha: exp.lora.alpha, dropout: 0, targetModules: exp.lora.targetModules, layersToTransform: null, layers };
 }
 
 test('matches the PyTorch reference: logits, loss and LoRA gradients for every case', async () => {

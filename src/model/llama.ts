@@ -114,7 +114,8 @@ interface RunContext {
   lora: LoraAdapter | null;
   /** Dropout seed when training with dropout, else null. */
   dropSeed: Uint8Array | null;
-  save: boolean;
+  /** Blocks l >= saveFrom keep their activations for backward (Infinity: none). */
+  saveFrom: number;
 }
 
 function tensor(tensors: TensorMap, name: string, shape: number[]): Float32Array {
@@ -271,7 +272,7 @@ export class LlamaModel {
     const rstd1 = new Float32Array(T);
     const xn1 = new Float32Array(T * C);
     rmsnormForward(xn1, rstd1, x, P.inputNorm, T, C, cfg.rmsNormEps);
-    const saved: LayerSaved | null = ctx.save
+    const saved: LayerSaved | null = l >= ctx.saveFrom
       ? { x1: x.slice(), rstd1, q: null!, k: null!, v: null!, att: null!, lse: null!, x2: null!, rstd2: null!, gate: null!, up: null!, h: new Map() }
       : null;
 
@@ -394,7 +395,7 @@ export class LlamaModel {
     const { T } = batch;
     const { cos, sin } = ropeTables(batch.positions, this.invFreq, T);
     const dropSeed = lora && lora.config.dropout > 0 && opts.dropoutSeed !== undefined ? seedBytes(opts.dropoutSeed) : null;
-    const ctx: RunContext = { T, cos, sin, seqIds: batch.seqIds, cache: null, lora, dropSeed, save: false };
+    const ctx: RunContext = { T, cos, sin, seqIds: batch.seqIds, cache: null, lora, dropSeed, saveFrom: Infinity };
     const x = await this.trunk(batch, ctx, null);
     const xf = this.finalNormOf(x, T, null);
     const V = this.config.vocabSize, C = this.config.hiddenSize;
@@ -440,8 +441,12 @@ export class LlamaModel {
     if (!lora && !this.grads) throw new Error('helora: forwardBackward needs a LoRA adapter or a model built with { fullGrads: true }');
     const dropSeed = lora && lora.config.dropout > 0 ? (opts.dropoutSeed === undefined ? randomBytes(32) : seedBytes(opts.dropoutSeed)) : null;
     const { cos, sin } = ropeTables(batch.positions, this.invFreq, T);
-    const ctx: RunContext = { T, cos, sin, seqIds: batch.seqIds, cache: null, lora, dropSeed, save: true };
     const G = this.grads;
+    // LoRA on a subset of layers (PEFT layers_to_transform): nothing below the lowest adapted
+    // block needs a gradient, so backward (and its server products) stops there.
+    const trainsAll = G !== null || isTrainable(this.provider);
+    const lowest = trainsAll ? 0 : lora!.adaptedLayers()[0]!;
+    const ctx: RunContext = { T, cos, sin, seqIds: batch.seqIds, cache: null, lora, dropSeed, saveFrom: lowest };
     const saves: (LayerSaved | null)[] = [];
     const x = await this.trunk(batch, ctx, saves);
 
@@ -465,10 +470,10 @@ export class LlamaModel {
     const dres = new Float32Array(T * C);
     rmsnormBackward(dres, G ? G.finalNorm : null, dxf, x, this.finalNorm, rstdF, T, C);
 
-    for (let l = cfg.numLayers - 1; l >= 0; l--) {
+    for (let l = cfg.numLayers - 1; l >= lowest; l--) {
       // Full training needs the first block's input gradient too (it reaches the embeddings),
       // and a trainable provider gets its first-layer q/k/v weight gradients from that call.
-      await this.blockBackward(l, dres, saves[l]!, ctx, l > 0 || G !== null || isTrainable(this.provider));
+      await this.blockBackward(l, dres, saves[l]!, ctx, l > lowest || trainsAll);
       saves[l] = null; // free this layer's activations
     }
     if (G) {
@@ -493,7 +498,7 @@ export class LlamaModel {
     const positions = new Int32Array(T);
     for (let i = 0; i < T; i++) positions[i] = cache.length + i;
     const { cos, sin } = ropeTables(positions, this.invFreq, T);
-    const ctx: RunContext = { T, cos, sin, seqIds: null, cache, lora, dropSeed: null, save: false };
+    const ctx: RunContext = { T, cos, sin, seqIds: null, cache, lora, dropSeed: null, saveFrom: Infinity };
     const x = await this.trunk({ T, tokens, positions }, ctx, null);
     cache.length += T;
     const C = this.config.hiddenSize, V = this.config.vocabSize;

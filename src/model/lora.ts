@@ -18,9 +18,11 @@ export interface LoraConfig {
   /** Probability of zeroing an input feature of the LoRA branch during training (PEFT lora_dropout). */
   dropout: number;
   targetModules: ProjectionName[];
+  /** Decoder layers that get adapters, ascending (PEFT layers_to_transform); null: every layer. */
+  layers: number[] | null;
 }
 
-export const DEFAULT_LORA_CONFIG: LoraConfig = { rank: 8, alpha: 16, dropout: 0.05, targetModules: [...PROJECTION_NAMES] };
+export const DEFAULT_LORA_CONFIG: LoraConfig = { rank: 8, alpha: 16, dropout: 0.05, targetModules: [...PROJECTION_NAMES], layers: null };
 
 /** One adapted projection: A [rank, inDim], B [outDim, rank], with gradients of the same shapes. */
 export interface LoraPair {
@@ -69,13 +71,20 @@ export function dropoutMask(seed: Uint8Array, label: string, n: number, p: numbe
   return mask;
 }
 
-function checkLoraConfig(c: LoraConfig): void {
+function checkLoraConfig(c: LoraConfig, numLayers: number): void {
   if (!Number.isInteger(c.rank) || c.rank < 1) throw new Error(`helora: LoRA rank must be a positive integer, got ${c.rank}`);
   if (!Number.isFinite(c.alpha) || c.alpha <= 0) throw new Error(`helora: LoRA alpha must be positive, got ${c.alpha}`);
   if (!(c.dropout >= 0 && c.dropout < 1)) throw new Error(`helora: LoRA dropout must be in [0, 1), got ${c.dropout}`);
   if (c.targetModules.length === 0) throw new Error('helora: LoRA needs at least one target module');
   for (const m of c.targetModules) {
     if (!isProjectionName(m)) throw new Error(`helora: unknown LoRA target module '${m}' (expected one of ${PROJECTION_NAMES.join(', ')})`);
+  }
+  if (c.layers !== null) {
+    if (c.layers.length === 0) throw new Error('helora: LoRA layers must name at least one layer (or be null for every layer)');
+    c.layers.forEach((l, i) => {
+      if (!Number.isInteger(l) || l < 0 || l >= numLayers) throw new Error(`helora: LoRA layer ${l} does not exist (the model has layers 0..${numLayers - 1})`);
+      if (i > 0 && l <= c.layers![i - 1]!) throw new Error(`helora: LoRA layers must be ascending without repeats, got [${c.layers!.join(', ')}]`);
+    });
   }
 }
 
@@ -85,8 +94,13 @@ export class LoraAdapter {
   private readonly pairs = new Map<string, LoraPair>();
 
   private constructor(readonly modelConfig: LlamaConfig, readonly config: LoraConfig) {
-    checkLoraConfig(config);
+    checkLoraConfig(config, modelConfig.numLayers);
     this.scale = config.alpha / config.rank;
+  }
+
+  /** The layers that hold adapters, ascending. */
+  adaptedLayers(): number[] {
+    return this.config.layers ? [...this.config.layers] : Array.from({ length: this.modelConfig.numLayers }, (_, l) => l);
   }
 
   /**
@@ -94,10 +108,14 @@ export class LoraAdapter {
    * With a seed the initialization is reproducible; without one it comes from node:crypto.
    */
   static create(modelConfig: LlamaConfig, config: Partial<LoraConfig> = {}, opts: { seed?: Uint8Array | string } = {}): LoraAdapter {
-    const full: LoraConfig = { ...DEFAULT_LORA_CONFIG, ...config, targetModules: [...(config.targetModules ?? DEFAULT_LORA_CONFIG.targetModules)] };
+    const full: LoraConfig = {
+      ...DEFAULT_LORA_CONFIG, ...config,
+      targetModules: [...(config.targetModules ?? DEFAULT_LORA_CONFIG.targetModules)],
+      layers: config.layers ? [...config.layers] : null,
+    };
     const ad = new LoraAdapter(modelConfig, full);
     const seed = opts.seed === undefined ? randomBytes(32) : typeof opts.seed === 'string' ? Buffer.from(opts.seed, 'utf8') : opts.seed;
-    for (let l = 0; l < modelConfig.numLayers; l++) {
+    for (const l of ad.adaptedLayers()) {
       for (const m of full.targetModules) {
         const [out, inp] = projectionShape(modelConfig, m);
         const pair = ad.allocate(l, m, out, inp);
@@ -112,8 +130,8 @@ export class LoraAdapter {
   /** Adapter from saved tensors (peft.ts loadAdapter), shapes validated against the model. */
   static fromTensors(modelConfig: LlamaConfig, t: LoraTensors): LoraAdapter {
     const targets = t.targetModules.map((m) => m as ProjectionName);
-    const ad = new LoraAdapter(modelConfig, { rank: t.rank, alpha: t.alpha, dropout: t.dropout, targetModules: targets });
-    for (let l = 0; l < modelConfig.numLayers; l++) {
+    const ad = new LoraAdapter(modelConfig, { rank: t.rank, alpha: t.alpha, dropout: t.dropout, targetModules: targets, layers: t.layersToTransform });
+    for (const l of ad.adaptedLayers()) {
       for (const m of targets) {
         const key = loraKey(l, m);
         const src = t.layers.get(key);
@@ -128,7 +146,7 @@ export class LoraAdapter {
       }
     }
     for (const key of t.layers.keys()) {
-      if (!ad.pairs.has(key)) throw new Error(`helora: adapter holds ${key}, which is not a target module of this model`);
+      if (!ad.pairs.has(key)) throw new Error(`helora: adapter holds ${key}, which is not a target module or an adapted layer of this model`);
     }
     return ad;
   }
@@ -149,7 +167,10 @@ export class LoraAdapter {
   toTensors(): LoraTensors {
     const layers = new Map<string, { A: Float32Array; B: Float32Array; inDim: number; outDim: number }>();
     for (const [k, p] of this.pairs) layers.set(k, { A: p.A.slice(), B: p.B.slice(), inDim: p.inDim, outDim: p.outDim });
-    return { rank: this.config.rank, alpha: this.config.alpha, dropout: this.config.dropout, targetModules: [...this.config.targetModules], layers };
+    return {
+      rank: this.config.rank, alpha: this.config.alpha, dropout: this.config.dropout, targetModules: [...this.config.targetModules],
+      layersToTransform: this.config.layers ? [...this.config.layers] : null, layers,
+    };
   }
 
   /** Flat list for an optimizer, in a fixed order (layer, then module, A before B). */
@@ -235,7 +256,7 @@ export function loraLinearBackward(dx: Float32Array | null, dy: Float32Array, x:
 export function mergeLora(tensors: TensorMap, lora: LoraAdapter): TensorMap {
   const out: TensorMap = new Map(tensors);
   const r = lora.config.rank;
-  for (let l = 0; l < lora.modelConfig.numLayers; l++) {
+  for (const l of lora.adaptedLayers()) {
     for (const m of lora.config.targetModules) {
       const pair = lora.get(l, m)!;
       const name = projectionWeightName(l, m);

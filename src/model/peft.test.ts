@@ -31,7 +31,7 @@ function makeAdapter(rank = 4): LoraTensors {
       layers.set(`layers.${l}.${block}.${mod}`, { A: randomBits(rank * inDim), B: randomBits(outDim * rank), inDim, outDim });
     }
   }
-  return { rank, alpha: 8, dropout: 0.05, targetModules: Object.keys(DIMS), layers };
+  return { rank, alpha: 8, dropout: 0.05, targetModules: Object.keys(DIMS), layersToTransform: null, layers };
 }
 
 test('save -> load round trip is bit-exact, in the PEFT layout', () => {

@@ -22,6 +22,8 @@ export interface LoraTensors {
   dropout: number;
   /** Module kinds adapted, as PEFT names them: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj. */
   targetModules: string[];
+  /** PEFT layers_to_transform: the adapted decoder layers, ascending; null: every layer. */
+  layersToTransform: number[] | null;
   /** Key e.g. 'layers.3.self_attn.q_proj' or 'layers.3.mlp.down_proj'. */
   layers: Map<string, LoraLayer>;
 }
@@ -56,9 +58,18 @@ function validate(adapter: LoraTensors, config?: LlamaConfig): void {
   for (const t of targetModules) if (!isProjectionName(t)) fail(`unsupported target module ${JSON.stringify(t)} (supported: ${PROJECTION_NAMES.join(', ')})`);
   if (new Set(targetModules).size !== targetModules.length) fail('targetModules has duplicates');
   if (adapter.layers.size === 0) fail('no LoRA layers');
+  const only = adapter.layersToTransform;
+  if (only !== null) {
+    if (!Array.isArray(only) || only.length === 0) fail('layersToTransform must be a non-empty list of layer indices or null');
+    only.forEach((l, i) => {
+      if (!Number.isSafeInteger(l) || l < 0 || (i > 0 && l <= only[i - 1]!)) fail(`layers_to_transform must be ascending non-negative integers without repeats, got ${JSON.stringify(only)}`);
+      if (config && l >= config.numLayers) fail(`layers_to_transform names layer ${l}, the model has ${config.numLayers}`);
+    });
+  }
   for (const [key, l] of adapter.layers) {
     const { layer, module } = parseLoraKey(key);
     if (!targetModules.includes(module)) fail(`layer ${key} adapts ${module}, which is not in target_modules [${targetModules.join(', ')}]`);
+    if (only !== null && !only.includes(layer)) fail(`layer ${key} is not in layers_to_transform [${only.join(', ')}]`);
     if (!Number.isSafeInteger(l.inDim) || l.inDim <= 0 || !Number.isSafeInteger(l.outDim) || l.outDim <= 0) fail(`${key}: bad dims ${l.inDim}x${l.outDim}`);
     if (!(l.A instanceof Float32Array) || l.A.length !== rank * l.inDim) fail(`${key}: A must be a Float32Array of [r=${rank}, in=${l.inDim}]`);
     if (!(l.B instanceof Float32Array) || l.B.length !== l.outDim * rank) fail(`${key}: B must be a Float32Array of [out=${l.outDim}, r=${rank}]`);
@@ -96,8 +107,9 @@ export function saveAdapter(dir: string, adapter: LoraTensors, baseModel: string
     base_model_name_or_path: baseModel,
     modules_to_save: null,
     init_lora_weights: true,
-    layers_to_transform: null,
-    layers_pattern: null,
+    layers_to_transform: adapter.layersToTransform ? [...adapter.layersToTransform] : null,
+    // PEFT finds the decoder layers of a Llama under `model.layers`
+    layers_pattern: adapter.layersToTransform ? 'layers' : null,
     rank_pattern: {},
     alpha_pattern: {},
     use_rslora: false,
@@ -111,6 +123,19 @@ function compareKeys(a: string, b: string): number {
   const pa = parseLoraKey(a);
   const pb = parseLoraKey(b);
   return pa.layer - pb.layer || PROJECTION_NAMES.indexOf(pa.module) - PROJECTION_NAMES.indexOf(pb.module);
+}
+
+/** PEFT's layers_to_transform: null, one index, or a list (returned ascending); the pattern must name Llama's `layers`. */
+function parseLayersToTransform(v: unknown, pattern: unknown): number[] | null {
+  if (v === undefined || v === null) return null;
+  const list = typeof v === 'number' ? [v] : v;
+  if (!Array.isArray(list) || list.length === 0 || list.length > 100_000 || list.some((l) => !Number.isSafeInteger(l) || (l as number) < 0)) {
+    fail(`layers_to_transform must be a non-negative integer or a non-empty list of them, got ${JSON.stringify(v).slice(0, 200)}`);
+  }
+  const okPattern = pattern === undefined || pattern === null || pattern === 'layers' || (Array.isArray(pattern) && pattern.length === 1 && pattern[0] === 'layers');
+  if (!okPattern) fail(`layers_pattern ${JSON.stringify(pattern).slice(0, 200)} is not supported (Llama-family decoder layers are "layers")`);
+  const sorted = [...new Set(list as number[])].sort((a, b) => a - b);
+  return sorted;
 }
 
 function isEmptyish(v: unknown): boolean {
@@ -149,6 +174,7 @@ export function loadAdapter(dir: string, config?: LlamaConfig): LoraTensors {
   if (!isEmptyish(cfg.rank_pattern)) fail('per-module rank_pattern is not supported');
   if (!isEmptyish(cfg.alpha_pattern)) fail('per-module alpha_pattern is not supported');
   if (!isEmptyish(cfg.modules_to_save)) fail('modules_to_save (fully trained extra modules) is not supported');
+  const layersToTransform = parseLayersToTransform(cfg.layers_to_transform, cfg.layers_pattern);
 
   const weightsPath = join(dir, 'adapter_model.safetensors');
   if (!existsSync(weightsPath)) {
@@ -188,7 +214,7 @@ export function loadAdapter(dir: string, config?: LlamaConfig): LoraTensors {
       outDim: d.outDim!,
     });
   }
-  const adapter: LoraTensors = { rank, alpha, dropout, targetModules: [...(tm as string[])], layers };
+  const adapter: LoraTensors = { rank, alpha, dropout, targetModules: [...(tm as string[])], layersToTransform, layers };
   validate(adapter, config);
   return adapter;
 }

@@ -82,6 +82,8 @@ export interface FineTuneOptions {
   alpha: number;
   dropout: number;
   targets: ProjectionName[];
+  /** Decoder layers that get adapters (PEFT layers_to_transform); absent or null: every layer. */
+  layers?: number[] | null;
   seed: number;
   /** Continue from the newest checkpoint in `out` (without: refuse a folder that has checkpoints). */
   resume: boolean;
@@ -210,7 +212,7 @@ function prepareTrainer(o: FineTuneOptions, model: LlamaModel, records: DataReco
   const perEpoch = packExamples(examples, { ...packOpts, seed: epochSeed(o.seed, 0) }).batches.length;
   if (perEpoch === 0) throw new Error('helora: no training examples with a loss target left after packing');
   const totalSteps = o.steps ?? Math.max(1, Math.ceil(((o.epochs ?? 1) * perEpoch) / o.gradAccum));
-  const lora = LoraAdapter.create(config, { rank: o.rank, alpha: o.alpha, dropout: o.dropout, targetModules: o.targets }, { seed: `helora-lora-init:${o.seed}` });
+  const lora = LoraAdapter.create(config, { rank: o.rank, alpha: o.alpha, dropout: o.dropout, targetModules: o.targets, layers: o.layers ?? null }, { seed: `helora-lora-init:${o.seed}` });
   const trainer = new Trainer({
     model, lora, data: epochBatchSource(examples, packOpts), gradAccum: o.gradAccum, seed: o.seed,
     schedule: makeSchedule({ kind: o.schedule, lr: o.lr, warmupSteps: o.warmup, totalSteps }),
@@ -224,6 +226,8 @@ function runFingerprint(o: FineTuneOptions, records: DataRecord[], totalSteps: n
     data_sha256: sha256(JSON.stringify(records)), seed: o.seed, batch_tokens: o.batchTokens, grad_accum: o.gradAccum, lr: o.lr, warmup: o.warmup,
     schedule: o.schedule, rank: o.rank, alpha: o.alpha, dropout: o.dropout, targets: [...o.targets], total_steps: totalSteps,
     model: { hidden: config.hiddenSize, layers: config.numLayers, vocab: config.vocabSize },
+    // (only when set: runs on every layer keep the fingerprint they always had)
+    ...(o.layers ? { lora_layers: [...o.layers] } : {}),
   };
 }
 
