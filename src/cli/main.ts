@@ -32,8 +32,10 @@ program
   .option('--tls-key <file>', 'PEM private key')
   .option('--rate <n>', 'requests per second per connection', positiveNumber, SERVE_DEFAULT_RATE)
   .option('--max-tokens <n>', 'most tokens per request', positiveInt)
-  .action(async (o: { model: string; host: string; port: number; threads?: number; token?: string; tlsCert?: string; tlsKey?: string; rate: number; maxTokens?: number }) => {
-    const s = await serve({ ...o });
+  .option('--mask-tables <dir>', 'folder of the public mask tables, computed once per model (default: helora-mask-tables in the temp folder)')
+  .option('--no-mask-tables', 'offer no mask tables (clients use fresh masks)')
+  .action(async (o: { model: string; host: string; port: number; threads?: number; token?: string; tlsCert?: string; tlsKey?: string; rate: number; maxTokens?: number; maskTables?: string | boolean }) => {
+    const s = await serve({ ...o, maskTables: o.maskTables === true ? undefined : o.maskTables });
     const stop = (): void => {
       void s.close().then(() => process.exit(0));
     };
@@ -61,6 +63,8 @@ program
   .option('--dropout <p>', 'LoRA dropout', probability, TRAIN_DEFAULTS.dropout)
   .option('--targets <list>', 'LoRA target modules', targets, TRAIN_DEFAULTS.targets)
   .option('--layers <list>', 'decoder layers that get LoRA, e.g. 8-15 (default: all); backward stops at the lowest', layerList)
+  .addOption(new Option('--masks <mode>', "encrypted mode: the server's public mask tables (half the download and server work) or fresh masks per request (default: table when the server offers it)").choices(['table', 'fresh']))
+  .option('--table-cache <dir>', 'folder for downloaded mask tables (default: ~/.cache/helora/mask-tables)')
   .option('--seed <n>', 'seed of the LoRA init, data order and dropout', nonNegativeInt, TRAIN_DEFAULTS.seed)
   .option('--token <t>', 'bearer token for the server')
   .option('--expect-hash <h>', "the server's model hash to insist on")
@@ -71,7 +75,7 @@ program
   .addOption(new Option('--stop-after <n>', 'stop after this many steps without finishing the run (testing crash recovery)').argParser(positiveInt).hideHelp())
   .action(async (o: {
     server?: string; model: string; data: string; out: string; mode: TrainMode; steps?: number; epochs?: number; batchTokens: number; gradAccum: number;
-    lr: number; warmup: number; schedule: 'cosine' | 'linear' | 'constant'; rank: number; alpha: number; dropout: number; targets: ProjectionName[]; layers?: number[]; seed: number;
+    lr: number; warmup: number; schedule: 'cosine' | 'linear' | 'constant'; rank: number; alpha: number; dropout: number; targets: ProjectionName[]; layers?: number[]; masks?: 'table' | 'fresh'; tableCache?: string; seed: number;
     token?: string; expectHash?: string; ca?: string; resume: boolean; checkpointEvery: number; progress: boolean; stopAfter?: number;
   }) => {
     const r = await runTrain({ ...o, ca: o.ca !== undefined ? readFileSync(o.ca, 'utf8') : undefined });

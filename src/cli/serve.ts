@@ -19,6 +19,8 @@ export interface ServeOptions {
   rate: number;
   burst?: number;
   maxTokens?: number;
+  /** Folder of the public mask tables (see ModelServerOptions.maskTables); false: offer none. */
+  maskTables?: string | false;
   log?: Logger;
   say?: (line: string) => void;
 }
@@ -37,8 +39,11 @@ export async function serve(o: ServeOptions): Promise<{ server: RunningServer; m
   const say = o.say ?? ((l: string) => process.stderr.write(l + '\n'));
   const tls = o.tlsCert !== undefined ? { cert: readFileSync(o.tlsCert), key: readFileSync(o.tlsKey!) } : undefined;
   const t0 = performance.now();
-  const model = await ModelServer.fromFolder(o.model, { threads: o.threads, maxTokens: o.maxTokens });
-  log({ event: 'model_loaded', model: o.model, model_hash: model.hash, layers: model.config.numLayers, hidden: model.config.hiddenSize, load_ms: Math.round(performance.now() - t0) });
+  const model = await ModelServer.fromFolder(o.model, { threads: o.threads, maxTokens: o.maxTokens, maskTables: o.maskTables });
+  log({
+    event: 'model_loaded', model: o.model, model_hash: model.hash, layers: model.config.numLayers, hidden: model.config.hiddenSize,
+    mask_tables: model.maskTableFolder, load_ms: Math.round(performance.now() - t0),
+  });
   let server: RunningServer;
   try {
     server = await startServer({ model, host: o.host, port: o.port, token: o.token, tls, log, rateLimit: { perSecond: o.rate, burst: o.burst ?? o.rate } });

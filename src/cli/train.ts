@@ -8,6 +8,7 @@ import { RemoteTraining, type HashCheck } from '../transport/remote-training.js'
 import type { RemoteStats } from '../transport/client.js';
 import { writeLossPlot } from './plot.js';
 import { Progress } from './progress.js';
+import type { MaskMode } from '../linear/types.js';
 
 export interface TrainOptions extends Omit<FineTuneOptions, 'connectEncrypted' | 'onStart'> {
   /** Server URL (encrypted mode). */
@@ -18,6 +19,10 @@ export interface TrainOptions extends Omit<FineTuneOptions, 'connectEncrypted' |
   ca?: string;
   /** Server reconnect deadline (encrypted mode), ms. */
   retryDeadlineMs?: number;
+  /** Encrypted mode: the server's public mask tables or fresh masks (default: tables when offered). */
+  masks?: MaskMode;
+  /** Folder for downloaded mask tables. */
+  tableCache?: string;
   /** Progress bar / lines on stderr (default true). */
   progress?: boolean;
 }
@@ -63,7 +68,7 @@ export async function runTrain(o: TrainOptions): Promise<TrainResult> {
   checkServerFlags(o);
   const say = o.say ?? ((l: string) => process.stderr.write(l + '\n'));
   const server = o.mode === 'encrypted'
-    ? new RemoteTraining({ url: o.server!, token: o.token, expectHash: o.expectHash, ca: o.ca, retryDeadlineMs: o.retryDeadlineMs, say })
+    ? new RemoteTraining({ url: o.server!, token: o.token, expectHash: o.expectHash, ca: o.ca, retryDeadlineMs: o.retryDeadlineMs, masks: o.masks, tableCache: o.tableCache, say })
     : null;
   const run = await fineTuneWithProgress({ ...o, say, connectEncrypted: server?.connect }, o.progress ?? true);
   return { ...run, modelHash: server?.modelHash ?? null, hashCheck: server?.hashCheck ?? null, remote: server?.stats() ?? null };

@@ -21,10 +21,13 @@ export class SecretKey {
   readonly #s: Int8Array;
   /** Seeds used with this key in this session (hex seed -> block indices): claimSeed refuses a repeat. */
   readonly #usedSeeds = new Map<string, Set<number>>();
+  /** A per-block secret of the public-mask-table mode: it encrypts exactly one block, ever. */
+  readonly singleUse: boolean;
 
-  private constructor(params: RlweParams, s: Int8Array) {
+  private constructor(params: RlweParams, s: Int8Array, singleUse = false) {
     this.params = params;
     this.#s = s;
+    this.singleUse = singleUse;
     let w = 0;
     for (let i = 0; i < s.length; i++) if (s[i] !== 0) w++;
     this.hammingWeight = w;
@@ -33,6 +36,23 @@ export class SecretKey {
   /** A fresh uniform ternary secret from the CSPRNG. */
   static generate(params: RlweParams): SecretKey {
     return new SecretKey(params, sampleTernary(params.ringDegree));
+  }
+
+  /**
+   * A fresh secret for one column block under public masks (params.ts, "Public mask tables"): the
+   * masks are fixed, so the pair (mask, secret) is new only because the secret is; claimSeed
+   * refuses a second block.
+   */
+  static generateSingleUse(params: RlweParams): SecretKey {
+    return new SecretKey(params, sampleTernary(params.ringDegree), true);
+  }
+
+  /** @internal A worker's copy of a secret that the calling thread has already claimed for its block. */
+  static fromCoefficients(params: RlweParams, s: Int8Array): SecretKey {
+    if (!(s instanceof Int8Array) || s.length !== params.ringDegree || s.some((c) => c < -1 || c > 1)) {
+      throw new Error(`helora: a secret needs ${params.ringDegree} coefficients in {-1, 0, 1}`);
+    }
+    return new SecretKey(params, s.slice(), true);
   }
 
   /** Local checkpoint format: magic, params id, N, one signed byte per coefficient, SHA-256 of all before. */
@@ -90,6 +110,9 @@ export class SecretKey {
    * reusing a mask with the same key leaks the difference of the two messages.
    */
   static claimSeed(key: SecretKey, seedHex: string, blockIndex: number): void {
+    if (key.singleUse && key.#usedSeeds.size > 0) {
+      throw new Error('helora: a single-use secret has already encrypted its block; draw a fresh secret (SecretKey.generateSingleUse) for every block');
+    }
     let blocks = key.#usedSeeds.get(seedHex);
     if (!blocks) {
       blocks = new Set();

@@ -16,16 +16,18 @@ export type CryptoRequest =
    * Encrypt features [polyStart, polyStart + d) of column block blockIndex, taken from shared
    * feature-major values (K x T, see CryptoPool.featureMajor), into their range of the shared
    * upload `out` of the whole block. The values read are zeroed right after (each is read once).
+   * With `secret` (public-mask-table mode): that block's single-use secret instead of the pool's
+   * key, and the masks of block `maskBlock` of the seed.
    */
   | { op: 'encryptValues'; values: Int8Array | Int16Array; T: number; K: number; d: number; seed: Uint8Array; blockIndex: number; polyStart: number; plaintextBits: number;
-      out: Uint8Array }
+      out: Uint8Array; secret?: Int8Array; maskBlock?: number }
   /**
    * Decrypt rows [r0, r0 + nr) of every term (a[k], b[k]: the whole rows x N matrices in shared
    * memory, or only those rows when sliced) and store the sum of the terms for tokens [t0, t0 + tn)
    * into the shared acc (T x rows).
    */
   | { op: 'decryptSum'; a: Uint32Array[]; b: Uint32Array[]; rows: number; r0: number; nr: number; sliced: boolean; plaintextBits: number;
-      acc: Int32Array | Float64Array; t0: number; tn: number }
+      acc: Int32Array | Float64Array; t0: number; tn: number; secret?: Int8Array }
   | { op: 'close' };
 
 export type CryptoEnvelope = WorkerEnvelope<CryptoRequest>;

@@ -16,9 +16,10 @@ const port = parentPort;
 let params: RlweParams | null = null;
 let key: SecretKey | null = null;
 
-function ready(): { params: RlweParams; key: SecretKey } {
+function ready(secret?: Int8Array): { params: RlweParams; key: SecretKey } {
   if (!params || !key) throw new Error('helora: crypto worker used before init');
-  return { params, key };
+  // A block's single-use secret (public-mask-table mode), claimed by the calling thread.
+  return { params, key: secret ? SecretKey.fromCoefficients(params, secret) : key };
 }
 
 port.on('message', (env: CryptoEnvelope) => {
@@ -50,7 +51,7 @@ port.on('message', (env: CryptoEnvelope) => {
         break;
       }
       case 'encryptValues': {
-        const c = ready();
+        const c = ready(req.secret);
         const n = c.params.ringDegree;
         const ob = uploadBytes(c.params);
         const { values, T, blockIndex, polyStart } = req;
@@ -68,7 +69,8 @@ port.on('message', (env: CryptoEnvelope) => {
             slice.fill(0); // read once: wiped here instead of by the calling thread
             if (tn < n) m.fill(0, i * n + tn, (i + 1) * n);
           }
-        }, req.d, req.seed, blockIndex, polyStart, req.plaintextBits, dst);
+        }, req.d, req.seed, req.maskBlock ?? blockIndex, polyStart, req.plaintextBits, dst);
+        req.secret?.fill(0);
         reply = { id: env.id, ok: true };
         break;
       }
@@ -81,8 +83,9 @@ port.on('message', (env: CryptoEnvelope) => {
         break;
       }
       case 'decryptSum': {
-        const c = ready();
+        const c = ready(req.secret);
         decryptAccumulate(c.params, c.key, req.a, req.b, req.rows, req.r0, req.nr, req.sliced, req.plaintextBits, req.acc, req.t0, req.tn);
+        req.secret?.fill(0);
         reply = { id: env.id, ok: true };
         break;
       }

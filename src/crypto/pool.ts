@@ -91,6 +91,12 @@ class CryptoWorker {
   }
 }
 
+/** Public-mask-table mode (params.ts): the block's single-use secret and the mask block to expand. */
+export interface TableMaskBlock {
+  secret: SecretKey;
+  maskBlock: number;
+}
+
 export class CryptoPool {
   private readonly queue: Job[] = [];
   private closed = false;
@@ -258,14 +264,19 @@ export class CryptoPool {
    * rule as encryptBlock. The upload is returned where the workers wrote it, in this pool's shared
    * memory (no copy): give its buffer back with buffers.release once it has been sent.
    */
-  async encryptValues(fm: FeatureMajorValues, seed: Uint8Array, blockIndex: number, plaintextBits = this.params.plaintextBits): Promise<Uint8Array> {
+  async encryptValues(fm: FeatureMajorValues, seed: Uint8Array, blockIndex: number, plaintextBits = this.params.plaintextBits,
+    tableMasks?: TableMaskBlock): Promise<Uint8Array> {
     const n = this.params.ringDegree;
     const { T, K, values } = fm;
     if (!(values.buffer instanceof SharedArrayBuffer) || values.length !== T * K) throw new Error('helora: encryptValues needs values from featureMajor()');
     if (!(Number.isInteger(blockIndex) && blockIndex >= 0 && blockIndex * n < T)) throw new Error(`helora: block ${blockIndex} is past the ${T} tokens`);
-    checkEncryptArgs(this.params, this.key, new Int32Array(n), 1, seed, blockIndex, 0, plaintextBits);
+    const key = tableMasks?.secret ?? this.key;
+    const maskBlock = tableMasks?.maskBlock ?? blockIndex;
+    if (tableMasks && !key.singleUse) throw new Error('helora: public-mask-table encryption needs a single-use secret per block');
+    checkEncryptArgs(this.params, key, new Int32Array(n), 1, seed, maskBlock, 0, plaintextBits);
     if (this.closed) throw new Error('helora: CryptoPool is closed');
-    SecretKey.claimSeed(this.key, Buffer.from(seed).toString('hex'), blockIndex);
+    SecretKey.claimSeed(key, Buffer.from(seed).toString('hex'), maskBlock);
+    const extra = tableMasks ? { maskBlock } : {};
     const ob = uploadBytes(this.params);
     const per = Math.max(1, Math.min(TASK_POLYS, Math.ceil(K / this.threads)));
     // The workers write their ranges straight into one shared upload.
@@ -274,7 +285,8 @@ export class CryptoPool {
     const parts: Promise<unknown>[] = [];
     for (let p0 = 0; p0 < K; p0 += per) {
       const np = Math.min(per, K - p0);
-      parts.push(this.run({ op: 'encryptValues', values, T, K, d: np, seed, blockIndex, polyStart: p0, plaintextBits, out }));
+      const secret = tableMasks ? SecretKey.coefficients(key).slice() : undefined;
+      parts.push(this.run({ op: 'encryptValues', values, T, K, d: np, seed, blockIndex, polyStart: p0, plaintextBits, out, secret, ...extra }));
     }
     try {
       await settleAll(parts);
@@ -295,7 +307,7 @@ export class CryptoPool {
    * are final (to consume the results while the other ranges are still being decrypted).
    */
   async decryptSum(a: readonly Uint32Array[], b: readonly Uint32Array[], rows: number, plaintextBits: number,
-    acc: Int32Array | Float64Array, t0: number, tn: number, onRows?: (r0: number, nr: number) => void): Promise<void> {
+    acc: Int32Array | Float64Array, t0: number, tn: number, onRows?: (r0: number, nr: number) => void, blockSecret?: SecretKey): Promise<void> {
     const n = this.params.ringDegree;
     if (!(Number.isInteger(rows) && rows >= 1)) throw new Error(`helora: row count must be a positive integer, got ${rows}`);
     if (a.length < 1 || a.length !== b.length) throw new Error(`helora: ${a.length} a parts for ${b.length} b parts`);
@@ -309,17 +321,20 @@ export class CryptoPool {
       throw new Error('helora: decryptSum needs a SharedArrayBuffer-backed Int32Array or Float64Array accumulator covering the tokens');
     }
     if (this.closed) throw new Error('helora: CryptoPool is closed');
+    if (blockSecret && blockSecret.params.id !== this.params.id) throw new Error('helora: the block secret belongs to another parameter set');
+    // Each task gets its own copy (structured clone), wiped by the worker after use.
+    const secretCopy = (): Int8Array | undefined => (blockSecret ? SecretKey.coefficients(blockSecret).slice() : undefined);
     const shared = [...a, ...b].every((x) => x.buffer instanceof SharedArrayBuffer);
     const per = Math.max(1, Math.min(TASK_ROWS, Math.ceil(rows / this.threads)));
     const parts: Promise<unknown>[] = [];
     for (let r0 = 0; r0 < rows; r0 += per) {
       const nr = Math.min(per, rows - r0);
       if (shared) {
-        parts.push(this.run({ op: 'decryptSum', a: [...a], b: [...b], rows, r0, nr, sliced: false, plaintextBits, acc, t0, tn })
+        parts.push(this.run({ op: 'decryptSum', a: [...a], b: [...b], rows, r0, nr, sliced: false, plaintextBits, acc, t0, tn, secret: secretCopy() })
           .then(() => onRows?.(r0, nr)));
       } else {
         // Copied into a reused shared staging buffer when the task is about to run.
-        const req: CryptoRequest = { op: 'decryptSum', a: [], b: [], rows, r0, nr, sliced: true, plaintextBits, acc, t0, tn };
+        const req: CryptoRequest = { op: 'decryptSum', a: [], b: [], rows, r0, nr, sliced: true, plaintextBits, acc, t0, tn, secret: secretCopy() };
         const words = nr * n;
         parts.push(this.run(req, [], (job) => {
           const buf = this.buffers.acquire(2 * a.length * words * 4);

@@ -28,6 +28,14 @@ export interface PendingProduct {
    * reveal a bound on the inputs' L1 norms (and the server does not need it).
    */
   plaintextBits: number[];
+  /** Client-side only, public-mask-table mode: the single-use secret of each column block. */
+  blockSecrets?: SecretKey[];
+}
+
+/** How one request is encrypted: fresh masks (default), or the public masks of a table seed. */
+export interface MaskChoice {
+  /** The product's public mask seed (mask-table.ts tableMaskSeed); absent: fresh masks. */
+  tableSeed?: Uint8Array;
 }
 
 export interface HeClientOptions {
@@ -57,7 +65,10 @@ interface ResultConsumer<R> {
 interface NewRequest {
   K: number;
   blocks: number;
+  /** The masks' seed: the request's own ('fresh') or the product's public one ('table'). */
   seed: Uint8Array;
+  /** 'table': a single-use secret per column block; 'fresh': none (the client's key). */
+  secrets: SecretKey[] | null;
 }
 
 /** A checked answer: its layout and the plaintext width of each column block. */
@@ -76,6 +87,8 @@ export class HeLinearClient {
   private pool: Promise<CryptoPool> | null = null;
   /** P' per block of every request this client encrypted (client memory only, see PendingProduct). */
   private readonly requestBits = new WeakMap<EncryptedInput, number[]>();
+  /** The single-use secrets of every public-mask request this client encrypted (client memory only). */
+  private readonly requestSecrets = new WeakMap<EncryptedInput, SecretKey[]>();
   /**
    * Uploads made on the pool live in its shared memory (see releaseRequest). An upload dropped
    * without releaseRequest gives its memory back once its block view is garbage-collected.
@@ -99,11 +112,21 @@ export class HeLinearClient {
   }
 
   /** Checks integer inputs (T x sum(partCols), token-major) against their parts and draws the request's seed. */
-  private newRequest(values: Int8Array | Int16Array, T: number, partCols: number[]): NewRequest {
+  private newRequest(values: Int8Array | Int16Array, T: number, partCols: number[], masks: MaskChoice): NewRequest {
     const K = partCols.reduce((s, c) => s + c, 0);
     if (values.length !== T * K) throw new Error(`helora: input has ${values.length} values, expected ${T} x ${K}`);
+    const blocks = blockCount(T, this.params.ringDegree);
+    if (masks.tableSeed) {
+      // Fixed public masks: every block gets a secret of its own, which refuses a second block.
+      return { K, blocks, seed: masks.tableSeed, secrets: Array.from({ length: blocks }, () => SecretKey.generateSingleUse(this.params)) };
+    }
     // A fresh seed per request; the key itself refuses any (seed, block) pair it has seen before.
-    return { K, blocks: blockCount(T, this.params.ringDegree), seed: randomSeed() };
+    return { K, blocks, seed: randomSeed(), secrets: null };
+  }
+
+  /** The key of column block blk and the mask block its masks come from. */
+  private blockKey(r: NewRequest, blk: number): { key: SecretKey; maskBlock: number } {
+    return r.secrets ? { key: r.secrets[blk]!, maskBlock: 0 } : { key: this.key, maskBlock: blk };
   }
 
   /**
@@ -114,7 +137,7 @@ export class HeLinearClient {
    * shape-based K-chunk split (maxInnerDim) guarantees the capacity as before.
    * maxL1(t0, t1): the largest token L1 norm among tokens [t0, t1).
    */
-  private plaintextWidths(T: number, K: number, maxL1: (t0: number, t1: number) => number): number[] {
+  private plaintextWidths(T: number, K: number, secrets: SecretKey[] | null, maxL1: (t0: number, t1: number) => number): number[] {
     const N = this.params.ringDegree;
     const blocks = blockCount(T, N);
     if (!this.adaptivePlaintext) return new Array<number>(blocks).fill(this.params.plaintextBits);
@@ -123,14 +146,18 @@ export class HeLinearClient {
     const kc = Math.max(...featureChunks(K, this.maxTermK).map((c) => c.end - c.start));
     return Array.from({ length: blocks }, (_, blk) => {
       const l1 = maxL1(blk * N, Math.min(T, (blk + 1) * N));
-      return choosePlaintextBits(this.params, wMax * l1, wMax * wMax * kc, this.key.hammingWeight);
+      return choosePlaintextBits(this.params, wMax * l1, wMax * wMax * kc, (secrets?.[blk] ?? this.key).hammingWeight);
     });
   }
 
   /** The request object that goes to the server; its plaintext widths stay here (plaintextBitsOf). */
   private recordRequest(T: number, partCols: number[], r: NewRequest, plaintextBits: number[], blocks: Uint8Array[]): EncryptedInput {
-    const request: EncryptedInput = { paramsId: this.params.id, T, partCols: [...partCols], seed: r.seed, blocks };
+    // A table request names no seed: the server derives the public one itself.
+    const request: EncryptedInput = r.secrets
+      ? { masks: 'table', paramsId: this.params.id, T, partCols: [...partCols], seed: new Uint8Array(r.seed.length), blocks }
+      : { masks: 'fresh', paramsId: this.params.id, T, partCols: [...partCols], seed: r.seed, blocks };
     this.requestBits.set(request, plaintextBits);
+    if (r.secrets) this.requestSecrets.set(request, r.secrets);
     return request;
   }
 
@@ -139,14 +166,17 @@ export class HeLinearClient {
    * pool. The returned object is what goes to the server; the client remembers its plaintext
    * widths (plaintextBitsOf). Its blocks live in the pool's memory: see releaseRequest.
    */
-  async encryptIntegers(values: Int8Array | Int16Array, T: number, partCols: number[]): Promise<EncryptedInput> {
-    const r = this.newRequest(values, T, partCols);
+  async encryptIntegers(values: Int8Array | Int16Array, T: number, partCols: number[], masks: MaskChoice = {}): Promise<EncryptedInput> {
+    const r = this.newRequest(values, T, partCols, masks);
     const pool = await this.getPool();
     const fm = await pool.featureMajor(values, T, r.K); // the workers encrypt straight from its feature rows
     let consumed = false;
     try {
-      const plaintextBits = this.plaintextWidths(T, r.K, (t0, t1) => fm.tokenL1.subarray(t0, t1).reduce((m, l1) => Math.max(m, l1), 0));
-      const settled = await Promise.allSettled(Array.from({ length: r.blocks }, (_, blk) => pool.encryptValues(fm, r.seed, blk, plaintextBits[blk])));
+      const plaintextBits = this.plaintextWidths(T, r.K, r.secrets, (t0, t1) => fm.tokenL1.subarray(t0, t1).reduce((m, l1) => Math.max(m, l1), 0));
+      const settled = await Promise.allSettled(Array.from({ length: r.blocks }, (_, blk) => {
+        const { key, maskBlock } = this.blockKey(r, blk);
+        return pool.encryptValues(fm, r.seed, blk, plaintextBits[blk], r.secrets ? { secret: key, maskBlock } : undefined);
+      }));
       const out = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
       const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
       if (failed) {
@@ -164,14 +194,15 @@ export class HeLinearClient {
   }
 
   /** Reference of encryptIntegers on the calling thread (tests compare the pool with it). */
-  encryptIntegersReference(values: Int8Array | Int16Array, T: number, partCols: number[]): EncryptedInput {
-    const r = this.newRequest(values, T, partCols);
-    const plaintextBits = this.plaintextWidths(T, r.K, (t0, t1) => maxTokenL1(values, r.K, t0, t1));
+  encryptIntegersReference(values: Int8Array | Int16Array, T: number, partCols: number[], masks: MaskChoice = {}): EncryptedInput {
+    const r = this.newRequest(values, T, partCols, masks);
+    const plaintextBits = this.plaintextWidths(T, r.K, r.secrets, (t0, t1) => maxTokenL1(values, r.K, t0, t1));
     const N = this.params.ringDegree;
     const m = new Int32Array(r.K * N);
     const out: Uint8Array[] = [];
     for (let blk = 0; blk < r.blocks; blk++) {
-      out.push(encryptBlock(this.params, this.key, encodeFeatures(values, T, r.K, N, blk, 0, r.K, m), r.K, r.seed, blk, plaintextBits[blk]));
+      const { key, maskBlock } = this.blockKey(r, blk);
+      out.push(encryptBlock(this.params, key, encodeFeatures(values, T, r.K, N, blk, 0, r.K, m), r.K, r.seed, maskBlock, plaintextBits[blk]));
     }
     m.fill(0);
     return this.recordRequest(T, partCols, r, plaintextBits, out);
@@ -203,6 +234,19 @@ export class HeLinearClient {
     return [...bits];
   }
 
+  /** The single-use block secrets of a public-mask request this client encrypted (undefined for fresh masks). */
+  blockSecretsOf(request: EncryptedInput): SecretKey[] | undefined {
+    return this.requestSecrets.get(request);
+  }
+
+  /** The key that decrypts column block blk of `request`. */
+  private decryptionKey(request: EncryptedInput, blk: number, blockSecrets?: readonly SecretKey[]): SecretKey {
+    if (request.masks === 'fresh') return this.key;
+    const s = (blockSecrets ?? this.requestSecrets.get(request))?.[blk];
+    if (!s) throw new Error('helora: a public-mask answer needs the block secrets of its request (PendingProduct.blockSecrets)');
+    return s;
+  }
+
   private checkAnswer(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[], plaintextBits?: readonly number[]): CheckedAnswer {
     const N = this.params.ringDegree;
     const K = request.partCols.reduce((s, c) => s + c, 0);
@@ -211,6 +255,7 @@ export class HeLinearClient {
     const bits = plaintextBits ?? this.plaintextBitsOf(request);
     if (bits.length !== blocks) throw new Error(`helora: ${bits.length} plaintext widths for ${blocks} column blocks`);
     if (response.paramsId !== this.params.id) throw new Error(`helora: answer uses parameter set ${response.paramsId}, expected ${this.params.id}`);
+    if (response.masks !== request.masks) throw new Error(`helora: answer uses ${response.masks} masks, the request ${request.masks}`);
     if (response.T !== request.T) throw new Error(`helora: answer is for ${response.T} tokens, asked ${request.T}`);
     if (response.terms !== terms) throw new Error(`helora: answer has ${response.terms} terms per output, expected ${terms}`);
     if (response.outputRows.length !== expectedRows.length || response.outputRows.some((r, i) => r !== expectedRows[i])) {
@@ -236,9 +281,9 @@ export class HeLinearClient {
    * match the request. plaintextBits: the widths from PendingProduct (default: remembered for
    * `request` by this client).
    */
-  async decryptIntegers(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[], plaintextBits?: readonly number[]): Promise<IntegerResult[]> {
+  async decryptIntegers(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[], plaintextBits?: readonly number[], blockSecrets?: SecretKey[]): Promise<IntegerResult[]> {
     const outs: IntegerResult[] = [];
-    return this.decryptOnPool(request, response, expectedRows, plaintextBits, {
+    return this.decryptOnPool(request, response, expectedRows, plaintextBits, blockSecrets, {
       range: (results, j, t0, tn, r0, nr) => {
         const rows = expectedRows[j];
         const src = results[j];
@@ -251,7 +296,7 @@ export class HeLinearClient {
   }
 
   /** Reference of decryptIntegers on the calling thread (tests compare the pool with it). */
-  decryptIntegersReference(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[], plaintextBits?: readonly number[]): IntegerResult[] {
+  decryptIntegersReference(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[], plaintextBits?: readonly number[], blockSecrets?: SecretKey[]): IntegerResult[] {
     const N = this.params.ringDegree;
     const { terms, blocks, bits } = this.checkAnswer(request, response, expectedRows, plaintextBits);
     const results = expectedRows.map((rows) => (resultsFitInt32(terms, bits) ? new Int32Array(request.T * rows) : new Float64Array(request.T * rows)));
@@ -260,7 +305,7 @@ export class HeLinearClient {
       expectedRows.forEach((rows, j) => {
         for (let term = 0; term < terms; term++) {
           const c = row[j * terms + term];
-          accumulateBlock(results[j], decryptBlock(this.params, this.key, c.a, c.b, rows, bits[blk]), request.T, rows, N, blk);
+          accumulateBlock(results[j], decryptBlock(this.params, this.decryptionKey(request, blk, blockSecrets), c.a, c.b, rows, bits[blk]), request.T, rows, N, blk);
         }
       });
     }
@@ -273,7 +318,7 @@ export class HeLinearClient {
    * reused afterwards, so consume must copy (see util/shared-buffers.ts).
    */
   private async decryptOnPool<R>(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[],
-    plaintextBits: readonly number[] | undefined, consume: ResultConsumer<R>): Promise<R> {
+    plaintextBits: readonly number[] | undefined, blockSecrets: SecretKey[] | undefined, consume: ResultConsumer<R>): Promise<R> {
     const N = this.params.ringDegree;
     const { terms, blocks, bits } = this.checkAnswer(request, response, expectedRows, plaintextBits);
     const pool = await this.getPool();
@@ -288,10 +333,11 @@ export class HeLinearClient {
         const row = response.blocks[blk];
         const t0 = blk * N;
         const tn = Math.min(N, request.T - t0);
+        const secret = request.masks === 'table' ? this.decryptionKey(request, blk, blockSecrets) : undefined;
         expectedRows.forEach((rows, j) => {
           const cs = row.slice(j * terms, (j + 1) * terms);
           jobs.push(pool.decryptSum(cs.map((c) => c.a), cs.map((c) => c.b), rows, bits[blk], results[j], t0, tn,
-            (r0, nr) => consume.range(results, j, t0, tn, r0, nr)));
+            (r0, nr) => consume.range(results, j, t0, tn, r0, nr), secret));
         });
       }
       await settleAll(jobs); // every task done before the buffers go back
@@ -303,8 +349,8 @@ export class HeLinearClient {
 
   /** decryptIntegersReference handed to `consume` whole: the reference of decryptOnPool. */
   private decryptReference<R>(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[],
-    plaintextBits: readonly number[] | undefined, consume: ResultConsumer<R>): R {
-    const results = this.decryptIntegersReference(request, response, expectedRows, plaintextBits);
+    plaintextBits: readonly number[] | undefined, blockSecrets: SecretKey[] | undefined, consume: ResultConsumer<R>): R {
+    const results = this.decryptIntegersReference(request, response, expectedRows, plaintextBits, blockSecrets);
     expectedRows.forEach((rows, j) => consume.range(results, j, 0, request.T, 0, rows));
     return consume.finish();
   }
@@ -341,39 +387,42 @@ export class HeLinearClient {
   }
 
   /** Forward: quantize x (T x C) per token and encrypt it on the pool. */
-  async encryptForward(x: Float32Array, T: number, C: number): Promise<PendingProduct> {
+  async encryptForward(x: Float32Array, T: number, C: number, masks: MaskChoice = {}): Promise<PendingProduct> {
     const q = quantizePerToken(x, T, C, this.actBits);
-    const request = await this.encryptIntegers(q.values, T, [C]);
-    return { request, scales: q.scales, plaintextBits: this.plaintextBitsOf(request) };
+    return this.pendingOf(await this.encryptIntegers(q.values, T, [C], masks), q.scales);
+  }
+
+  private pendingOf(request: EncryptedInput, scales: Float32Array): PendingProduct {
+    const blockSecrets = this.blockSecretsOf(request);
+    return { request, scales, plaintextBits: this.plaintextBitsOf(request), ...(blockSecrets ? { blockSecrets } : {}) };
   }
 
   /** y_j (T x rows_j) = x W_j^T from the server's answer, decrypted on the pool; wScales are the public per-row weight scales. */
   async decryptForward(pending: PendingProduct, response: EncryptedOutput, wScales: Float32Array[]): Promise<Float32Array[]> {
     const { rows, consume } = this.forwardDequantizer(pending, wScales);
-    return this.decryptOnPool(pending.request, response, rows, pending.plaintextBits, consume);
+    return this.decryptOnPool(pending.request, response, rows, pending.plaintextBits, pending.blockSecrets, consume);
   }
 
   /** Reference of decryptForward on the calling thread (tests compare the pool with it). */
   decryptForwardReference(pending: PendingProduct, response: EncryptedOutput, wScales: Float32Array[]): Float32Array[] {
     const { rows, consume } = this.forwardDequantizer(pending, wScales);
-    return this.decryptReference(pending.request, response, rows, pending.plaintextBits, consume);
+    return this.decryptReference(pending.request, response, rows, pending.plaintextBits, pending.blockSecrets, consume);
   }
 
   /** Backward: dy_j (T x rows_j) stacked, the weight scales folded in, quantized per token jointly, encrypted on the pool. */
-  async encryptBackward(dys: Float32Array[], T: number, wScales: Float32Array[]): Promise<PendingProduct> {
+  async encryptBackward(dys: Float32Array[], T: number, wScales: Float32Array[], masks: MaskChoice = {}): Promise<PendingProduct> {
     const { q, cols } = quantizeBackwardInput(dys, T, wScales, this.actBits);
-    const request = await this.encryptIntegers(q.values, T, cols);
-    return { request, scales: q.scales, plaintextBits: this.plaintextBitsOf(request) };
+    return this.pendingOf(await this.encryptIntegers(q.values, T, cols, masks), q.scales);
   }
 
   /** dx (T x C) = sum_j dy_j W_j from the server's answer, decrypted on the pool. */
   async decryptBackward(pending: PendingProduct, response: EncryptedOutput, C: number): Promise<Float32Array> {
-    return this.decryptOnPool(pending.request, response, [C], pending.plaintextBits, this.backwardDequantizer(pending, C));
+    return this.decryptOnPool(pending.request, response, [C], pending.plaintextBits, pending.blockSecrets, this.backwardDequantizer(pending, C));
   }
 
   /** Reference of decryptBackward on the calling thread (tests compare the pool with it). */
   decryptBackwardReference(pending: PendingProduct, response: EncryptedOutput, C: number): Float32Array {
-    return this.decryptReference(pending.request, response, [C], pending.plaintextBits, this.backwardDequantizer(pending, C));
+    return this.decryptReference(pending.request, response, [C], pending.plaintextBits, pending.blockSecrets, this.backwardDequantizer(pending, C));
   }
 
   /** Starts the worker pool now instead of on first use (e.g. before timing); resolves to its thread count. */

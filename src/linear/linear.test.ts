@@ -331,7 +331,7 @@ test('measured noise matches the model at several plaintext widths (error scales
     // Encrypt at P', decrypt once at P' (the normal path) and once at the full width P: there the
     // result is y 2^(P-P') + E_P, which shows the error of the P' path at a resolution of 2^(P'-P).
     const seed = randomSeed();
-    const req = { paramsId: params.id, T, partCols: [C], seed, blocks: [encryptBlock(params, key, m, C, seed, 0, bits)] };
+    const req = { masks: 'fresh' as const, paramsId: params.id, T, partCols: [C], seed, blocks: [encryptBlock(params, key, m, C, seed, 0, bits)] };
     const res = await server.forward('g', req);
     const [got] = client.decryptIntegersReference(req, res, [w.rows], [bits]);
     const [fine] = client.decryptIntegersReference(req, res, [w.rows], [P]);
@@ -501,4 +501,77 @@ test('the cache-blocked packing transposes equal the naive ones', () => {
       assert.deepEqual(b, a, `accumulate T=${T} rows=${rows} block ${blk}`);
     }
   }
+});
+
+/** The a parts of a public-mask answer from the server's table (what the transport client does with its cached table). */
+async function fillFromTable(server: HeLinearServer, key: string, dir: 'forward' | 'backward', seed: Uint8Array, res: import('./types.js').EncryptedOutput): Promise<void> {
+  const table = await server.maskTable(key, dir, seed);
+  for (const row of res.blocks) {
+    let r0 = 0;
+    res.outputRows.forEach((rows, j) => {
+      for (let t = 0; t < res.terms; t++) row[j * res.terms + t].a = table[t].subarray(r0 * N, (r0 + rows) * N);
+      r0 += rows;
+    });
+  }
+}
+
+test('public mask tables: a single-use secret per block, only W·B from the server, the table supplies W·A; exact like fresh masks', async () => {
+  const C = 96;
+  const parts = [randMatrix(64, C), randMatrix(16, C), randMatrix(16, C)];
+  const { client, server } = await setup(parts);
+  const tableSeed = randomSeed();
+  const T = N + 45;
+  const x = randInts(T * C, 127);
+  const req = await client.encryptIntegers(x, T, [C], { tableSeed });
+  assert.equal(req.masks, 'table');
+  assert.deepEqual([...req.seed], new Array(16).fill(0), 'a table request names no seed');
+  const secrets = client.blockSecretsOf(req)!;
+  assert.equal(secrets.length, 2);
+  assert.ok(secrets.every((s) => s.singleUse));
+  await assert.rejects(server.forward('g', req), /needs the product's table seed/);
+  const res = await server.forward('g', req, tableSeed);
+  assert.equal(res.masks, 'table');
+  assert.ok(res.blocks.every((row) => row.every((c) => c.a.length === 0)), 'the answer carries no a');
+  await assert.rejects(client.decryptIntegers(req, res, parts.map((p) => p.rows)), /wrong size/);
+  await fillFromTable(server, 'g', 'forward', tableSeed, res);
+  const got = await client.decryptIntegers(req, res, parts.map((p) => p.rows));
+  const ref = client.decryptIntegersReference(req, res, parts.map((p) => p.rows));
+  parts.forEach((p, j) => {
+    assert.deepEqual(got[j], ref[j], 'pool and reference decrypt alike');
+    assertWithinBound(got[j], exactForward(x, T, p), T, p.rows, rowSqNorms(p), secrets[0]!, `table part ${j}`);
+  });
+
+  // Backward with K-chunk terms (10-bit gradients: two terms at K = 3000), on the reference path.
+  const wide = [randMatrix(2000, 40), randMatrix(1000, 40)];
+  const s10 = await setup(wide, 10);
+  assert.ok(s10.server.maxTermK < 3000);
+  const dy = randInts(70 * 3000, 511, Int16Array);
+  const bseed = randomSeed();
+  const breq = s10.client.encryptIntegersReference(dy, 70, [2000, 1000], { tableSeed: bseed });
+  const bres = await s10.server.backward('g', breq, bseed);
+  assert.equal(bres.terms, 2);
+  await fillFromTable(s10.server, 'g', 'backward', bseed, bres);
+  const [dx] = s10.client.decryptIntegersReference(breq, bres, [40]);
+  const want = exactBackward(dy, 70, wide), norms = stackedColSqNorms(wide), h = s10.client.blockSecretsOf(breq)![0]!.hammingWeight;
+  for (let i = 0; i < dx.length; i++) {
+    const bound = 2 * resultErrorBound(params, norms[i % 40], h); // two terms, two noises
+    assert.ok(Math.abs(dx[i] - want[i]) <= bound, `table backward: error ${dx[i] - want[i]} > ${bound}`);
+  }
+  await client.close();
+});
+
+test('public mask tables: a single-use secret encrypts one block only, and every request draws new ones', async () => {
+  const one = SecretKey.generateSingleUse(params);
+  const m = new Int32Array(2 * N);
+  const seed = randomSeed();
+  encryptBlock(params, one, m, 2, seed, 0);
+  assert.throws(() => encryptBlock(params, one, m, 2, seed, 0), /single-use secret has already encrypted its block/);
+  assert.throws(() => encryptBlock(params, one, m, 2, randomSeed(), 0), /single-use secret/);
+  const client = new HeLinearClient();
+  const tableSeed = randomSeed();
+  const a = client.encryptIntegersReference(new Int8Array(10 * 8), 10, [8], { tableSeed });
+  const b = client.encryptIntegersReference(new Int8Array(10 * 8), 10, [8], { tableSeed });
+  const sa = SecretKey.coefficients(client.blockSecretsOf(a)![0]!), sb = SecretKey.coefficients(client.blockSecretsOf(b)![0]!);
+  assert.notDeepEqual(sa, sb, 'fresh secrets per request');
+  assert.equal(client.blockSecretsOf(client.encryptIntegersReference(new Int8Array(8), 1, [8])), undefined, 'fresh masks use the client key');
 });

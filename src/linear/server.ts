@@ -8,7 +8,7 @@
 
 import { DEFAULT_PARAMS, expandMask, maskBytes, maxInnerDim, uploadBytes, type RlweParams } from '../crypto/index.js';
 import { DEFAULT_ACT_BITS, WEIGHT_BITS } from '../quant/quantize.js';
-import { ZqWeights, zqMatmul, type ZqModulus } from '../kernels/zq-matmul.js';
+import { ZqWeights, zqLayout, zqMatmul, type ZqModulus } from '../kernels/zq-matmul.js';
 import type { KernelPool } from '../kernels/pool.js';
 import { blockCount, featureChunks, type FeatureChunk } from './layout.js';
 import type { CipherMatrix, EncryptedInput, EncryptedOutput, Int8Matrix, ProductDirection } from './types.js';
@@ -17,6 +17,16 @@ import type { CipherMatrix, EncryptedInput, EncryptedOutput, Int8Matrix, Product
 export interface ZqBackend {
   register(w: Int8Array, rows: number, cols: number): Promise<number>;
   matmul(modulus: ZqModulus, handle: number, aBytes: Uint8Array, bBytes: Uint8Array, N: number): Promise<CipherMatrixPair>;
+  /** One part alone: 'a' = W·A (a mask table), 'b' = W·B (a public-mask request). */
+  matmulPart(modulus: ZqModulus, handle: number, part: 'a' | 'b', bytes: Uint8Array, N: number): Promise<Uint32Array>;
+}
+
+/** The other part's input as zeros: the WebAssembly kernel computes both parts in one pass. */
+function zerosFor(modulus: ZqModulus, part: 'a' | 'b', bytes: Uint8Array): Uint8Array {
+  const l = zqLayout(modulus);
+  const [have, other] = part === 'a' ? [l.aBytes, l.bBytes] : [l.bBytes, l.aBytes];
+  if (bytes.length % have !== 0) throw new Error(`helora: ${part} part has ${bytes.length} bytes, not a multiple of ${have}`);
+  return new Uint8Array((bytes.length / have) * other);
 }
 interface CipherMatrixPair {
   aOut: Uint32Array;
@@ -38,6 +48,11 @@ export function localBackend(): ZqBackend {
       zqMatmul(modulus, w, aBytes, bBytes, N, aOut, bOut);
       return { aOut, bOut };
     },
+    async matmulPart(modulus, handle, part, bytes, N) {
+      const zeros = zerosFor(modulus, part, bytes);
+      const r = await this.matmul(modulus, handle, part === 'a' ? bytes : zeros, part === 'a' ? zeros : bytes, N);
+      return part === 'a' ? r.aOut : r.bOut;
+    },
   };
 }
 
@@ -46,8 +61,16 @@ export function poolBackend(pool: KernelPool): ZqBackend {
   return {
     register: (w, rows, cols) => pool.registerZq(w, rows, cols),
     matmul: (modulus, handle, aBytes, bBytes, N) => pool.zqMatmul(modulus, handle, aBytes, bBytes, N),
+    async matmulPart(modulus, handle, part, bytes, N) {
+      const zeros = zerosFor(modulus, part, bytes);
+      const r = await pool.zqMatmul(modulus, handle, part === 'a' ? bytes : zeros, part === 'a' ? zeros : bytes, N);
+      return part === 'a' ? r.aOut : r.bOut;
+    },
   };
 }
+
+/** The a part of a public-mask answer: absent (the client's table holds W·A). */
+const NO_A = new Uint32Array(0);
 
 interface ChunkMatrix {
   chunk: FeatureChunk;
@@ -132,12 +155,27 @@ export class HeLinearServer {
     return { inDim: g.inDim, partRows: [...g.partRows] };
   }
 
-  async forward(key: string, input: EncryptedInput): Promise<EncryptedOutput> {
-    return this.product(key, 'forward', input);
+  /** tableSeed: the product's public mask seed (mask-table.ts), needed by a 'table' request. */
+  async forward(key: string, input: EncryptedInput, tableSeed?: Uint8Array): Promise<EncryptedOutput> {
+    return this.product(key, 'forward', input, tableSeed);
   }
 
-  async backward(key: string, input: EncryptedInput): Promise<EncryptedOutput> {
-    return this.product(key, 'backward', input);
+  async backward(key: string, input: EncryptedInput, tableSeed?: Uint8Array): Promise<EncryptedOutput> {
+    return this.product(key, 'backward', input, tableSeed);
+  }
+
+  /**
+   * The public mask table of one product: W·A per K-chunk term (rows x N each, rounded like any
+   * answer), A expanded from tableSeed. Public: W and A are.
+   */
+  async maskTable(key: string, direction: ProductDirection, tableSeed: Uint8Array): Promise<Uint32Array[]> {
+    const g = this.group(key);
+    const N = this.params.ringDegree;
+    const K = direction === 'forward' ? g.inDim : g.partRows.reduce((s, r) => s + r, 0);
+    const mask = expandMask(this.params, tableSeed, 0, K);
+    const aBytes = maskBytes(this.params);
+    const chunks = direction === 'forward' ? g.forward : g.backward;
+    return Promise.all(chunks.map((c) => this.backend.matmulPart(this.params, c.handle, 'a', mask.subarray(c.chunk.start * N * aBytes, c.chunk.end * N * aBytes), N)));
   }
 
   private group(key: string): RegisteredGroup {
@@ -146,11 +184,13 @@ export class HeLinearServer {
     return g;
   }
 
-  private async product(key: string, direction: ProductDirection, input: EncryptedInput): Promise<EncryptedOutput> {
+  private async product(key: string, direction: ProductDirection, input: EncryptedInput, tableSeed?: Uint8Array): Promise<EncryptedOutput> {
     const g = this.group(key);
     const params = this.params;
     const N = params.ringDegree;
     if (input.paramsId !== params.id) throw new Error(`helora: request uses parameter set ${input.paramsId}, this server runs ${params.id}`);
+    const table = input.masks === 'table';
+    if (table && !tableSeed) throw new Error('helora: a public-mask request needs the product\'s table seed');
     const expectedCols = direction === 'forward' ? [g.inDim] : g.partRows;
     if (input.partCols.length !== expectedCols.length || input.partCols.some((c, i) => c !== expectedCols[i])) {
       throw new Error(`helora: ${direction} input of group ${key} must have parts [${expectedCols.join(', ')}], got [${input.partCols.join(', ')}]`);
@@ -167,24 +207,25 @@ export class HeLinearServer {
     const terms = chunks.length;
     const out: CipherMatrix[][] = [];
     for (let blk = 0; blk < blocks; blk++) {
-      const mask = expandMask(params, input.seed, blk, K);
-      const results: CipherMatrixPair[] = await Promise.all(chunks.map((c) => this.backend.matmul(
-        params,
-        c.handle,
-        mask.subarray(c.chunk.start * N * aBytes, c.chunk.end * N * aBytes),
-        input.blocks[blk].subarray(c.chunk.start * N * upBytes, c.chunk.end * N * upBytes),
-        N,
-      )));
+      const bOf = (c: ChunkMatrix): Uint8Array => input.blocks[blk].subarray(c.chunk.start * N * upBytes, c.chunk.end * N * upBytes);
+      let results: CipherMatrixPair[];
+      if (table) {
+        // W·A is the client's public table: only W·B is computed and returned.
+        results = await Promise.all(chunks.map(async (c) => ({ aOut: NO_A, bOut: await this.backend.matmulPart(params, c.handle, 'b', bOf(c), N) })));
+      } else {
+        const mask = expandMask(params, input.seed, blk, K);
+        results = await Promise.all(chunks.map((c) => this.backend.matmul(params, c.handle, mask.subarray(c.chunk.start * N * aBytes, c.chunk.end * N * aBytes), bOf(c), N)));
+      }
       // Order: output-major, then term; outputs are contiguous row ranges of each chunk's result.
       const row: CipherMatrix[] = [];
       let r0 = 0;
       for (const rows of outputRows) {
-        for (const res of results) row.push({ a: res.aOut.subarray(r0 * N, (r0 + rows) * N), b: res.bOut.subarray(r0 * N, (r0 + rows) * N) });
+        for (const res of results) row.push({ a: table ? NO_A : res.aOut.subarray(r0 * N, (r0 + rows) * N), b: res.bOut.subarray(r0 * N, (r0 + rows) * N) });
         r0 += rows;
       }
       out.push(row);
     }
-    return { paramsId: params.id, T: input.T, outputRows: [...outputRows], terms, blocks: out };
+    return { masks: input.masks, paramsId: params.id, T: input.T, outputRows: [...outputRows], terms, blocks: out };
   }
 }
 

@@ -11,7 +11,7 @@ import {
 } from './wire.js';
 
 // The format, written out independently of the code (see the layout comment in wire.ts).
-const N = 2048, UP = 5, SEED = 16, VERSION = 2;
+const N = 2048, UP = 5, SEED = 16, VERSION = 3;
 const OFF = { magic: 0, version: 4, type: 6, params: 7, reqId: 8, op: 16, layer: 17, group: 19, parts: 20, reserved: 21, dims: 24 };
 const tokensOff = (parts: number) => 24 + 4 * parts;
 const inputHeaderLen = (parts: number) => 24 + 4 * parts + 4 + SEED;
@@ -24,7 +24,7 @@ function rngBytes(n: number): Uint8Array {
 function makeInput(op: Op, group: ProjectionGroup, cols: number[], tokens: number, requestId = 7n, layer = 3): EncryptedInputMessage {
   const blocks: Uint8Array[][] = [];
   for (let b = 0; b < Math.ceil(tokens / N); b++) blocks.push(cols.map((c) => rngBytes(c * N * UP)));
-  return { paramsId: 1, requestId, op, layer, group, cols, tokens, seed: rngBytes(SEED), blocks };
+  return { masks: 'fresh', paramsId: 1, requestId, op, layer, group, cols, tokens, seed: rngBytes(SEED), blocks };
 }
 
 function makeOutput(op: Op, group: ProjectionGroup, rows: number[], tokens: number, requestId = 9n, layer = 5, terms = 1): EncryptedOutputMessage {
@@ -37,7 +37,7 @@ function makeOutput(op: Op, group: ProjectionGroup, rows: number[], tokens: numb
       return { a, b: bb };
     })));
   }
-  return { paramsId: 1, requestId, op, layer, group, rows, tokens, terms, blocks };
+  return { masks: 'fresh', paramsId: 1, requestId, op, layer, group, rows, tokens, terms, blocks };
 }
 
 function expectCode(fn: () => unknown, code: WireErrorCode, msg?: RegExp): void {
@@ -166,10 +166,15 @@ test('ENCRYPTED_OUTPUT with K-chunk terms: byte 21 carries the count, payload is
   // claiming 1 term leaves the second term's bytes trailing; claiming 3 runs past the end
   expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint8(OFF.reserved, 1))), 'trailing_bytes');
   expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint8(OFF.reserved, 3))), 'truncated');
-  for (const i of [1, 2]) expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint8(OFF.reserved + i, 1))), 'bad_field');
-  // an input keeps the byte reserved
+  expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint8(OFF.reserved + 1, 1))), 'bad_field');
+  // the last byte is the masks byte: 1 (table) means b only, so a and b leave bytes trailing
+  expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint8(OFF.reserved + 2, 1))), 'trailing_bytes');
+  expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint8(OFF.reserved + 2, 2))), 'bad_field', /masks byte 2/);
+  // an input keeps the terms byte reserved (and the next); its masks byte is the third
   const inp = encodeEncryptedInput(makeInput(Op.Forward, 'o', [1], 1));
-  expectCode(() => decodeMessage(patch(inp, (dv) => dv.setUint8(OFF.reserved, 2))), 'bad_field');
+  for (const i of [0, 1]) expectCode(() => decodeMessage(patch(inp, (dv) => dv.setUint8(OFF.reserved + i, 2))), 'bad_field');
+  expectCode(() => decodeMessage(patch(inp, (dv) => dv.setUint8(OFF.reserved + 2, 2))), 'bad_field', /masks byte 2/);
+  expectCode(() => decodeMessage(patch(inp, (dv) => dv.setUint8(OFF.reserved + 2, 1))), 'bad_field', /all-zero seed/);
   const o = makeOutput(Op.Forward, 'o', [1], 1, 1n, 0, 2);
   expectCode(() => encodeEncryptedOutput({ ...o, terms: 1 }), 'bad_shape');
   expectCode(() => encodeEncryptedOutput({ ...o, terms: 65 }), 'bad_shape');
@@ -209,7 +214,7 @@ test('truncation at every length is reported as truncated', () => {
 test('bad magic, version, type, params id', () => {
   const good = encodeEncryptedInput(makeInput(Op.Forward, 'qkv', [1], 1));
   for (let i = 0; i < 4; i++) expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint8(i, dv.getUint8(i) ^ 0x20))), 'bad_magic');
-  for (const v of [0, 1, 3, 0xffff]) expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint16(OFF.version, v, true))), 'bad_version', /expected 2/);
+  for (const v of [0, 1, 2, 4, 0xffff]) expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint16(OFF.version, v, true))), 'bad_version', /expected 3/);
   for (const t of [0, 4, 5, 255]) expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint8(OFF.type, t))), 'bad_type');
   for (const p of [0, 2, 255]) expectCode(() => decodeMessage(patch(good, (dv) => dv.setUint8(OFF.params, p))), 'unknown_params');
   // each typed decoder rejects the other types
@@ -326,6 +331,23 @@ test('encoders reject inconsistent messages', () => {
   const o = makeOutput(Op.Forward, 'o', [1], 1);
   expectCode(() => encodeEncryptedOutput({ ...o, rows: [2] }), 'bad_shape');
   expectCode(() => encodeEncryptedOutput({ ...o, group: 'qkv' }), 'bad_shape', /needs 3 parts/);
+});
+
+test('public-mask messages: the masks byte, an all-zero seed, answers with b only (4 bytes per value)', () => {
+  const inp = { ...makeInput(Op.Backward, 'gate_up', [3, 3], 2049), masks: 'table' as const, seed: new Uint8Array(SEED) };
+  const bytes = encodeEncryptedInput(inp);
+  assert.equal(bytes[OFF.reserved + 2], 1);
+  assert.deepEqual(decodeMessage(bytes), { type: MessageType.EncryptedInput, message: inp });
+  expectCode(() => encodeEncryptedInput({ ...inp, seed: rngBytes(SEED) }), 'bad_field', /all-zero seed/);
+  const fresh = makeOutput(Op.Forward, 'gate_up', [3, 2], 2049, 11n, 7, 2);
+  const out = { ...fresh, masks: 'table' as const, blocks: fresh.blocks.map((row) => row.map((c) => ({ a: new Uint32Array(0), b: c.b }))) };
+  const ob = encodeEncryptedOutput(out);
+  assert.equal(ob.length, outputHeaderLen(2) + 2 * 2 * 5 * N * 4);
+  assert.equal(encryptedOutputBytes(1, [3, 2], 2049, 2, 'table'), ob.length);
+  assert.equal(encryptedOutputBytes(1, [3, 2], 2049, 2, 'fresh') - outputHeaderLen(2), 2 * (ob.length - outputHeaderLen(2)), 'half the download');
+  assert.equal(ob[OFF.reserved + 2], 1);
+  assert.deepEqual(decodeMessage(ob), { type: MessageType.EncryptedOutput, message: out });
+  expectCode(() => encodeEncryptedOutput({ ...out, masks: 'fresh' }), 'bad_shape', /a and b/);
 });
 
 test('server error codes for decode failures', () => {

@@ -7,12 +7,14 @@
 //
 // Layout (all integers little-endian):
 //   header (16 bytes)  magic "HLRA" | version u16 | type u8 | params id u8 | request id u64
-//   ENCRYPTED_INPUT  (1) op u8 | layer u16 | group u8 | parts u8 | reserved 3 x u8 (zero)
-//                        | cols u32 x parts | tokens u32 | seed 16 bytes
+//   ENCRYPTED_INPUT  (1) op u8 | layer u16 | group u8 | parts u8 | reserved 2 x u8 (zero) | masks u8
+//                        | cols u32 x parts | tokens u32 | seed 16 bytes (all zero when masks = 1)
 //                        | payload: for block in ceil(T/N), for part: cols*N values of uploadBytes each
-//   ENCRYPTED_OUTPUT (2) op u8 | layer u16 | group u8 | parts u8 | terms u8 (1..64) | reserved 2 x u8 (zero)
+//   ENCRYPTED_OUTPUT (2) op u8 | layer u16 | group u8 | parts u8 | terms u8 (1..64) | reserved u8 (zero) | masks u8
 //                        | rows u32 x parts | tokens u32
-//                        | payload: for block, for part, for term: a (rows*N u32) then b (rows*N u32)
+//                        | payload: for block, for part, for term: a (rows*N u32, absent when masks = 1) then b (rows*N u32)
+// masks: 0 = fresh masks expanded from the request's seed; 1 = the product's public masks (the
+// client holds W·A from the server's mask table, src/transport/mask-tables.ts), so only b travels back.
 //   ERROR            (3) code u16 | length u16 (<= 1024) | message utf8
 // "terms": a product whose inner dimension exceeds the plaintext headroom is returned as K-chunk
 // terms that the client adds after decryption (src/linear/layout.ts featureChunks), so an output
@@ -26,11 +28,12 @@
 import { ByteReader, HOST_LITTLE_ENDIAN } from '../util/bytes.js';
 import { downloadBytes, PARAMETER_SETS, uploadBytes, type RlweParams } from '../crypto/params.js';
 import { SEED_BYTES } from '../crypto/sampling.js';
+import type { MaskMode } from '../linear/types.js';
 import { groupByWireId, groupMembers, PROJECTION_GROUP_SPECS, PROJECTION_GROUPS, type ProjectionGroup } from '../model/projections.js';
 
 export const WIRE_MAGIC = new Uint8Array([0x48, 0x4c, 0x52, 0x41]); // "HLRA"
-/** 2: 16-byte mask seeds (AES-128-CTR); version 1 carried 32 (AES-256-CTR). */
-export const WIRE_VERSION = 2;
+/** 3: the masks byte (public mask tables); 2: 16-byte mask seeds (AES-128-CTR); version 1 carried 32 (AES-256-CTR). */
+export const WIRE_VERSION = 3;
 export const HEADER_BYTES = 16;
 /** op, layer, group, parts, 3 reserved bytes. */
 const FIXED_PRODUCT_FIELDS_BYTES = 8;
@@ -127,6 +130,7 @@ export interface WireHeader {
 }
 
 export interface EncryptedInputMessage {
+  masks: MaskMode;
   paramsId: number;
   requestId: bigint;
   op: Op;
@@ -147,6 +151,7 @@ export interface OutputPart {
 }
 
 export interface EncryptedOutputMessage {
+  masks: MaskMode;
   paramsId: number;
   requestId: bigint;
   op: Op;
@@ -189,6 +194,14 @@ export function serverCodeFor(e: WireError): number {
     case 'too_large': return ServerErrorCode.TooLarge;
     default: return ServerErrorCode.Malformed;
   }
+}
+
+const MASK_CODES: Record<MaskMode, number> = { fresh: 0, table: 1 };
+
+function masksFromWire(code: number): MaskMode {
+  if (code === 0) return 'fresh';
+  if (code === 1) return 'table';
+  throw new WireError('bad_field', `unknown masks byte ${code}, expected 0 (fresh) or 1 (table)`);
 }
 
 export type DecodedMessage =
@@ -262,6 +275,7 @@ interface ProductFields {
   tokens: number;
   /** Output messages only (1 for inputs). */
   terms: number;
+  masks: MaskMode;
 }
 
 /** The shared op/layer/group/parts/dims/tokens fields of input and output messages. */
@@ -277,16 +291,17 @@ function readProductFields(r: ByteReader, limits: WireLimits, dir: 'input' | 'ou
     throw new WireError('bad_shape', `${dir} of op ${op} group ${group} has ${parts} parts, expected ${want}`);
   }
   let terms = 1;
-  let reserved = 3;
+  let reserved = 2;
   if (dir === 'output') {
     terms = r.u8('terms');
     if (terms < MIN_TERMS || terms > MAX_TERMS) throw new WireError('bad_shape', `${terms} terms per part, expected ${MIN_TERMS}..${MAX_TERMS}`);
-    reserved = 2;
+    reserved = 1;
   }
   for (let i = 0; i < reserved; i++) {
     const z = r.u8('reserved');
     if (z !== 0) throw new WireError('bad_field', `reserved byte ${i} is ${z}, expected 0`);
   }
+  const masks = masksFromWire(r.u8('masks'));
   const dimName = dir === 'input' ? 'cols' : 'rows';
   const dims: number[] = [];
   for (let p = 0; p < parts; p++) {
@@ -298,7 +313,7 @@ function readProductFields(r: ByteReader, limits: WireLimits, dir: 'input' | 'ou
   const tokens = r.u32('tokens');
   if (tokens === 0) throw new WireError('bad_shape', 'tokens is 0, expected at least 1');
   if (tokens > limits.maxTokens) throw new WireError('too_large', `tokens = ${tokens} exceeds the limit of ${limits.maxTokens}`);
-  return { op: op as Op, layer, group, dims, tokens, terms };
+  return { op: op as Op, layer, group, dims, tokens, terms, masks };
 }
 
 /** Checks the payload length that the fields imply against the limits and the bytes present. */
@@ -387,6 +402,8 @@ export function encodeEncryptedInput(msg: EncryptedInputMessage): Uint8Array {
   if (!(msg.seed instanceof Uint8Array) || msg.seed.length !== SEED_BYTES) {
     throw new WireError('bad_shape', `seed must be ${SEED_BYTES} bytes`);
   }
+  if (!Object.hasOwn(MASK_CODES, msg.masks)) throw new WireError('bad_field', `unknown masks ${String(msg.masks)}`);
+  if (msg.masks === 'table' && msg.seed.some((b) => b !== 0)) throw new WireError('bad_field', 'a public-mask request carries an all-zero seed');
   const nBlocks = blockCount(msg.tokens, p.ringDegree);
   checkBlocksShape(msg.blocks, nBlocks, msg.cols.length);
   for (const b of msg.blocks) {
@@ -400,7 +417,7 @@ export function encodeEncryptedInput(msg: EncryptedInputMessage): Uint8Array {
   const w = new Writer(encryptedInputBytes(msg.paramsId, msg.cols, msg.tokens));
   writeHeader(w, MessageType.EncryptedInput, msg.paramsId, msg.requestId);
   w.u8(msg.op); w.u16(msg.layer); w.u8(PROJECTION_GROUP_SPECS[msg.group].wireId); w.u8(msg.cols.length);
-  w.u8(0); w.u8(0); w.u8(0);
+  w.u8(0); w.u8(0); w.u8(MASK_CODES[msg.masks]);
   for (const c of msg.cols) w.u32(c);
   w.u32(msg.tokens);
   w.raw(msg.seed);
@@ -423,13 +440,14 @@ function readInputBody(r: ByteReader, h: WireHeader, lim: WireLimits): Encrypted
   const p = knownParams(h.paramsId);
   const f = readProductFields(r, lim, 'input');
   const seed = r.bytesView(SEED_BYTES, 'seed');
+  if (f.masks === 'table' && seed.some((b) => b !== 0)) throw new WireError('bad_field', 'a public-mask request must carry an all-zero seed');
   const nBlocks = blockCount(f.tokens, p.ringDegree);
   const partBytes = f.dims.map((c) => c * p.ringDegree * p.uploadBytes);
   const headerEnd = r.offset;
   checkPayload(r, headerEnd + nBlocks * sum(partBytes), headerEnd, lim);
   const blocks: Uint8Array[][] = [];
   for (let b = 0; b < nBlocks; b++) blocks.push(partBytes.map((n, j) => r.bytesView(n, `block ${b} part ${j}`)));
-  return { paramsId: h.paramsId, requestId: h.requestId, op: f.op, layer: f.layer, group: f.group, cols: f.dims, tokens: f.tokens, seed, blocks };
+  return { masks: f.masks, paramsId: h.paramsId, requestId: h.requestId, op: f.op, layer: f.layer, group: f.group, cols: f.dims, tokens: f.tokens, seed, blocks };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -440,9 +458,14 @@ function outputHeaderBytes(parts: number): number {
 }
 
 /** Total encoded size of an ENCRYPTED_OUTPUT message. */
-export function encryptedOutputBytes(paramsId: number, rows: number[], tokens: number, terms = 1): number {
+export function encryptedOutputBytes(paramsId: number, rows: number[], tokens: number, terms = 1, masks: MaskMode = 'fresh'): number {
   const p = knownParams(paramsId);
-  return outputHeaderBytes(rows.length) + blockCount(tokens, p.ringDegree) * terms * sum(rows) * p.ringDegree * 2 * p.downloadBytes;
+  return outputHeaderBytes(rows.length) + blockCount(tokens, p.ringDegree) * terms * sum(rows) * p.ringDegree * partsPerMatrix(masks) * p.downloadBytes;
+}
+
+/** Result parts per ciphertext matrix in an answer: a and b, or b alone under public masks. */
+function partsPerMatrix(masks: MaskMode): number {
+  return masks === 'table' ? 1 : 2;
 }
 
 function checkTerms(terms: number): void {
@@ -463,23 +486,30 @@ export function encodeEncryptedOutput(msg: EncryptedOutputMessage): Uint8Array {
   checkRequestId(msg.requestId);
   checkEncodeFields(msg, msg.rows, 'output');
   checkTerms(msg.terms);
+  if (!Object.hasOwn(MASK_CODES, msg.masks)) throw new WireError('bad_field', `unknown masks ${String(msg.masks)}`);
+  const withA = msg.masks === 'fresh';
   const nBlocks = blockCount(msg.tokens, p.ringDegree);
   checkBlocksShape(msg.blocks, nBlocks, msg.rows.length * msg.terms);
   for (const b of msg.blocks) {
     b.forEach((part, j) => {
       const want = msg.rows[Math.floor(j / msg.terms)] * p.ringDegree;
-      if (!(part?.a instanceof Uint32Array) || !(part.b instanceof Uint32Array) || part.a.length !== want || part.b.length !== want) {
-        throw new WireError('bad_shape', `output matrix ${j} must hold a and b as Uint32Array of ${want} values`);
+      if (!(part?.b instanceof Uint32Array) || part.b.length !== want || (withA && (!(part.a instanceof Uint32Array) || part.a.length !== want))) {
+        throw new WireError('bad_shape', `output matrix ${j} must hold ${withA ? 'a and b' : 'b'} as Uint32Array of ${want} values`);
       }
     });
   }
-  const w = new Writer(encryptedOutputBytes(msg.paramsId, msg.rows, msg.tokens, msg.terms));
+  const w = new Writer(encryptedOutputBytes(msg.paramsId, msg.rows, msg.tokens, msg.terms, msg.masks));
   writeHeader(w, MessageType.EncryptedOutput, msg.paramsId, msg.requestId);
   w.u8(msg.op); w.u16(msg.layer); w.u8(PROJECTION_GROUP_SPECS[msg.group].wireId); w.u8(msg.rows.length);
-  w.u8(msg.terms); w.u8(0); w.u8(0);
+  w.u8(msg.terms); w.u8(0); w.u8(MASK_CODES[msg.masks]);
   for (const c of msg.rows) w.u32(c);
   w.u32(msg.tokens);
-  for (const b of msg.blocks) for (const part of b) { writeU32s(w, part.a); writeU32s(w, part.b); }
+  for (const b of msg.blocks) {
+    for (const part of b) {
+      if (withA) writeU32s(w, part.a);
+      writeU32s(w, part.b);
+    }
+  }
   return w.bytes;
 }
 
@@ -507,7 +537,8 @@ function readOutputBody(bytes: Uint8Array, r: ByteReader, h: WireHeader, lim: Wi
   const partValues: number[] = [];
   for (const rows of f.dims) for (let t = 0; t < f.terms; t++) partValues.push(rows * p.ringDegree);
   const headerEnd = r.offset;
-  const payloadValues = nBlocks * 2 * sum(partValues);
+  const perMatrix = partsPerMatrix(f.masks);
+  const payloadValues = nBlocks * perMatrix * sum(partValues);
   checkPayload(r, headerEnd + payloadValues * 4, headerEnd, lim);
   const payloadBytes = r.bytesView(payloadValues * 4, 'payload');
   let words: Uint32Array;
@@ -525,14 +556,15 @@ function readOutputBody(bytes: Uint8Array, r: ByteReader, h: WireHeader, lim: Wi
   for (let b = 0; b < nBlocks; b++) {
     const parts: OutputPart[] = [];
     for (const n of partValues) {
-      const a = words.subarray(off, off + n);
-      const bb = words.subarray(off + n, off + 2 * n);
-      off += 2 * n;
-      parts.push({ a, b: bb });
+      // public masks: no a (the client's table holds it)
+      const a = perMatrix === 2 ? words.subarray(off, off + n) : words.subarray(off, off);
+      off += (perMatrix - 1) * n;
+      parts.push({ a, b: words.subarray(off, off + n) });
+      off += n;
     }
     blocks.push(parts);
   }
-  return { paramsId: h.paramsId, requestId: h.requestId, op: f.op, layer: f.layer, group: f.group, rows: f.dims, tokens: f.tokens, terms: f.terms, blocks };
+  return { masks: f.masks, paramsId: h.paramsId, requestId: h.requestId, op: f.op, layer: f.layer, group: f.group, rows: f.dims, tokens: f.tokens, terms: f.terms, blocks };
 }
 
 // ---------------------------------------------------------------------------------------------

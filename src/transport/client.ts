@@ -9,11 +9,13 @@
 
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import WebSocket from 'ws';
 import { maxInnerDim, paramsById, type SecretKey } from '../crypto/index.js';
 import { featureChunks } from '../linear/layout.js';
-import { HeLinearClient } from '../linear/client.js';
-import type { EncryptedInput, EncryptedOutput } from '../linear/types.js';
+import { HeLinearClient, type MaskChoice } from '../linear/client.js';
+import type { EncryptedInput, EncryptedOutput, MaskMode, ProductDirection } from '../linear/types.js';
 import type { FrozenLinearProvider } from '../model/frozen.js';
 import { groupShapes, PROJECTION_GROUPS, type ProjectionGroup } from '../model/projections.js';
 import { WEIGHT_BITS } from '../quant/quantize.js';
@@ -21,7 +23,8 @@ import {
   decodeMessage, encodeEncryptedInput, encryptedOutputBytes, MessageType, peekHeader, Op, ServerErrorCode, WIRE_PARAMS, type EncryptedInputMessage, type EncryptedOutputMessage,
 } from '../protocol/wire.js';
 import { MAX_MODEL_INFO_BYTES, parseModelInfo, type ModelInfo } from './model-info.js';
-import { HEALTH_PATH, MODEL_INFO_PATH, WS_PATH } from '../protocol/endpoints.js';
+import { HEALTH_PATH, MASK_TABLE_PATH, MODEL_INFO_PATH, WS_PATH } from '../protocol/endpoints.js';
+import { layerTableLayout, MASK_TABLE_VERSION, MaskTableCache, tableFolder, tableMaskSeed } from './mask-tables.js';
 
 /** What the capture hook sees: every byte string the client hands to the network, before framing. */
 export type CaptureHook = (bytes: Uint8Array, channel: 'ws' | 'http') => void;
@@ -144,32 +147,48 @@ export class RemoteSession {
   }
 
   /** GET a small JSON document; the body is size-limited before it is buffered. */
-  httpGet(path: string): Promise<string> {
+  async httpGet(path: string): Promise<string> {
+    const body = await this.httpGetBytes(path, MAX_MODEL_INFO_BYTES);
+    this.bytesDown += body.length;
+    return body.toString('utf8');
+  }
+
+  /**
+   * GET a binary body of at most maxBytes (checked as it arrives), from byte `from` on (a Range
+   * request, for a resumed download). With onChunk the body is handed over as it arrives instead
+   * of being kept. The caller counts the bytes.
+   */
+  httpGetBytes(path: string, maxBytes: number, from = 0, onChunk?: (chunk: Buffer) => void): Promise<Buffer> {
     const timeout = this.opts.connectTimeoutMs ?? 10_000;
     const url = new URL(path, this.base.http);
-    const headers = this.headers();
+    const headers: Record<string, string> = { ...this.headers(), ...(from > 0 ? { range: `bytes=${from}-` } : {}) };
     // What goes on the wire for a GET: the request line and our headers (no body).
     const head = Buffer.from(`GET ${url.pathname} HTTP/1.1\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`);
     this.opts.capture?.(head, 'http');
     this.bytesUp += head.length;
-    return new Promise<string>((resolve, reject) => {
+    return new Promise<Buffer>((resolve, reject) => {
       const done = (res: IncomingMessage): void => {
         const chunks: Buffer[] = [];
         let size = 0;
         res.on('data', (c: Buffer) => {
           size += c.length;
-          if (size > MAX_MODEL_INFO_BYTES) {
-            req.destroy(new Error(`helora: ${path} answered more than ${MAX_MODEL_INFO_BYTES} bytes`));
+          if (size > maxBytes) {
+            req.destroy(new Error(`helora: ${path} answered more than ${maxBytes} bytes`));
             return;
           }
-          chunks.push(c);
+          const ok = res.statusCode === (from > 0 ? 206 : 200);
+          if (!onChunk || !ok) return void chunks.push(c);
+          try {
+            onChunk(c);
+          } catch (e) {
+            req.destroy(e instanceof Error ? e : new Error(String(e)));
+          }
         });
         res.on('end', () => {
-          this.bytesDown += size;
-          const body = Buffer.concat(chunks).toString('utf8');
-          if (res.statusCode === 200) return resolve(body);
-          let why = body.slice(0, 300);
-          try { why = String((JSON.parse(body) as { error?: unknown }).error ?? why); } catch { /* keep the raw text */ }
+          const body = Buffer.concat(chunks);
+          if (res.statusCode === (from > 0 ? 206 : 200)) return resolve(body);
+          let why = body.toString('utf8').slice(0, 300);
+          try { why = String((JSON.parse(why) as { error?: unknown }).error ?? why); } catch { /* keep the raw text */ }
           const err = new Error(`helora: GET ${url.href} failed with HTTP ${res.statusCode}: ${why}`);
           (err as Error & { status?: number }).status = res.statusCode;
           reject(err);
@@ -388,24 +407,70 @@ export interface RemoteStats {
 export interface RemoteProviderOptions extends RemoteSessionOptions {
   /** The RLWE secret key (default: a fresh one). It never leaves this process. */
   key?: SecretKey;
+  /**
+   * 'table': the server's public mask tables (downloaded once into tableCache; half the download
+   * and half the server work per product); 'fresh': fresh masks per request; default: 'table' when
+   * the server offers tables, else 'fresh'.
+   */
+  masks?: MaskMode;
+  /** Folder for the downloaded mask tables (default: $XDG_CACHE_HOME or ~/.cache, then helora/mask-tables). */
+  tableCache?: string;
+  /** Called after each downloaded table layer (progress). */
+  onTableLayer?: (layer: number, bytes: number, layers: number) => void;
+}
+
+/** Where downloaded mask tables are kept unless told otherwise. */
+export function defaultTableCache(): string {
+  return join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'helora', 'mask-tables');
 }
 
 /** FrozenLinearProvider whose products run on a helora server over encrypted activations. */
 export class RemoteEncryptedProvider implements FrozenLinearProvider {
   readonly he: HeLinearClient;
+  readonly masks: MaskMode;
   private cryptoMs = 0;
   private serverWaitMs = 0;
   private requests = 0;
+  /** The public mask tables ('table' mode), downloaded before the first product. */
+  private tables: MaskTableCache | null = null;
+  /** Bytes of mask tables downloaded (a one-time cost, kept apart from the per-product traffic). */
+  tableBytesDown = 0;
 
-  constructor(readonly session: RemoteSession, opts: { key?: SecretKey } = {}) {
+  constructor(readonly session: RemoteSession, opts: { key?: SecretKey; masks?: MaskMode } = {}) {
     const info = session.info;
     // Client crypto on every core (worker pool, started on first use; the key stays in this process).
     this.he = new HeLinearClient({ params: paramsById(info.paramsId), key: opts.key, actBits: info.actBits });
+    this.masks = opts.masks ?? (info.maskTables ? 'table' : 'fresh');
+    if (this.masks === 'table' && !info.maskTables) throw new Error('helora: the server offers no mask tables (use --masks fresh)');
   }
 
   static async connect(opts: RemoteProviderOptions): Promise<RemoteEncryptedProvider> {
     const session = await RemoteSession.connect(opts);
-    return new RemoteEncryptedProvider(session, { key: opts.key });
+    try {
+      const p = new RemoteEncryptedProvider(session, { key: opts.key, masks: opts.masks });
+      if (p.masks === 'table') await p.loadTables(opts.tableCache ?? defaultTableCache(), opts.onTableLayer);
+      return p;
+    } catch (e) {
+      await session.close();
+      throw e;
+    }
+  }
+
+  /** Downloads the layers of the mask tables missing from the cache (resuming partial files), checked against the model info. */
+  private async loadTables(root: string, onLayer?: (layer: number, bytes: number, layers: number) => void): Promise<void> {
+    const info = this.session.info;
+    const listed = info.maskTables!;
+    if (listed.version !== MASK_TABLE_VERSION) throw new Error(`helora: the server's mask tables are version ${listed.version}, this client reads version ${MASK_TABLE_VERSION}`);
+    const params = this.he.params;
+    const cache = new MaskTableCache(tableFolder(root, info.hash, params), layerTableLayout(info.shape, params, info.actBits), listed.layers);
+    await cache.download(async (layer, from, write) => {
+      const want = listed.layers[layer]!.bytes - from;
+      await this.session.httpGetBytes(`${MASK_TABLE_PATH}/${layer}`, want, from, (chunk) => {
+        this.tableBytesDown += chunk.length;
+        write(chunk);
+      });
+    }, (layer, bytes) => onLayer?.(layer, bytes, listed.layers.length));
+    this.tables = cache;
   }
 
   get info(): ModelInfo {
@@ -437,6 +502,27 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
     return out;
   }
 
+  /** The masks of one product: the public ones in table mode, else fresh ones. */
+  private maskChoice(direction: ProductDirection, layer: number, group: ProjectionGroup): MaskChoice {
+    return this.masks === 'table' ? { tableSeed: tableMaskSeed(this.he.params, this.session.info.hash, layer, group, direction) } : {};
+  }
+
+  /** A public-mask answer carries only b: its a parts come from the table (W·A of the same masks). */
+  private fillFromTable(res: EncryptedOutput, direction: ProductDirection, layer: number, group: ProjectionGroup): void {
+    if (res.masks !== 'table') return;
+    const N = this.he.params.ringDegree;
+    for (const row of res.blocks) {
+      let r0 = 0;
+      res.outputRows.forEach((rows, j) => {
+        for (let t = 0; t < res.terms; t++) {
+          const c = row[j * res.terms + t];
+          if (c) c.a = this.tables!.termRows(layer, group, direction, t, r0, rows, N);
+        }
+        r0 += rows;
+      });
+    }
+  }
+
   private async roundTrip(direction: 'forward' | 'backward', layer: number, group: ProjectionGroup, req: EncryptedInput): Promise<EncryptedOutput> {
     const N = this.he.params.ringDegree;
     const up = WIRE_PARAMS.get(req.paramsId)!.uploadBytes;
@@ -445,12 +531,15 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
     const blocks = req.blocks.map((b) => req.partCols.map((_, j) => b.subarray(offsets[j], offsets[j + 1])));
     const t0 = performance.now();
     const m = await this.session.request({
-      paramsId: req.paramsId, op: direction === 'forward' ? Op.Forward : Op.Backward, layer, group,
+      masks: req.masks, paramsId: req.paramsId, op: direction === 'forward' ? Op.Forward : Op.Backward, layer, group,
       cols: req.partCols, tokens: req.T, seed: req.seed, blocks,
     });
     this.serverWaitMs += performance.now() - t0;
     this.requests++;
-    return { paramsId: m.paramsId, T: m.tokens, outputRows: m.rows, terms: m.terms, blocks: m.blocks };
+    if (m.masks !== req.masks) throw new Error(`helora: the server answered a ${req.masks}-mask request with ${m.masks} masks`);
+    const res: EncryptedOutput = { masks: m.masks, paramsId: m.paramsId, T: m.tokens, outputRows: m.rows, terms: m.terms, blocks: m.blocks };
+    this.fillFromTable(res, direction, layer, group);
+    return res;
   }
 
   async forward(layer: number, group: ProjectionGroup, x: Float32Array, T: number): Promise<Float32Array[]> {
@@ -460,7 +549,7 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
     if (!Number.isInteger(T) || T < 1 || x.length !== T * C) throw new Error(`helora: ${group} input has ${x.length} values, expected T*${C} with T = ${T}`);
     const parts = await Promise.all(this.tokenChunks(T).map(async ([t0, t1]) => {
       let c0 = performance.now();
-      const pending = await this.he.encryptForward(x.subarray(t0 * C, t1 * C), t1 - t0, C);
+      const pending = await this.he.encryptForward(x.subarray(t0 * C, t1 * C), t1 - t0, C, this.maskChoice('forward', layer, group));
       this.cryptoMs += performance.now() - c0;
       const res = await this.roundTrip('forward', layer, group, pending.request);
       this.he.releaseRequest(pending.request); // sent and answered: its upload memory serves the next one
@@ -489,7 +578,7 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
     const parts = await Promise.all(this.tokenChunks(T).map(async ([t0, t1]) => {
       let c0 = performance.now();
       const slice = dys.map((dy, j) => dy.subarray(t0 * dims[j][0], t1 * dims[j][0]));
-      const pending = await this.he.encryptBackward(slice, t1 - t0, wScales);
+      const pending = await this.he.encryptBackward(slice, t1 - t0, wScales, this.maskChoice('backward', layer, group));
       this.cryptoMs += performance.now() - c0;
       const res = await this.roundTrip('backward', layer, group, pending.request);
       this.he.releaseRequest(pending.request);

@@ -11,6 +11,7 @@
 import type { LlamaConfig } from '../model/config.js';
 import { groupShapes, PROJECTION_GROUPS, type ProjectionGroup } from '../model/projections.js';
 import { HOST_LITTLE_ENDIAN } from '../util/bytes.js';
+import type { LayerTableInfo } from './mask-tables.js';
 
 export const MODEL_INFO_FORMAT = 'helora-model-info';
 export const MODEL_INFO_VERSION = 1;
@@ -35,6 +36,8 @@ export interface ModelInfo {
   shape: ModelShape;
   /** scales[layer][group][matrix]: one float per output row. */
   scales: Record<ProjectionGroup, Float32Array[]>[];
+  /** The public mask tables the server offers (mask-tables.ts), one file per layer; null: none. */
+  maskTables: { version: number; layers: LayerTableInfo[] } | null;
 }
 
 export function shapeOf(config: LlamaConfig): ModelShape {
@@ -66,6 +69,7 @@ export function modelInfoToJson(info: ModelInfo): string {
       num_heads: s.numHeads, num_kv_heads: s.numKvHeads, head_dim: s.headDim, vocab_size: s.vocabSize,
     },
     scales: info.scales.map((layer) => Object.fromEntries(PROJECTION_GROUPS.map((g) => [g, layer[g].map(f32ToBase64)]))),
+    ...(info.maskTables ? { mask_tables: { version: info.maskTables.version, layers: info.maskTables.layers.map((t) => ({ bytes: t.bytes, sha256: t.sha256 })) } } : {}),
   });
 }
 
@@ -142,7 +146,21 @@ export function parseModelInfo(text: string): ModelInfo {
     }
     return out;
   });
-  return { hash: j.hash, paramsId, actBits, maxTokens, shape, scales };
+  return { hash: j.hash, paramsId, actBits, maxTokens, shape, scales, maskTables: parseMaskTables(j.mask_tables, shape.numLayers) };
+}
+
+/** The optional mask-table listing: one { bytes, sha256 } per layer (sizes are checked against the layout by the client). */
+function parseMaskTables(v: unknown, numLayers: number): ModelInfo['maskTables'] {
+  if (v === undefined || v === null) return null;
+  if (!isObject(v)) bad('"mask_tables" must be an object');
+  const version = intField(v, 'version', 1, 255);
+  if (!Array.isArray(v.layers) || v.layers.length !== numLayers) bad(`"mask_tables.layers" must list ${numLayers} layers`);
+  const layers = v.layers.map((t: unknown, l: number) => {
+    if (!isObject(t)) bad(`mask_tables.layers[${l}] must be an object`);
+    if (typeof t.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(t.sha256)) bad(`mask_tables.layers[${l}].sha256 must be 64 lowercase hex characters`);
+    return { bytes: intField(t, 'bytes', 1, 2 ** 40), sha256: t.sha256 };
+  });
+  return { version, layers };
 }
 
 /** Throws unless a local config.json describes the same shapes as the server's model. */

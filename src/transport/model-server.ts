@@ -11,6 +11,9 @@
 // (src/quant/quantize.ts quantizeWeightsPerChannel), so the same folder always gives the same hash.
 
 import { createHash, type Hash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { DEFAULT_PARAMS, type RlweParams } from '../crypto/index.js';
 import { KernelPool } from '../kernels/pool.js';
 import { HeLinearServer, localBackend, poolBackend } from '../linear/server.js';
@@ -22,6 +25,9 @@ import { loadModelFolder } from '../model/loader.js';
 import { DEFAULT_ACT_BITS, quantizeWeightsPerChannel, type QuantizedWeights } from '../quant/quantize.js';
 import { HOST_LITTLE_ENDIAN } from '../util/bytes.js';
 import { shapeOf, type ModelInfo } from './model-info.js';
+import {
+  layerFileName, layerTableLayout, MASK_TABLE_VERSION, sha256Hex, tableFolder, tableMaskSeed, wordsToBytes, writeFileAtomic, type LayerTableInfo,
+} from './mask-tables.js';
 
 export const MODEL_HASH_DOMAIN = 'helora-model-hash-v1\n';
 /** Default most tokens per request: two ciphertext column blocks of N = 2048. */
@@ -120,10 +126,42 @@ export interface ModelServerOptions {
   actBits?: number;
   params?: RlweParams;
   maxTokens?: number;
+  /**
+   * Folder under which the public mask tables are kept (one subfolder per model hash, parameter
+   * set and table version; computed at start when missing). false: offer no tables (clients use
+   * fresh masks). Default: helora-mask-tables in the system temp folder.
+   */
+  maskTables?: string | false;
 }
 
 function groupKey(layer: number, group: ProjectionGroup): string {
   return `${layer}.${group}`;
+}
+
+/**
+ * Every layer's mask table in `folder`: read back when present (they are written atomically),
+ * computed from the registered weights otherwise. Returns each layer's size and SHA-256.
+ */
+async function ensureMaskTables(he: HeLinearServer, config: LlamaConfig, modelHash: string, params: RlweParams, actBits: number, folder: string): Promise<LayerTableInfo[]> {
+  const layout = layerTableLayout(config, params, actBits);
+  mkdirSync(folder, { recursive: true });
+  const out: LayerTableInfo[] = [];
+  for (let l = 0; l < config.numLayers; l++) {
+    const path = join(folder, layerFileName(l));
+    if (existsSync(path) && statSync(path).size === layout.bytes) {
+      out.push({ bytes: layout.bytes, sha256: sha256Hex(readFileSync(path)) });
+      continue;
+    }
+    const words = new Uint32Array(layout.words);
+    for (const e of layout.entries) {
+      const terms = await he.maskTable(groupKey(l, e.group), e.direction, tableMaskSeed(params, modelHash, l, e.group, e.direction));
+      terms.forEach((t, i) => words.set(t, e.offsetWords + i * t.length));
+    }
+    const bytes = wordsToBytes(words);
+    writeFileAtomic(path, bytes);
+    out.push({ bytes: layout.bytes, sha256: sha256Hex(bytes) });
+  }
+  return out;
 }
 
 /** The server side of every projection group of a model. */
@@ -136,6 +174,8 @@ export class ModelServer {
     private readonly he: HeLinearServer,
     private readonly ownedPool: KernelPool | null,
     info: ModelInfo,
+    /** The folder of this model's mask tables, or null when none are offered. */
+    readonly maskTableFolder: string | null,
   ) {
     this.info = info;
   }
@@ -158,8 +198,11 @@ export class ModelServer {
         }
       }
       const scales = model.layers.map((layer) => Object.fromEntries(PROJECTION_GROUPS.map((g) => [g, layer[g].map((w) => w.scales)])) as Record<ProjectionGroup, Float32Array[]>);
-      const info: ModelInfo = { hash: model.hash, paramsId: params.id, actBits, maxTokens, shape: shapeOf(config), scales };
-      return new ModelServer(config, model.hash, params, he, owned, info);
+      const root = opts.maskTables ?? join(tmpdir(), 'helora-mask-tables');
+      const folder = root === false ? null : tableFolder(root, model.hash, params);
+      const maskTables = folder ? { version: MASK_TABLE_VERSION, layers: await ensureMaskTables(he, config, model.hash, params, actBits, folder) } : null;
+      const info: ModelInfo = { hash: model.hash, paramsId: params.id, actBits, maxTokens, shape: shapeOf(config), scales, maskTables };
+      return new ModelServer(config, model.hash, params, he, owned, info, folder);
     } catch (e) {
       await owned?.close();
       throw e;
@@ -193,8 +236,16 @@ export class ModelServer {
     if (input.partCols.length !== want.length || input.partCols.some((c, i) => c !== want[i])) {
       throw new BadRequestError(`helora: ${direction} of layer ${layer} ${group} needs input parts of [${want.join(', ')}] features, got [${input.partCols.join(', ')}]`);
     }
+    if (input.masks === 'table' && !this.maskTableFolder) throw new BadRequestError('helora: this server offers no mask tables; use fresh masks');
     const key = groupKey(layer, group);
-    return direction === 'forward' ? this.he.forward(key, input) : this.he.backward(key, input);
+    const seed = input.masks === 'table' ? tableMaskSeed(this.params, this.hash, layer, group, direction) : undefined;
+    return direction === 'forward' ? this.he.forward(key, input, seed) : this.he.backward(key, input, seed);
+  }
+
+  /** The path of one layer's mask table file (the server's own file; null when no tables are offered). */
+  maskTablePath(layer: number): string | null {
+    if (!this.maskTableFolder || !Number.isInteger(layer) || layer < 0 || layer >= this.config.numLayers) return null;
+    return join(this.maskTableFolder, layerFileName(layer));
   }
 
   async close(): Promise<void> {

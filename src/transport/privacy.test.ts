@@ -1,4 +1,5 @@
 import { test } from 'node:test';
+import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { RLWE_N2048_Q44, SecretKey } from '../crypto/index.js';
 import { stackBackwardInput } from '../linear/client.js';
@@ -84,17 +85,26 @@ class Recorder implements FrozenLinearProvider {
   readonly quantized: { what: string; q: Int8Array; T: number; cols: number }[] = [];
 }
 
-test('everything the client sends during a LoRA training step holds no key, tokens, activations, gradients, LoRA weights or loss', async (t) => {
+for (const masks of ['table', 'fresh'] as const) test(`everything the client sends during a LoRA training step holds no key, tokens, activations, gradients, LoRA weights or loss (${masks} masks)`, async (t) => {
   const { dir, config, root } = writeTinyModel();
-  const model = await ModelServer.fromFolder(dir, { threads: 0 });
+  const model = await ModelServer.fromFolder(dir, { threads: 0, maskTables: join(root, 'server-tables') });
   const srv = await startServer({ model, log: () => {} });
   t.after(async () => { await srv.close(); await model.close(); removeDir(root); });
 
   const captured: Uint8Array[] = [];
   const channels: ('ws' | 'http')[] = [];
   const key = SecretKey.generate(RLWE_N2048_Q44);
+  // Every single-use block secret of the table mode is searched for too.
+  const blockSecrets: SecretKey[] = [];
+  const generateSingleUse = SecretKey.generateSingleUse;
+  SecretKey.generateSingleUse = (p) => {
+    const s = generateSingleUse(p);
+    blockSecrets.push(s);
+    return s;
+  };
+  t.after(() => { SecretKey.generateSingleUse = generateSingleUse; });
   const remote = await RemoteEncryptedProvider.connect({
-    url: srv.url, key,
+    url: srv.url, key, masks, tableCache: join(root, 'client-tables'),
     capture: (bytes, channel) => { captured.push(Uint8Array.from(bytes)); channels.push(channel); },
   });
   t.after(() => remote.close());
@@ -113,9 +123,11 @@ test('everything the client sends during a LoRA training step holds no key, toke
   assert.ok(channels.filter((c) => c === 'ws').length >= 2 * 4 + 2 * 3, 'every forward and backward product went over the network');
 
   const needles: { what: string; bytes: Uint8Array }[] = [];
-  // the secret key: any 16 consecutive coefficients as int8
+  // the secret key and every block secret: any 16 consecutive coefficients as int8
   const s = key.toFileBytes().subarray(16, 16 + RLWE_N2048_Q44.ringDegree);
   needles.push(...windows('secret key', s, 16, 1));
+  assert.equal(blockSecrets.length > 0, masks === 'table', 'table mode draws a secret per block, fresh mode none');
+  blockSecrets.forEach((b, i) => needles.push(...windows(`block secret ${i}`, Uint8Array.from(SecretKey.coefficients(b), (v) => v & 0xff), 16, 1)));
   // token ids as int32 and uint16 runs of four
   needles.push(...windows('tokens i32', new Uint8Array(tokens.buffer), 16, 4));
   needles.push(...windows('tokens u16', new Uint8Array(Uint16Array.from(tokens).buffer), 8, 2));

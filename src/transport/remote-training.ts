@@ -5,6 +5,7 @@
 
 import type { LlamaConfig } from '../model/config.js';
 import { folderHasProjections, type ConnectEncrypted } from '../train/fine-tune.js';
+import type { MaskMode } from '../linear/types.js';
 import { RemoteEncryptedProvider, type RemoteStats } from './client.js';
 import { checkShapeMatches } from './model-info.js';
 import { modelHashOfFolder } from './model-server.js';
@@ -19,7 +20,11 @@ export interface RemoteTrainingOptions {
   ca?: string;
   /** Reconnect deadline, ms. */
   retryDeadlineMs?: number;
-  /** Messages for the user (the hash check). */
+  /** Masks: the server's public tables when it offers them (default), or fresh per request. */
+  masks?: MaskMode;
+  /** Folder for downloaded mask tables (default: the user's cache folder). */
+  tableCache?: string;
+  /** Messages for the user (the hash check, the table download). */
   say?: (line: string) => void;
 }
 
@@ -44,13 +49,18 @@ export class RemoteTraining {
       hashCheck = 'local-folder';
     }
     this.hashCheck = hashCheck;
-    const remote = await RemoteEncryptedProvider.connect({ url: this.o.url, token: this.o.token, expectedModelHash: expected, ca: this.o.ca, retryDeadlineMs: this.o.retryDeadlineMs });
+    const remote = await RemoteEncryptedProvider.connect({
+      url: this.o.url, token: this.o.token, expectedModelHash: expected, ca: this.o.ca, retryDeadlineMs: this.o.retryDeadlineMs,
+      masks: this.o.masks, tableCache: this.o.tableCache,
+      onTableLayer: (layer, bytes, layers) => say(`helora: mask table of layer ${layer + 1}/${layers} downloaded (${(bytes / 2 ** 20).toFixed(1)} MiB, checked)`),
+    });
     this.remote = remote;
     const hash = remote.info.hash;
     this.modelHash = hash;
     checkShapeMatches(remote.info, config);
     if (hashCheck === 'unverified') say(`helora: server model hash ${hash} (NOT verified: pass --expect-hash, or keep the projection weights in --model to check it)`);
     else say(`helora: server model hash ${hash} verified (${hashCheck === 'expected' ? '--expect-hash' : 'recomputed from the local model folder'})`);
+    say(remote.masks === 'table' ? 'helora: masks: the server\'s public mask tables (a fresh secret per block)' : 'helora: masks: fresh per request');
     return {
       provider: remote,
       traffic: () => {

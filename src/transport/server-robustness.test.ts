@@ -35,7 +35,7 @@ after(async () => {
 function forwardRequest(layer: number, group: ProjectionGroup, C: number, T = 3, requestId = 1n): EncryptedInputMessage {
   const x = new Int8Array(T * C).map((_, i) => (i % 17) - 8);
   const r = he.encryptIntegersReference(x, T, [C]);
-  return { paramsId: 1, requestId, op: Op.Forward, layer, group, cols: [C], tokens: T, seed: r.seed, blocks: r.blocks.map((b) => [b]) };
+  return { masks: 'fresh', paramsId: 1, requestId, op: Op.Forward, layer, group, cols: [C], tokens: T, seed: r.seed, blocks: r.blocks.map((b) => [b]) };
 }
 
 class RawClient {
@@ -110,7 +110,7 @@ test('malformed, mis-shaped and oversized requests get clear ERROR answers and t
   const wrongParams = goodBytes.slice(); wrongParams[7] = 9;
   await expectError(c, wrongParams, ServerErrorCode.UnknownParams, /unknown parameter set id 9/);
   const wrongVersion = goodBytes.slice(); wrongVersion[4] = 1; // an old client
-  await expectError(c, wrongVersion, ServerErrorCode.UnsupportedVersion, /unsupported version 1, expected 2/);
+  await expectError(c, wrongVersion, ServerErrorCode.UnsupportedVersion, /unsupported version 1, expected 3/);
   // shapes that the wire format allows but this model does not
   await expectError(c, encodeEncryptedInput(forwardRequest(0, 'qkv', 32, 3, 5n)), ServerErrorCode.BadRequest, /needs input parts of \[64\] features, got \[32\]/);
   await expectError(c, encodeEncryptedInput(forwardRequest(0, 'down', 64, 3, 6n)), ServerErrorCode.BadRequest, /\[128\] features/);
@@ -118,7 +118,7 @@ test('malformed, mis-shaped and oversized requests get clear ERROR answers and t
   // over the server's token limit (64): refused by the decoder limits, before any work
   await expectError(c, encodeEncryptedInput(forwardRequest(0, 'o', 64, 65, 8n)), ServerErrorCode.TooLarge, /tokens = 65 exceeds the limit of 64/);
   // a client must not send outputs
-  const out = encodeEncryptedOutput({ paramsId: 1, requestId: 9n, op: Op.Backward, layer: 0, group: 'o', rows: [1], tokens: 1, terms: 1, blocks: [[{ a: new Uint32Array(2048), b: new Uint32Array(2048) }]] });
+  const out = encodeEncryptedOutput({ masks: 'fresh', paramsId: 1, requestId: 9n, op: Op.Backward, layer: 0, group: 'o', rows: [1], tokens: 1, terms: 1, blocks: [[{ a: new Uint32Array(2048), b: new Uint32Array(2048) }]] });
   await expectError(c, out, ServerErrorCode.Malformed, /may only send ENCRYPTED_INPUT/);
   // the error answers carry the request id when the header was readable
   const m = await c.ask(encodeEncryptedInput(forwardRequest(3, 'o', 64, 3, 4242n)));

@@ -16,6 +16,7 @@
 // dispatch (a request's product on the ModelServer, encoded as the answer), Connection (decode,
 // admit, dispatch, answer one client's frames) and Endpoints (the HTTP paths and the upgrade).
 
+import { createReadStream, statSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { createHash, timingSafeEqual } from 'node:crypto';
@@ -24,7 +25,7 @@ import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import { uploadBytes } from '../crypto/index.js';
 import type { EncryptedInput } from '../linear/types.js';
 import { PROJECTION_GROUPS, type ProjectionGroup } from '../model/projections.js';
-import { HEALTH_PATH, MODEL_INFO_PATH, WS_PATH } from '../protocol/endpoints.js';
+import { HEALTH_PATH, MASK_TABLE_PATH, MODEL_INFO_PATH, WS_PATH } from '../protocol/endpoints.js';
 import {
   decodeMessage, encodeEncryptedOutput, encodeError, encryptedInputBytes, MessageType, NO_PARAMS_ID, Op, peekHeader,
   ServerErrorCode, serverCodeFor, WireError, type EncryptedInputMessage,
@@ -215,7 +216,7 @@ function toEncryptedInput(m: EncryptedInputMessage, upBytes: number, N: number):
     const first = parts[0];
     return new Uint8Array(first.buffer, first.byteOffset, K * N * upBytes);
   });
-  return { paramsId: m.paramsId, T: m.tokens, partCols: m.cols, seed: m.seed, blocks };
+  return { masks: m.masks, paramsId: m.paramsId, T: m.tokens, partCols: m.cols, seed: m.seed, blocks };
 }
 
 function rawToBytes(data: RawData): Uint8Array {
@@ -243,7 +244,7 @@ function dispatch(model: ModelServer, queue: RequestQueue, { msg, op, group, req
     const input = toEncryptedInput(msg, uploadBytes(model.params), model.params.ringDegree);
     const out = await model.product(op, msg.layer, group, input);
     const bytesOut = encodeEncryptedOutput({
-      paramsId: out.paramsId, requestId, op: msg.op, layer: msg.layer, group: msg.group,
+      masks: out.masks, paramsId: out.paramsId, requestId, op: msg.op, layer: msg.layer, group: msg.group,
       rows: out.outputRows, tokens: out.T, terms: out.terms, blocks: out.blocks,
     });
     return { bytesOut, queueMs: t1 - t0, computeMs: performance.now() - t1 };
@@ -387,8 +388,33 @@ class Endpoints {
       if (!this.admission.checkBearer(req, path)) return send(401, JSON.stringify({ error: 'helora: missing or wrong bearer token' }), { 'www-authenticate': 'Bearer' });
       return send(200, this.infoJson);
     }
+    if (path.startsWith(MASK_TABLE_PATH + '/')) {
+      if (!this.admission.checkBearer(req, path)) return send(401, JSON.stringify({ error: 'helora: missing or wrong bearer token' }), { 'www-authenticate': 'Bearer' });
+      return this.sendMaskTable(path.slice(MASK_TABLE_PATH.length + 1), req, res, send);
+    }
     send(404, JSON.stringify({ error: `helora: no such path ${path}` }));
   };
+
+  /** One layer's mask table file, whole or from the `Range: bytes=N-` offset (a resumed download). */
+  private sendMaskTable(layerText: string, req: IncomingMessage, res: ServerResponse, send: (status: number, body: string, extra?: Record<string, string>) => void): void {
+    const layer = /^(0|[1-9]\d{0,5})$/.test(layerText) ? Number(layerText) : -1;
+    const file = this.model.maskTablePath(layer);
+    if (!file) return send(404, JSON.stringify({ error: `helora: no mask table ${JSON.stringify(layerText.slice(0, 32))}` }));
+    const size = statSync(file).size;
+    const range = req.headers.range;
+    let start = 0;
+    if (range !== undefined) {
+      const m = /^bytes=(\d{1,15})-$/.exec(range);
+      if (!m || Number(m[1]) >= size) return send(416, JSON.stringify({ error: 'helora: only "Range: bytes=N-" with N below the file size is served' }), { 'content-range': `bytes */${size}` });
+      start = Number(m[1]);
+    }
+    res.writeHead(range === undefined ? 200 : 206, {
+      'content-type': 'application/octet-stream', 'cache-control': 'no-store', 'content-length': String(size - start),
+      ...(range === undefined ? {} : { 'content-range': `bytes ${start}-${size - 1}/${size}` }),
+    });
+    createReadStream(file, { start }).on('error', () => res.destroy()).pipe(res);
+    this.log({ event: 'mask_table', layer, from: start, bytes: size - start });
+  }
 
   readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     socket.on('error', () => socket.destroy());

@@ -1,4 +1,5 @@
 import { test } from 'node:test';
+import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { RLWE_N2048_Q44, SecretKey, resultErrorBound } from '../crypto/index.js';
@@ -43,18 +44,20 @@ function referenceHash(dir: string): string {
   return h.digest('hex');
 }
 
-test('a server in another process computes every group forward and backward within the HE error of the quantized path', async (t) => {
+for (const masks of ['table', 'fresh'] as const) test(`a server in another process computes every group forward and backward within the HE error of the quantized path (${masks} masks)`, async (t) => {
   const { dir, config, root } = writeTinyModel();
-  const server = await forkServer(['--model', dir, '--threads', '1', '--max-tokens', '2048']);
+  const server = await forkServer(['--model', dir, '--threads', '1', '--max-tokens', '2048', '--mask-tables', join(root, 'server-tables')]);
   t.after(() => { server.child.kill('SIGKILL'); removeDir(root); });
 
   const expectedHash = modelHashOfFolder(dir);
   assert.equal(expectedHash, referenceHash(dir), 'the model hash follows the documented encoding');
   const key = SecretKey.generate(params);
-  const provider = await RemoteEncryptedProvider.connect({ url: server.url, key, expectedModelHash: expectedHash });
+  const provider = await RemoteEncryptedProvider.connect({ url: server.url, key, expectedModelHash: expectedHash, masks, tableCache: join(root, 'client-tables') });
   t.after(() => provider.close());
   assert.equal(provider.info.hash, expectedHash);
   assert.equal(provider.info.maxTokens, 2048);
+  assert.equal(provider.masks, masks);
+  assert.equal(provider.tableBytesDown > 0, masks === 'table', 'the tables are downloaded in table mode only');
 
   // Local plaintext quantized reference from the same folder.
   const { tensors } = loadModelFolder(dir);
@@ -125,7 +128,7 @@ test('a server in another process computes every group forward and backward with
     for (const k of ['conn', 'request_id', 'op', 'layer', 'group', 'tokens', 'bytes_in', 'bytes_out', 'ms']) assert.ok(k in e, `log field ${k}`);
     assert.ok(JSON.stringify(e).length < 400);
   }
-  t.diagnostic(`worst forward error / bound ${worst.toFixed(3)}; up ${st.bytesUp} B, down ${st.bytesDown} B, crypto ${st.cryptoMs.toFixed(0)} ms, wait ${st.serverWaitMs.toFixed(0)} ms`);
+  t.diagnostic(`${masks} masks: worst forward error / bound ${worst.toFixed(3)}; up ${st.bytesUp} B, down ${st.bytesDown} B, tables ${provider.tableBytesDown} B, crypto ${st.cryptoMs.toFixed(0)} ms, wait ${st.serverWaitMs.toFixed(0)} ms`);
 });
 
 test('a client refuses a server whose model hash differs from the expected one', async (t) => {
