@@ -43,8 +43,9 @@ export interface RlweParams {
  * 2018, table for the uniform ternary secret, error sigma ~ 3.2) allows log2 q <= 54 at N = 2048
  * for 128-bit classical security (lattice estimator, uSVP / dec / dual attacks); log2 q = 44 is
  * well inside (smaller q = harder RLWE). The public samples are (a_i, b_i) with fresh uniform a_i
- * (AES-128-CTR from a fresh 16-byte seed, i.e. pseudo-random under the AES assumption; the seed
- * is public, so a longer AES key would add nothing: the secret is s), a fixed
+ * (AES-128-CTR from a fresh 16-byte seed; the seed is public, so the masks count as uniform only
+ * with AES modelled as an ideal cipher, see "Public mask tables" below, and a longer AES key would
+ * add nothing: the secret is s), a fixed
  * secret and fresh errors: plain RLWE samples. Everything else the server sees is computed from
  * RLWE samples without the secret: rounding b to 40 bits before upload and rounding a_out and
  * b_out to 32 bits on download are public post-processing (they can only lose information), and
@@ -55,6 +56,24 @@ export interface RlweParams {
  * P(|e| > 19) ~ 5e-9 for the untruncated distribution), sampled by CDT inversion from
  * node:crypto randomness with 2^-32 threshold resolution (each probability within 2^-32 of the
  * tail-cut discrete Gaussian).
+ *
+ * Public mask tables (the 'table' mask mode, src/transport/mask-tables.ts). The masks a_i of each
+ * product (model, layer, projection group, direction) are fixed and public: expanded by AES-128-CTR
+ * from a seed that both sides derive by SHA-256 from the model hash and the product's name (the
+ * server cannot pick it). The client draws a fresh uniform ternary secret s_r for every column block
+ * of every request (SecretKey.generateSingleUse, which refuses a second block), so the uploads are
+ * (a_i, a_i s_r + e_{r,i} + Delta m_{r,i}) for one public matrix (a_1..a_d) and independent secrets:
+ * RLWE with a matrix secret, the form Lindner-Peikert encryption and FrodoKEM use with one public A.
+ * A hybrid over the secrets reduces it to the RLWE assumption above: in step r, the samples of
+ * secret s_r are replaced by uniform ones; a distinguisher between steps r-1 and r breaks RLWE
+ * with d samples under s_r, because the reduction, given those d samples with the public a_i,
+ * makes the samples of every other secret itself (it knows a_i and picks s_{r'}, e_{r'}). d samples
+ * per secret is what fresh-mask requests give out too. What must never happen is one (a, s) pair
+ * used twice: a reused secret with the fixed masks would leak the difference of two messages.
+ * The masks are modelled as uniform: AES-128 keyed by a public seed is treated as an ideal cipher
+ * (the assumption Kyber-90s made for its AES-expanded public matrix); the same holds for the
+ * fresh-mask seeds. W·A is then a public function of public data: the server may compute and
+ * publish it, and the client decrypts W·B - (W·A) s_r.
  *
  * Capacity: |sum_i W[o,i] m_i| must stay below 2^27 (centered decoding with P = 28), which holds
  * for 8-bit inputs and weights (|x| <= 127) with K <= maxInnerDim(params, 8, 8) inputs.
