@@ -38,7 +38,7 @@ export const TRAIN_MODES: readonly TrainMode[] = ['encrypted', 'quantized', 'fp3
 
 export interface TrainOptions {
   model: string;
-  /** Training file (JSONL text, JSONL prompt/completion, or plain text) or records in memory. */
+  /** Training file (JSONL text, prompt/completion or chat messages, or plain text) or records in memory. */
   data: string | DataRecord[];
   out: string;
   mode: TrainMode;
@@ -167,7 +167,9 @@ function sha256(s: string): string {
 export function tokenizeForTraining(records: DataRecord[], tok: TextTokenizer, config: LlamaConfig) {
   const eos = tok.eosId ?? (typeof config.eosTokenId === 'number' ? config.eosTokenId : null);
   const bos = tok.bosId ?? config.bosTokenId ?? null;
-  const examples = tokenizeRecords(records, (t) => tok.encode(t, { addSpecialTokens: false }), { bosId: bos ?? undefined, eosId: eos ?? undefined });
+  const examples = tokenizeRecords(records, (t) => tok.encode(t, { addSpecialTokens: false }), {
+    bosId: bos ?? undefined, eosId: eos ?? undefined, encodeChat: (messages) => tok.encodeChat(messages),
+  });
   return { examples, padId: eos ?? 0 };
 }
 
