@@ -10,6 +10,7 @@ import { generateCommand } from './generate-cmd.js';
 import { runDemo, DEMO_DEFAULTS } from './demo.js';
 import type { ProjectionName } from '../model/projections.js';
 import { registerPretrainCommand } from './pretrain.js';
+import { registerEstimateCommands } from './estimate.js';
 import { nonNegativeInt, nonNegativeNumber, port, positiveInt, positiveNumber, probability, targets } from './args.js';
 
 const program = new Command();
@@ -115,6 +116,7 @@ program
   });
 
 registerPretrainCommand(program);
+registerEstimateCommands(program);
 
 program
   .command('matmul-demo')
