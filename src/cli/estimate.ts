@@ -117,7 +117,7 @@ export function runEstimate(o: EstimateCliOptions): { estimate: Estimate; inputs
   return { estimate, inputs };
 }
 
-const bytes = (n: number): string => (n >= 1e12 ? `${(n / 1e12).toFixed(2)} TB` : n >= 1e9 ? `${(n / 1e9).toFixed(2)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(1)} kB`);
+const bytes = (n: number): string => (n >= 1e12 ? `${(n / 1e12).toFixed(2)} TB` : n >= 1e9 ? `${(n / 1e9).toFixed(2)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : n >= 1e3 ? `${(n / 1e3).toFixed(1)} kB` : `${n} B`);
 const count = (n: number): string => (n >= 1e15 ? `${(n / 1e15).toFixed(2)} P` : n >= 1e12 ? `${(n / 1e12).toFixed(2)} T` : n >= 1e9 ? `${(n / 1e9).toFixed(2)} G` : n >= 1e6 ? `${(n / 1e6).toFixed(2)} M` : String(Math.round(n)));
 function duration(s: number): string {
   if (s < 60) return `${s.toFixed(1)} s`;
