@@ -24,6 +24,7 @@ import { loadTokenizer, type TextTokenizer } from '../model/tokenizer.js';
 import { makeSchedule, type ScheduleOptions } from '../train/optim.js';
 import { epochBatchSource, epochSeed, packExamples } from '../train/packing.js';
 import { readTrainingFile, tokenizeRecords, type DataRecord } from '../train/data.js';
+import { stepsForEpochs } from '../train/estimate.js';
 import { Trainer } from '../train/trainer.js';
 import { checkShapeMatches } from '../transport/model-info.js';
 import { modelHashOfFolder } from '../transport/model-server.js';
@@ -218,7 +219,7 @@ export async function runTrain(o: TrainOptions): Promise<TrainResult> {
     const packOpts = { T: o.batchTokens, padId, seed: o.seed, vocabSize: config.vocabSize };
     const perEpoch = packExamples(examples, { ...packOpts, seed: epochSeed(o.seed, 0) }).batches.length;
     if (perEpoch === 0) throw new Error('helora: no training examples with a loss target left after packing');
-    const totalSteps = o.steps ?? Math.max(1, Math.ceil(((o.epochs ?? 1) * perEpoch) / o.gradAccum));
+    const totalSteps = o.steps ?? stepsForEpochs(o.epochs ?? 1, perEpoch, o.gradAccum);
     const source = epochBatchSource(examples, packOpts);
 
     const lora = LoraAdapter.create(config, { rank: o.rank, alpha: o.alpha, dropout: o.dropout, targetModules: o.targets }, { seed: `helora-lora-init:${o.seed}` });
