@@ -151,3 +151,16 @@ test('templates the spans cannot be found in are refused with advice; a model wi
   const shipped = loadTokenizer(join(repoRoot(), 'models', 'helora-tiny'));
   assert.throws(() => shipped.encodeChat([{ role: 'user', content: 'q' }, { role: 'assistant', content: 'a' }]), /has no chat template .*use \{"text"\} or \{"prompt","completion"\} records/);
 });
+
+test('the chat template is found as a string, as a list of named templates ("default"), or in chat_template.jinja', () => {
+  const messages: ChatMessage[] = [{ role: 'user', content: 'q' }, { role: 'assistant', content: 'a' }];
+  const expected = '<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\na<|im_end|>\n';
+  const listed = loadTokenizer(chatmlFolder('listed', { chat_template: [{ name: 'tool_use', template: 'x' }, { name: 'default', template: CHATML }] }));
+  assert.equal(listed.chatTemplate().render(messages), expected);
+  const fileDir = chatmlFolder('file', {});
+  writeFileSync(join(fileDir, 'chat_template.jinja'), CHATML);
+  assert.equal(loadTokenizer(fileDir).chatTemplate().render(messages), expected);
+  const noDefault = loadTokenizer(chatmlFolder('no-default', { chat_template: [{ name: 'tool_use', template: 'x' }] }));
+  assert.deepEqual(noDefault.encode('q', { addSpecialTokens: false }).length > 0, true); // loading does not need the template
+  assert.throws(() => noDefault.chatTemplate(), /none named "default"/);
+});

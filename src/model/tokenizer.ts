@@ -65,8 +65,7 @@ export function loadTokenizer(dir: string): TextTokenizer {
     if (id === undefined) throw new Error(`helora: tokenizer_config.json ${key} ${JSON.stringify(content)} is not in the vocabulary`);
     return id;
   };
-  const chatTemplateSource = readChatTemplateSource(dir, cfg);
-  let chatTemplate: ChatTemplate | null = null;
+  let cachedTemplate: ChatTemplate | null = null;
   const specialTokenValues: Record<string, string> = {};
   for (const key of ['bos_token', 'eos_token', 'unk_token', 'pad_token']) {
     const content = tokenContent(cfg[key]);
@@ -78,21 +77,25 @@ export function loadTokenizer(dir: string): TextTokenizer {
   // transformers >= 4.45 defaults clean_up_tokenization_spaces to false; honour an explicit value.
   const cleanUp = cfg.clean_up_tokenization_spaces === true;
   const encode = (text: string, opts?: { addSpecialTokens?: boolean }): number[] => tok.encode(text, { add_special_tokens: opts?.addSpecialTokens ?? true }).ids;
+  const chatTemplate = (): ChatTemplate => {
+    if (cachedTemplate !== null) return cachedTemplate;
+    // Read on first use: a model trained on other records never depends on its template.
+    const source = readChatTemplateSource(dir, cfg);
+    if (source === null) {
+      throw new Error(`helora: the model in ${dir} has no chat template (no "chat_template" in tokenizer_config.json and no chat_template.jinja): chat records {"messages": [...]} need one; use {"text"} or {"prompt","completion"} records instead, or add the model's template`);
+    }
+    cachedTemplate = new ChatTemplate(source, { specialTokenValues, specialTokens });
+    return cachedTemplate;
+  };
   return {
     vocabSize,
     bosId: idOf('bos_token'),
     eosId: idOf('eos_token'),
     encode,
     encodeChat(messages: readonly ChatMessage[]) {
-      return tokenizeRenderedChat(this.chatTemplate().renderForTraining(messages), (text) => encode(text, { addSpecialTokens: false }));
+      return tokenizeRenderedChat(chatTemplate().renderForTraining(messages), (text) => encode(text, { addSpecialTokens: false }));
     },
-    chatTemplate(): ChatTemplate {
-      if (chatTemplateSource === null) {
-        throw new Error(`helora: the model in ${dir} has no chat template (no "chat_template" in tokenizer_config.json and no chat_template.jinja): chat records {"messages": [...]} need one; use {"text"} or {"prompt","completion"} records instead, or add the model's template`);
-      }
-      chatTemplate ??= new ChatTemplate(chatTemplateSource, { specialTokenValues, specialTokens });
-      return chatTemplate;
-    },
+    chatTemplate,
     decode(ids: number[], opts?: { skipSpecialTokens?: boolean }): string {
       if (ids.length === 0) return '';
       for (const id of ids) {
