@@ -12,6 +12,7 @@ import { generateCommand } from './generate-cmd.js';
 import { runDemo } from './demo.js';
 import type { ProjectionName } from '../model/projections.js';
 import { registerPretrainCommand } from './pretrain.js';
+import { registerEstimateCommands } from './estimate.js';
 import { layerList, nonNegativeInt, nonNegativeNumber, port, positiveInt, positiveNumber, probability, targets } from './args.js';
 
 const program = new Command();
@@ -48,7 +49,7 @@ program
   .description('LoRA fine-tuning; the frozen products run encrypted on a server (default), or locally (quantized / fp32)')
   .option('--server <url>', 'server URL, ws://host:port (encrypted mode)')
   .requiredOption('--model <dir>', 'model folder (tokenizer, embeddings, norms, LM head; projection weights optional in encrypted mode)')
-  .requiredOption('--data <file>', 'training data: JSONL {"text"}, JSONL {"prompt","completion"}, or plain text')
+  .requiredOption('--data <file>', 'training data: JSONL {"text"}, {"prompt","completion"}, chat {"messages"} (the model\'s chat template), or plain text')
   .requiredOption('--out <dir>', 'output folder (loss.csv, loss.png, adapter/, checkpoints/)')
   .addOption(new Option('--mode <mode>', 'where the frozen products run').choices(TRAIN_MODES as string[]).default(TRAIN_DEFAULTS.mode))
   .option('--steps <n>', 'optimizer steps', positiveInt)
@@ -122,6 +123,7 @@ program
   });
 
 registerPretrainCommand(program);
+registerEstimateCommands(program);
 
 program
   .command('matmul-demo')

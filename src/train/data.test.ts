@@ -31,7 +31,7 @@ test('errors name the line and the problem', () => {
   assert.throws(() => parseTrainingData('{"text":"a"}\n{"prompt":"p","completion":"c"}'), /line 2: missing "text" field \(earlier lines use "text"; do not mix formats\)/);
   assert.throws(() => parseTrainingData('{"prompt":"p"}'), /line 1: missing "completion" field/);
   assert.throws(() => parseTrainingData('{"text":5}'), /line 1: "text" must be a string, got number/);
-  assert.throws(() => parseTrainingData('{"foo":"bar"}'), /line 1: expected a "text" field or "prompt" and "completion" fields/);
+  assert.throws(() => parseTrainingData('{"foo":"bar"}'), /line 1: expected a "text" field, "prompt" and "completion" fields, or a "messages" list/);
   assert.throws(() => parseTrainingData('{"prompt":"p","completion":"c"}', { format: 'text-jsonl' }), /line 1: missing "text"/);
   assert.throws(() => parseTrainingData('\n\n'), /no usable records/);
   assert.throws(() => parseTrainingData('{"text":"a"}\n{"text":"' + 'z'.repeat(100) + '"}', { maxLineChars: 50 }), /line 2 is 111 characters, more than the limit of 50/);
@@ -81,4 +81,29 @@ test('tokenizeRecords: bos/eos and a prompt mask that packs into completion-only
   assert.deepEqual(Array.from(b.targets), [IGNORE_INDEX, IGNORE_INDEX, 99, 100, 2, IGNORE_INDEX]);
   const noSpecial = tokenizeRecords([{ kind: 'pair', prompt: 'a', completion: 'b' }], enc);
   assert.deepEqual(noSpecial[0], { ids: [97, 98], lossMask: [false, true] });
+});
+
+test('JSONL chat records: messages validated, records without an assistant answer skipped, errors name the line', () => {
+  const d = parseTrainingData([
+    '{"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"hi"},{"role":"assistant","content":"hello","extra":1}]}',
+    '{"messages":[{"role":"user","content":"no answer"}]}',
+  ].join('\n'));
+  assert.equal(d.format, 'chat-jsonl');
+  assert.deepEqual(d.records, [{ kind: 'chat', messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'hi' }, { role: 'assistant', content: 'hello' }] }]);
+  assert.equal(d.skippedEmpty, 1);
+  assert.throws(() => parseTrainingData('{"messages":"hi"}'), /line 1: "messages" must be a list/);
+  assert.throws(() => parseTrainingData('{"messages":[{"role":"user"}]}'), /line 1: message 1 needs a string "content"/);
+  assert.throws(() => parseTrainingData('{"messages":[{"role":"","content":"x"}]}'), /message 1 needs a non-empty string "role"/);
+  assert.throws(() => parseTrainingData('{"messages":[5]}'), /message 1 must be a \{"role", "content"\} object/);
+  assert.throws(() => parseTrainingData('{"messages":[{"role":"assistant","content":"a"}]}\n{"text":"t"}'), /line 2: missing "messages" field \(earlier lines use "messages"; do not mix formats\)/);
+  assert.throws(() => parseTrainingData('{"text":"t"}', { format: 'chat-jsonl' }), /line 1: missing "messages"/);
+  assert.throws(() => parseTrainingData(`{"messages":[${Array(3).fill('{"role":"user","content":"x"}').join(',')}]}`, { maxChatMessages: 2 }), /3 messages, more than the limit of 2/);
+});
+
+test('tokenizeRecords: chat records go through encodeChat (no bos/eos added), and fail clearly without it', () => {
+  const enc = (s: string): number[] => Array.from(s, (c) => c.charCodeAt(0));
+  const messages = [{ role: 'user', content: 'q' }, { role: 'assistant', content: 'a' }];
+  const encodeChat = (m: readonly { role: string; content: string }[]) => ({ ids: [5, ...enc(m[1]!.content)], lossMask: [false, true] });
+  assert.deepEqual(tokenizeRecords([{ kind: 'chat', messages }], enc, { bosId: 1, eosId: 2, encodeChat }), [{ ids: [5, 97], lossMask: [false, true] }]);
+  assert.throws(() => tokenizeRecords([{ kind: 'chat', messages }], enc), /need a chat template/);
 });

@@ -1,17 +1,26 @@
 /**
  * Reading training data: JSONL with a "text" field, JSONL with "prompt"/"completion" pairs (loss
- * on the completion only), or plain text split into documents on blank lines. Files are
+ * on the completion only), JSONL chat records {"messages": [{"role", "content"}, ...]} (rendered
+ * with the model's chat template, loss on the assistant turns only), or plain text split into
+ * documents on blank lines. Files are
  * untrusted input: sizes are checked before reading, every line is validated, and errors name
  * the file and line.
  */
 
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { basename, extname } from 'node:path';
+import type { ChatMessage } from '../model/chat-template.js';
 import type { Example } from './packing.js';
 
-export type DataFormat = 'auto' | 'text-jsonl' | 'prompt-completion-jsonl' | 'plain';
+export type DataFormat = 'auto' | 'text-jsonl' | 'prompt-completion-jsonl' | 'chat-jsonl' | 'plain';
 
-export type DataRecord = { kind: 'text'; text: string } | { kind: 'pair'; prompt: string; completion: string };
+export type DataRecord =
+  | { kind: 'text'; text: string }
+  | { kind: 'pair'; prompt: string; completion: string }
+  | { kind: 'chat'; messages: ChatMessage[] };
+
+/** Default cap on the messages of one chat record. */
+export const MAX_CHAT_MESSAGES = 10_000;
 
 /** Default cap on a training file (well below V8's ~512 MiB string limit). */
 export const MAX_DATA_FILE_BYTES = 256 * 1024 * 1024;
@@ -25,6 +34,7 @@ export interface ReadDataOptions {
   maxBytes?: number;
   maxLineChars?: number;
   maxRecords?: number;
+  maxChatMessages?: number;
 }
 
 export interface DataSet {
@@ -97,11 +107,12 @@ export function parseTrainingData(content: string, opts: ReadDataOptions & { sou
     if (records.length === 0) throw new Error(`helora: ${src} holds no text`);
     return { format: 'plain', records, skippedEmpty: 0 };
   }
-  if (format !== 'auto' && format !== 'text-jsonl' && format !== 'prompt-completion-jsonl') {
-    throw new Error(`helora: unknown data format ${String(format)} (auto, text-jsonl, prompt-completion-jsonl, plain)`);
+  if (format !== 'auto' && format !== 'text-jsonl' && format !== 'prompt-completion-jsonl' && format !== 'chat-jsonl') {
+    throw new Error(`helora: unknown data format ${String(format)} (auto, text-jsonl, prompt-completion-jsonl, chat-jsonl, plain)`);
   }
   const maxLine = opts.maxLineChars ?? MAX_LINE_CHARS;
-  let kind: 'text' | 'pair' | null = format === 'text-jsonl' ? 'text' : format === 'prompt-completion-jsonl' ? 'pair' : null;
+  const kindOfFormat = { 'text-jsonl': 'text', 'prompt-completion-jsonl': 'pair', 'chat-jsonl': 'chat', auto: null } as const;
+  let kind: 'text' | 'pair' | 'chat' | null = kindOfFormat[format];
   const records: DataRecord[] = [];
   let skippedEmpty = 0;
   let lineNo = 0;
@@ -126,12 +137,16 @@ export function parseTrainingData(content: string, opts: ReadDataOptions & { sou
     if (kind === null) {
       if ('text' in o) kind = 'text';
       else if ('prompt' in o || 'completion' in o) kind = 'pair';
-      else throw new Error(`helora: ${where}: expected a "text" field or "prompt" and "completion" fields`);
+      else if ('messages' in o) kind = 'chat';
+      else throw new Error(`helora: ${where}: expected a "text" field, "prompt" and "completion" fields, or a "messages" list`);
     }
     const field = (name: string): string => {
       const v = o[name];
       if (v === undefined) {
-        const hint = kind === 'text' && ('prompt' in o || 'completion' in o) ? ' (earlier lines use "text"; do not mix formats)' : kind === 'pair' && 'text' in o ? ' (earlier lines use "prompt"/"completion"; do not mix formats)' : '';
+        const earlier = { text: '"text"', pair: '"prompt"/"completion"', chat: '"messages"' }[kind!];
+        const keysOf = { text: ['text'], pair: ['prompt', 'completion'], chat: ['messages'] };
+        const mixed = Object.entries(keysOf).some(([k, keys]) => k !== kind && keys.some((key) => key in o));
+        const hint = mixed ? ` (earlier lines use ${earlier}; do not mix formats)` : '';
         throw new Error(`helora: ${where}: missing "${name}" field${hint}`);
       }
       if (typeof v !== 'string') throw new Error(`helora: ${where}: "${name}" must be a string, got ${Array.isArray(v) ? 'array' : typeof v}`);
@@ -142,25 +157,48 @@ export function parseTrainingData(content: string, opts: ReadDataOptions & { sou
       const text = field('text');
       if (text.length === 0) skippedEmpty++;
       else records.push({ kind: 'text', text });
-    } else {
+    } else if (kind === 'pair') {
       const prompt = field('prompt');
       const completion = field('completion');
       if (completion.length === 0) skippedEmpty++;
       else records.push({ kind: 'pair', prompt, completion });
+    } else {
+      if (o.messages === undefined) field('messages');
+      const messages = parseChatMessages(o.messages, where, opts.maxChatMessages ?? MAX_CHAT_MESSAGES);
+      if (!messages.some((m) => m.role === 'assistant' && m.content.length > 0)) skippedEmpty++;
+      else records.push({ kind: 'chat', messages });
     }
   }
   if (records.length === 0) throw new Error(`helora: ${src} holds no usable records`);
-  return { format: kind === 'text' ? 'text-jsonl' : 'prompt-completion-jsonl', records, skippedEmpty };
+  const formatOfKind = { text: 'text-jsonl', pair: 'prompt-completion-jsonl', chat: 'chat-jsonl' } as const;
+  return { format: formatOfKind[kind ?? 'text'], records, skippedEmpty };
+}
+
+function parseChatMessages(v: unknown, where: string, maxMessages: number): ChatMessage[] {
+  if (!Array.isArray(v)) throw new Error(`helora: ${where}: "messages" must be a list of {"role", "content"} objects`);
+  if (v.length > maxMessages) throw new Error(`helora: ${where}: ${v.length} messages, more than the limit of ${maxMessages}`);
+  return v.map((m: unknown, i): ChatMessage => {
+    if (typeof m !== 'object' || m === null || Array.isArray(m)) throw new Error(`helora: ${where}: message ${i + 1} must be a {"role", "content"} object`);
+    const { role, content } = m as { role?: unknown; content?: unknown };
+    if (typeof role !== 'string' || role.length === 0) throw new Error(`helora: ${where}: message ${i + 1} needs a non-empty string "role"`);
+    if (typeof content !== 'string') throw new Error(`helora: ${where}: message ${i + 1} needs a string "content"`);
+    return { role, content };
+  });
 }
 
 /** Encodes text to token ids WITHOUT adding special tokens (those come from TokenizeOptions). */
 export type EncodeFn = (text: string) => number[];
 
 export interface TokenizeOptions {
-  /** Prepended to every example, never a loss target. */
+  /** Prepended to every text or pair example, never a loss target (a chat template writes its own). */
   bosId?: number;
-  /** Appended to every example and trained on, so the model learns to stop. */
+  /** Appended to every text or pair example and trained on, so the model learns to stop. */
   eosId?: number;
+  /**
+   * Renders and tokenizes a chat record with the model's chat template, the loss on the assistant
+   * turns only; called only for chat records (a model without a chat template throws there).
+   */
+  encodeChat?: (messages: readonly ChatMessage[]) => { ids: number[]; lossMask: boolean[] };
 }
 
 /**
@@ -173,6 +211,10 @@ export function tokenizeRecords(records: readonly DataRecord[], encode: EncodeFn
   const eos = opts.eosId === undefined ? [] : [opts.eosId];
   return records.map((r) => {
     if (r.kind === 'text') return { ids: [...bos, ...encode(r.text), ...eos] };
+    if (r.kind === 'chat') {
+      if (opts.encodeChat === undefined) throw new Error('helora: chat records {"messages"} need a chat template to render them');
+      return opts.encodeChat(r.messages);
+    }
     const p = [...bos, ...encode(r.prompt)];
     const c = [...encode(r.completion), ...eos];
     return { ids: [...p, ...c], lossMask: [...p.map(() => false), ...c.map(() => true)] };

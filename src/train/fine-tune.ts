@@ -32,6 +32,7 @@ import {
   historyCsv, listCheckpoints, loadRunCheckpoint, saveAdapterAtomic, saveRunCheckpoint, writeFileAtomic, type HistoryRow,
 } from './run-files.js';
 import { Trainer, type StepEvent } from './trainer.js';
+import { stepsForEpochs } from './estimate.js';
 
 export type TrainMode = 'encrypted' | 'quantized' | 'fp32';
 export const TRAIN_MODES: readonly TrainMode[] = ['encrypted', 'quantized', 'fp32'];
@@ -63,7 +64,7 @@ export interface RunStart {
 export interface FineTuneOptions {
   /** Hugging Face model folder. */
   model: string;
-  /** Training file (JSONL text, JSONL prompt/completion, or plain text) or records in memory. */
+  /** Training file (JSONL text, prompt/completion or chat messages, or plain text) or records in memory. */
   data: string | DataRecord[];
   /** Run folder: loss.csv, checkpoints/, adapter/. */
   out: string;
@@ -185,7 +186,9 @@ function sha256(s: string): string {
 export function tokenizeForTraining(records: DataRecord[], tok: TextTokenizer, config: LlamaConfig) {
   const eos = tok.eosId ?? (typeof config.eosTokenId === 'number' ? config.eosTokenId : null);
   const bos = tok.bosId ?? config.bosTokenId ?? null;
-  const examples = tokenizeRecords(records, (t) => tok.encode(t, { addSpecialTokens: false }), { bosId: bos ?? undefined, eosId: eos ?? undefined });
+  const examples = tokenizeRecords(records, (t) => tok.encode(t, { addSpecialTokens: false }), {
+    bosId: bos ?? undefined, eosId: eos ?? undefined, encodeChat: (messages) => tok.encodeChat(messages),
+  });
   return { examples, padId: eos ?? 0 };
 }
 
@@ -211,7 +214,7 @@ function prepareTrainer(o: FineTuneOptions, model: LlamaModel, records: DataReco
   const packOpts = { T: o.batchTokens, padId, seed: o.seed, vocabSize: config.vocabSize };
   const perEpoch = packExamples(examples, { ...packOpts, seed: epochSeed(o.seed, 0) }).batches.length;
   if (perEpoch === 0) throw new Error('helora: no training examples with a loss target left after packing');
-  const totalSteps = o.steps ?? Math.max(1, Math.ceil(((o.epochs ?? 1) * perEpoch) / o.gradAccum));
+  const totalSteps = o.steps ?? stepsForEpochs(o.epochs ?? 1, perEpoch, o.gradAccum);
   const lora = LoraAdapter.create(config, { rank: o.rank, alpha: o.alpha, dropout: o.dropout, targetModules: o.targets, layers: o.layers ?? null }, { seed: `helora-lora-init:${o.seed}` });
   const trainer = new Trainer({
     model, lora, data: epochBatchSource(examples, packOpts), gradAccum: o.gradAccum, seed: o.seed,

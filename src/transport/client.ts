@@ -402,6 +402,8 @@ export interface RemoteStats {
   /** From sending a request to its answer (network + server queue + server compute). */
   serverWaitMs: number;
   reconnects: number;
+  /** Mask-table bytes downloaded (a one-time cost, not in bytesDown). */
+  tableBytesDown: number;
 }
 
 export interface RemoteProviderOptions extends RemoteSessionOptions {
@@ -480,7 +482,7 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
   stats(): RemoteStats {
     return {
       requests: this.requests, bytesUp: this.session.bytesUp, bytesDown: this.session.bytesDown,
-      cryptoMs: this.cryptoMs, serverWaitMs: this.serverWaitMs, reconnects: this.session.reconnects,
+      cryptoMs: this.cryptoMs, serverWaitMs: this.serverWaitMs, reconnects: this.session.reconnects, tableBytesDown: this.tableBytesDown,
     };
   }
 
