@@ -15,7 +15,7 @@ import { checkInt8Shapes } from './gemm-int8.js';
 import { SharedBuffers } from '../util/shared-buffers.js';
 import { settleAll } from '../util/settle.js';
 import type { PoolEnvelope, PoolReply, PoolRequest, PoolResult } from './pool-protocol.js';
-import { checkWeights, checkZqCall } from './zq-matmul.js';
+import { checkWeights, checkZqCall, ZQ_A_BYTES, ZQ_B_BYTES } from './zq-matmul.js';
 
 interface Pending { resolve: (r: PoolResult) => void; reject: (e: Error) => void }
 
@@ -178,6 +178,33 @@ export class KernelPool {
       b.release();
       this.buffers.release(aBuf);
       this.buffers.release(bBuf);
+    }
+  }
+
+  /**
+   * One part of the encrypted product over registered weights: 'a' = W·A from the 48-bit mask
+   * words, 'b' = W·(B << 4) from the 40-bit body words (all a public mask table leaves to the
+   * server), rounded as in zq-matmul.ts. The native kernels compute only that part.
+   */
+  async zqMatmulPart(handle: number, part: 'a' | 'b', bytes: Uint8Array, N: number): Promise<Uint32Array> {
+    this.live();
+    const r = this.get(handle, 'int8');
+    if (part !== 'a' && part !== 'b') throw new Error(`helora: zqMatmulPart part must be 'a' or 'b', got ${String(part)}`);
+    const width = part === 'a' ? ZQ_A_BYTES : ZQ_B_BYTES;
+    if (!Number.isInteger(N) || N <= 0 || N % 8 !== 0) throw new Error(`helora: zqMatmulPart N must be a positive multiple of 8, got ${N}`);
+    if (bytes.length !== r.cols * N * width) throw new Error(`helora: zqMatmulPart ${part} has ${bytes.length} bytes, expected cols*N*${width} = ${r.cols * N * width}`);
+    const v = this.share(bytes, Uint8Array);
+    const outBuf = this.buffers.acquire(r.rows * N * 4);
+    try {
+      const out = new Uint32Array(outBuf);
+      await settleAll(r.shards.map(async (s) => {
+        const res = await this.workers[s.worker]!.call({ op: 'zqPart', handle, part, v: v.view, N, out, offset: s.r0 * N });
+        if (res.kind !== 'none') throw new Error('helora: kernel worker sent an unexpected result');
+      }));
+      return new Uint32Array(out);
+    } finally {
+      v.release();
+      this.buffers.release(outBuf);
     }
   }
 

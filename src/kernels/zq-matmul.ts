@@ -18,6 +18,7 @@
  * limbs. Columns beyond 8192 are processed in chunks whose sums are added mod 2^44 before rounding.
  */
 import { kernelEngine, packedInt8Bytes, ZQ_MAX_EXACT_COLS } from './engine.js';
+import { nativeKernels } from './native.js';
 
 /** Ciphertext modulus bits. */
 export const ZQ_LOG_Q = 44;
@@ -68,11 +69,13 @@ function checkShifts(logQ: number, bShift: number, dropBits: number): void {
   }
 }
 
-/** The encrypted product on one thread (WebAssembly SIMD). Writes aOut, bOut (rows x N). */
+/** The encrypted product on one thread (native kernels, else WebAssembly SIMD). Writes aOut, bOut (rows x N). */
 export function zqMatmul(w: ZqWeights, aBytes: Uint8Array, bBytes: Uint8Array, N: number, aOut: Uint32Array, bOut: Uint32Array,
   logQ = ZQ_LOG_Q, bShift = ZQ_B_SHIFT, dropBits = ZQ_DROP_BITS): void {
   checkShifts(logQ, bShift, dropBits);
   checkZqCall(w.rows, w.cols, aBytes, bBytes, N, aOut, bOut);
+  const nk = nativeKernels();
+  if (nk) return nk.zq(w.packed, w.rows, w.cols, aBytes, bBytes, N, aOut, bOut);
   const e = kernelEngine();
   const wp = e.loadPacked(w.packed);
   e.zqPacked(wp, w.rows, w.cols, aBytes, bBytes, N, aOut, bOut);
