@@ -44,7 +44,6 @@ function findHeaders() {
   return dirs.find((d) => existsSync(join(d, 'node_api.h'))) ?? null;
 }
 
-if (process.env.HELORA_KERNELS === 'wasm') skip('HELORA_KERNELS=wasm');
 const cc = findCompiler();
 if (!cc) skip('no C compiler found (set CC)');
 const inc = findHeaders();
