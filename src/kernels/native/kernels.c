@@ -93,12 +93,17 @@ static inline int32_t load_i32(const void *p) {
 /*
  * X "16-token panels": for panel p and k-pair q, 64 bytes = 16 columns, each an i16 pair
  * (x[2q][j], x[2q+1][j]); a panel holds K2 pairs (panel stride K2*64 bytes).
- * Blocking (BLIS order): K in chunks of KC16 pairs; rows in slabs of MCB blocks (a W slab of
- * 128 rows x 128 pairs = 64 KiB stays in L2); for each tile of panels (one X micro-panel,
- * 8 KiB per panel, stays in L1) the kernel sweeps the slab's row blocks.
+ * Blocking (BLIS order): K in chunks of KC16 pairs (256 for one-panel tiles, 128 for four); rows
+ * in slabs of MCB blocks (a W slab of 128 rows x 256 pairs = 128 KiB stays in L2); for each tile
+ * of panels (16-32 KiB of X, stays in L1) the kernel sweeps the slab's row blocks. The C tile is
+ * prefetched before each kernel call: C is revisited once per K chunk and has left the caches.
  */
 #define ZQ_PW 16
+#if ZQ_TILE_P == 4
 #define KC16 128
+#else
+#define KC16 256
+#endif
 #define MCB 32
 
 #if defined(__AVX2__) && !defined(__AVX512F__)
@@ -216,6 +221,9 @@ static void gemm16(const uint8_t *W, size_t wBlock, const uint8_t *X, int K2, in
         const int np = MIN(ZQ_TILE_P, NP - p);
         const uint8_t *x = X + (size_t)p * xs + (size_t)q0 * 64;
         for (int rb = rb0; rb < rb1; rb++) {
+          const int32_t *ct = C + (size_t)rb * 4 * ldc + (size_t)p * ZQ_PW;
+          for (int r = 0; r < 4; r++)
+            for (int v = 0; v < np; v++) __builtin_prefetch(ct + r * ldc + v * ZQ_PW, 1);
           kern16(W + (size_t)rb * wBlock + (size_t)q0 * 16, x, xs, C + (size_t)rb * 4 * ldc + (size_t)p * ZQ_PW, ldc, n,
                  q0 == 0, np);
         }
@@ -539,6 +547,14 @@ int FN(hl_sgemm)(int M, int N, int K, const float *A, long sai, long sak, const 
         for (int jr = 0; jr < nc; jr += SG_NR) {
           const int nr = MIN(SG_NR, nc - jr);
           for (int ir = 0; ir < mc; ir += SG_MR) {
+            /* C was last touched one K slice ago: fetch the tile while the kernel runs. */
+            if (scj == 1) {
+              for (int r = 0; r < MIN(SG_MR, mc - ir); r++) {
+                const float *cr = C + (ic + ir + r) * sci + jc + jr;
+                __builtin_prefetch(cr, 1);
+                __builtin_prefetch(cr + nr - 1, 1);
+              }
+            }
             kern32(kc, Ap + (size_t)ir * kc, Bp + (size_t)jr * kc, t);
             update_c(t, MIN(SG_MR, mc - ir), nr, C + (ic + ir) * sci + (jc + jr) * scj, sci, scj, pc == 0, acc,
                      bias ? bias + jc + jr : NULL);
