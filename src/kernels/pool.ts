@@ -107,11 +107,15 @@ export class KernelPool {
     return this.workers.length;
   }
 
-  /** Starts `threads` workers (default: one per core) and warms them up. */
-  static async create(threads: number = availableParallelism()): Promise<KernelPool> {
+  /**
+   * Starts `threads` workers (default: one per core) and warms them up. backend: the kernels the
+   * workers run (default: as HELORA_KERNELS selects, see native.ts); benchmarks compare both.
+   */
+  static async create(threads: number = availableParallelism(), backend?: 'native' | 'wasm'): Promise<KernelPool> {
     if (!Number.isInteger(threads) || threads < 1 || threads > 256) throw new Error(`helora: KernelPool threads must be an integer in [1, 256], got ${threads}`);
     const url = new URL('./pool-worker.js', import.meta.url);
-    const workers = Array.from({ length: threads }, () => new PoolWorker(new Worker(url)));
+    const opts = backend ? { env: { ...process.env, HELORA_KERNELS: backend } } : {};
+    const workers = Array.from({ length: threads }, () => new PoolWorker(new Worker(url, opts)));
     const pool = new KernelPool(workers);
     try {
       await Promise.all(workers.map((w) => w.call({ op: 'warm' })));
