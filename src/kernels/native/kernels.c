@@ -469,10 +469,19 @@ static void pack_a32(const float *A, long sai, long sak, int mc, int kc, float *
   for (int i0 = 0; i0 < mc; i0 += SG_MR) {
     const int mr = MIN(SG_MR, mc - i0);
     if (sak == 1) {
-      for (int r = 0; r < SG_MR; r++) {
-        const float *s = A + (i0 + r) * sai;
-        for (int k = 0; k < kc; k++) dst[k * SG_MR + r] = r < mr ? s[k] : 0.0f;
+      /* Row-major A: 8 k of every row at a time (see pack_b32). */
+      int k = 0;
+      for (; k + 8 <= kc; k += 8) {
+        float blk[SG_MR][8];
+        for (int r = 0; r < SG_MR; r++) {
+          if (r < mr) memcpy(blk[r], A + (i0 + r) * sai + k, sizeof blk[r]);
+          else memset(blk[r], 0, sizeof blk[r]);
+        }
+        for (int kk = 0; kk < 8; kk++)
+          for (int r = 0; r < SG_MR; r++) dst[(k + kk) * SG_MR + r] = blk[r][kk];
       }
+      for (; k < kc; k++)
+        for (int r = 0; r < SG_MR; r++) dst[k * SG_MR + r] = r < mr ? A[(i0 + r) * sai + k] : 0.0f;
     } else {
       for (int k = 0; k < kc; k++)
         for (int r = 0; r < SG_MR; r++) dst[k * SG_MR + r] = r < mr ? A[(i0 + r) * sai + k * sak] : 0.0f;
@@ -488,10 +497,22 @@ static void pack_b32(const float *B, long sbk, long sbj, int kc, int nc, float *
     if (sbj == 1 && nr == SG_NR) {
       for (int k = 0; k < kc; k++) memcpy(dst + k * SG_NR, B + k * sbk + j0, SG_NR * 4);
     } else if (sbk == 1) {
-      for (int j = 0; j < SG_NR; j++) {
-        const float *s = B + (j0 + j) * sbj;
-        for (int k = 0; k < kc; k++) dst[k * SG_NR + j] = j < nr ? s[k] : 0.0f;
+      /* B is a transposed row-major matrix (the weights of the forward matmul): 8 k of every
+       * column at a time, so each source row is read 32 bytes at a time and each destination
+       * row written whole (column by column, the source rows sit a stride apart that aliases
+       * in the caches). */
+      int k = 0;
+      for (; k + 8 <= kc; k += 8) {
+        float blk[SG_NR][8];
+        for (int j = 0; j < SG_NR; j++) {
+          if (j < nr) memcpy(blk[j], B + (j0 + j) * sbj + k, sizeof blk[j]);
+          else memset(blk[j], 0, sizeof blk[j]);
+        }
+        for (int kk = 0; kk < 8; kk++)
+          for (int j = 0; j < SG_NR; j++) dst[(k + kk) * SG_NR + j] = blk[j][kk];
       }
+      for (; k < kc; k++)
+        for (int j = 0; j < SG_NR; j++) dst[k * SG_NR + j] = j < nr ? B[k + (j0 + j) * sbj] : 0.0f;
     } else {
       for (int k = 0; k < kc; k++)
         for (int j = 0; j < SG_NR; j++) dst[k * SG_NR + j] = j < nr ? B[k * sbk + (j0 + j) * sbj] : 0.0f;
