@@ -119,7 +119,8 @@ function handle(req: PoolRequest): { result: PoolResult; transfer: ArrayBuffer[]
       const s = f32Shard(req.handle);
       const v = new Float32Array(req.T * s.rows);
       if (native) {
-        native.sgemm(s.rows, req.T, s.cols, { data: s.w, offset: 0, si: s.cols, sj: 1 }, { data: req.inp, offset: 0, si: 1, sj: s.cols }, { data: v, offset: 0, si: 1, sj: s.rows }, false, null);
+        // As inp · W_shard^T, so the result rows are written whole.
+        native.sgemm(req.T, s.rows, s.cols, { data: req.inp, offset: 0, si: s.cols, sj: 1 }, { data: s.w, offset: 0, si: 1, sj: s.cols }, { data: v, offset: 0, si: s.rows, sj: 1 }, false, null);
         return { result: { kind: 'f32', v }, transfer: [v.buffer] };
       }
       const ap = aForm(s);
