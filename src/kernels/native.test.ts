@@ -3,7 +3,7 @@
 // plain-TS references. Integer kernels must be bit-identical; fp32 within a tight tolerance.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { KernelEngine } from './engine.js';
 import { gemmInt8Reference } from './gemm-int8.js';
 import { gemmF32Reference } from './gemm-f32.js';
@@ -38,6 +38,31 @@ test('the native kernels are built and loaded wherever a C compiler exists', () 
 test('the wrappers run the backend HELORA_KERNELS selects', () => {
   const want = process.env.HELORA_KERNELS === 'wasm' || !nk ? 'wasm' : 'native';
   assert.equal(kernelBackend().backend, want);
+});
+
+/** Runs `nativeKernels()` in a fresh process with the given environment; its stderr and exit code. */
+function selectIn(env: Record<string, string>): { status: number | null; stderr: string } {
+  const url = new URL('./native.js', import.meta.url).href;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', `const m = await import(${JSON.stringify(url)}); m.nativeKernels();`], {
+    env: { ...process.env, ...env }, encoding: 'utf8',
+  });
+  return { status: r.status, stderr: r.stderr };
+}
+
+test('HELORA_KERNELS: one log line names the backend and level; a bad value or level is a clear error', () => {
+  const wasmRun = selectIn({ HELORA_KERNELS: 'wasm' });
+  assert.equal(wasmRun.status, 0, wasmRun.stderr);
+  assert.match(wasmRun.stderr, /^helora: kernels: WebAssembly SIMD \(HELORA_KERNELS=wasm\)\n$/);
+  const bad = selectIn({ HELORA_KERNELS: 'cuda' });
+  assert.notEqual(bad.status, 0);
+  assert.match(bad.stderr, /HELORA_KERNELS must be wasm or native, got cuda/);
+  if (!nk) return;
+  const scalar = selectIn({ HELORA_KERNELS: 'native', HELORA_NATIVE_LEVEL: 'scalar' });
+  assert.equal(scalar.status, 0, scalar.stderr);
+  assert.match(scalar.stderr, /^helora: kernels: native scalar \(.*\)\n$/);
+  const badLevel = selectIn({ HELORA_KERNELS: 'native', HELORA_NATIVE_LEVEL: 'avx9000' });
+  assert.notEqual(badLevel.status, 0);
+  assert.match(badLevel.stderr, /HELORA_KERNELS=native but the native kernels are unavailable: .*level avx9000 is not supported/);
 });
 
 /** Runs fn at every level (restoring the best one); with no native build there is nothing to run. */
