@@ -59,6 +59,7 @@ export function matmulForward(out: Float32Array, inp: Float32Array, weight: Floa
   if (bias) need('bias', bias, OC);
   if (T === 0 || OC === 0) return;
   const nk = nativeKernels();
+  if (nk && T <= SMALL_T) return nk.smallMatmul('fwd', out, inp, weight, bias, T, C, OC);
   if (nk) return nk.sgemm(T, OC, C, { data: inp, offset: 0, si: C, sj: 1 }, { data: weight, offset: 0, si: 1, sj: C }, { data: out, offset: 0, si: OC, sj: 1 }, false, bias);
   const e = kernelEngine();
   if (T <= SMALL_T) return e.smallMatmul('fwd', out, inp, weight, bias, T, C, OC);
@@ -72,6 +73,7 @@ export function matmulBackwardInput(dinp: Float32Array, dout: Float32Array, weig
   dims(T, C, OC); need('dinp', dinp, T * C); need('dout', dout, T * OC); need('weight', weight, OC * C);
   if (T === 0 || C === 0 || OC === 0) return;
   const nk = nativeKernels();
+  if (nk && T <= SMALL_T) return nk.smallMatmul('bwdIn', dinp, dout, weight, null, T, C, OC);
   if (nk) return nk.sgemm(T, C, OC, { data: dout, offset: 0, si: OC, sj: 1 }, { data: weight, offset: 0, si: C, sj: 1 }, { data: dinp, offset: 0, si: C, sj: 1 }, true, null);
   const e = kernelEngine();
   if (T <= SMALL_T) return e.smallMatmul('bwdIn', dinp, dout, weight, null, T, C, OC);
@@ -85,6 +87,7 @@ export function matmulBackwardWeight(dweight: Float32Array, dout: Float32Array, 
   dims(T, C, OC); need('dweight', dweight, OC * C); need('dout', dout, T * OC); need('inp', inp, T * C);
   if (T === 0 || C === 0 || OC === 0) return;
   const nk = nativeKernels();
+  if (nk && T <= SMALL_T) return nk.smallMatmul('bwdW', dweight, dout, inp, null, T, C, OC);
   if (nk) return nk.sgemm(OC, C, T, { data: dout, offset: 0, si: 1, sj: OC }, { data: inp, offset: 0, si: C, sj: 1 }, { data: dweight, offset: 0, si: C, sj: 1 }, true, null);
   const e = kernelEngine();
   if (T <= SMALL_T) return e.smallMatmul('bwdW', dweight, dout, inp, null, T, C, OC);

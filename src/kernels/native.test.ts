@@ -261,6 +261,15 @@ test('native sgemm in the three llm.c matmul forms (strided, bias, accumulate, K
       const out = new Float32Array(T * OC).fill(NaN);
       k.sgemm(T, OC, C, { data: inp, offset: 0, si: C, sj: 1 }, { data: w, offset: 0, si: 1, sj: C }, { data: out, offset: 0, si: OC, sj: 1 }, false, bias);
       assertClose(out, fwdRef, C, `forward ${label}`);
+      // The few-token path (weights read in place) computes the same three products.
+      const outSmall = new Float32Array(T * OC).fill(NaN);
+      k.smallMatmul('fwd', outSmall, inp, w, bias, T, C, OC);
+      assertClose(outSmall, fwdRef, C, `small forward ${label}`);
+      const dinpSmall = dinp0.slice(), dwSmall = dw0.slice();
+      k.smallMatmul('bwdIn', dinpSmall, dout, w, null, T, C, OC);
+      k.smallMatmul('bwdW', dwSmall, dout, inp, null, T, C, OC);
+      assertClose(dinpSmall, dinpRef, OC, `small backward input ${label}`);
+      assertClose(dwSmall, dwRef, T, `small backward weight ${label}`);
       if (C === 0) return;
       const dinp = dinp0.slice(), dw = dw0.slice();
       k.sgemm(T, C, OC, { data: dout, offset: 0, si: OC, sj: 1 }, { data: w, offset: 0, si: C, sj: 1 }, { data: dinp, offset: 0, si: C, sj: 1 }, true, null);
@@ -298,6 +307,9 @@ test('the native addon refuses sizes that would reach outside the arrays', () =>
   assert.throws(() => nk.sgemm(3, 4, 2, v(2, 1, 7), v(4, 1), v(4, 1), false, null), /A has/);
   assert.throws(() => nk.sgemm(3, 4, 1, v(1, 0), v(0, 1), v(4, 1), false, new Float32Array(3)), /bias has/);
   assert.throws(() => nk.sgemm(3, 4, 1, v(-1, 0), v(0, 1), v(4, 1), false, null), /non-negative/);
+  assert.throws(() => nk.smallMatmul('fwd', new Float32Array(5), new Float32Array(6), new Float32Array(6), null, 2, 3, 3), /target has 5 elements, expected at least 6/);
+  assert.throws(() => nk.smallMatmul('bwdW', new Float32Array(9), new Float32Array(6), new Float32Array(5), null, 2, 3, 3), /y has 5 elements/);
+  assert.throws(() => nk.smallMatmul('bwdIn', new Float32Array(6), new Float32Array(6), new Float32Array(9), new Float32Array(3), 2, 3, 3), /only the forward takes a bias/);
   assert.throws(() => nk.setLevel('avx9000'), /not supported/);
 });
 

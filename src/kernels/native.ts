@@ -27,6 +27,7 @@ interface Addon {
   sgemm(level: number, M: number, N: number, K: number, A: Float32Array, aOff: number, sai: number, sak: number,
     B: Float32Array, bOff: number, sbk: number, sbj: number, C: Float32Array, cOff: number, sci: number, scj: number,
     accumulate: number, bias: Float32Array | null): void;
+  smallF32(level: number, op: number, target: Float32Array, x: Float32Array, y: Float32Array, bias: Float32Array | null, T: number, C: number, OC: number): void;
   peak(level: number, reps: number): number;
 }
 
@@ -74,7 +75,7 @@ export class NativeKernels {
   }
 
   /** out[M][N] = W · x[K][N] in int32 for packed W; into `out` when given. */
-  gemmI8(packed: Uint8Array, M: number, K: number, x: Int8Array, N: number, out = new Int32Array(M * N)): Int32Array {
+  gemmI8(packed: Uint8Array, M: number, K: number, x: Int8Array, N: number, out: Int32Array = new Int32Array(M * N)): Int32Array {
     this.addon.gemmI8(this.levelIndex, packed, M, K, x, N, out);
     return out;
   }
@@ -89,6 +90,15 @@ export class NativeKernels {
     }
     this.addon.sgemm(this.levelIndex, M, N, K, A.data, A.offset, A.si, A.sj, B.data, B.offset, B.si, B.sj,
       out.data, out.offset, out.si, out.sj, accumulate ? 1 : 0, bias);
+  }
+
+  /**
+   * The few-token llm.c matmuls (see matmul-f32.ts SMALL_T), reading the weights in place:
+   * 'fwd' target[T][OC] = x[T][C] · y[OC][C]^T (+ bias); 'bwdIn' target[T][C] += x[T][OC] · y[OC][C];
+   * 'bwdW' target[OC][C] += x[T][OC]^T · y[T][C]. Arrays are used from index 0.
+   */
+  smallMatmul(op: 'fwd' | 'bwdIn' | 'bwdW', target: Float32Array, x: Float32Array, y: Float32Array, bias: Float32Array | null, T: number, C: number, OC: number): void {
+    this.addon.smallF32(this.levelIndex, op === 'fwd' ? 0 : op === 'bwdIn' ? 1 : 2, target, x, y, bias, T, C, OC);
   }
 
   /** Multiply-accumulates of `reps` rounds of the register-only loop of this level's best dot-product instruction. */

@@ -17,6 +17,7 @@ typedef int (*zq_fn)(const uint8_t *, int, int, const uint8_t *, const uint8_t *
 typedef int (*gemm_i8_fn)(const uint8_t *, int, int, const int8_t *, int, int32_t *);
 typedef int (*sgemm_fn)(int, int, int, const float *, long, long, const float *, long, long, float *, long, long, int,
                         const float *);
+typedef void (*small_fn)(int, float *, const float *, const float *, const float *, int, int, int);
 typedef double (*peak_fn)(long);
 
 typedef struct {
@@ -25,6 +26,7 @@ typedef struct {
   zq_fn zq;
   gemm_i8_fn gemm_i8;
   sgemm_fn sgemm;
+  small_fn small_f32;
   peak_fn peak;
 } level_t;
 
@@ -47,11 +49,12 @@ static int has_avx512vnni(void) {
 /* Best first. */
 static const level_t LEVELS[] = {
 #if defined(__x86_64__)
-    {"avx512vnni", has_avx512vnni, hl_zq_avx512vnni, hl_gemm_i8_avx512vnni, hl_sgemm_avx512vnni, hl_peak_avx512vnni},
-    {"avx512", has_avx512, hl_zq_avx512, hl_gemm_i8_avx512, hl_sgemm_avx512, hl_peak_avx512},
-    {"avx2", has_avx2, hl_zq_avx2, hl_gemm_i8_avx2, hl_sgemm_avx2, hl_peak_avx2},
+    {"avx512vnni", has_avx512vnni, hl_zq_avx512vnni, hl_gemm_i8_avx512vnni, hl_sgemm_avx512vnni, hl_small_f32_avx512vnni,
+     hl_peak_avx512vnni},
+    {"avx512", has_avx512, hl_zq_avx512, hl_gemm_i8_avx512, hl_sgemm_avx512, hl_small_f32_avx512, hl_peak_avx512},
+    {"avx2", has_avx2, hl_zq_avx2, hl_gemm_i8_avx2, hl_sgemm_avx2, hl_small_f32_avx2, hl_peak_avx2},
 #endif
-    {"scalar", always, hl_zq_scalar, hl_gemm_i8_scalar, hl_sgemm_scalar, hl_peak_scalar},
+    {"scalar", always, hl_zq_scalar, hl_gemm_i8_scalar, hl_sgemm_scalar, hl_small_f32_scalar, hl_peak_scalar},
 };
 #define NLEVELS ((int)(sizeof LEVELS / sizeof LEVELS[0]))
 
@@ -249,6 +252,33 @@ static napi_value js_sgemm(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
+/**
+ * smallF32(level, op, target, x, y, bias|null, T, C, OC): the few-token matmuls of kernels.c
+ * (op 0 forward, 1 backward input, 2 backward weight); arrays used from index 0.
+ */
+static napi_value js_small_f32(napi_env env, napi_callback_info info) {
+  napi_value argv[9];
+  int64_t op, T, C, OC;
+  void *target, *x, *y, *bias = NULL;
+  size_t len;
+  const level_t *lv;
+  if (!get_args(env, info, 9, argv) || !(lv = get_level(env, argv[0])) || !get_int(env, argv[1], 0, 2, "op", &op) ||
+      !get_int(env, argv[6], 0, MAX_DIM, "T", &T) || !get_int(env, argv[7], 0, MAX_DIM, "C", &C) ||
+      !get_int(env, argv[8], 0, MAX_DIM, "OC", &OC))
+    return NULL;
+  /* Element counts of target, x, y per op (see kernels.c). */
+  const uint64_t tc = (uint64_t)T * C, to = (uint64_t)T * OC, oc = (uint64_t)OC * C;
+  const uint64_t need[3][3] = {{to, tc, oc}, {tc, to, oc}, {oc, to, tc}};
+  if (!get_array(env, argv[2], napi_float32_array, need[op][0], 0, "target", &target, &len) ||
+      !get_array(env, argv[3], napi_float32_array, need[op][1], 0, "x", &x, &len) ||
+      !get_array(env, argv[4], napi_float32_array, need[op][2], 0, "y", &y, &len))
+    return NULL;
+  if (!is_null(env, argv[5]) && (op != 0 || !get_array(env, argv[5], napi_float32_array, (uint64_t)OC, 0, "bias", &bias, &len)))
+    return op != 0 ? (fail(env, "helora native: only the forward takes a bias"), NULL) : NULL;
+  lv->small_f32((int)op, target, x, y, bias, (int)T, (int)C, (int)OC);
+  return undefined(env);
+}
+
 /** peak(level, reps): multiply-accumulates done by reps rounds of the register-only loop. */
 static napi_value js_peak(napi_env env, napi_callback_info info) {
   napi_value argv[2], r;
@@ -267,6 +297,7 @@ NAPI_MODULE_INIT() {
       {"zq", NULL, js_zq, NULL, NULL, NULL, napi_enumerable, NULL},
       {"gemmI8", NULL, js_gemm_i8, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sgemm", NULL, js_sgemm, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"smallF32", NULL, js_small_f32, NULL, NULL, NULL, napi_enumerable, NULL},
       {"peak", NULL, js_peak, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

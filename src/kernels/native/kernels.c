@@ -636,6 +636,45 @@ int FN(hl_sgemm)(int M, int N, int K, const float *A, long sai, long sak, const 
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Few-token fp32 products (llm.c matmuls with T <= 8): memory bound on the weights, so the     */
+/* weights are streamed once in place instead of packed. Eight independent lanes per sum let  */
+/* the compiler vectorize without reassociating (no -ffast-math).                              */
+
+static float dot_f32(const float *x, const float *y, int n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int c = 0;
+  for (; c + 8 <= n; c += 8)
+    for (int l = 0; l < 8; l++) acc[l] += x[c + l] * y[c + l];
+  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; c < n; c++) s += x[c] * y[c];
+  return s;
+}
+
+static void axpy_f32(float *y, float a, const float *x, int n) {
+  for (int c = 0; c < n; c++) y[c] += a * x[c];
+}
+
+/*
+ * op 0: out[T][OC] = inp[T][C] · w[OC][C]^T (+ bias)   (target = out, x = inp, y = w)
+ * op 1: dinp[T][C] += dout[T][OC] · w[OC][C]           (target = dinp, x = dout, y = w)
+ * op 2: dw[OC][C] += dout[T][OC]^T · inp[T][C]         (target = dw, x = dout, y = inp)
+ */
+void FN(hl_small_f32)(int op, float *target, const float *x, const float *y, const float *bias, int T, int C, int OC) {
+  for (int o = 0; o < OC; o++) {
+    for (int t = 0; t < T; t++) {
+      if (op == 0) {
+        target[(size_t)t * OC + o] = dot_f32(x + (size_t)t * C, y + (size_t)o * C, C) + (bias ? bias[o] : 0.0f);
+      } else {
+        const float d = x[(size_t)t * OC + o];
+        if (d == 0.0f) continue;
+        if (op == 1) axpy_f32(target + (size_t)t * C, d, y + (size_t)o * C, C);
+        else axpy_f32(target + (size_t)o * C, d, y + (size_t)t * C, C);
+      }
+    }
+  }
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Register-only peak of this level's best dot-product instruction                            */
 
 double FN(hl_peak)(long reps) {

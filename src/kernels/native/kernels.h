@@ -29,6 +29,7 @@ static inline size_t hl_packed_i8_bytes(int M, int K) {
  * gemm_i8: out[M][N] = W · x[K][N] in wrapping int32.
  * sgemm: C(i,j) = (acc ? C(i,j) : 0) + bias[j] + sum_k A(i,k) B(k,j) over strided operands
  *        (element (i,k) of A at A[i*sai + k*sak], and so on); bias may be NULL.
+ * small_f32: the few-token llm.c matmuls, reading the weights in place (see kernels.c).
  * peak:  reps rounds of a register-only loop of this level's dot-product instruction; returns
  *        the multiply-accumulates done (benchmarks time it).
  */
@@ -38,6 +39,8 @@ static inline size_t hl_packed_i8_bytes(int M, int K) {
   int HL_CAT(hl_gemm_i8, lv)(const uint8_t *wp, int M, int K, const int8_t *x, int N, int32_t *out);     \
   int HL_CAT(hl_sgemm, lv)(int M, int N, int K, const float *A, long sai, long sak, const float *B,      \
                            long sbk, long sbj, float *C, long sci, long scj, int acc, const float *bias); \
+  void HL_CAT(hl_small_f32, lv)(int op, float *target, const float *x, const float *y, const float *bias, int T, int C, \
+                                int OC);                                                                \
   double HL_CAT(hl_peak, lv)(long reps);
 
 HL_DECLARE(scalar)
