@@ -1,6 +1,7 @@
 // Builds the native kernels (src/kernels/native/*.c) into build/native/helora.node, an N-API addon,
 // with the system C compiler ($CC, else cc, gcc or clang) and the node_api.h headers that ship
-// with this Node. kernels.c is compiled once per CPU level (the addon picks one at run time).
+// with this Node. kernels.c is compiled once per CPU level (the addon picks one at run time); a
+// vector level this compiler cannot build is left out (the others still run).
 //
 // Never fails the install: without a compiler or headers, or on a compile error, it prints one
 // line and exits 0; helora then runs its WebAssembly kernels (HELORA_KERNELS=native makes that an
@@ -62,17 +63,27 @@ if (arch() === 'x64') {
 const common = ['-O3', '-fPIC', '-std=c11', '-D_ISOC11_SOURCE', '-Wall', '-Wextra', '-Wno-unused-parameter', `-I${inc}`, `-I${src}`];
 mkdirSync(outDir, { recursive: true });
 const objs = [];
+const built = [];
+const dropped = [];
 const tmp = `${out}.tmp-${process.pid}`;
 try {
   const run = (args) => execFileSync(cc, args, { stdio: verbose ? 'inherit' : ['ignore', 'ignore', 'pipe'] });
   for (const [name, flags] of levels) {
     const obj = join(outDir, `kernels-${name}.o`);
-    run([...common, ...flags, `-DHL_LEVEL=${name}`, '-c', join(src, 'kernels.c'), '-o', obj]);
+    try {
+      run([...common, ...flags, `-DHL_LEVEL=${name}`, '-c', join(src, 'kernels.c'), '-o', obj]);
+    } catch (e) {
+      if (name === 'scalar') throw e;
+      dropped.push(name);
+      continue;
+    }
     objs.push(obj);
+    built.push(name);
   }
+  const have = built.filter((n) => n !== 'scalar').map((n) => `-DHL_HAVE_${n}`);
   for (const f of ['pack', 'addon']) {
     const obj = join(outDir, `${f}.o`);
-    run([...common, '-c', join(src, `${f}.c`), '-o', obj]);
+    run([...common, ...have, '-c', join(src, `${f}.c`), '-o', obj]);
     objs.push(obj);
   }
   // N-API symbols resolve against the running node at load time.
@@ -86,4 +97,4 @@ try {
 } finally {
   for (const o of objs) rmSync(o, { force: true });
 }
-console.error(`built build/native/helora.node (${cc}; levels ${levels.map((l) => l[0]).join(', ')})`);
+console.error(`built build/native/helora.node (${cc}; levels ${built.join(', ')}${dropped.length ? `; ${cc} cannot build ${dropped.join(', ')}` : ''})`);

@@ -32,15 +32,16 @@ typedef struct {
 
 static int always(void) { return 1; }
 #if defined(__x86_64__)
-static int has_avx2(void) {
+/* (unused when the compiler could not build the level) */
+__attribute__((unused)) static int has_avx2(void) {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
-static int has_avx512(void) {
+__attribute__((unused)) static int has_avx512(void) {
   __builtin_cpu_init();
   return has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
 }
-static int has_avx512vnni(void) {
+__attribute__((unused)) static int has_avx512vnni(void) {
   __builtin_cpu_init();
   return has_avx512() && __builtin_cpu_supports("avx512vnni");
 }
@@ -48,10 +49,14 @@ static int has_avx512vnni(void) {
 
 /* Best first. */
 static const level_t LEVELS[] = {
-#if defined(__x86_64__)
+#if defined(HL_HAVE_avx512vnni)
     {"avx512vnni", has_avx512vnni, hl_zq_avx512vnni, hl_gemm_i8_avx512vnni, hl_sgemm_avx512vnni, hl_small_f32_avx512vnni,
      hl_peak_avx512vnni},
+#endif
+#if defined(HL_HAVE_avx512)
     {"avx512", has_avx512, hl_zq_avx512, hl_gemm_i8_avx512, hl_sgemm_avx512, hl_small_f32_avx512, hl_peak_avx512},
+#endif
+#if defined(HL_HAVE_avx2)
     {"avx2", has_avx2, hl_zq_avx2, hl_gemm_i8_avx2, hl_sgemm_avx2, hl_small_f32_avx2, hl_peak_avx2},
 #endif
     {"scalar", always, hl_zq_scalar, hl_gemm_i8_scalar, hl_sgemm_scalar, hl_small_f32_scalar, hl_peak_scalar},

@@ -43,10 +43,15 @@ static inline size_t hl_packed_i8_bytes(int M, int K) {
                                 int OC);                                                                \
   double HL_CAT(hl_peak, lv)(long reps);
 
+/* The build defines HL_HAVE_<level> for each vector level its compiler could build. */
 HL_DECLARE(scalar)
-#if defined(__x86_64__)
+#if defined(HL_HAVE_avx2)
 HL_DECLARE(avx2)
+#endif
+#if defined(HL_HAVE_avx512)
 HL_DECLARE(avx512)
+#endif
+#if defined(HL_HAVE_avx512vnni)
 HL_DECLARE(avx512vnni)
 #endif
 
