@@ -74,6 +74,16 @@ export class NativeKernels {
     this.addon.zq(this.levelIndex, packed, rows, cols, a, b, N, aOut, bOut);
   }
 
+  /** The a part alone: aOut = round(W·A) (48-bit mask words, 6 bytes each). */
+  zqA(packed: Uint8Array, rows: number, cols: number, a: Uint8Array, N: number, aOut: Uint32Array): void {
+    this.zq(packed, rows, cols, a, null, N, aOut, null);
+  }
+
+  /** The b part alone: bOut = round(W·(B << 4)) (40-bit body words, 5 bytes each); all a public mask table needs. */
+  zqB(packed: Uint8Array, rows: number, cols: number, b: Uint8Array, N: number, bOut: Uint32Array): void {
+    this.zq(packed, rows, cols, null, b, N, null, bOut);
+  }
+
   /** out[M][N] = W · x[K][N] in int32 for packed W; into `out` when given. */
   gemmI8(packed: Uint8Array, M: number, K: number, x: Int8Array, N: number, out: Int32Array = new Int32Array(M * N)): Int32Array {
     this.addon.gemmI8(this.levelIndex, packed, M, K, x, N, out);

@@ -85,7 +85,8 @@ function handle(req: PoolRequest): { result: PoolResult; transfer: ArrayBuffer[]
       const out = req.out.subarray(req.offset, req.offset + len);
       const isA = req.part === 'a';
       if (native) {
-        native.zq(s.packed!, s.rows, s.cols, isA ? req.v : null, isA ? null : req.v, req.N, isA ? out : null, isA ? null : out);
+        if (isA) native.zqA(s.packed!, s.rows, s.cols, req.v, req.N, out);
+        else native.zqB(s.packed!, s.rows, s.cols, req.v, req.N, out);
       } else {
         // The WebAssembly kernel computes both parts in one pass: the other part runs on zeros.
         const other = new Uint8Array(s.cols * req.N * (isA ? 5 : 6));
