@@ -4,8 +4,10 @@
  *   avx2        -mavx2 -mfma:                     vpmaddwd + vpaddd ymm, vfmadd231ps ymm
  *   avx512      -mavx512f -mavx512bw -mfma:       vpmaddwd + vpaddd zmm, vfmadd231ps zmm
  *   avx512vnni  the above and -mavx512vnni:       vpdpwssd zmm (fused multiply-add of s16 pairs)
- * The vector levels share one blocking structure and one micro-kernel body written over the
- * macros below; only the vector width, the tile width and the multiply-add differ.
+ * The levels share the blocking drivers (gemm16, hl_sgemm) and differ only in their micro-kernels:
+ * the fp32 tiles are one body over the vector macros below; the full int16 tiles of AVX2 and
+ * AVX-512 are short asm blocks (GCC 12 adds register moves to the intrinsics version), and
+ * AVX-512's partial int16 tiles use the intrinsics body.
  *
  * Why s16 limbs for VNNI too (vpdpwssd, 3 limbs per operand) rather than vpdpbusd on u8 limbs
  * (5 for b, 6 for a): by the register-only ceilings measured on an AVX-512 VNNI EPYC (design
