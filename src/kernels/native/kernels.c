@@ -283,7 +283,7 @@ static void gemm16(const uint8_t *W, size_t wBlock, const uint8_t *X, int K2, in
 /* ------------------------------------------------------------------------------------------ */
 /* Z_2^44 product (the arithmetic is documented in src/kernels/zq-matmul.ts)                  */
 
-/* Tokens per block: 6 limbs x 64 tokens = 24 panels (192 KiB of X per 128-pair chunk: L2). */
+/* Tokens per block: 6 limbs x 64 tokens = 24 panels of X (each 64 bytes per k-pair). */
 #define ZQ_TB 64
 /* Largest K range whose lowest a limb sums exactly in int32: 127 * 2048 * 8192 < 2^31. */
 #define ZQ_KCHUNK 8192
@@ -321,6 +321,58 @@ static inline uint32_t pair16(int32_t lo, int32_t hi) {
  * column L*tbp + t holds limb L of token t; the a limbs come first when a is given.
  * Columns tb..tbp-1 of each limb are zero (X was cleared).
  */
+#if defined(__AVX2__)
+/*
+ * Eight tokens at once (AVX2; the AVX-512 levels include it). Each 128-bit half takes four
+ * tokens from two overlapping 16-byte loads (a: 24 bytes, b: 20 bytes per four tokens, all
+ * inside the eight tokens' words); byte shuffles gather each word's low 32 bits and the bits
+ * above, then the scalar formulas of limbs_a / limbs_b run on eight lanes.
+ */
+static inline __m256i load_halves(const uint8_t *lo, const uint8_t *hi) {
+  return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)lo)),
+                                 _mm_loadu_si128((const __m128i *)hi), 1);
+}
+#define SHUF16(...) _mm256_setr_epi8(__VA_ARGS__, __VA_ARGS__)
+
+static inline void limbs_a8(const uint8_t *p, __m256i *l) {
+  const __m256i v0 = load_halves(p, p + 24), v1 = load_halves(p + 8, p + 32);
+  const __m256i lo = _mm256_or_si256(
+      _mm256_shuffle_epi8(v0, SHUF16(0, 1, 2, 3, 6, 7, 8, 9, 12, 13, 14, 15, -1, -1, -1, -1)),
+      _mm256_shuffle_epi8(v1, SHUF16(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 10, 11, 12, 13)));
+  const __m256i hi = _mm256_and_si256(
+      _mm256_or_si256(_mm256_shuffle_epi8(v0, SHUF16(4, 5, -1, -1, 10, 11, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1)),
+                      _mm256_shuffle_epi8(v1, SHUF16(-1, -1, -1, -1, -1, -1, -1, -1, 8, 9, -1, -1, 14, 15, -1, -1))),
+      _mm256_set1_epi32(0x0fff));
+  const __m256i one = _mm256_set1_epi32(1);
+  l[0] = _mm256_srai_epi32(_mm256_slli_epi32(lo, 20), 20);
+  const __m256i r = _mm256_add_epi32(_mm256_srli_epi32(_mm256_add_epi32(_mm256_srli_epi32(lo, 11), one), 1), _mm256_slli_epi32(hi, 20));
+  l[1] = _mm256_srai_epi32(_mm256_slli_epi32(r, 16), 16);
+  l[2] = _mm256_srai_epi32(_mm256_add_epi32(r, _mm256_set1_epi32(0x8000)), 16);
+}
+
+static inline void limbs_b8(const uint8_t *p, __m256i *l) {
+  const __m256i v0 = load_halves(p, p + 20), v1 = load_halves(p + 4, p + 24);
+  const __m256i lo = _mm256_or_si256(
+      _mm256_shuffle_epi8(v0, SHUF16(0, 1, 2, 3, 5, 6, 7, 8, 10, 11, 12, 13, -1, -1, -1, -1)),
+      _mm256_shuffle_epi8(v1, SHUF16(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 11, 12, 13, 14)));
+  const __m256i hi = _mm256_or_si256(
+      _mm256_shuffle_epi8(v0, SHUF16(4, -1, -1, -1, 9, -1, -1, -1, 14, -1, -1, -1, -1, -1, -1, -1)),
+      _mm256_shuffle_epi8(v1, SHUF16(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 15, -1, -1, -1)));
+  const __m256i one = _mm256_set1_epi32(1);
+  l[0] = _mm256_srai_epi32(_mm256_slli_epi32(lo, 24), 24);
+  const __m256i s = _mm256_add_epi32(_mm256_srli_epi32(_mm256_add_epi32(_mm256_srli_epi32(lo, 7), one), 1), _mm256_slli_epi32(hi, 24));
+  l[1] = _mm256_srai_epi32(_mm256_slli_epi32(s, 16), 16);
+  l[2] = _mm256_srai_epi32(_mm256_add_epi32(s, _mm256_set1_epi32(0x8000)), 16);
+}
+#undef SHUF16
+
+/* One limb of eight tokens as i16 pairs (row k low, row k+1 high): 32 bytes of one panel row. */
+static inline void store_pair8(uint8_t *X, size_t xs, int q, int col, __m256i u, __m256i v) {
+  const __m256i pr = _mm256_blend_epi16(u, _mm256_slli_epi32(v, 16), 0xAA);
+  _mm256_storeu_si256((__m256i *)(X + (size_t)(col / ZQ_PW) * xs + (size_t)q * 64 + (size_t)(col % ZQ_PW) * 4), pr);
+}
+#endif
+
 static void zq_decompose(const uint8_t *a, const uint8_t *b, int N, int t0, int tb, int tbp, int k0, int k1, uint8_t *X) {
   const int K2c = (k1 - k0 + 1) / 2;
   const size_t xs = (size_t)K2c * 64;
@@ -328,7 +380,26 @@ static void zq_decompose(const uint8_t *a, const uint8_t *b, int N, int t0, int 
   for (int q = 0; q < K2c; q++) {
     const int k = k0 + 2 * q;
     const int has1 = k + 1 < k1;
-    for (int t = 0; t < tb; t++) {
+    int t = 0;
+#if defined(__AVX2__)
+    /* tb is a multiple of 8 (N is), and 8 columns from a multiple of 8 stay in one panel. */
+    for (; t + 8 <= tb; t += 8) {
+      const size_t e = (size_t)k * N + t0 + t;
+      __m256i u[3], v[3] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+      if (a) {
+        limbs_a8(a + e * 6, u);
+        if (has1) limbs_a8(a + (e + N) * 6, v);
+        for (int L = 0; L < 3; L++) store_pair8(X, xs, q, L * tbp + t, u[L], v[L]);
+      }
+      if (b) {
+        limbs_b8(b + e * 5, u);
+        if (has1) limbs_b8(b + (e + N) * 5, v);
+        else v[0] = v[1] = v[2] = _mm256_setzero_si256();
+        for (int L = 0; L < 3; L++) store_pair8(X, xs, q, bBase + L * tbp + t, u[L], v[L]);
+      }
+    }
+#endif
+    for (; t < tb; t++) {
       int32_t u[3] = {0, 0, 0}, v[3] = {0, 0, 0};
       if (a) {
         const size_t e = (size_t)k * N + t0 + t;
