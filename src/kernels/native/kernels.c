@@ -380,6 +380,15 @@ static void zq_decompose(const uint8_t *a, const uint8_t *b, int N, int t0, int 
   for (int q = 0; q < K2c; q++) {
     const int k = k0 + 2 * q;
     const int has1 = k + 1 < k1;
+    /* The rows of a later pair: each is a short run (tb words) a row of N words away from the
+     * last, which the hardware prefetchers do not follow. */
+    if (k + 5 < k1) {
+      for (int r = 4; r < 6; r++) {
+        const size_t e = (size_t)(k + r) * N + t0;
+        if (a) for (int off = 0; off < tb * 6; off += 64) __builtin_prefetch(a + e * 6 + off);
+        if (b) for (int off = 0; off < tb * 5; off += 64) __builtin_prefetch(b + e * 5 + off);
+      }
+    }
     int t = 0;
 #if defined(__AVX2__)
     /* tb is a multiple of 8 (N is), and 8 columns from a multiple of 8 stay in one panel. */
@@ -442,6 +451,16 @@ static void zq_recombine(const int32_t *C, size_t ldc, int rows, int tb, int tbp
       const int32_t *l = c + (size_t)part * 3 * tbp;
       int64_t *ac = acc ? acc + ((size_t)o * parts + part) * tbAcc : NULL;
       uint32_t *out = (isB ? bOut : aOut) + (size_t)o * N + t0;
+      if (final && !addAcc) {
+        /* One K chunk: the multiples of 2^12 pass through the rounding, so in wrapping 32 bits
+         * out = L1 + (L2 << 16) + ((L0 * 2^s0 + 2^11) >> 12), the last term exact in int32
+         * (|L0| <= 127 * 2048 * 8192); a loop the compiler vectorizes. */
+        const int sh = isB ? 8 : 12;
+        const int32_t half = isB ? 128 : 2048;
+        for (int t = 0; t < tb; t++)
+          out[t] = (uint32_t)l[tbp + t] + ((uint32_t)l[2 * tbp + t] << 16) + (uint32_t)((l[t] + half) >> sh);
+        continue;
+      }
       for (int t = 0; t < tb; t++) {
         int64_t s = (int64_t)l[t] * w0 + (int64_t)l[tbp + t] * 4096 + (int64_t)l[2 * tbp + t] * ((int64_t)1 << 28);
         if (addAcc) s += ac[t];
