@@ -11,3 +11,4 @@ export {
 } from './zq-matmul.js';
 export { KernelPool } from './pool.js';
 export { loadWasmModule, instantiateWasm, wasmPath, WasmHeap } from './wasm.js';
+export { kernelBackend, nativeKernels, loadNativeKernels, NativeKernels } from './native.js';
