@@ -16,9 +16,12 @@
  * clip, AdamW): the full-size step takes minutes.
  */
 
+import { execFileSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { benchLogger, flag, intOption, printResult, runBench } from './common.js';
+import { KernelEngine } from '../kernels/engine.js';
 import { matmulForward } from '../kernels/matmul-f32.js';
+import { kernelBackend, loadNativeKernels } from '../kernels/native.js';
 import { KernelPool } from '../kernels/pool.js';
 import { parseConfig, type LlamaConfig } from '../model/config.js';
 import { LocalFp32Provider, LocalQuantizedProvider, groupWeights, type FrozenLinearProvider, type TensorMap } from '../model/frozen.js';
@@ -151,22 +154,76 @@ async function maxProviderDiff(a: FrozenLinearProvider, b: FrozenLinearProvider,
   return worst;
 }
 
-function gemmGflops(): number {
+/** numpy's sgemm (Debian numpy on libblas.so.3 = OpenBLAS) on one thread, n^3, best of `repeats`; null when unavailable. */
+function openblasGflops(n: number, repeats: number): number | null {
+  const env: NodeJS.ProcessEnv = { ...process.env, OPENBLAS_NUM_THREADS: '1' };
+  // The baseline runs with OpenBLAS's own CPU detection and cache sizes.
+  delete env.OPENBLAS_CORETYPE;
+  delete env.OPENBLAS_L2_SIZE;
+  const script = [
+    'import numpy as np, time',
+    `n = ${n}`,
+    'rng = np.random.default_rng(1)',
+    'a = rng.random((n, n), dtype=np.float32) - 0.5',
+    'b = rng.random((n, n), dtype=np.float32) - 0.5',
+    'a @ b',
+    `best = min((lambda t0: (a @ b, time.perf_counter() - t0)[1])(time.perf_counter()) for _ in range(${repeats}))`,
+    'print(2 * n ** 3 / best / 1e9)',
+  ].join('\n');
+  try {
+    return Number(execFileSync('/usr/bin/python3', ['-c', script], { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim());
+  } catch (e) {
+    log(`numpy/OpenBLAS baseline unavailable: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
+    return null;
+  }
+}
+
+/**
+ * fp32 GEMM n^3 on one thread: the backend the model uses (matmulForward), each backend
+ * explicitly, and numpy/OpenBLAS, in GEMM_REPEATS interleaved rounds (best of each).
+ */
+function gemmComparison(): Record<string, unknown> {
   const n = GEMM_SIZE;
   const rnd = seededRandom(1);
   const a = Float32Array.from({ length: n * n }, () => rnd() - 0.5);
   const w = Float32Array.from({ length: n * n }, () => rnd() - 0.5);
   const out = new Float32Array(n * n);
-  matmulForward(out, a, w, null, n, n, n); // warm-up (compiles, sizes the wasm heap)
-  let best = Infinity;
+  const native = loadNativeKernels().kernels;
+  const wasm = new KernelEngine();
+  const ops: Record<string, () => void> = {
+    model: () => matmulForward(out, a, w, null, n, n, n),
+    wasm: () => {
+      wasm.heap.resetScratch();
+      const ap = wasm.packF32A({ data: a, offset: 0, si: n, sj: 1 }, n, n, false);
+      const bp = wasm.packF32B({ data: w, offset: 0, si: 1, sj: n }, n, n, false);
+      wasm.gemmF32Packed(ap, bp, n, n, n, { data: out, offset: 0, si: n, sj: 1 }, false, null);
+    },
+  };
+  if (native) ops.native = () => native.sgemm(n, n, n, { data: a, offset: 0, si: n, sj: 1 }, { data: w, offset: 0, si: 1, sj: n }, { data: out, offset: 0, si: n, sj: 1 }, false, null);
+  for (const op of Object.values(ops)) op(); // warm-up (compiles, sizes the wasm heap)
+  const best: Record<string, number> = {};
+  let openblas: number | null = null;
   for (let r = 0; r < GEMM_REPEATS; r++) {
-    const t0 = performance.now();
-    matmulForward(out, a, w, null, n, n, n);
-    best = Math.min(best, performance.now() - t0);
+    for (const [name, op] of Object.entries(ops)) {
+      const t0 = performance.now();
+      op();
+      best[name] = Math.min(best[name] ?? Infinity, performance.now() - t0);
+    }
+    const o = openblasGflops(n, 3);
+    if (o !== null) openblas = Math.max(openblas ?? 0, o);
   }
-  const gflops = (2 * n * n * n) / (best / 1000) / 1e9;
-  log(`fp32 GEMM ${n}^3: ${best.toFixed(1)} ms, ${gflops.toFixed(2)} GFLOP/s`);
-  return gflops;
+  const gflops = (ms: number | undefined): number | null => (ms === undefined ? null : Math.round((2 * n ** 3) / (ms / 1000) / 1e7) / 100);
+  const r = {
+    gemm_gflops: gflops(best.model),
+    gemm_backend: kernelBackend(),
+    gemm_gflops_native: gflops(best.native),
+    gemm_gflops_wasm: gflops(best.wasm),
+    openblas_gflops: openblas === null ? null : Math.round(openblas * 100) / 100,
+    native_vs_openblas: openblas === null || best.native === undefined ? null : Math.round((gflops(best.native)! / openblas) * 1000) / 1000,
+    gemm_note: `fp32 ${n}^3 on one thread, best of ${GEMM_REPEATS} interleaved rounds; openblas_gflops: numpy sgemm via /usr/bin/python3 with OPENBLAS_NUM_THREADS=1`,
+  };
+  log(`fp32 GEMM ${n}^3: ${JSON.stringify(r)}`);
+  return r;
 }
 
 function randomExamples(count: number, len: number, vocab: number): Example[] {
@@ -206,7 +263,7 @@ async function main(): Promise<void> {
     lora_rank: LORA_RANK,
   };
 
-  if (!flag(args, 'no-gemm')) result.gemm_gflops = gemmGflops();
+  if (!flag(args, 'no-gemm')) Object.assign(result, gemmComparison());
 
   const wantFp32 = !flag(args, 'no-fp32');
   const wantInt8 = !flag(args, 'no-int8');

@@ -1,5 +1,6 @@
 /** Plaintext fp32 GEMM: out[M,N] = w[M,K] · x[K,N]. */
 import { kernelEngine } from './engine.js';
+import { nativeKernels } from './native.js';
 
 export function checkF32Shapes(w: Float32Array, x: Float32Array, M: number, K: number, N: number): void {
   for (const [name, v] of [['M', M], ['K', K], ['N', N]] as const) {
@@ -26,9 +27,15 @@ export function gemmF32Reference(w: Float32Array, x: Float32Array, M: number, K:
   return out;
 }
 
-/** fp32 GEMM in WebAssembly SIMD (f32x4, 4x8 register tiles); sums in float32. */
+/** fp32 GEMM, native (AVX2/AVX-512 FMA tiles) or WebAssembly SIMD (f32x4, 4x8 register tiles); sums in float32. */
 export function gemmF32(w: Float32Array, x: Float32Array, M: number, K: number, N: number): Float32Array {
   checkF32Shapes(w, x, M, K, N);
+  const nk = nativeKernels();
+  if (nk) {
+    const out = new Float32Array(M * N);
+    nk.sgemm(M, N, K, { data: w, offset: 0, si: K, sj: 1 }, { data: x, offset: 0, si: N, sj: 1 }, { data: out, offset: 0, si: N, sj: 1 }, false, null);
+    return out;
+  }
   const e = kernelEngine();
   const ap = e.packF32A({ data: w, offset: 0, si: K, sj: 1 }, M, K, false);
   const bp = e.packF32B({ data: x, offset: 0, si: N, sj: 1 }, K, N, false);

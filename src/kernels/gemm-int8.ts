@@ -1,5 +1,6 @@
 /** Plaintext int8 GEMM: out[M,N] = w[M,K] · x[K,N] with exact int32 results. */
 import { kernelEngine } from './engine.js';
+import { nativeKernels } from './native.js';
 
 export function checkInt8Shapes(w: Int8Array, x: Int8Array, M: number, K: number, N: number): void {
   for (const [name, v] of [['M', M], ['K', K], ['N', N]] as const) {
@@ -25,11 +26,13 @@ export function gemmInt8Reference(w: Int8Array, x: Int8Array, M: number, K: numb
   return out;
 }
 
-/** Exact int8 GEMM (WebAssembly SIMD when built; see gemmInt8Reference for the plain version). */
+/** Exact int8 GEMM (native kernels, else WebAssembly SIMD; see gemmInt8Reference for the plain version). */
 export function gemmInt8(w: Int8Array, x: Int8Array, M: number, K: number, N: number): Int32Array {
   checkInt8Shapes(w, x, M, K, N);
   // Exactness of the int32 sums: |sum| <= 128 * 128 * K must stay below 2^31.
   if (K > 131072) throw new Error(`helora: gemmInt8 K = ${K} exceeds 131072 (int32 sums could overflow)`);
+  const nk = nativeKernels();
+  if (nk) return nk.gemmI8(nk.packI8(w, M, K), M, K, x, N);
   const e = kernelEngine();
   const wp = e.packInt8(w, M, K, false);
   return e.gemmInt8Packed(wp, M, K, x, N);

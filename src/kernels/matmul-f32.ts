@@ -1,5 +1,6 @@
 /** llm.c-style fp32 matmuls for the model engine (flat row-major buffers). */
 import { kernelEngine } from './engine.js';
+import { nativeKernels } from './native.js';
 
 /**
  * Up to this many tokens the products read the weights in place (dot / axpy kernels, memory
@@ -52,11 +53,14 @@ export function matmulBackwardWeightReference(dweight: Float32Array, dout: Float
   }
 }
 
-/** out[T,OC] = inp[T,C] · weight[OC,C]^T (+ bias[OC] if given); overwrites out. WebAssembly SIMD. */
+/** out[T,OC] = inp[T,C] · weight[OC,C]^T (+ bias[OC] if given); overwrites out. Native kernels, else WebAssembly SIMD. */
 export function matmulForward(out: Float32Array, inp: Float32Array, weight: Float32Array, bias: Float32Array | null, T: number, C: number, OC: number): void {
   dims(T, C, OC); need('out', out, T * OC); need('inp', inp, T * C); need('weight', weight, OC * C);
   if (bias) need('bias', bias, OC);
   if (T === 0 || OC === 0) return;
+  const nk = nativeKernels();
+  if (nk && T <= SMALL_T) return nk.smallMatmul('fwd', out, inp, weight, bias, T, C, OC);
+  if (nk) return nk.sgemm(T, OC, C, { data: inp, offset: 0, si: C, sj: 1 }, { data: weight, offset: 0, si: 1, sj: C }, { data: out, offset: 0, si: OC, sj: 1 }, false, bias);
   const e = kernelEngine();
   if (T <= SMALL_T) return e.smallMatmul('fwd', out, inp, weight, bias, T, C, OC);
   const ap = e.packF32A({ data: inp, offset: 0, si: C, sj: 1 }, T, C, false);
@@ -64,10 +68,13 @@ export function matmulForward(out: Float32Array, inp: Float32Array, weight: Floa
   e.gemmF32Packed(ap, bp, T, C, OC, { data: out, offset: 0, si: OC, sj: 1 }, false, bias);
 }
 
-/** dinp[T,C] += dout[T,OC] · weight[OC,C]. WebAssembly SIMD. */
+/** dinp[T,C] += dout[T,OC] · weight[OC,C]. Native kernels, else WebAssembly SIMD. */
 export function matmulBackwardInput(dinp: Float32Array, dout: Float32Array, weight: Float32Array, T: number, C: number, OC: number): void {
   dims(T, C, OC); need('dinp', dinp, T * C); need('dout', dout, T * OC); need('weight', weight, OC * C);
   if (T === 0 || C === 0 || OC === 0) return;
+  const nk = nativeKernels();
+  if (nk && T <= SMALL_T) return nk.smallMatmul('bwdIn', dinp, dout, weight, null, T, C, OC);
+  if (nk) return nk.sgemm(T, C, OC, { data: dout, offset: 0, si: OC, sj: 1 }, { data: weight, offset: 0, si: C, sj: 1 }, { data: dinp, offset: 0, si: C, sj: 1 }, true, null);
   const e = kernelEngine();
   if (T <= SMALL_T) return e.smallMatmul('bwdIn', dinp, dout, weight, null, T, C, OC);
   const ap = e.packF32A({ data: dout, offset: 0, si: OC, sj: 1 }, T, OC, false);
@@ -75,10 +82,13 @@ export function matmulBackwardInput(dinp: Float32Array, dout: Float32Array, weig
   e.gemmF32Packed(ap, bp, T, OC, C, { data: dinp, offset: 0, si: C, sj: 1 }, true, null);
 }
 
-/** dweight[OC,C] += dout[T,OC]^T · inp[T,C]. WebAssembly SIMD. */
+/** dweight[OC,C] += dout[T,OC]^T · inp[T,C]. Native kernels, else WebAssembly SIMD. */
 export function matmulBackwardWeight(dweight: Float32Array, dout: Float32Array, inp: Float32Array, T: number, C: number, OC: number): void {
   dims(T, C, OC); need('dweight', dweight, OC * C); need('dout', dout, T * OC); need('inp', inp, T * C);
   if (T === 0 || C === 0 || OC === 0) return;
+  const nk = nativeKernels();
+  if (nk && T <= SMALL_T) return nk.smallMatmul('bwdW', dweight, dout, inp, null, T, C, OC);
+  if (nk) return nk.sgemm(OC, C, T, { data: dout, offset: 0, si: 1, sj: OC }, { data: inp, offset: 0, si: C, sj: 1 }, { data: dweight, offset: 0, si: C, sj: 1 }, true, null);
   const e = kernelEngine();
   if (T <= SMALL_T) return e.smallMatmul('bwdW', dweight, dout, inp, null, T, C, OC);
   const ap = e.packF32A({ data: dout, offset: 0, si: 1, sj: OC }, OC, T, false);

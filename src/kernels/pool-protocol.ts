@@ -6,6 +6,7 @@ export type PoolRequest =
   | { op: 'regInt8'; handle: number; w: Int8Array; rows: number; cols: number }
   | { op: 'regF32'; handle: number; w: Float32Array; rows: number; cols: number }
   | { op: 'zq'; handle: number; a: Uint8Array; b: Uint8Array; N: number; aOut: Uint32Array; bOut: Uint32Array; offset: number }
+  | { op: 'zqPart'; handle: number; part: 'a' | 'b'; v: Uint8Array; N: number; out: Uint32Array; offset: number }
   | { op: 'int8'; handle: number; x: Int8Array; N: number; out: Int32Array; offset: number }
   | { op: 'f32'; handle: number; x: Float32Array; N: number }
   | { op: 'fwd'; handle: number; inp: Float32Array; T: number }

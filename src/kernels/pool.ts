@@ -73,11 +73,15 @@ export class KernelPool {
     return this.workers.length;
   }
 
-  /** Starts `threads` workers (default: one per core) and warms them up. */
-  static async create(threads: number = availableParallelism()): Promise<KernelPool> {
+  /**
+   * Starts `threads` workers (default: one per core) and warms them up. backend: the kernels the
+   * workers run (default: as HELORA_KERNELS selects, see native.ts); benchmarks compare both.
+   */
+  static async create(threads: number = availableParallelism(), backend?: 'native' | 'wasm'): Promise<KernelPool> {
     if (!Number.isInteger(threads) || threads < 1 || threads > 256) throw new Error(`helora: KernelPool threads must be an integer in [1, 256], got ${threads}`);
     const url = new URL('./pool-worker.js', import.meta.url);
-    const workers = Array.from({ length: threads }, () => new WorkerChannel<PoolRequest, PoolReply>(new Worker(url), 'kernel worker'));
+    const opts = backend ? { env: { ...process.env, HELORA_KERNELS: backend } } : {};
+    const workers = Array.from({ length: threads }, () => new WorkerChannel<PoolRequest, PoolReply>(new Worker(url, opts), 'kernel worker'));
     const pool = new KernelPool(workers);
     try {
       await Promise.all(workers.map((_, i) => pool.call(i, { op: 'warm' })));
@@ -144,6 +148,34 @@ export class KernelPool {
       b.release();
       this.buffers.release(aBuf);
       this.buffers.release(bBuf);
+    }
+  }
+
+  /**
+   * One part of the encrypted product over registered weights: 'a' = W·A from the 48-bit mask
+   * words, 'b' = W·(B << 4) from the 40-bit body words (all a public mask table leaves to the
+   * server), rounded as in zq-matmul.ts. The native kernels compute only that part.
+   */
+  async zqMatmulPart(modulus: ZqModulus, handle: number, part: 'a' | 'b', bytes: Uint8Array, N: number): Promise<Uint32Array> {
+    this.live();
+    const r = this.get(handle, 'int8');
+    if (part !== 'a' && part !== 'b') throw new Error(`helora: zqMatmulPart part must be 'a' or 'b', got ${String(part)}`);
+    const layout = kernelLayout(modulus);
+    const width = part === 'a' ? layout.aBytes : layout.bBytes;
+    if (!Number.isInteger(N) || N <= 0 || N % 8 !== 0) throw new Error(`helora: zqMatmulPart N must be a positive multiple of 8, got ${N}`);
+    if (bytes.length !== r.cols * N * width) throw new Error(`helora: zqMatmulPart ${part} has ${bytes.length} bytes, expected cols*N*${width} = ${r.cols * N * width}`);
+    const v = this.share(bytes, Uint8Array);
+    const outBuf = this.buffers.acquire(r.rows * N * 4);
+    try {
+      const out = new Uint32Array(outBuf);
+      await settleAll(r.shards.map(async (s) => {
+        const res = await this.call(s.worker, { op: 'zqPart', handle, part, v: v.view, N, out, offset: s.r0 * N });
+        if (res.kind !== 'none') throw new Error('helora: kernel worker sent an unexpected result');
+      }));
+      return new Uint32Array(out);
+    } finally {
+      v.release();
+      this.buffers.release(outBuf);
     }
   }
 

@@ -18,6 +18,7 @@
  * limbs. Columns beyond 8192 are processed in chunks whose sums are added mod 2^44 before rounding.
  */
 import { kernelEngine, packedInt8Bytes, ZQ_MAX_EXACT_COLS } from './engine.js';
+import { nativeKernels } from './native.js';
 
 /**
  * The parameter-set fields the product depends on (an RlweParams from src/crypto/params.ts fits:
@@ -114,9 +115,11 @@ export function checkZqCall(layout: ZqLayout, rows: number, cols: number, aBytes
   if (bOut && bOut.length !== rows * N) throw new Error(`helora: zqMatmul bOut has ${bOut.length} values, expected rows*N = ${rows * N}`);
 }
 
-/** The encrypted product on one thread (WebAssembly SIMD). Writes aOut, bOut (rows x N). */
+/** The encrypted product on one thread (native kernels, else WebAssembly SIMD). Writes aOut, bOut (rows x N). */
 export function zqMatmul(modulus: ZqModulus, w: ZqWeights, aBytes: Uint8Array, bBytes: Uint8Array, N: number, aOut: Uint32Array, bOut: Uint32Array): void {
   checkZqCall(kernelLayout(modulus), w.rows, w.cols, aBytes, bBytes, N, aOut, bOut);
+  const nk = nativeKernels();
+  if (nk) return nk.zq(w.packed, w.rows, w.cols, aBytes, bBytes, N, aOut, bOut);
   const e = kernelEngine();
   const wp = e.loadPacked(w.packed);
   e.zqPacked(wp, w.rows, w.cols, aBytes, bBytes, N, aOut, bOut);

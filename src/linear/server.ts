@@ -61,11 +61,8 @@ export function poolBackend(pool: KernelPool): ZqBackend {
   return {
     register: (w, rows, cols) => pool.registerZq(w, rows, cols),
     matmul: (modulus, handle, aBytes, bBytes, N) => pool.zqMatmul(modulus, handle, aBytes, bBytes, N),
-    async matmulPart(modulus, handle, part, bytes, N) {
-      const zeros = zerosFor(modulus, part, bytes);
-      const r = await pool.zqMatmul(modulus, handle, part === 'a' ? bytes : zeros, part === 'a' ? zeros : bytes, N);
-      return part === 'a' ? r.aOut : r.bOut;
-    },
+    // Native kernels compute the asked part alone (the WebAssembly one both, on zeros).
+    matmulPart: (modulus, handle, part, bytes, N) => pool.zqMatmulPart(modulus, handle, part, bytes, N),
   };
 }
 

@@ -1,0 +1,170 @@
+/**
+ * The native kernel backend: build/native/helora.node (src/kernels/native/*.c, built by
+ * scripts/build-native.mjs with the system C compiler), with runtime CPU dispatch.
+ *
+ * Backend choice, once per thread: HELORA_KERNELS=native|wasm forces one (native forced but not
+ * built or not loadable is an error); unset, native runs when it loads and WebAssembly otherwise.
+ * The CPU level is the best this CPU runs; HELORA_NATIVE_LEVEL=<level> or setNativeLevel() picks a
+ * lower one (tests run every level). One line on stderr at first use (main thread) says which
+ * backend and level run.
+ *
+ * Every entry checks its sizes here, and the addon checks them again against the arrays it gets.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { isMainThread } from 'node:worker_threads';
+import { repoRoot } from '../util/paths.js';
+import type { F32Operand } from './engine.js';
+
+interface Addon {
+  levels(): { name: string; index: number }[];
+  packI8(w: Int8Array, M: number, K: number, dst: Uint8Array): void;
+  zq(level: number, wp: Uint8Array, rows: number, cols: number, a: Uint8Array | null, b: Uint8Array | null, N: number,
+    aOut: Uint32Array | null, bOut: Uint32Array | null): void;
+  gemmI8(level: number, wp: Uint8Array, M: number, K: number, x: Int8Array, N: number, out: Int32Array): void;
+  sgemm(level: number, M: number, N: number, K: number, A: Float32Array, aOff: number, sai: number, sak: number,
+    B: Float32Array, bOff: number, sbk: number, sbj: number, C: Float32Array, cOff: number, sci: number, scj: number,
+    accumulate: number, bias: Float32Array | null): void;
+  smallF32(level: number, op: number, target: Float32Array, x: Float32Array, y: Float32Array, bias: Float32Array | null, T: number, C: number, OC: number): void;
+  peak(level: number, reps: number): number;
+}
+
+/** Path of the built addon under the package root. */
+export function nativeAddonPath(): string {
+  return join(repoRoot(), 'build', 'native', 'helora.node');
+}
+
+/** The native kernels at one CPU level. */
+export class NativeKernels {
+  constructor(private readonly addon: Addon, private levelIndex: number, public level: string) {}
+
+  /** The CPU levels this machine runs, best first (e.g. avx512vnni, avx512, avx2, scalar). */
+  levels(): string[] {
+    return this.addon.levels().map((l) => l.name);
+  }
+
+  /** Switches this thread's level; returns the previous one. */
+  setLevel(name: string): string {
+    const l = this.addon.levels().find((x) => x.name === name);
+    if (!l) throw new Error(`helora: native kernel level ${name} is not supported on this CPU (supported: ${this.levels().join(', ')})`);
+    const prev = this.level;
+    this.levelIndex = l.index;
+    this.level = l.name;
+    return prev;
+  }
+
+  /** Int8 w[M][K] packed into 4-row blocks of i16 pairs (the layout of ZqWeights.packed). */
+  packI8(w: Int8Array, M: number, K: number): Uint8Array {
+    const dst = new Uint8Array(Math.ceil(M / 4) * Math.ceil(K / 2) * 16);
+    this.addon.packI8(w, M, K, dst);
+    return dst;
+  }
+
+  /**
+   * The Z_2^44 product of zq-matmul.ts over packed weights; the a part runs when a and aOut are
+   * given, the b part when b and bOut are (at least one).
+   */
+  zq(packed: Uint8Array, rows: number, cols: number, a: Uint8Array | null, b: Uint8Array | null, N: number,
+    aOut: Uint32Array | null, bOut: Uint32Array | null): void {
+    if ((a === null) !== (aOut === null) || (b === null) !== (bOut === null) || (a === null && b === null)) {
+      throw new Error('helora: native zq needs a with aOut and/or b with bOut');
+    }
+    this.addon.zq(this.levelIndex, packed, rows, cols, a, b, N, aOut, bOut);
+  }
+
+  /** The a part alone: aOut = round(W·A) (48-bit mask words, 6 bytes each). */
+  zqA(packed: Uint8Array, rows: number, cols: number, a: Uint8Array, N: number, aOut: Uint32Array): void {
+    this.zq(packed, rows, cols, a, null, N, aOut, null);
+  }
+
+  /** The b part alone: bOut = round(W·(B << 4)) (40-bit body words, 5 bytes each); all a public mask table needs. */
+  zqB(packed: Uint8Array, rows: number, cols: number, b: Uint8Array, N: number, bOut: Uint32Array): void {
+    this.zq(packed, rows, cols, null, b, N, null, bOut);
+  }
+
+  /** out[M][N] = W · x[K][N] in int32 for packed W; into `out` when given. */
+  gemmI8(packed: Uint8Array, M: number, K: number, x: Int8Array, N: number, out: Int32Array = new Int32Array(M * N)): Int32Array {
+    this.addon.gemmI8(this.levelIndex, packed, M, K, x, N, out);
+    return out;
+  }
+
+  /**
+   * out(i, j) (= or +=) sum_k A(i,k) B(k,j) (+ bias[j]) over strided views (see F32Operand);
+   * M, N >= 1, K >= 0.
+   */
+  sgemm(M: number, N: number, K: number, A: F32Operand, B: F32Operand, out: F32Operand, accumulate: boolean, bias: Float32Array | null): void {
+    for (const v of [A, B, out]) {
+      if (v.si < 0 || v.sj < 0 || v.offset < 0) throw new Error('helora: native sgemm needs non-negative strides and offsets');
+    }
+    this.addon.sgemm(this.levelIndex, M, N, K, A.data, A.offset, A.si, A.sj, B.data, B.offset, B.si, B.sj,
+      out.data, out.offset, out.si, out.sj, accumulate ? 1 : 0, bias);
+  }
+
+  /**
+   * The few-token llm.c matmuls (see matmul-f32.ts SMALL_T), reading the weights in place:
+   * 'fwd' target[T][OC] = x[T][C] · y[OC][C]^T (+ bias); 'bwdIn' target[T][C] += x[T][OC] · y[OC][C];
+   * 'bwdW' target[OC][C] += x[T][OC]^T · y[T][C]. Arrays are used from index 0.
+   */
+  smallMatmul(op: 'fwd' | 'bwdIn' | 'bwdW', target: Float32Array, x: Float32Array, y: Float32Array, bias: Float32Array | null, T: number, C: number, OC: number): void {
+    this.addon.smallF32(this.levelIndex, op === 'fwd' ? 0 : op === 'bwdIn' ? 1 : 2, target, x, y, bias, T, C, OC);
+  }
+
+  /** Multiply-accumulates of `reps` rounds of the register-only loop of this level's best dot-product instruction. */
+  peak(reps: number): number {
+    return this.addon.peak(this.levelIndex, reps);
+  }
+
+  /** The instruction peak() times at this level. */
+  peakInstruction(): string {
+    return { avx512vnni: 'vpdpbusd zmm', avx512: 'vpmaddwd+vpaddd zmm', avx2: 'vpmaddwd+vpaddd ymm' }[this.level] ?? 'scalar multiply-add';
+  }
+}
+
+let chosen: { native: NativeKernels | null } | null = null;
+
+/** Loads the addon (no backend choice): null with the reason when it is not there or does not load. */
+export function loadNativeKernels(): { kernels: NativeKernels | null; error: string } {
+  const path = nativeAddonPath();
+  if (!existsSync(path)) return { kernels: null, error: `${path} is missing (no C compiler at build time, or the build failed; run \`npm run build:native\`)` };
+  try {
+    const addon = createRequire(import.meta.url)(path) as Addon;
+    const best = addon.levels()[0]!;
+    const k = new NativeKernels(addon, best.index, best.name);
+    const forced = process.env.HELORA_NATIVE_LEVEL;
+    if (forced) k.setLevel(forced);
+    return { kernels: k, error: '' };
+  } catch (e) {
+    return { kernels: null, error: e instanceof Error ? e.message : String(e) };
+  }
+}
+
+/** The native kernels when this thread runs them, null when it runs WebAssembly (see the file comment). */
+export function nativeKernels(): NativeKernels | null {
+  if (chosen) return chosen.native;
+  const mode = process.env.HELORA_KERNELS ?? '';
+  if (mode !== '' && mode !== 'wasm' && mode !== 'native') throw new Error(`helora: HELORA_KERNELS must be wasm or native, got ${mode}`);
+  let native: NativeKernels | null = null;
+  let why = 'HELORA_KERNELS=wasm';
+  if (mode !== 'wasm') {
+    const r = loadNativeKernels();
+    if (!r.kernels && mode === 'native') throw new Error(`helora: HELORA_KERNELS=native but the native kernels are unavailable: ${r.error}`);
+    native = r.kernels;
+    why = r.error;
+  }
+  chosen = { native };
+  if (isMainThread) {
+    const cpu = cpus()[0]?.model ?? 'unknown CPU';
+    process.stderr.write(native
+      ? `helora: kernels: native ${native.level} (${cpu})\n`
+      : `helora: kernels: WebAssembly SIMD (${why})\n`);
+  }
+  return native;
+}
+
+/** Which backend this thread runs, and its level. */
+export function kernelBackend(): { backend: 'native' | 'wasm'; level: string } {
+  const n = nativeKernels();
+  return n ? { backend: 'native', level: n.level } : { backend: 'wasm', level: 'wasm-simd128' };
+}

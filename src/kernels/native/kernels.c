@@ -1,0 +1,809 @@
+/*
+ * helora native kernels, compiled once per CPU level (scripts/build-native.mjs):
+ *   scalar      portable C (whatever the compiler makes of it)
+ *   avx2        -mavx2 -mfma:                     vpmaddwd + vpaddd ymm, vfmadd231ps ymm
+ *   avx512      -mavx512f -mavx512bw -mfma:       vpmaddwd + vpaddd zmm, vfmadd231ps zmm
+ *   avx512vnni  the above and -mavx512vnni:       vpdpwssd zmm (fused multiply-add of s16 pairs)
+ * The levels share the blocking drivers (gemm16, hl_sgemm) and differ only in their micro-kernels:
+ * the fp32 tiles are one body over the vector macros below; the full int16 tiles of AVX2 and
+ * AVX-512 are short asm blocks (GCC 12 adds register moves to the intrinsics version), and
+ * AVX-512's partial int16 tiles use the intrinsics body.
+ *
+ * Why s16 limbs for VNNI too (vpdpwssd, 3 limbs per operand) rather than vpdpbusd on u8 limbs
+ * (5 for b, 6 for a): by the register-only ceilings measured on an AVX-512 VNNI EPYC (design
+ * notes section 5) vpdpbusd gives ~47 and vpdpwssd ~39 G MAC/s per core for the 40-bit b part,
+ * ~21 vs ~19.5 for both parts: not enough to pay for a second limb layout, decomposition and
+ * recombination that could not be run on the machine this was written on (no AVX-512). One layout
+ * also keeps every level bit-identical to the WebAssembly kernel limb for limb.
+ */
+#include "kernels.h"
+
+#include <stdlib.h>
+#include <string.h>
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#ifndef HL_LEVEL
+#error "compile with -DHL_LEVEL=<level name>"
+#endif
+#define FN(name) HL_CAT(name, HL_LEVEL)
+
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+
+static void *scratch(size_t bytes) {
+  /* 64-byte aligned, size rounded up as aligned_alloc requires; never zero bytes. */
+  return aligned_alloc(64, ((bytes + 63) / 64) * 64 + 64);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Vector abstraction of the levels                                                            */
+
+#if defined(__AVX512F__)
+#define HL_VEC 1
+typedef __m512i vi;
+typedef __m512 vf;
+#define VB 64 /* bytes per vector */
+#define VI_ZERO() _mm512_setzero_si512()
+#define VI_LOAD(p) _mm512_loadu_si512((const void *)(p))
+#define VI_STORE(p, v) _mm512_storeu_si512((void *)(p), (v))
+#define VI_BCAST32(p) _mm512_set1_epi32(load_i32(p))
+#if defined(__AVX512VNNI__)
+#define VI_MADD(acc, w, x) _mm512_dpwssd_epi32((acc), (w), (x))
+#else
+#define VI_MADD(acc, w, x) _mm512_add_epi32((acc), _mm512_madd_epi16((w), (x)))
+#endif
+#define VF_ZERO() _mm512_setzero_ps()
+#define VF_LOAD(p) _mm512_loadu_ps(p)
+#define VF_STORE(p, v) _mm512_storeu_ps((p), (v))
+#define VF_BCAST(p) _mm512_set1_ps(*(p))
+#define VF_FMA(acc, a, b) _mm512_fmadd_ps((a), (b), (acc))
+/* int16 tile: 4 rows x 4 panels of 16 tokens (16 accumulators); f32 tile: 12 rows x 32 columns (24). */
+#define ZQ_TILE_P 4
+#define SG_MR 12
+#elif defined(__AVX2__)
+#define HL_VEC 1
+typedef __m256i vi;
+typedef __m256 vf;
+#define VB 32
+#define VI_ZERO() _mm256_setzero_si256()
+#define VI_LOAD(p) _mm256_loadu_si256((const __m256i *)(p))
+#define VI_STORE(p, v) _mm256_storeu_si256((__m256i *)(p), (v))
+#define VI_BCAST32(p) _mm256_set1_epi32(load_i32(p))
+#define VI_MADD(acc, w, x) _mm256_add_epi32(_mm256_madd_epi16((w), (x)), (acc))
+#define VF_ZERO() _mm256_setzero_ps()
+#define VF_LOAD(p) _mm256_loadu_ps(p)
+#define VF_STORE(p, v) _mm256_storeu_ps((p), (v))
+#define VF_BCAST(p) _mm256_broadcast_ss(p)
+#define VF_FMA(acc, a, b) _mm256_fmadd_ps((a), (b), (acc))
+/* int16 tile: 4 rows x 1 panel of 16 tokens (8 accumulators); f32 tile: 6 rows x 16 columns (12). */
+#define ZQ_TILE_P 1
+#define SG_MR 6
+#else
+#define ZQ_TILE_P 1
+#define SG_MR 4
+#endif
+
+static inline int32_t load_i32(const void *p) {
+  int32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* int16 limb GEMM: C[4*Mb][16*NP] (=/+=) W · X                                                */
+/*
+ * X "16-token panels": for panel p and k-pair q, 64 bytes = 16 columns, each an i16 pair
+ * (x[2q][j], x[2q+1][j]); a panel holds K2 pairs (panel stride K2*64 bytes).
+ * Blocking (BLIS order): K in chunks of KC16 pairs (256 for one-panel tiles, 128 for four); rows
+ * in slabs of MCB blocks (a W slab of 128 rows x 256 pairs = 128 KiB stays in L2); for each tile
+ * of panels (16-32 KiB of X, stays in L1) the kernel sweeps the slab's row blocks. The C tile is
+ * prefetched before each kernel call: C is revisited once per K chunk and has left the caches.
+ */
+#define ZQ_PW 16
+#if ZQ_TILE_P == 4
+#define KC16 128
+#else
+#define KC16 256
+#endif
+#define MCB 32
+
+#if defined(__AVX2__) && !defined(__AVX512F__)
+/*
+ * AVX2: a 4 x 16 tile in 8 ymm accumulators. Written as asm because GCC 12 keeps the four row
+ * broadcasts live at once and then adds a register move per accumulator and iteration (about
+ * a fifth more instructions than vpmaddwd + vpaddd); here one temporary serves every product.
+ */
+#define ZQ_ROW(off, c0, c1)                   \
+  "vpbroadcastd " #off "(%[a]), %%ymm14\n\t"   \
+  "vpmaddwd %%ymm12, %%ymm14, %%ymm15\n\t"     \
+  "vpaddd %%ymm15, %[" #c0 "], %[" #c0 "]\n\t" \
+  "vpmaddwd %%ymm13, %%ymm14, %%ymm15\n\t"     \
+  "vpaddd %%ymm15, %[" #c1 "], %[" #c1 "]\n\t"
+static void kern16(const uint8_t *a, const uint8_t *x, size_t xs, int32_t *c, size_t ldc, int n, int first, int np) {
+  (void)xs;
+  (void)np;
+  vi c00, c01, c10, c11, c20, c21, c30, c31;
+  if (first) {
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = VI_ZERO();
+  } else {
+    c00 = VI_LOAD(c), c01 = VI_LOAD(c + 8), c10 = VI_LOAD(c + ldc), c11 = VI_LOAD(c + ldc + 8);
+    c20 = VI_LOAD(c + 2 * ldc), c21 = VI_LOAD(c + 2 * ldc + 8), c30 = VI_LOAD(c + 3 * ldc), c31 = VI_LOAD(c + 3 * ldc + 8);
+  }
+  for (int q = 0; q < n; q++) {
+    __asm__("vmovdqu (%[x]), %%ymm12\n\t"
+            "vmovdqu 32(%[x]), %%ymm13\n\t"
+            ZQ_ROW(0, c00, c01) ZQ_ROW(4, c10, c11) ZQ_ROW(8, c20, c21) ZQ_ROW(12, c30, c31)
+            : [c00] "+x"(c00), [c01] "+x"(c01), [c10] "+x"(c10), [c11] "+x"(c11),
+              [c20] "+x"(c20), [c21] "+x"(c21), [c30] "+x"(c30), [c31] "+x"(c31)
+            : [a] "r"(a), [x] "r"(x), "m"(*(const uint8_t(*)[16])a), "m"(*(const uint8_t(*)[64])x)
+            : "xmm12", "xmm13", "xmm14", "xmm15");
+    a += 16;
+    x += 64;
+  }
+  VI_STORE(c, c00), VI_STORE(c + 8, c01), VI_STORE(c + ldc, c10), VI_STORE(c + ldc + 8, c11);
+  VI_STORE(c + 2 * ldc, c20), VI_STORE(c + 2 * ldc + 8, c21), VI_STORE(c + 3 * ldc, c30), VI_STORE(c + 3 * ldc + 8, c31);
+}
+#undef ZQ_ROW
+#elif defined(HL_VEC)
+#define VPP (64 / VB) /* vectors per 16-token panel */
+
+static inline __attribute__((always_inline)) void kern16_np(const uint8_t *a, const uint8_t *x, size_t xs, int32_t *c,
+                                                            size_t ldc, int n, int first, const int np) {
+  vi acc[4][ZQ_TILE_P * VPP];
+  const int nv = np * VPP;
+#pragma GCC unroll 4
+  for (int r = 0; r < 4; r++) {
+#pragma GCC unroll 4
+    for (int v = 0; v < nv; v++) acc[r][v] = first ? VI_ZERO() : VI_LOAD(c + r * ldc + v * (VB / 4));
+  }
+  for (int q = 0; q < n; q++) {
+    vi xv[ZQ_TILE_P * VPP];
+#pragma GCC unroll 4
+    for (int v = 0; v < nv; v++) xv[v] = VI_LOAD(x + (size_t)(v / VPP) * xs + (size_t)(v % VPP) * VB);
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++) {
+      const vi w = VI_BCAST32(a + 4 * r);
+#pragma GCC unroll 4
+      for (int v = 0; v < nv; v++) acc[r][v] = VI_MADD(acc[r][v], w, xv[v]);
+    }
+    a += 16;
+    x += 64;
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < 4; r++) {
+#pragma GCC unroll 4
+    for (int v = 0; v < nv; v++) VI_STORE(c + r * ldc + v * (VB / 4), acc[r][v]);
+  }
+}
+
+/*
+ * The full 4-row x 4-panel tile in asm: GCC 12 copies every accumulator of the intrinsics version
+ * twice per iteration (and spills one). Two statements of two rows each (an asm takes at most
+ * 30 operands); each loads the four X vectors (L1 hits) into zmm28-31, zmm27 holds the broadcast
+ * weights and zmm26 the product; the 16 accumulators live in the registers GCC picks.
+ */
+#if defined(__AVX512VNNI__)
+#define Z_MADD(xr, c) "vpdpwssd %%zmm" #xr ", %%zmm27, %[" #c "]\n\t"
+#else
+#define Z_MADD(xr, c) "vpmaddwd %%zmm" #xr ", %%zmm27, %%zmm26\n\tvpaddd %%zmm26, %[" #c "], %[" #c "]\n\t"
+#endif
+#define Z_ROW(off, c0, c1, c2, c3) \
+  "vpbroadcastd " #off "(%[a]), %%zmm27\n\t" Z_MADD(28, c0) Z_MADD(29, c1) Z_MADD(30, c2) Z_MADD(31, c3)
+#define Z_TWO_ROWS(off0, off1, c0, c1)                                                                          \
+  __asm__("vmovdqu64 (%[x]), %%zmm28\n\t"                                                                      \
+          "vmovdqu64 (%[x],%[xs]), %%zmm29\n\t"                                                                \
+          "vmovdqu64 (%[x],%[xs],2), %%zmm30\n\t"                                                              \
+          "vmovdqu64 (%[x],%[xs3]), %%zmm31\n\t"                                                               \
+          Z_ROW(off0, a0, a1, a2, a3) Z_ROW(off1, b0, b1, b2, b3)                                              \
+          : [a0] "+v"(c0##0), [a1] "+v"(c0##1), [a2] "+v"(c0##2), [a3] "+v"(c0##3), [b0] "+v"(c1##0),          \
+            [b1] "+v"(c1##1), [b2] "+v"(c1##2), [b3] "+v"(c1##3)                                                \
+          : [a] "r"(a), [x] "r"(x), [xs] "r"(xs), [xs3] "r"(xs3)                                              \
+          : "xmm26", "xmm27", "xmm28", "xmm29", "xmm30", "xmm31", "memory")
+static void kern16_4(const uint8_t *a, const uint8_t *x, size_t xs, int32_t *c, size_t ldc, int n, int first) {
+#define Z_LD(r, v) (first ? VI_ZERO() : VI_LOAD(c + (r) * ldc + (v) * 16))
+  vi r00 = Z_LD(0, 0), r01 = Z_LD(0, 1), r02 = Z_LD(0, 2), r03 = Z_LD(0, 3), r10 = Z_LD(1, 0), r11 = Z_LD(1, 1);
+  vi r12 = Z_LD(1, 2), r13 = Z_LD(1, 3), r20 = Z_LD(2, 0), r21 = Z_LD(2, 1), r22 = Z_LD(2, 2), r23 = Z_LD(2, 3);
+  vi r30 = Z_LD(3, 0), r31 = Z_LD(3, 1), r32 = Z_LD(3, 2), r33 = Z_LD(3, 3);
+#undef Z_LD
+  const size_t xs3 = 3 * xs;
+  for (int q = 0; q < n; q++) {
+    Z_TWO_ROWS(0, 4, r0, r1);
+    Z_TWO_ROWS(8, 12, r2, r3);
+    a += 16;
+    x += 64;
+  }
+#define Z_ST(r, v, val) VI_STORE(c + (r) * ldc + (v) * 16, val)
+  Z_ST(0, 0, r00), Z_ST(0, 1, r01), Z_ST(0, 2, r02), Z_ST(0, 3, r03), Z_ST(1, 0, r10), Z_ST(1, 1, r11);
+  Z_ST(1, 2, r12), Z_ST(1, 3, r13), Z_ST(2, 0, r20), Z_ST(2, 1, r21), Z_ST(2, 2, r22), Z_ST(2, 3, r23);
+  Z_ST(3, 0, r30), Z_ST(3, 1, r31), Z_ST(3, 2, r32), Z_ST(3, 3, r33);
+#undef Z_ST
+}
+#undef Z_TWO_ROWS
+#undef Z_ROW
+#undef Z_MADD
+
+static void kern16(const uint8_t *a, const uint8_t *x, size_t xs, int32_t *c, size_t ldc, int n, int first, int np) {
+#if ZQ_TILE_P == 4
+  switch (np) {
+    case 4: kern16_4(a, x, xs, c, ldc, n, first); return;
+    case 3: kern16_np(a, x, xs, c, ldc, n, first, 3); return;
+    case 2: kern16_np(a, x, xs, c, ldc, n, first, 2); return;
+    default: kern16_np(a, x, xs, c, ldc, n, first, 1); return;
+  }
+#else
+  (void)np;
+  kern16_np(a, x, xs, c, ldc, n, first, 1);
+#endif
+}
+#else
+/* Portable: the same 4 x 16 tile; unsigned sums wrap mod 2^32 like the vector instructions. */
+static void kern16(const uint8_t *a, const uint8_t *x, size_t xs, int32_t *c, size_t ldc, int n, int first, int np) {
+  (void)xs;
+  (void)np;
+  uint32_t acc[4][ZQ_PW];
+  for (int r = 0; r < 4; r++)
+    for (int j = 0; j < ZQ_PW; j++) acc[r][j] = first ? 0u : (uint32_t)c[r * ldc + j];
+  for (int q = 0; q < n; q++) {
+    int16_t w[8], xv[2 * ZQ_PW];
+    memcpy(w, a, sizeof w);
+    memcpy(xv, x, sizeof xv);
+    for (int r = 0; r < 4; r++)
+      for (int j = 0; j < ZQ_PW; j++) acc[r][j] += (uint32_t)(w[2 * r] * xv[2 * j] + w[2 * r + 1] * xv[2 * j + 1]);
+    a += 16;
+    x += 64;
+  }
+  for (int r = 0; r < 4; r++)
+    for (int j = 0; j < ZQ_PW; j++) c[r * ldc + j] = (int32_t)acc[r][j];
+}
+#endif
+
+/* W: row blocks of wBlock bytes (the slice of the packed weights starting at this K range). */
+static void gemm16(const uint8_t *W, size_t wBlock, const uint8_t *X, int K2, int32_t *C, int Mb, int NP, size_t ldc) {
+  const size_t xs = (size_t)K2 * 64;
+  for (int q0 = 0; q0 < K2; q0 += KC16) {
+    const int n = MIN(KC16, K2 - q0);
+    for (int rb0 = 0; rb0 < Mb; rb0 += MCB) {
+      const int rb1 = MIN(Mb, rb0 + MCB);
+      for (int p = 0; p < NP; p += ZQ_TILE_P) {
+        const int np = MIN(ZQ_TILE_P, NP - p);
+        const uint8_t *x = X + (size_t)p * xs + (size_t)q0 * 64;
+        for (int rb = rb0; rb < rb1; rb++) {
+          const int32_t *ct = C + (size_t)rb * 4 * ldc + (size_t)p * ZQ_PW;
+          for (int r = 0; r < 4; r++)
+            for (int v = 0; v < np; v++) __builtin_prefetch(ct + r * ldc + v * ZQ_PW, 1);
+          kern16(W + (size_t)rb * wBlock + (size_t)q0 * 16, x, xs, C + (size_t)rb * 4 * ldc + (size_t)p * ZQ_PW, ldc, n,
+                 q0 == 0, np);
+        }
+      }
+    }
+  }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Z_2^44 product (the arithmetic is documented in src/kernels/zq-matmul.ts)                  */
+
+/* Tokens per block: 6 limbs x 64 tokens = 24 panels of X (each 64 bytes per k-pair). */
+#define ZQ_TB 64
+/* Largest K range whose lowest a limb sums exactly in int32: 127 * 2048 * 8192 < 2^31. */
+#define ZQ_KCHUNK 8192
+#define MASK44 ((int64_t)1 << 44) - 1
+
+/* The three limbs of a (44 bits of a 48-bit LE word): balanced 12-bit, then two int16. */
+static inline void limbs_a(const uint8_t *p, int32_t *l) {
+  uint32_t lo;
+  memcpy(&lo, p, 4);
+  const uint32_t hi = (uint32_t)(p[4] | ((p[5] & 0x0f) << 8));
+  l[0] = (int32_t)(lo << 20) >> 20;
+  /* floor((a + 2^11) / 2^12) mod 2^32 */
+  const uint32_t r = (((lo >> 11) + 1) >> 1) + (hi << 20);
+  l[1] = (int16_t)r;
+  l[2] = (int32_t)(r + 0x8000u) >> 16;
+}
+
+/* The three limbs of b << 4 (b a 40-bit LE word): balanced 8-bit (weight 2^4), then two int16. */
+static inline void limbs_b(const uint8_t *p, int32_t *l) {
+  uint32_t lo;
+  memcpy(&lo, p, 4);
+  const uint32_t hi = p[4];
+  l[0] = (int8_t)lo;
+  const uint32_t s = (((lo >> 7) + 1) >> 1) + (hi << 24);
+  l[1] = (int16_t)s;
+  l[2] = (int32_t)(s + 0x8000u) >> 16;
+}
+
+static inline uint32_t pair16(int32_t lo, int32_t hi) {
+  return (uint32_t)(uint16_t)lo | ((uint32_t)(uint16_t)hi << 16);
+}
+
+/*
+ * Limb panels of rows [k0, k1) and tokens [t0, t0+tb) into X (pairs K2c = ceil((k1-k0)/2)):
+ * column L*tbp + t holds limb L of token t; the a limbs come first when a is given.
+ * Columns tb..tbp-1 of each limb are zero (X was cleared).
+ */
+#if defined(__AVX2__)
+/*
+ * Eight tokens at once (AVX2; the AVX-512 levels include it). Each 128-bit half takes four
+ * tokens from two overlapping 16-byte loads (a: 24 bytes, b: 20 bytes per four tokens, all
+ * inside the eight tokens' words); byte shuffles gather each word's low 32 bits and the bits
+ * above, then the scalar formulas of limbs_a / limbs_b run on eight lanes.
+ */
+static inline __m256i load_halves(const uint8_t *lo, const uint8_t *hi) {
+  return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)lo)),
+                                 _mm_loadu_si128((const __m128i *)hi), 1);
+}
+#define SHUF16(...) _mm256_setr_epi8(__VA_ARGS__, __VA_ARGS__)
+
+static inline void limbs_a8(const uint8_t *p, __m256i *l) {
+  const __m256i v0 = load_halves(p, p + 24), v1 = load_halves(p + 8, p + 32);
+  const __m256i lo = _mm256_or_si256(
+      _mm256_shuffle_epi8(v0, SHUF16(0, 1, 2, 3, 6, 7, 8, 9, 12, 13, 14, 15, -1, -1, -1, -1)),
+      _mm256_shuffle_epi8(v1, SHUF16(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 10, 11, 12, 13)));
+  const __m256i hi = _mm256_and_si256(
+      _mm256_or_si256(_mm256_shuffle_epi8(v0, SHUF16(4, 5, -1, -1, 10, 11, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1)),
+                      _mm256_shuffle_epi8(v1, SHUF16(-1, -1, -1, -1, -1, -1, -1, -1, 8, 9, -1, -1, 14, 15, -1, -1))),
+      _mm256_set1_epi32(0x0fff));
+  const __m256i one = _mm256_set1_epi32(1);
+  l[0] = _mm256_srai_epi32(_mm256_slli_epi32(lo, 20), 20);
+  const __m256i r = _mm256_add_epi32(_mm256_srli_epi32(_mm256_add_epi32(_mm256_srli_epi32(lo, 11), one), 1), _mm256_slli_epi32(hi, 20));
+  l[1] = _mm256_srai_epi32(_mm256_slli_epi32(r, 16), 16);
+  l[2] = _mm256_srai_epi32(_mm256_add_epi32(r, _mm256_set1_epi32(0x8000)), 16);
+}
+
+static inline void limbs_b8(const uint8_t *p, __m256i *l) {
+  const __m256i v0 = load_halves(p, p + 20), v1 = load_halves(p + 4, p + 24);
+  const __m256i lo = _mm256_or_si256(
+      _mm256_shuffle_epi8(v0, SHUF16(0, 1, 2, 3, 5, 6, 7, 8, 10, 11, 12, 13, -1, -1, -1, -1)),
+      _mm256_shuffle_epi8(v1, SHUF16(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 11, 12, 13, 14)));
+  const __m256i hi = _mm256_or_si256(
+      _mm256_shuffle_epi8(v0, SHUF16(4, -1, -1, -1, 9, -1, -1, -1, 14, -1, -1, -1, -1, -1, -1, -1)),
+      _mm256_shuffle_epi8(v1, SHUF16(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 15, -1, -1, -1)));
+  const __m256i one = _mm256_set1_epi32(1);
+  l[0] = _mm256_srai_epi32(_mm256_slli_epi32(lo, 24), 24);
+  const __m256i s = _mm256_add_epi32(_mm256_srli_epi32(_mm256_add_epi32(_mm256_srli_epi32(lo, 7), one), 1), _mm256_slli_epi32(hi, 24));
+  l[1] = _mm256_srai_epi32(_mm256_slli_epi32(s, 16), 16);
+  l[2] = _mm256_srai_epi32(_mm256_add_epi32(s, _mm256_set1_epi32(0x8000)), 16);
+}
+#undef SHUF16
+
+/* One limb of eight tokens as i16 pairs (row k low, row k+1 high): 32 bytes of one panel row. */
+static inline void store_pair8(uint8_t *X, size_t xs, int q, int col, __m256i u, __m256i v) {
+  const __m256i pr = _mm256_blend_epi16(u, _mm256_slli_epi32(v, 16), 0xAA);
+  _mm256_storeu_si256((__m256i *)(X + (size_t)(col / ZQ_PW) * xs + (size_t)q * 64 + (size_t)(col % ZQ_PW) * 4), pr);
+}
+#endif
+
+static void zq_decompose(const uint8_t *a, const uint8_t *b, int N, int t0, int tb, int tbp, int k0, int k1, uint8_t *X) {
+  const int K2c = (k1 - k0 + 1) / 2;
+  const size_t xs = (size_t)K2c * 64;
+  const int bBase = a ? 3 * tbp : 0;
+  for (int q = 0; q < K2c; q++) {
+    const int k = k0 + 2 * q;
+    const int has1 = k + 1 < k1;
+    /* The rows of a later pair: each is a short run (tb words) a row of N words away from the
+     * last, which the hardware prefetchers do not follow. */
+    if (k + 5 < k1) {
+      for (int r = 4; r < 6; r++) {
+        const size_t e = (size_t)(k + r) * N + t0;
+        if (a) for (int off = 0; off < tb * 6; off += 64) __builtin_prefetch(a + e * 6 + off);
+        if (b) for (int off = 0; off < tb * 5; off += 64) __builtin_prefetch(b + e * 5 + off);
+      }
+    }
+    int t = 0;
+#if defined(__AVX2__)
+    /* tb is a multiple of 8 (N is), and 8 columns from a multiple of 8 stay in one panel. */
+    for (; t + 8 <= tb; t += 8) {
+      const size_t e = (size_t)k * N + t0 + t;
+      __m256i u[3], v[3] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+      if (a) {
+        limbs_a8(a + e * 6, u);
+        if (has1) limbs_a8(a + (e + N) * 6, v);
+        for (int L = 0; L < 3; L++) store_pair8(X, xs, q, L * tbp + t, u[L], v[L]);
+      }
+      if (b) {
+        limbs_b8(b + e * 5, u);
+        if (has1) limbs_b8(b + (e + N) * 5, v);
+        else v[0] = v[1] = v[2] = _mm256_setzero_si256();
+        for (int L = 0; L < 3; L++) store_pair8(X, xs, q, bBase + L * tbp + t, u[L], v[L]);
+      }
+    }
+#endif
+    for (; t < tb; t++) {
+      int32_t u[3] = {0, 0, 0}, v[3] = {0, 0, 0};
+      if (a) {
+        const size_t e = (size_t)k * N + t0 + t;
+        limbs_a(a + e * 6, u);
+        if (has1) limbs_a(a + (e + N) * 6, v);
+        for (int L = 0; L < 3; L++) {
+          const int col = L * tbp + t;
+          const uint32_t pr = pair16(u[L], v[L]);
+          memcpy(X + (size_t)(col / ZQ_PW) * xs + (size_t)q * 64 + (size_t)(col % ZQ_PW) * 4, &pr, 4);
+        }
+      }
+      if (b) {
+        const size_t e = (size_t)k * N + t0 + t;
+        limbs_b(b + e * 5, u);
+        if (has1) limbs_b(b + (e + N) * 5, v);
+        else v[0] = v[1] = v[2] = 0;
+        for (int L = 0; L < 3; L++) {
+          const int col = bBase + L * tbp + t;
+          const uint32_t pr = pair16(u[L], v[L]);
+          memcpy(X + (size_t)(col / ZQ_PW) * xs + (size_t)q * 64 + (size_t)(col % ZQ_PW) * 4, &pr, 4);
+        }
+      }
+    }
+  }
+}
+
+/*
+ * Limb sums of one token block -> sums mod 2^44 (acc, across K chunks) or rounded outputs:
+ * s = L0*2^s0 + L1*2^12 + L2*2^28 is the product mod 2^44 (limb 1 is exact mod 2^32, limb 2
+ * mod 2^16, which is all they contribute), out = floor((s + 2^11) / 2^12) mod 2^32.
+ */
+static void zq_recombine(const int32_t *C, size_t ldc, int rows, int tb, int tbp, int64_t *acc, int tbAcc, int addAcc,
+                         int final, uint32_t *aOut, uint32_t *bOut, int N, int t0) {
+  const int parts = (aOut ? 1 : 0) + (bOut ? 1 : 0);
+  for (int o = 0; o < rows; o++) {
+    const int32_t *c = C + (size_t)o * ldc;
+    for (int part = 0; part < parts; part++) {
+      const int isB = bOut && (part == 1 || !aOut);
+      const int64_t w0 = isB ? 16 : 1;
+      const int32_t *l = c + (size_t)part * 3 * tbp;
+      int64_t *ac = acc ? acc + ((size_t)o * parts + part) * tbAcc : NULL;
+      uint32_t *out = (isB ? bOut : aOut) + (size_t)o * N + t0;
+      if (final && !addAcc) {
+        /* One K chunk: the multiples of 2^12 pass through the rounding, so in wrapping 32 bits
+         * out = L1 + (L2 << 16) + ((L0 * 2^s0 + 2^11) >> 12), the last term exact in int32
+         * (|L0| <= 127 * 2048 * 8192); a loop the compiler vectorizes. */
+        const int sh = isB ? 8 : 12;
+        const int32_t half = isB ? 128 : 2048;
+        for (int t = 0; t < tb; t++)
+          out[t] = (uint32_t)l[tbp + t] + ((uint32_t)l[2 * tbp + t] << 16) + (uint32_t)((l[t] + half) >> sh);
+        continue;
+      }
+      for (int t = 0; t < tb; t++) {
+        int64_t s = (int64_t)l[t] * w0 + (int64_t)l[tbp + t] * 4096 + (int64_t)l[2 * tbp + t] * ((int64_t)1 << 28);
+        if (addAcc) s += ac[t];
+        if (final) out[t] = (uint32_t)((s + 2048) >> 12);
+        else ac[t] = s & (MASK44);
+      }
+    }
+  }
+}
+
+int FN(hl_zq)(const uint8_t *wp, int rows, int cols, const uint8_t *a, const uint8_t *b, int N, uint32_t *aOut,
+              uint32_t *bOut) {
+  const int parts = (a ? 1 : 0) + (b ? 1 : 0);
+  const int nl = 3 * parts;
+  const int K2 = (cols + 1) / 2;
+  const int Mb = (rows + 3) / 4;
+  const int chunks = (cols + ZQ_KCHUNK - 1) / ZQ_KCHUNK;
+  const int K2max = MIN(K2, ZQ_KCHUNK / 2);
+  const int tbMax = MIN(ZQ_TB, (N + ZQ_PW - 1) / ZQ_PW * ZQ_PW);
+  const size_t xBytes = (size_t)K2max * 64 * (size_t)(nl * tbMax / ZQ_PW);
+  uint8_t *X = scratch(xBytes);
+  int32_t *C = scratch((size_t)Mb * 4 * nl * tbMax * 4);
+  int64_t *acc = chunks > 1 ? scratch((size_t)rows * parts * tbMax * 8) : NULL;
+  if (!X || !C || (chunks > 1 && !acc)) {
+    free(X);
+    free(C);
+    free(acc);
+    return -1;
+  }
+  for (int t0 = 0; t0 < N; t0 += ZQ_TB) {
+    const int tb = MIN(ZQ_TB, N - t0);
+    const int tbp = (tb + ZQ_PW - 1) / ZQ_PW * ZQ_PW;
+    const int NP = nl * tbp / ZQ_PW;
+    const size_t ldc = (size_t)nl * tbp;
+    for (int ch = 0; ch < chunks; ch++) {
+      const int k0 = ch * ZQ_KCHUNK;
+      const int k1 = MIN(cols, k0 + ZQ_KCHUNK);
+      const int K2c = (k1 - k0 + 1) / 2;
+      if (tb != tbp) memset(X, 0, (size_t)K2c * 64 * NP);
+      zq_decompose(a, b, N, t0, tb, tbp, k0, k1, X);
+      gemm16(wp + (size_t)(k0 / 2) * 16, (size_t)K2 * 16, X, K2c, C, Mb, NP, ldc);
+      zq_recombine(C, ldc, rows, tb, tbp, acc, tbMax, ch > 0, ch == chunks - 1, a ? aOut : NULL, b ? bOut : NULL, N,
+                   t0);
+    }
+  }
+  free(X);
+  free(C);
+  free(acc);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* int8 GEMM on the same int16 kernel                                                          */
+
+int FN(hl_gemm_i8)(const uint8_t *wp, int M, int K, const int8_t *x, int N, int32_t *out) {
+  const int K2 = (K + 1) / 2;
+  const int Mb = (M + 3) / 4;
+  const int NP = (N + ZQ_PW - 1) / ZQ_PW;
+  const size_t ldc = (size_t)NP * ZQ_PW;
+  const size_t xs = (size_t)K2 * 64;
+  uint8_t *X = scratch(xs * NP);
+  int32_t *C = scratch((size_t)Mb * 4 * ldc * 4);
+  if (!X || !C) {
+    free(X);
+    free(C);
+    return -1;
+  }
+  if ((size_t)N != ldc) memset(X, 0, xs * NP);
+  for (int q = 0; q < K2; q++) {
+    const int8_t *r0 = x + (size_t)(2 * q) * N;
+    const int8_t *r1 = 2 * q + 1 < K ? r0 + N : NULL;
+    for (int j = 0; j < N; j++) {
+      const uint32_t pr = pair16(r0[j], r1 ? r1[j] : 0);
+      memcpy(X + (size_t)(j / ZQ_PW) * xs + (size_t)q * 64 + (size_t)(j % ZQ_PW) * 4, &pr, 4);
+    }
+  }
+  gemm16(wp, (size_t)K2 * 16, X, K2, C, Mb, NP, ldc);
+  for (int i = 0; i < M; i++) memcpy(out + (size_t)i * N, C + (size_t)i * ldc, (size_t)N * 4);
+  free(X);
+  free(C);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* fp32 GEMM: packed, register-blocked (BLIS order)                                             */
+/*
+ * A packed into SG_MR-row micro-panels (k-major), B into SG_NR-column micro-panels; the kernel
+ * keeps an SG_MR x SG_NR tile of C in registers over a KC-long slice. An A block (MC x KC) stays
+ * in L2, a B micro-panel (KC x SG_NR) in L1, the B block (KC x NC) in L3.
+ */
+#define SG_NR 16
+#if defined(__AVX512F__)
+#undef SG_NR
+#define SG_NR 32
+#endif
+#define SG_KC 256
+#define SG_MC (SG_MR * 16)
+#define SG_NC 2048
+
+#if defined(HL_VEC)
+#define SG_NV (SG_NR * 4 / VB)
+static void kern32(int kc, const float *a, const float *b, float *t) {
+  vf acc[SG_MR][SG_NV];
+#pragma GCC unroll 12
+  for (int r = 0; r < SG_MR; r++) {
+#pragma GCC unroll 2
+    for (int v = 0; v < SG_NV; v++) acc[r][v] = VF_ZERO();
+  }
+  for (int k = 0; k < kc; k++) {
+    vf bv[SG_NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < SG_NV; v++) bv[v] = VF_LOAD(b + v * (VB / 4));
+#pragma GCC unroll 12
+    for (int r = 0; r < SG_MR; r++) {
+      const vf av = VF_BCAST(a + r);
+#pragma GCC unroll 2
+      for (int v = 0; v < SG_NV; v++) acc[r][v] = VF_FMA(acc[r][v], av, bv[v]);
+    }
+    a += SG_MR;
+    b += SG_NR;
+  }
+#pragma GCC unroll 12
+  for (int r = 0; r < SG_MR; r++) {
+#pragma GCC unroll 2
+    for (int v = 0; v < SG_NV; v++) VF_STORE(t + r * SG_NR + v * (VB / 4), acc[r][v]);
+  }
+}
+#else
+static void kern32(int kc, const float *a, const float *b, float *t) {
+  float acc[SG_MR][SG_NR];
+  memset(acc, 0, sizeof acc);
+  for (int k = 0; k < kc; k++) {
+    for (int r = 0; r < SG_MR; r++)
+      for (int j = 0; j < SG_NR; j++) acc[r][j] += a[r] * b[j];
+    a += SG_MR;
+    b += SG_NR;
+  }
+  memcpy(t, acc, sizeof acc);
+}
+#endif
+
+/* A(i0.., k0..) mc x kc -> micro-panels of SG_MR rows, rows past mc zero. */
+static void pack_a32(const float *A, long sai, long sak, int mc, int kc, float *dst) {
+  for (int i0 = 0; i0 < mc; i0 += SG_MR) {
+    const int mr = MIN(SG_MR, mc - i0);
+    if (sak == 1) {
+      /* Row-major A: 8 k of every row at a time (see pack_b32). */
+      int k = 0;
+      for (; k + 8 <= kc; k += 8) {
+        float blk[SG_MR][8];
+        for (int r = 0; r < SG_MR; r++) {
+          if (r < mr) memcpy(blk[r], A + (i0 + r) * sai + k, sizeof blk[r]);
+          else memset(blk[r], 0, sizeof blk[r]);
+        }
+        for (int kk = 0; kk < 8; kk++)
+          for (int r = 0; r < SG_MR; r++) dst[(k + kk) * SG_MR + r] = blk[r][kk];
+      }
+      for (; k < kc; k++)
+        for (int r = 0; r < SG_MR; r++) dst[k * SG_MR + r] = r < mr ? A[(i0 + r) * sai + k] : 0.0f;
+    } else {
+      for (int k = 0; k < kc; k++)
+        for (int r = 0; r < SG_MR; r++) dst[k * SG_MR + r] = r < mr ? A[(i0 + r) * sai + k * sak] : 0.0f;
+    }
+    dst += (size_t)kc * SG_MR;
+  }
+}
+
+/* B(k0.., j0..) kc x nc -> micro-panels of SG_NR columns, columns past nc zero. */
+static void pack_b32(const float *B, long sbk, long sbj, int kc, int nc, float *dst) {
+  for (int j0 = 0; j0 < nc; j0 += SG_NR) {
+    const int nr = MIN(SG_NR, nc - j0);
+    if (sbj == 1 && nr == SG_NR) {
+      for (int k = 0; k < kc; k++) memcpy(dst + k * SG_NR, B + k * sbk + j0, SG_NR * 4);
+    } else if (sbk == 1) {
+      /* B is a transposed row-major matrix (the weights of the forward matmul): 8 k of every
+       * column at a time, so each source row is read 32 bytes at a time and each destination
+       * row written whole (column by column, the source rows sit a stride apart that aliases
+       * in the caches). */
+      int k = 0;
+      for (; k + 8 <= kc; k += 8) {
+        float blk[SG_NR][8];
+        for (int j = 0; j < SG_NR; j++) {
+          if (j < nr) memcpy(blk[j], B + (j0 + j) * sbj + k, sizeof blk[j]);
+          else memset(blk[j], 0, sizeof blk[j]);
+        }
+        for (int kk = 0; kk < 8; kk++)
+          for (int j = 0; j < SG_NR; j++) dst[(k + kk) * SG_NR + j] = blk[j][kk];
+      }
+      for (; k < kc; k++)
+        for (int j = 0; j < SG_NR; j++) dst[k * SG_NR + j] = j < nr ? B[k + (j0 + j) * sbj] : 0.0f;
+    } else {
+      for (int k = 0; k < kc; k++)
+        for (int j = 0; j < SG_NR; j++) dst[k * SG_NR + j] = j < nr ? B[k * sbk + (j0 + j) * sbj] : 0.0f;
+    }
+    dst += (size_t)kc * SG_NR;
+  }
+}
+
+/* C tile (mr x nr valid of t) into C: the first K slice also applies acc / bias. */
+static void update_c(const float *t, int mr, int nr, float *C, long sci, long scj, int first, int acc, const float *bias) {
+  for (int r = 0; r < mr; r++) {
+    float *c = C + r * sci;
+    const float *s = t + r * SG_NR;
+    if (scj == 1) {
+      if (!first) {
+        for (int j = 0; j < nr; j++) c[j] += s[j];
+      } else {
+        for (int j = 0; j < nr; j++) c[j] = ((acc ? c[j] : 0.0f) + (bias ? bias[j] : 0.0f)) + s[j];
+      }
+    } else {
+      for (int j = 0; j < nr; j++) {
+        float *cj = c + j * scj;
+        *cj = first ? ((acc ? *cj : 0.0f) + (bias ? bias[j] : 0.0f)) + s[j] : *cj + s[j];
+      }
+    }
+  }
+}
+
+int FN(hl_sgemm)(int M, int N, int K, const float *A, long sai, long sak, const float *B, long sbk, long sbj, float *C,
+                 long sci, long scj, int acc, const float *bias) {
+  if (K == 0) {
+    const float zero[SG_NR] = {0};
+    for (int i = 0; i < M; i++)
+      for (int j = 0; j < N; j += SG_NR) update_c(zero, 1, MIN(SG_NR, N - j), C + i * sci + j * scj, sci, scj, 1, acc, bias ? bias + j : NULL);
+    return 0;
+  }
+  float *Ap = scratch((size_t)SG_MC * SG_KC * 4);
+  float *Bp = scratch((size_t)SG_KC * SG_NC * 4);
+  if (!Ap || !Bp) {
+    free(Ap);
+    free(Bp);
+    return -1;
+  }
+  float t[SG_MR * SG_NR] __attribute__((aligned(64)));
+  for (int jc = 0; jc < N; jc += SG_NC) {
+    const int nc = MIN(SG_NC, N - jc);
+    for (int pc = 0; pc < K; pc += SG_KC) {
+      const int kc = MIN(SG_KC, K - pc);
+      pack_b32(B + pc * sbk + jc * sbj, sbk, sbj, kc, nc, Bp);
+      for (int ic = 0; ic < M; ic += SG_MC) {
+        const int mc = MIN(SG_MC, M - ic);
+        pack_a32(A + ic * sai + pc * sak, sai, sak, mc, kc, Ap);
+        for (int jr = 0; jr < nc; jr += SG_NR) {
+          const int nr = MIN(SG_NR, nc - jr);
+          for (int ir = 0; ir < mc; ir += SG_MR) {
+            /* C was last touched one K slice ago: fetch the tile while the kernel runs. */
+            if (scj == 1) {
+              for (int r = 0; r < MIN(SG_MR, mc - ir); r++) {
+                const float *cr = C + (ic + ir + r) * sci + jc + jr;
+                __builtin_prefetch(cr, 1);
+                __builtin_prefetch(cr + nr - 1, 1);
+              }
+            }
+            kern32(kc, Ap + (size_t)ir * kc, Bp + (size_t)jr * kc, t);
+            update_c(t, MIN(SG_MR, mc - ir), nr, C + (ic + ir) * sci + (jc + jr) * scj, sci, scj, pc == 0, acc,
+                     bias ? bias + jc + jr : NULL);
+          }
+        }
+      }
+    }
+  }
+  free(Ap);
+  free(Bp);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Few-token fp32 products (llm.c matmuls with T <= 8): memory bound on the weights, so the     */
+/* weights are streamed once in place instead of packed. Eight independent lanes per sum let  */
+/* the compiler vectorize without reassociating (no -ffast-math).                              */
+
+static float dot_f32(const float *x, const float *y, int n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int c = 0;
+  for (; c + 8 <= n; c += 8)
+    for (int l = 0; l < 8; l++) acc[l] += x[c + l] * y[c + l];
+  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; c < n; c++) s += x[c] * y[c];
+  return s;
+}
+
+static void axpy_f32(float *y, float a, const float *x, int n) {
+  for (int c = 0; c < n; c++) y[c] += a * x[c];
+}
+
+/*
+ * op 0: out[T][OC] = inp[T][C] · w[OC][C]^T (+ bias)   (target = out, x = inp, y = w)
+ * op 1: dinp[T][C] += dout[T][OC] · w[OC][C]           (target = dinp, x = dout, y = w)
+ * op 2: dw[OC][C] += dout[T][OC]^T · inp[T][C]         (target = dw, x = dout, y = inp)
+ */
+void FN(hl_small_f32)(int op, float *target, const float *x, const float *y, const float *bias, int T, int C, int OC) {
+  for (int o = 0; o < OC; o++) {
+    for (int t = 0; t < T; t++) {
+      if (op == 0) {
+        target[(size_t)t * OC + o] = dot_f32(x + (size_t)t * C, y + (size_t)o * C, C) + (bias ? bias[o] : 0.0f);
+      } else {
+        const float d = x[(size_t)t * OC + o];
+        if (d == 0.0f) continue;
+        if (op == 1) axpy_f32(target + (size_t)t * C, d, y + (size_t)o * C, C);
+        else axpy_f32(target + (size_t)o * C, d, y + (size_t)t * C, C);
+      }
+    }
+  }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Register-only peak of this level's best dot-product instruction                            */
+
+double FN(hl_peak)(long reps) {
+#if defined(HL_VEC)
+  /* Ten independent chains hide the instruction's latency; each product reads its own
+   * accumulator, so no product can be shared or hoisted out of the loop. */
+#if defined(__AVX512VNNI__)
+  /* vpdpbusd: 64 u8 x s8 multiply-accumulates per zmm instruction (the widest on this level). */
+#define PEAK_OP(acc) acc = _mm512_dpbusd_epi32(acc, acc, y)
+  const double per = 64;
+#else
+#define PEAK_OP(acc) acc = VI_MADD(acc, acc, y)
+  const double per = VB / 2;
+#endif
+  const vi y = VI_BCAST32(&(int32_t){0x00050004});
+  /* Distinct starting values: identical chains would be merged into one. */
+#define PEAK_INIT(j) VI_BCAST32(&(int32_t){j})
+  vi c0 = PEAK_INIT(1), c1 = PEAK_INIT(2), c2 = PEAK_INIT(3), c3 = PEAK_INIT(4), c4 = PEAK_INIT(5);
+  vi c5 = PEAK_INIT(6), c6 = PEAK_INIT(7), c7 = PEAK_INIT(8), c8 = PEAK_INIT(9), c9 = PEAK_INIT(10);
+#undef PEAK_INIT
+  for (long i = 0; i < reps; i++) {
+    PEAK_OP(c0); PEAK_OP(c1); PEAK_OP(c2); PEAK_OP(c3); PEAK_OP(c4);
+    PEAK_OP(c5); PEAK_OP(c6); PEAK_OP(c7); PEAK_OP(c8); PEAK_OP(c9);
+  }
+#undef PEAK_OP
+  int32_t sink[10][VB / 4];
+  VI_STORE(sink[0], c0); VI_STORE(sink[1], c1); VI_STORE(sink[2], c2); VI_STORE(sink[3], c3); VI_STORE(sink[4], c4);
+  VI_STORE(sink[5], c5); VI_STORE(sink[6], c6); VI_STORE(sink[7], c7); VI_STORE(sink[8], c8); VI_STORE(sink[9], c9);
+  __asm__ volatile("" : : "r"(sink) : "memory");
+  return (double)reps * 10 * per;
+#else
+  uint32_t acc[4] = {1, 2, 3, 4};
+  for (long i = 0; i < reps; i++) {
+    __asm__ volatile("" : "+r"(acc[0]));
+    for (int j = 0; j < 4; j++) acc[j] = acc[j] * 3u + (uint32_t)j;
+  }
+  __asm__ volatile("" : : "r"(acc[0] + acc[1] + acc[2] + acc[3]));
+  return (double)reps * 4;
+#endif
+}

@@ -1,0 +1,61 @@
+/*
+ * helora native kernels: declarations shared by the per-level builds of kernels.c and the N-API
+ * binding (addon.c). kernels.c is compiled once per CPU level with -DHL_LEVEL=<name> and that
+ * level's -m flags; every symbol carries the level's name so the objects link side by side and
+ * addon.c picks one at run time.
+ *
+ * Layouts (little endian, as in src/kernels/assembly/gemm.entry.ts so packed weights are shared):
+ *   W "4-row blocks": for row block r and k-pair q, 16 bytes = rows 4r..4r+3, each an i16 pair
+ *     (w[.][2q], w[.][2q+1]); a block holds K2 = ceil(K/2) pairs; rows and K padded with zeros.
+ * The callers (addon.c) have validated every size and buffer length.
+ */
+#ifndef HELORA_KERNELS_H
+#define HELORA_KERNELS_H
+#include <stddef.h>
+#include <stdint.h>
+
+/** Bytes of W packed into 4-row blocks of i16 pairs. */
+static inline size_t hl_packed_i8_bytes(int M, int K) {
+  return (size_t)((M + 3) / 4) * (size_t)((K + 1) / 2) * 16;
+}
+
+#define HL_CAT3(a, b) a##_##b
+#define HL_CAT(a, b) HL_CAT3(a, b)
+
+/*
+ * Entry points of one level (all return 0, or -1 when scratch memory could not be allocated):
+ * zq:    the Z_2^44 product (see src/kernels/zq-matmul.ts); a/aOut NULL = b-part only, b/bOut
+ *        NULL = a-part only.
+ * gemm_i8: out[M][N] = W · x[K][N] in wrapping int32.
+ * sgemm: C(i,j) = (acc ? C(i,j) : 0) + bias[j] + sum_k A(i,k) B(k,j) over strided operands
+ *        (element (i,k) of A at A[i*sai + k*sak], and so on); bias may be NULL.
+ * small_f32: the few-token llm.c matmuls, reading the weights in place (see kernels.c).
+ * peak:  reps rounds of a register-only loop of this level's dot-product instruction; returns
+ *        the multiply-accumulates done (benchmarks time it).
+ */
+#define HL_DECLARE(lv)                                                                                  \
+  int HL_CAT(hl_zq, lv)(const uint8_t *wp, int rows, int cols, const uint8_t *a, const uint8_t *b, int N, \
+                        uint32_t *aOut, uint32_t *bOut);                                               \
+  int HL_CAT(hl_gemm_i8, lv)(const uint8_t *wp, int M, int K, const int8_t *x, int N, int32_t *out);     \
+  int HL_CAT(hl_sgemm, lv)(int M, int N, int K, const float *A, long sai, long sak, const float *B,      \
+                           long sbk, long sbj, float *C, long sci, long scj, int acc, const float *bias); \
+  void HL_CAT(hl_small_f32, lv)(int op, float *target, const float *x, const float *y, const float *bias, int T, int C, \
+                                int OC);                                                                \
+  double HL_CAT(hl_peak, lv)(long reps);
+
+/* The build defines HL_HAVE_<level> for each vector level its compiler could build. */
+HL_DECLARE(scalar)
+#if defined(HL_HAVE_avx2)
+HL_DECLARE(avx2)
+#endif
+#if defined(HL_HAVE_avx512)
+HL_DECLARE(avx512)
+#endif
+#if defined(HL_HAVE_avx512vnni)
+HL_DECLARE(avx512vnni)
+#endif
+
+/** Packs int8 w[M][K] into 4-row blocks of i16 pairs (level independent). */
+void hl_pack_i8(const int8_t *w, int M, int K, uint8_t *dst);
+
+#endif
