@@ -4,25 +4,15 @@
 
 import { join } from 'node:path';
 import { fineTune, type FineTuneOptions, type FineTuneResult } from '../train/fine-tune.js';
-import { RemoteTraining, type HashCheck } from '../transport/remote-training.js';
+import { RemoteTraining, type HashCheck, type RemoteTrainingOptions } from '../transport/remote-training.js';
 import type { RemoteStats } from '../transport/client.js';
 import { writeLossPlot } from './plot.js';
 import { Progress } from './progress.js';
-import type { MaskMode } from '../linear/types.js';
 
-export interface TrainOptions extends Omit<FineTuneOptions, 'connectEncrypted' | 'onStart'> {
+/** A fine-tuning run with the server connection of the encrypted mode (RemoteTrainingOptions, its URL as `server`). */
+export interface TrainOptions extends Omit<FineTuneOptions, 'connectEncrypted' | 'onStart'>, Omit<RemoteTrainingOptions, 'url' | 'say'> {
   /** Server URL (encrypted mode). */
   server?: string;
-  token?: string;
-  expectHash?: string;
-  /** PEM CA for a server with a self-signed certificate. */
-  ca?: string;
-  /** Server reconnect deadline (encrypted mode), ms. */
-  retryDeadlineMs?: number;
-  /** Encrypted mode: the server's public mask tables or fresh masks (default: tables when offered). */
-  masks?: MaskMode;
-  /** Folder for downloaded mask tables. */
-  tableCache?: string;
   /** Progress bar / lines on stderr (default true). */
   progress?: boolean;
 }

@@ -11,7 +11,7 @@
  *     notes: [string] }
  */
 
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { readTextFileBounded } from '../util/files.js';
 import { PROJECTION_NAMES } from '../model/projections.js';
 import { clientMacs, frozenProductMacs, microBatchRequests, NAMED_SHAPES } from './estimate.js';
 import { DEFAULT_PARAMS } from '../crypto/params.js';
@@ -141,24 +141,12 @@ export function parseCalibration(text: string, where = 'file'): Calibration {
 
 /** Reads a calibration file (size checked before reading). */
 export function readCalibrationFile(path: string): Calibration {
-  let fd: number;
+  let text: string;
   try {
-    fd = openSync(path, 'r');
+    text = readTextFileBounded(path, MAX_CALIBRATION_BYTES, `calibration file ${path}`);
   } catch (e) {
-    throw new Error(`helora: cannot open calibration file ${path}: ${(e as Error).message}`);
+    const m = (e as Error).message;
+    throw m.startsWith('helora:') ? e : new Error(`helora: cannot open calibration file ${path}: ${m}`);
   }
-  try {
-    const size = fstatSync(fd).size;
-    if (size > MAX_CALIBRATION_BYTES) throw new Error(`helora: calibration file ${path} is ${size} bytes, more than the limit of ${MAX_CALIBRATION_BYTES}`);
-    const buf = Buffer.alloc(size);
-    let off = 0;
-    while (off < size) {
-      const n = readSync(fd, buf, off, size - off, off);
-      if (n === 0) break;
-      off += n;
-    }
-    return parseCalibration(buf.subarray(0, off).toString('utf8'), path);
-  } finally {
-    closeSync(fd);
-  }
+  return parseCalibration(text, path);
 }

