@@ -5,6 +5,7 @@
 import { join } from 'node:path';
 import { fineTune, type FineTuneOptions, type FineTuneResult } from '../train/fine-tune.js';
 import { RemoteTraining, type HashCheck } from '../transport/remote-training.js';
+import { resolveToken } from '../transport/token.js';
 import type { RemoteStats } from '../transport/client.js';
 import { writeLossPlot } from './plot.js';
 import { Progress } from './progress.js';
@@ -12,7 +13,13 @@ import { Progress } from './progress.js';
 export interface TrainOptions extends Omit<FineTuneOptions, 'connectEncrypted' | 'onStart'> {
   /** Server URL (encrypted mode). */
   server?: string;
+  /** --token (shows in ps), --token-file or HELORA_TOKEN (env): one of them. */
   token?: string;
+  tokenFile?: string;
+  /** Where HELORA_TOKEN is read from (the CLI passes process.env; default: none). */
+  env?: NodeJS.ProcessEnv;
+  /** Train through a server whose model hash cannot be checked. */
+  allowUnverified?: boolean;
   expectHash?: string;
   /** PEM CA for a server with a self-signed certificate. */
   ca?: string;
@@ -63,7 +70,10 @@ export async function runTrain(o: TrainOptions): Promise<TrainResult> {
   checkServerFlags(o);
   const say = o.say ?? ((l: string) => process.stderr.write(l + '\n'));
   const server = o.mode === 'encrypted'
-    ? new RemoteTraining({ url: o.server!, token: o.token, expectHash: o.expectHash, ca: o.ca, retryDeadlineMs: o.retryDeadlineMs, say })
+    ? new RemoteTraining({
+      url: o.server!, token: resolveToken({ token: o.token, tokenFile: o.tokenFile, env: o.env ?? {} })?.token, expectHash: o.expectHash, ca: o.ca,
+      retryDeadlineMs: o.retryDeadlineMs, allowUnverified: o.allowUnverified, say,
+    })
     : null;
   const run = await fineTuneWithProgress({ ...o, say, connectEncrypted: server?.connect }, o.progress ?? true);
   return { ...run, modelHash: server?.modelHash ?? null, hashCheck: server?.hashCheck ?? null, remote: server?.stats() ?? null };

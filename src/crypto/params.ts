@@ -43,13 +43,18 @@ export interface RlweParams {
  * 2018, table for the uniform ternary secret, error sigma ~ 3.2) allows log2 q <= 54 at N = 2048
  * for 128-bit classical security (lattice estimator, uSVP / dec / dual attacks); log2 q = 44 is
  * well inside (smaller q = harder RLWE). The public samples are (a_i, b_i) with fresh uniform a_i
- * (AES-128-CTR from a fresh 16-byte seed, i.e. pseudo-random under the AES assumption; the seed
- * is public, so a longer AES key would add nothing: the secret is s), a fixed
+ * (AES-128-CTR keyed with a fresh 16-byte seed), a fixed
  * secret and fresh errors: plain RLWE samples. Everything else the server sees is computed from
  * RLWE samples without the secret: rounding b to 40 bits before upload and rounding a_out and
  * b_out to 32 bits on download are public post-processing (they can only lose information), and
  * the products sum_i W[o,i] (a_i, b_i) are public linear maps of the uploads. So the server's view
  * is as hard to distinguish from uniform as the underlying RLWE instance.
+ *
+ * The masks a_i: the seed is public (it travels with the request), so "AES-CTR is a pseudo-random
+ * function" says nothing here (a PRF's security needs a secret key). As Kyber-90s does for its
+ * AES-expanded public matrix, the analysis models AES-128 under a public key as an ideal cipher
+ * (a random permutation per key), under which the CTR output of a fresh seed is uniform; the
+ * claim above holds in that model. A longer AES key would add nothing (the secret is s).
  *
  * Error: centered discrete Gaussian, sigma = 3.2, tail cut at 19 (about 6 sigma, SEAL's choice:
  * P(|e| > 19) ~ 5e-9 for the untruncated distribution), sampled by CDT inversion from

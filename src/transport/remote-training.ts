@@ -1,12 +1,13 @@
 // The encrypted mode of a fine-tuning run (train/fine-tune.ts): the frozen products run on a helora
 // server. Before any data is sent the server's model hash is checked, against the one the user
 // expects or else against the hash recomputed from the local folder when it has the projection
-// weights, and its shapes against the local config.
+// weights, and its shapes against the local config. A hash that cannot be checked is refused unless
+// the user allows it (allowUnverified, --allow-unverified): the run fails closed.
 
 import type { LlamaConfig } from '../model/config.js';
 import { folderHasProjections, type ConnectEncrypted } from '../train/fine-tune.js';
 import { RemoteEncryptedProvider, type RemoteStats } from './client.js';
-import { checkShapeMatches } from './model-info.js';
+import { checkShapeMatches, shapeOf } from './model-info.js';
 import { modelHashOfFolder } from './model-server.js';
 
 export interface RemoteTrainingOptions {
@@ -19,6 +20,8 @@ export interface RemoteTrainingOptions {
   ca?: string;
   /** Reconnect deadline, ms. */
   retryDeadlineMs?: number;
+  /** Train through a server whose model hash could not be checked (no --expect-hash, no local projections). */
+  allowUnverified?: boolean;
   /** Messages for the user (the hash check). */
   say?: (line: string) => void;
 }
@@ -44,12 +47,19 @@ export class RemoteTraining {
       hashCheck = 'local-folder';
     }
     this.hashCheck = hashCheck;
-    const remote = await RemoteEncryptedProvider.connect({ url: this.o.url, token: this.o.token, expectedModelHash: expected, ca: this.o.ca, retryDeadlineMs: this.o.retryDeadlineMs });
-    this.remote = remote;
+    const remote = await RemoteEncryptedProvider.connect({
+      url: this.o.url, token: this.o.token, expectedModelHash: expected, ca: this.o.ca, retryDeadlineMs: this.o.retryDeadlineMs, localShape: shapeOf(config),
+    });
     const hash = remote.info.hash;
+    if (hashCheck === 'unverified' && !this.o.allowUnverified) {
+      await remote.close();
+      throw new Error(`helora: the server's model hash ${hash} cannot be verified: pass --expect-hash, or keep the projection weights in --model `
+        + 'so the hash is recomputed locally; --allow-unverified trains through an unchecked model');
+    }
+    this.remote = remote;
     this.modelHash = hash;
     checkShapeMatches(remote.info, config);
-    if (hashCheck === 'unverified') say(`helora: server model hash ${hash} (NOT verified: pass --expect-hash, or keep the projection weights in --model to check it)`);
+    if (hashCheck === 'unverified') say(`helora: server model hash ${hash} (NOT verified, --allow-unverified)`);
     else say(`helora: server model hash ${hash} verified (${hashCheck === 'expected' ? '--expect-hash' : 'recomputed from the local model folder'})`);
     return {
       provider: remote,
