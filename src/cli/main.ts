@@ -75,6 +75,7 @@ program
   .option('--token-file <file>', 'file whose first line is the bearer token for the server (or set HELORA_TOKEN)')
   .option('--token <t>', 'bearer token for the server on the command line (shows in ps: prefer --token-file or HELORA_TOKEN)')
   .option('--expect-hash <h>', "the server's model hash to insist on")
+  .option('--no-verify-results', 'do not check the server\'s results against the public weights (the check needs the projection weights in --model; without them it cannot run)')
   .option('--allow-unverified', "train through a server whose model hash cannot be checked (no --expect-hash and no projection weights in --model)", false)
   .option('--ca <file>', 'PEM CA certificate to trust (a wss:// server with a self-signed certificate)')
   .option('--resume', 'continue from the newest checkpoint in --out', false)
@@ -84,7 +85,7 @@ program
   .action(async (o: {
     server?: string; model: string; data: string; out: string; mode: TrainMode; steps?: number; epochs?: number; batchTokens: number; gradAccum: number;
     lr: number; warmup: number; schedule: 'cosine' | 'linear' | 'constant'; rank: number; alpha: number; dropout: number; targets: ProjectionName[]; seed: number;
-    token?: string; tokenFile?: string; allowUnverified: boolean; expectHash?: string; ca?: string; resume: boolean; checkpointEvery: number; progress: boolean; stopAfter?: number;
+    token?: string; tokenFile?: string; allowUnverified: boolean; verifyResults: boolean; expectHash?: string; ca?: string; resume: boolean; checkpointEvery: number; progress: boolean; stopAfter?: number;
   }) => {
     const r = await runTrain({ ...o, env: process.env, ca: o.ca !== undefined ? readFileSync(o.ca, 'utf8') : undefined });
     const last = r.history[r.history.length - 1];

@@ -20,6 +20,8 @@ export interface TrainOptions extends Omit<FineTuneOptions, 'connectEncrypted' |
   env?: NodeJS.ProcessEnv;
   /** Train through a server whose model hash cannot be checked. */
   allowUnverified?: boolean;
+  /** Check every result against the public weights when the model folder has them (default true). */
+  verifyResults?: boolean;
   expectHash?: string;
   /** PEM CA for a server with a self-signed certificate. */
   ca?: string;
@@ -72,7 +74,7 @@ export async function runTrain(o: TrainOptions): Promise<TrainResult> {
   const server = o.mode === 'encrypted'
     ? new RemoteTraining({
       url: o.server!, token: resolveToken({ token: o.token, tokenFile: o.tokenFile, env: o.env ?? {} })?.token, expectHash: o.expectHash, ca: o.ca,
-      retryDeadlineMs: o.retryDeadlineMs, allowUnverified: o.allowUnverified, say,
+      retryDeadlineMs: o.retryDeadlineMs, allowUnverified: o.allowUnverified, verifyResults: o.verifyResults, say,
     })
     : null;
   const run = await fineTuneWithProgress({ ...o, say, connectEncrypted: server?.connect }, o.progress ?? true);

@@ -3,7 +3,11 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MAX_WEIGHT_SCALE, MIN_WEIGHT_SCALE, quantizeWeightsPerChannel, ZERO_ROW_WEIGHT_SCALE } from './quantize.js';
+import * as quant from './quantize.js';
+
+// Read through the namespace so that this file also runs (and fails) against code without them.
+const { quantizeWeightsPerChannel } = quant;
+const { MAX_WEIGHT_SCALE, MIN_WEIGHT_SCALE, ZERO_ROW_WEIGHT_SCALE } = quant as unknown as Record<string, number>;
 
 test('item 15: an all-zero (or vanishing) weight row gets the positive placeholder scale and zero values; other rows are unchanged', () => {
   const cols = 4;

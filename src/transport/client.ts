@@ -28,6 +28,7 @@ import {
 } from '../protocol/wire.js';
 import { checkShapesEqual, MAX_MODEL_INFO_BYTES, parseModelInfo, type ModelInfo, type ModelShape } from './model-info.js';
 import { HEALTH_PATH, MODEL_INFO_PATH, WS_PATH } from '../protocol/endpoints.js';
+import type { ResultIntegrity } from './integrity.js';
 
 /** What the capture hook sees: every byte string the client hands to the network, before framing. */
 export type CaptureHook = (bytes: Uint8Array, channel: 'ws' | 'http') => void;
@@ -478,11 +479,16 @@ export interface RemoteStats {
   /** From sending a request to its answer (network + server queue + server compute). */
   serverWaitMs: number;
   reconnects: number;
+  /** Results checked against the public weights (integrity.ts) and the time the checks took. */
+  integrityChecks: number;
+  integrityMs: number;
 }
 
 export interface RemoteProviderOptions extends RemoteSessionOptions {
   /** The RLWE secret key (default: a fresh one). It never leaves this process. */
   key?: SecretKey;
+  /** Checks every result against the public weights (needs the quantized projections locally). */
+  integrity?: ResultIntegrity;
 }
 
 /** FrozenLinearProvider whose products run on a helora server over encrypted activations. */
@@ -492,15 +498,18 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
   private serverWaitMs = 0;
   private requests = 0;
 
-  constructor(readonly session: RemoteSession, opts: { key?: SecretKey } = {}) {
+  private readonly integrity: ResultIntegrity | null;
+
+  constructor(readonly session: RemoteSession, opts: { key?: SecretKey; integrity?: ResultIntegrity } = {}) {
     const info = session.info;
+    this.integrity = opts.integrity ?? null;
     // Client crypto on every core (worker pool, started on first use; the key stays in this process).
     this.he = new HeLinearClient({ params: paramsById(info.paramsId), key: opts.key, actBits: info.actBits });
   }
 
   static async connect(opts: RemoteProviderOptions): Promise<RemoteEncryptedProvider> {
     const session = await RemoteSession.connect(opts);
-    return new RemoteEncryptedProvider(session, { key: opts.key });
+    return new RemoteEncryptedProvider(session, { key: opts.key, integrity: opts.integrity });
   }
 
   get info(): ModelInfo {
@@ -511,6 +520,7 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
     return {
       requests: this.requests, bytesUp: this.session.bytesUp, bytesDown: this.session.bytesDown,
       cryptoMs: this.cryptoMs, serverWaitMs: this.serverWaitMs, reconnects: this.session.reconnects,
+      integrityChecks: this.integrity?.checks ?? 0, integrityMs: this.integrity?.checkMs ?? 0,
     };
   }
 
@@ -562,6 +572,7 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
       c0 = performance.now();
       const ys = await this.he.decryptForward(pending, res, wScales);
       this.cryptoMs += performance.now() - c0;
+      this.integrity?.checkForward(layer, group, x.subarray(t0 * C, t1 * C), t1 - t0, ys);
       return ys;
     }));
     if (parts.length === 1) return parts[0];
@@ -591,6 +602,7 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
       c0 = performance.now();
       const dx = await this.he.decryptBackward(pending, res, C);
       this.cryptoMs += performance.now() - c0;
+      this.integrity?.checkBackward(layer, group, slice, t1 - t0, wScales, dx);
       return dx;
     }));
     if (parts.length === 1) return parts[0];

@@ -6,9 +6,11 @@
 
 import type { LlamaConfig } from '../model/config.js';
 import { folderHasProjections, type ConnectEncrypted } from '../train/fine-tune.js';
-import { RemoteEncryptedProvider, type RemoteStats } from './client.js';
+import { paramsById } from '../crypto/index.js';
+import { RemoteEncryptedProvider, RemoteSession, type RemoteStats } from './client.js';
+import { ResultIntegrity } from './integrity.js';
 import { checkShapeMatches, shapeOf } from './model-info.js';
-import { modelHashOfFolder } from './model-server.js';
+import { loadQuantizedModel, type QuantizedModel } from './model-server.js';
 
 export interface RemoteTrainingOptions {
   /** ws:// or wss:// URL of the server. */
@@ -22,6 +24,11 @@ export interface RemoteTrainingOptions {
   retryDeadlineMs?: number;
   /** Train through a server whose model hash could not be checked (no --expect-hash, no local projections). */
   allowUnverified?: boolean;
+  /**
+   * Check every result against the public weights (integrity.ts; default true). Possible only when
+   * the local model folder has the projection weights; otherwise results are not checked.
+   */
+  verifyResults?: boolean;
   /** Messages for the user (the hash check). */
   say?: (line: string) => void;
 }
@@ -33,6 +40,8 @@ export type HashCheck = 'expected' | 'local-folder' | 'unverified';
 export class RemoteTraining {
   modelHash: string | null = null;
   hashCheck: HashCheck | null = null;
+  /** Whether every result is checked against the public weights. */
+  resultsVerified = false;
   private remote: RemoteEncryptedProvider | null = null;
 
   constructor(private readonly o: RemoteTrainingOptions) {}
@@ -42,14 +51,30 @@ export class RemoteTraining {
     const say = this.o.say ?? (() => {});
     let expected = this.o.expectHash?.toLowerCase();
     let hashCheck: HashCheck = expected ? 'expected' : 'unverified';
-    if (!expected && folderHasProjections(modelDir)) {
-      expected = modelHashOfFolder(modelDir);
+    // The local projections (when the folder has them) give the hash and the integrity vectors.
+    let local: QuantizedModel | null = folderHasProjections(modelDir) ? loadQuantizedModel(modelDir) : null;
+    if (local && expected && local.hash !== expected) {
+      throw new Error(`helora: the projection weights in ${modelDir} hash to ${local.hash}, but --expect-hash is ${expected}: they are not the model to train through`);
+    }
+    if (!expected && local) {
+      expected = local.hash;
       hashCheck = 'local-folder';
     }
     this.hashCheck = hashCheck;
-    const remote = await RemoteEncryptedProvider.connect({
+    const session = await RemoteSession.connect({
       url: this.o.url, token: this.o.token, expectedModelHash: expected, ca: this.o.ca, retryDeadlineMs: this.o.retryDeadlineMs, localShape: shapeOf(config),
     });
+    const verify = (this.o.verifyResults ?? true) && local !== null;
+    let integrity: ResultIntegrity | undefined;
+    try {
+      integrity = verify ? ResultIntegrity.fromQuantizedLayers(local!.layers, paramsById(session.info.paramsId), session.info.actBits) : undefined;
+    } catch (e) {
+      await session.close();
+      throw e;
+    }
+    local = null; // the int8 weights are not needed any more
+    const remote = new RemoteEncryptedProvider(session, { integrity });
+    this.resultsVerified = integrity !== undefined;
     const hash = remote.info.hash;
     if (hashCheck === 'unverified' && !this.o.allowUnverified) {
       await remote.close();
@@ -61,6 +86,8 @@ export class RemoteTraining {
     checkShapeMatches(remote.info, config);
     if (hashCheck === 'unverified') say(`helora: server model hash ${hash} (NOT verified, --allow-unverified)`);
     else say(`helora: server model hash ${hash} verified (${hashCheck === 'expected' ? '--expect-hash' : 'recomputed from the local model folder'})`);
+    if (integrity) say('helora: every result is checked against the public weights (Freivalds check; --no-verify-results turns it off)');
+    else say(`helora: results are NOT checked against the weights (${this.o.verifyResults === false ? '--no-verify-results' : 'the model folder has no projection weights to check them with'})`);
     return {
       provider: remote,
       traffic: () => {
