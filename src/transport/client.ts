@@ -489,6 +489,8 @@ export interface RemoteProviderOptions extends RemoteSessionOptions {
   key?: SecretKey;
   /** Checks every result against the public weights (needs the quantized projections locally). */
   integrity?: ResultIntegrity;
+  /** Client crypto worker threads (default: one per core). */
+  threads?: number;
 }
 
 /** FrozenLinearProvider whose products run on a helora server over encrypted activations. */
@@ -500,16 +502,16 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
 
   private readonly integrity: ResultIntegrity | null;
 
-  constructor(readonly session: RemoteSession, opts: { key?: SecretKey; integrity?: ResultIntegrity } = {}) {
+  constructor(readonly session: RemoteSession, opts: { key?: SecretKey; integrity?: ResultIntegrity; threads?: number } = {}) {
     const info = session.info;
     this.integrity = opts.integrity ?? null;
     // Client crypto on every core (worker pool, started on first use; the key stays in this process).
-    this.he = new HeLinearClient({ params: paramsById(info.paramsId), key: opts.key, actBits: info.actBits });
+    this.he = new HeLinearClient({ params: paramsById(info.paramsId), key: opts.key, actBits: info.actBits, threads: opts.threads });
   }
 
   static async connect(opts: RemoteProviderOptions): Promise<RemoteEncryptedProvider> {
     const session = await RemoteSession.connect(opts);
-    return new RemoteEncryptedProvider(session, { key: opts.key, integrity: opts.integrity });
+    return new RemoteEncryptedProvider(session, { key: opts.key, integrity: opts.integrity, threads: opts.threads });
   }
 
   get info(): ModelInfo {

@@ -53,9 +53,8 @@ export class RemoteTraining {
     let hashCheck: HashCheck = expected ? 'expected' : 'unverified';
     // The local projections (when the folder has them) give the hash and the integrity vectors.
     let local: QuantizedModel | null = folderHasProjections(modelDir) ? loadQuantizedModel(modelDir) : null;
-    if (local && expected && local.hash !== expected) {
-      throw new Error(`helora: the projection weights in ${modelDir} hash to ${local.hash}, but --expect-hash is ${expected}: they are not the model to train through`);
-    }
+    // Local projections of another model than the expected one cannot check its results.
+    if (local && expected && local.hash !== expected) local = null;
     if (!expected && local) {
       expected = local.hash;
       hashCheck = 'local-folder';
@@ -87,7 +86,7 @@ export class RemoteTraining {
     if (hashCheck === 'unverified') say(`helora: server model hash ${hash} (NOT verified, --allow-unverified)`);
     else say(`helora: server model hash ${hash} verified (${hashCheck === 'expected' ? '--expect-hash' : 'recomputed from the local model folder'})`);
     if (integrity) say('helora: every result is checked against the public weights (Freivalds check; --no-verify-results turns it off)');
-    else say(`helora: results are NOT checked against the weights (${this.o.verifyResults === false ? '--no-verify-results' : 'the model folder has no projection weights to check them with'})`);
+    else say(`helora: results are NOT checked against the weights (${this.o.verifyResults === false ? '--no-verify-results' : 'the model folder has no projection weights of this model to check them with'})`);
     return {
       provider: remote,
       traffic: () => {
