@@ -23,6 +23,8 @@ export interface PendingProduct {
   request: EncryptedInput;
   /** Per-token scale of the quantized input. */
   scales: Float32Array;
+  /** The quantized input itself (T x K, token-major; client-side only: the result check reads it). */
+  values?: Int8Array | Int16Array;
   /**
    * Client-side only: the plaintext width P' used for each column block. Never sent: it would
    * reveal a bound on the inputs' L1 norms (and the server does not need it).
@@ -344,7 +346,7 @@ export class HeLinearClient {
   async encryptForward(x: Float32Array, T: number, C: number): Promise<PendingProduct> {
     const q = quantizePerToken(x, T, C, this.actBits);
     const request = await this.encryptIntegers(q.values, T, [C]);
-    return { request, scales: q.scales, plaintextBits: this.plaintextBitsOf(request) };
+    return { request, scales: q.scales, values: q.values, plaintextBits: this.plaintextBitsOf(request) };
   }
 
   /** y_j (T x rows_j) = x W_j^T from the server's answer, decrypted on the pool; wScales are the public per-row weight scales. */
@@ -363,7 +365,7 @@ export class HeLinearClient {
   async encryptBackward(dys: Float32Array[], T: number, wScales: Float32Array[]): Promise<PendingProduct> {
     const { q, cols } = quantizeBackwardInput(dys, T, wScales, this.actBits);
     const request = await this.encryptIntegers(q.values, T, cols);
-    return { request, scales: q.scales, plaintextBits: this.plaintextBitsOf(request) };
+    return { request, scales: q.scales, values: q.values, plaintextBits: this.plaintextBitsOf(request) };
   }
 
   /** dx (T x C) = sum_j dy_j W_j from the server's answer, decrypted on the pool. */

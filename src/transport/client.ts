@@ -574,7 +574,7 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
       c0 = performance.now();
       const ys = await this.he.decryptForward(pending, res, wScales);
       this.cryptoMs += performance.now() - c0;
-      this.integrity?.checkForward(layer, group, x.subarray(t0 * C, t1 * C), t1 - t0, ys);
+      if (this.integrity) this.integrity.checkForward(layer, group, pending.values!, pending.scales, t1 - t0, ys);
       return ys;
     }));
     if (parts.length === 1) return parts[0];
@@ -604,7 +604,7 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
       c0 = performance.now();
       const dx = await this.he.decryptBackward(pending, res, C);
       this.cryptoMs += performance.now() - c0;
-      this.integrity?.checkBackward(layer, group, slice, t1 - t0, wScales, dx);
+      if (this.integrity) this.integrity.checkBackward(layer, group, pending.values!, pending.scales, t1 - t0, dx);
       return dx;
     }));
     if (parts.length === 1) return parts[0];

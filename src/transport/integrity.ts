@@ -10,8 +10,8 @@
 //     r . dx[t,:] = sd_t * (V . dq_t)            with V[o] = sum_i Wq[o,i] r[i]
 //
 // U and V are computed once per (layer, group) from the quantized public weights (the same ones the
-// model hash covers); each check then costs O(C + K) per token, against the client's encryption of
-// the C or K inputs of that token. The vectors r are drawn from the CSPRNG and never leave the
+// model hash covers); each check then costs O(C + rows) (forward) or O(K + C) (backward) multiply-
+// adds per token on the quantized input the client encrypted and the result it decrypted. The vectors r are drawn from the CSPRNG and never leave the
 // process: a server that returns W'x for W' != W gets (r^T (W' - W) x) ~ a random linear form of a
 // nonzero vector, far outside the tolerance unless the change is within the noise.
 //
@@ -20,15 +20,19 @@
 // probability 2.5e-14 per coefficient), plus float32 rounding of each result (2^-22 relative):
 //   forward:  sx_t * B * sum_j sum_o |r_j[o]| sw_j[o]  +  2^-22 * sum_j sum_o |r_j[o] y_j[t,o]|
 //   backward: sd_t * B * sum_i |r[i]|                  +  2^-22 * sum_i |r[i] dx[t,i]|
+// Tokens: a request of more than tokensPerCheck tokens (default 256) has that many of its tokens
+// checked, drawn by the CSPRNG after the answer arrived, which keeps the check near 1% of the
+// client's crypto time at 2048 tokens. A substituted or backdoored projection changes the result of
+// every token and is caught; a server that falsifies only m of T tokens escapes one request with
+// probability about (1 - tokensPerCheck/T)^m (tokensPerCheck 0: every token is checked).
 // What it does not catch: a change whose effect on every result is within that noise (a few
 // result units, i.e. about one quantization step of one weight); timing and shapes are not results.
 
 import { randomBytes } from 'node:crypto';
 import { maxInnerDim, resultErrorBound, type RlweParams } from '../crypto/index.js';
 import { featureChunks } from '../linear/layout.js';
-import { quantizeBackwardInput } from '../linear/client.js';
 import { PROJECTION_GROUPS, type ProjectionGroup } from '../model/projections.js';
-import { quantizePerToken, WEIGHT_BITS, type QuantizedWeights } from '../quant/quantize.js';
+import { WEIGHT_BITS, type QuantizedWeights } from '../quant/quantize.js';
 
 /** Relative float32 rounding allowance of one dequantized result. */
 const FLOAT_SLACK = 2 ** -22;
@@ -54,6 +58,21 @@ interface GroupCheck {
   backwardBound: number;
 }
 
+/** Tokens checked per request by default (all of them when a request has fewer). */
+export const DEFAULT_TOKENS_PER_CHECK = 256;
+
+/**
+ * The tokens to check: all when T <= count, else `count` drawn uniformly (with replacement) by the
+ * CSPRNG, so the server cannot know which of its results are checked.
+ */
+function tokensToCheck(T: number, count: number): Uint32Array | null {
+  if (count <= 0 || T <= count) return null;
+  const bytes = randomBytes(4 * count);
+  const out = new Uint32Array(count);
+  for (let k = 0; k < count; k++) out[k] = bytes.readUInt32LE(4 * k) % T;
+  return out;
+}
+
 /** A result that does not match the public weights. */
 export class IntegrityError extends Error {
   constructor(readonly layer: number, readonly group: ProjectionGroup, readonly direction: 'forward' | 'backward', message: string) {
@@ -63,14 +82,15 @@ export class IntegrityError extends Error {
 }
 
 export class ResultIntegrity {
-  /** Time spent in the checks (and the input re-quantization they need), ms. */
+  /** Time spent in the checks, ms. */
   checkMs = 0;
   checks = 0;
 
-  private constructor(private readonly groups: Record<ProjectionGroup, GroupCheck>[], private readonly actBits: number) {}
+  private constructor(private readonly groups: Record<ProjectionGroup, GroupCheck>[], readonly tokensPerCheck: number) {}
 
   /** From the quantized projections of every layer (model-server.ts loadQuantizedModel): draws the secret vectors. */
-  static fromQuantizedLayers(layers: Record<ProjectionGroup, QuantizedWeights[]>[], params: RlweParams, actBits: number): ResultIntegrity {
+  static fromQuantizedLayers(layers: Record<ProjectionGroup, QuantizedWeights[]>[], params: RlweParams, actBits: number,
+    tokensPerCheck = DEFAULT_TOKENS_PER_CHECK): ResultIntegrity {
     const maxK = maxInnerDim(params, actBits, WEIGHT_BITS);
     const errorBound = (K: number, maxRowSqNorm: number): number => {
       const terms = featureChunks(K, maxK).length;
@@ -129,7 +149,7 @@ export class ResultIntegrity {
       }
       return out;
     });
-    return new ResultIntegrity(groups, actBits);
+    return new ResultIntegrity(groups, tokensPerCheck);
   }
 
   private group(layer: number, group: ProjectionGroup): GroupCheck {
@@ -138,21 +158,28 @@ export class ResultIntegrity {
     return g;
   }
 
-  /** Checks y_j (T x rows_j) = x W_j^T for x (T x C); throws IntegrityError naming the layer and group. */
-  checkForward(layer: number, group: ProjectionGroup, x: Float32Array, T: number, ys: Float32Array[]): void {
+  /**
+   * Checks y_j (T x rows_j) = x W_j^T, where the client quantized x (T x C) to `values` with per-token
+   * `scales` (the request it encrypted); throws IntegrityError naming the layer and group.
+   */
+  checkForward(layer: number, group: ProjectionGroup, values: Int8Array | Int16Array, scales: Float32Array, T: number, ys: Float32Array[]): void {
     const t0 = performance.now();
     const g = this.group(layer, group);
     const C = g.u.length;
-    const q = quantizePerToken(x, T, C, this.actBits);
-    for (let t = 0; t < T; t++) {
+    const { u, rForward } = g;
+    if (values.length !== T * C || scales.length !== T) throw new Error(`helora: integrity check of layer ${layer} ${group}: ${values.length} inputs for ${T} x ${C}`);
+    const sample = tokensToCheck(T, this.tokensPerCheck);
+    for (let k = 0, n = sample ? sample.length : T; k < n; k++) {
+      const t = sample ? sample[k] : k;
       let expected = 0;
       const xrow = t * C;
-      for (let i = 0; i < C; i++) expected += g.u[i] * q.values[xrow + i];
-      expected *= q.scales[t];
+      for (let i = 0; i < C; i++) expected += u[i] * values[xrow + i];
+      expected *= scales[t];
       let got = 0;
       let magnitude = 0;
-      ys.forEach((y, j) => {
-        const r = g.rForward[j];
+      for (let j = 0; j < ys.length; j++) {
+        const r = rForward[j];
+        const y = ys[j];
         const rows = r.length;
         const yrow = t * rows;
         for (let o = 0; o < rows; o++) {
@@ -160,35 +187,41 @@ export class ResultIntegrity {
           got += term;
           magnitude += Math.abs(term);
         }
-      });
-      const tolerance = q.scales[t] * g.forwardBound * g.forwardWeight + FLOAT_SLACK * magnitude;
+      }
+      const tolerance = scales[t] * g.forwardBound * g.forwardWeight + FLOAT_SLACK * magnitude;
       if (!(Math.abs(got - expected) <= tolerance)) this.fail(layer, group, 'forward', t, got, expected, tolerance);
     }
     this.checks++;
     this.checkMs += performance.now() - t0;
   }
 
-  /** Checks dx (T x C) = sum_j dy_j W_j (the weight scales folded into dy as the client does). */
-  checkBackward(layer: number, group: ProjectionGroup, dys: Float32Array[], T: number, wScales: Float32Array[], dx: Float32Array): void {
+  /**
+   * Checks dx (T x C) = sum_j dy_j W_j, where the client quantized the stacked, scale-folded dy_j to
+   * `values` (T x K) with per-token `scales` (the request it encrypted).
+   */
+  checkBackward(layer: number, group: ProjectionGroup, values: Int8Array | Int16Array, scales: Float32Array, T: number, dx: Float32Array): void {
     const t0 = performance.now();
     const g = this.group(layer, group);
-    const C = g.rBackward.length;
-    const K = g.v.length;
-    const { q } = quantizeBackwardInput(dys, T, wScales, this.actBits);
-    for (let t = 0; t < T; t++) {
+    const { v, rBackward } = g;
+    const C = rBackward.length;
+    const K = v.length;
+    if (values.length !== T * K || scales.length !== T || dx.length !== T * C) throw new Error(`helora: integrity check of layer ${layer} ${group}: sizes do not match ${T} x ${K} -> ${C}`);
+    const sample = tokensToCheck(T, this.tokensPerCheck);
+    for (let k = 0, n = sample ? sample.length : T; k < n; k++) {
+      const t = sample ? sample[k] : k;
       let expected = 0;
       const qrow = t * K;
-      for (let o = 0; o < K; o++) expected += g.v[o] * q.values[qrow + o];
-      expected *= q.scales[t];
+      for (let o = 0; o < K; o++) expected += v[o] * values[qrow + o];
+      expected *= scales[t];
       let got = 0;
       let magnitude = 0;
       const xrow = t * C;
       for (let i = 0; i < C; i++) {
-        const term = g.rBackward[i] * dx[xrow + i];
+        const term = rBackward[i] * dx[xrow + i];
         got += term;
         magnitude += Math.abs(term);
       }
-      const tolerance = q.scales[t] * g.backwardBound * g.backwardWeight + FLOAT_SLACK * magnitude;
+      const tolerance = scales[t] * g.backwardBound * g.backwardWeight + FLOAT_SLACK * magnitude;
       if (!(Math.abs(got - expected) <= tolerance)) this.fail(layer, group, 'backward', t, got, expected, tolerance);
     }
     this.checks++;
