@@ -169,3 +169,19 @@ test('item 11: training fails closed when the model hash cannot be verified, unl
     await srv.close();
   }
 });
+
+test('item 10: an idle session does not reconnect in a loop to a server that drops it; it reconnects on its next request', async () => {
+  const fake = await fakeServer((ws) => setTimeout(() => ws.terminate(), 20));
+  try {
+    const s = await RemoteSession.connect({ url: fake.url, maxReconnects: 2, initialBackoffMs: 10, maxBackoffMs: 20, requestTimeoutMs: 10_000 });
+    await within(new Promise<void>((r) => { const poll = setInterval(() => { if (fake.sockets[0].readyState === fake.sockets[0].CLOSED) { clearInterval(poll); r(); } }, 10); }), 20_000, 'the drop');
+    await new Promise((r) => setTimeout(r, 500)); // a reconnect loop would have opened several sockets by now
+    assert.equal(fake.sockets.length, 1, 'no reconnect while idle');
+    assert.equal(s.reconnects, 0);
+    await assert.rejects(within(request(s), 20_000, 'the request'), /gave up on/);
+    assert.ok(fake.sockets.length >= 2, 'the request reconnected');
+    await s.close();
+  } finally {
+    await fake.close();
+  }
+});

@@ -284,7 +284,8 @@ export class RemoteSession {
       ws.on('close', () => {
         if (pinger) clearInterval(pinger);
         if (this.ws === ws) this.ws = null;
-        if (opened && !this.closed) void this.recover();
+        // Reconnect now when requests wait for an answer; an idle session reconnects on its next request.
+        if (opened && !this.closed && this.pending.size > 0) void this.recover();
       });
     });
   }
@@ -441,6 +442,7 @@ export class RemoteSession {
       };
       this.pending.set(id, p);
       this.sendRequest(p);
+      if (!this.ws && !this.reconnecting) void this.recover();
     });
   }
 
