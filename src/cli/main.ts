@@ -4,7 +4,8 @@
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { matmulDemo, MATMUL_DEMO_DEFAULTS } from './matmul-demo.js';
-import { serve, SERVE_DEFAULT_RATE } from './serve.js';
+import { serve, SERVE_DEFAULT_BURST, SERVE_DEFAULT_QUEUE, SERVE_DEFAULT_RATE } from './serve.js';
+import { DEFAULT_SERVER_LIMITS } from '../transport/server.js';
 import { runTrain } from './train.js';
 import { TRAIN_DEFAULTS, TRAIN_MODES, type TrainMode } from '../train/fine-tune.js';
 import { DEMO_DEFAULTS } from '../train/gloss-demo.js';
@@ -28,15 +29,26 @@ program
   .option('--host <host>', 'address to listen on', '127.0.0.1')
   .option('--port <n>', 'port (0: a free one)', port, 0)
   .option('--threads <n>', 'kernel worker threads (default: every core)', positiveInt)
-  .option('--token <t>', 'bearer token clients must present')
+  .option('--token-file <file>', 'file whose first line is the bearer token clients must present (or set HELORA_TOKEN); at least 128 bits: 32 hex or 22 base64 characters')
+  .option('--token <t>', 'bearer token on the command line (shows in ps: prefer --token-file or HELORA_TOKEN)')
   .option('--tls-cert <file>', 'PEM certificate chain (serve wss://)')
   .option('--tls-key <file>', 'PEM private key')
-  .option('--rate <n>', 'requests per second per connection', positiveNumber, SERVE_DEFAULT_RATE)
+  .option('--insecure', 'allow a non-loopback --host without TLS or without a token', false)
+  .option('--rate <n>', 'frames per second per connection', positiveNumber, SERVE_DEFAULT_RATE)
+  .option('--burst <n>', `frames a connection may send at once (default ${SERVE_DEFAULT_BURST}, at most --max-queue)`, positiveInt)
+  .option('--max-queue <n>', 'requests waiting for the kernels, all connections', positiveInt, SERVE_DEFAULT_QUEUE)
+  .option('--max-in-flight <n>', 'requests in flight per connection', positiveInt, DEFAULT_SERVER_LIMITS.maxInFlightPerConnection)
+  .option('--max-connections <n>', 'simultaneous connections', positiveInt, DEFAULT_SERVER_LIMITS.maxConnections)
+  .option('--max-connections-per-address <n>', 'simultaneous connections from one address', positiveInt, DEFAULT_SERVER_LIMITS.maxConnectionsPerAddress)
   .option('--max-tokens <n>', 'most tokens per request', positiveInt)
   .option('--mask-tables <dir>', 'folder of the public mask tables, computed once per model (default: helora-mask-tables in the temp folder)')
   .option('--no-mask-tables', 'offer no mask tables (clients use fresh masks)')
-  .action(async (o: { model: string; host: string; port: number; threads?: number; token?: string; tlsCert?: string; tlsKey?: string; rate: number; maxTokens?: number; maskTables?: string | boolean }) => {
-    const s = await serve({ ...o, maskTables: o.maskTables === true ? undefined : o.maskTables });
+  .action(async (o: {
+    model: string; host: string; port: number; threads?: number; token?: string; tokenFile?: string; tlsCert?: string; tlsKey?: string; insecure: boolean;
+    rate: number; burst?: number; maxQueue: number; maxInFlight: number; maxConnections: number; maxConnectionsPerAddress: number; maxTokens?: number;
+    maskTables?: string | boolean;
+  }) => {
+    const s = await serve({ ...o, maskTables: o.maskTables === true ? undefined : o.maskTables, env: process.env });
     const stop = (): void => {
       void s.close().then(() => process.exit(0));
     };
@@ -67,8 +79,11 @@ program
   .addOption(new Option('--masks <mode>', "encrypted mode: the server's public mask tables (half the download and server work) or fresh masks per request (default: table when the server offers it)").choices(['table', 'fresh']))
   .option('--table-cache <dir>', 'folder for downloaded mask tables (default: ~/.cache/helora/mask-tables)')
   .option('--seed <n>', 'seed of the LoRA init, data order and dropout', nonNegativeInt, TRAIN_DEFAULTS.seed)
-  .option('--token <t>', 'bearer token for the server')
+  .option('--token-file <file>', 'file whose first line is the bearer token for the server (or set HELORA_TOKEN)')
+  .option('--token <t>', 'bearer token for the server on the command line (shows in ps: prefer --token-file or HELORA_TOKEN)')
   .option('--expect-hash <h>', "the server's model hash to insist on")
+  .option('--no-verify-results', 'do not check the server\'s results against the public weights (the check needs the projection weights in --model; without them it cannot run)')
+  .option('--allow-unverified', "train through a server whose model hash cannot be checked (no --expect-hash and no projection weights in --model)", false)
   .option('--ca <file>', 'PEM CA certificate to trust (a wss:// server with a self-signed certificate)')
   .option('--resume', 'continue from the newest checkpoint in --out', false)
   .option('--checkpoint-every <n>', 'steps between checkpoints', positiveInt, TRAIN_DEFAULTS.checkpointEvery)
@@ -77,9 +92,9 @@ program
   .action(async (o: {
     server?: string; model: string; data: string; out: string; mode: TrainMode; steps?: number; epochs?: number; batchTokens: number; gradAccum: number;
     lr: number; warmup: number; schedule: 'cosine' | 'linear' | 'constant'; rank: number; alpha: number; dropout: number; targets: ProjectionName[]; layers?: number[]; masks?: 'table' | 'fresh'; tableCache?: string; seed: number;
-    token?: string; expectHash?: string; ca?: string; resume: boolean; checkpointEvery: number; progress: boolean; stopAfter?: number;
+    token?: string; tokenFile?: string; allowUnverified: boolean; verifyResults: boolean; expectHash?: string; ca?: string; resume: boolean; checkpointEvery: number; progress: boolean; stopAfter?: number;
   }) => {
-    const r = await runTrain({ ...o, ca: o.ca !== undefined ? readFileSync(o.ca, 'utf8') : undefined });
+    const r = await runTrain({ ...o, env: process.env, ca: o.ca !== undefined ? readFileSync(o.ca, 'utf8') : undefined });
     const last = r.history[r.history.length - 1];
     process.stdout.write(JSON.stringify({
       event: 'done', mode: o.mode, steps: r.history.length, total_steps: r.totalSteps, resumed_from: r.startStep,

@@ -5,14 +5,19 @@
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { ModelServer } from '../transport/model-server.js';
-import { jsonLineLogger, startServer, type Logger, type RunningServer } from '../transport/server.js';
+import { checkListenSecurity, DEFAULT_SERVER_LIMITS, jsonLineLogger, startServer, type Logger, type RunningServer } from '../transport/server.js';
+import { checkTokenStrength, resolveToken } from '../transport/token.js';
 
 export interface ServeOptions {
   model: string;
   host: string;
   port: number;
   threads?: number;
+  /** --token (visible in ps; --token-file or HELORA_TOKEN are better). */
   token?: string;
+  tokenFile?: string;
+  /** Where HELORA_TOKEN is read from (the CLI passes process.env; default: none). */
+  env?: NodeJS.ProcessEnv;
   tlsCert?: string;
   tlsKey?: string;
   /** Requests per second per connection (a training client sends 8 per layer and step). */
@@ -21,23 +26,39 @@ export interface ServeOptions {
   maxTokens?: number;
   /** Folder of the public mask tables (see ModelServerOptions.maskTables); false: offer none. */
   maskTables?: string | false;
+  /** Listen on a non-loopback address without TLS or a token. */
+  insecure?: boolean;
+  maxConnections?: number;
+  maxConnectionsPerAddress?: number;
+  maxInFlight?: number;
+  maxQueue?: number;
   log?: Logger;
   say?: (line: string) => void;
 }
 
 /**
- * Default request rate per connection. The transport's own default (20/s) suits an open server;
+ * Default frame rate per connection. The transport's own default (20/s) suits an open server;
  * a training client on a small model sends hundreds of small requests per second, one at a time.
+ * The burst stays at or below the queue, so one connection's burst cannot fill it alone.
  */
 export const SERVE_DEFAULT_RATE = 2000;
+export const SERVE_DEFAULT_BURST = 32;
+export const SERVE_DEFAULT_QUEUE = DEFAULT_SERVER_LIMITS.maxQueue;
 
 export async function serve(o: ServeOptions): Promise<{ server: RunningServer; model: ModelServer; close(): Promise<void> }> {
   if ((o.tlsCert === undefined) !== (o.tlsKey === undefined)) throw new Error('helora: --tls-cert and --tls-key go together');
   if (!Number.isInteger(o.port) || o.port < 0 || o.port > 65535) throw new Error(`helora: --port must be an integer in 0..65535, got ${o.port}`);
-  if (o.token !== undefined && o.token.length === 0) throw new Error('helora: --token must not be empty');
   const log = o.log ?? jsonLineLogger;
   const say = o.say ?? ((l: string) => process.stderr.write(l + '\n'));
+  const token = resolveToken({ token: o.token, tokenFile: o.tokenFile, env: o.env ?? {} });
+  if (token?.source === 'option') say('helora: warning: --token shows in ps and the shell history; prefer --token-file or HELORA_TOKEN');
+  const burst = o.burst ?? Math.min(SERVE_DEFAULT_BURST, o.rate);
+  const maxQueue = o.maxQueue ?? SERVE_DEFAULT_QUEUE;
+  if (burst > maxQueue) throw new Error(`helora: --burst ${burst} exceeds the queue of ${maxQueue}: one connection could fill it alone`);
   const tls = o.tlsCert !== undefined ? { cert: readFileSync(o.tlsCert), key: readFileSync(o.tlsKey!) } : undefined;
+  // Refusals before the (long) model load.
+  if (token) checkTokenStrength(token.token);
+  checkListenSecurity(o.host, tls !== undefined, token !== undefined, !!o.insecure);
   const t0 = performance.now();
   const model = await ModelServer.fromFolder(o.model, { threads: o.threads, maxTokens: o.maxTokens, maskTables: o.maskTables });
   log({
@@ -46,7 +67,10 @@ export async function serve(o: ServeOptions): Promise<{ server: RunningServer; m
   });
   let server: RunningServer;
   try {
-    server = await startServer({ model, host: o.host, port: o.port, token: o.token, tls, log, rateLimit: { perSecond: o.rate, burst: o.burst ?? o.rate } });
+    server = await startServer({
+      model, host: o.host, port: o.port, token: token?.token, tls, log, insecure: o.insecure, rateLimit: { perSecond: o.rate, burst },
+      maxQueue, maxConnections: o.maxConnections, maxConnectionsPerAddress: o.maxConnectionsPerAddress, maxInFlightPerConnection: o.maxInFlight,
+    });
   } catch (e) {
     await model.close();
     throw e;

@@ -5,6 +5,7 @@
 import { join } from 'node:path';
 import { fineTune, type FineTuneOptions, type FineTuneResult } from '../train/fine-tune.js';
 import { RemoteTraining, type HashCheck, type RemoteTrainingOptions } from '../transport/remote-training.js';
+import { resolveToken } from '../transport/token.js';
 import type { RemoteStats } from '../transport/client.js';
 import { writeLossPlot } from './plot.js';
 import { Progress } from './progress.js';
@@ -13,6 +14,10 @@ import { Progress } from './progress.js';
 export interface TrainOptions extends Omit<FineTuneOptions, 'connectEncrypted' | 'onStart'>, Omit<RemoteTrainingOptions, 'url' | 'say'> {
   /** Server URL (encrypted mode). */
   server?: string;
+  /** --token (shows in ps), --token-file or HELORA_TOKEN (env): one of them. */
+  tokenFile?: string;
+  /** Where HELORA_TOKEN is read from (the CLI passes process.env; default: none). */
+  env?: NodeJS.ProcessEnv;
   /** Progress bar / lines on stderr (default true). */
   progress?: boolean;
 }
@@ -58,7 +63,10 @@ export async function runTrain(o: TrainOptions): Promise<TrainResult> {
   checkServerFlags(o);
   const say = o.say ?? ((l: string) => process.stderr.write(l + '\n'));
   const server = o.mode === 'encrypted'
-    ? new RemoteTraining({ url: o.server!, token: o.token, expectHash: o.expectHash, ca: o.ca, retryDeadlineMs: o.retryDeadlineMs, masks: o.masks, tableCache: o.tableCache, say })
+    ? new RemoteTraining({
+      url: o.server!, token: resolveToken({ token: o.token, tokenFile: o.tokenFile, env: o.env ?? {} })?.token, expectHash: o.expectHash, ca: o.ca,
+      retryDeadlineMs: o.retryDeadlineMs, allowUnverified: o.allowUnverified, verifyResults: o.verifyResults, masks: o.masks, tableCache: o.tableCache, say,
+    })
     : null;
   const run = await fineTuneWithProgress({ ...o, say, connectEncrypted: server?.connect }, o.progress ?? true);
   return { ...run, modelHash: server?.modelHash ?? null, hashCheck: server?.hashCheck ?? null, remote: server?.stats() ?? null };

@@ -13,13 +13,24 @@ const KEY_FILE_MAGIC = 'HLRSKEY1';
 const KEY_HEADER_BYTES = 16;
 const KEY_DIGEST_BYTES = 32;
 
+/**
+ * Seeds the repeat check of one key remembers (one per request: about 1 MB per 10,000). The seeds
+ * are fresh 16-byte CSPRNG draws, so an accidental repeat has probability about 2^-128 however many
+ * there are; the check is a guard against a code path that re-uses one, and such a bug would re-use
+ * a recent seed. A key lives for one run (a fresh key per run makes older entries useless).
+ */
+export const MAX_REMEMBERED_SEEDS = 1 << 16;
+
 export class SecretKey {
   readonly params: RlweParams;
   /** Number of nonzero coefficients (enters the noise bound). */
   readonly hammingWeight: number;
   /** Coefficients in {-1, 0, 1}. Private: only the crypto module reads them (secretCoefficients). */
   readonly #s: Int8Array;
-  /** Seeds used with this key in this session (hex seed -> block indices): claimSeed refuses a repeat. */
+  /**
+   * The most recent seeds used with this key (hex seed -> block indices, oldest first): claimSeed
+   * refuses a repeat. Bounded to MAX_REMEMBERED_SEEDS (the oldest are forgotten).
+   */
   readonly #usedSeeds = new Map<string, Set<number>>();
   /** A per-block secret of the public-mask-table mode: it encrypts exactly one block, ever. */
   readonly singleUse: boolean;
@@ -117,10 +128,16 @@ export class SecretKey {
     if (!blocks) {
       blocks = new Set();
       key.#usedSeeds.set(seedHex, blocks);
+      if (key.#usedSeeds.size > MAX_REMEMBERED_SEEDS) key.#usedSeeds.delete(key.#usedSeeds.keys().next().value!);
     }
     if (blocks.has(blockIndex)) {
       throw new Error(`helora: mask seed ${seedHex.slice(0, 8)}... was already used with this key for block ${blockIndex}; draw a fresh seed (randomSeed()) for every request`);
     }
     blocks.add(blockIndex);
+  }
+
+  /** @internal How many seeds the repeat check remembers for this key (tests). */
+  static rememberedSeeds(key: SecretKey): number {
+    return key.#usedSeeds.size;
   }
 }

@@ -43,14 +43,18 @@ export interface RlweParams {
  * 2018, table for the uniform ternary secret, error sigma ~ 3.2) allows log2 q <= 54 at N = 2048
  * for 128-bit classical security (lattice estimator, uSVP / dec / dual attacks); log2 q = 44 is
  * well inside (smaller q = harder RLWE). The public samples are (a_i, b_i) with fresh uniform a_i
- * (AES-128-CTR from a fresh 16-byte seed; the seed is public, so the masks count as uniform only
- * with AES modelled as an ideal cipher, see "Public mask tables" below, and a longer AES key would
- * add nothing: the secret is s), a fixed
+ * (AES-128-CTR keyed with a fresh 16-byte seed), a fixed
  * secret and fresh errors: plain RLWE samples. Everything else the server sees is computed from
  * RLWE samples without the secret: rounding b to 40 bits before upload and rounding a_out and
  * b_out to 32 bits on download are public post-processing (they can only lose information), and
  * the products sum_i W[o,i] (a_i, b_i) are public linear maps of the uploads. So the server's view
  * is as hard to distinguish from uniform as the underlying RLWE instance.
+ *
+ * The masks a_i: the seed is public (it travels with the request), so "AES-CTR is a pseudo-random
+ * function" says nothing here (a PRF's security needs a secret key). As Kyber-90s does for its
+ * AES-expanded public matrix, the analysis models AES-128 under a public key as an ideal cipher
+ * (a random permutation per key), under which the CTR output of a fresh seed is uniform; the
+ * claim above holds in that model. A longer AES key would add nothing (the secret is s).
  *
  * Error: centered discrete Gaussian, sigma = 3.2, tail cut at 19 (about 6 sigma, SEAL's choice:
  * P(|e| > 19) ~ 5e-9 for the untruncated distribution), sampled by CDT inversion from
@@ -70,9 +74,8 @@ export interface RlweParams {
  * makes the samples of every other secret itself (it knows a_i and picks s_{r'}, e_{r'}). d samples
  * per secret is what fresh-mask requests give out too. What must never happen is one (a, s) pair
  * used twice: a reused secret with the fixed masks would leak the difference of two messages.
- * The masks are modelled as uniform: AES-128 keyed by a public seed is treated as an ideal cipher
- * (the assumption Kyber-90s made for its AES-expanded public matrix); the same holds for the
- * fresh-mask seeds. W·A is then a public function of public data: the server may compute and
+ * The masks are modelled as uniform, with AES-128 under a public key as an ideal cipher (above).
+ * W·A is then a public function of public data: the server may compute and
  * publish it, and the client decrypts W·B - (W·A) s_r.
  *
  * Capacity: |sum_i W[o,i] m_i| must stay below 2^27 (centered decoding with P = 28), which holds

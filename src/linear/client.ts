@@ -23,6 +23,8 @@ export interface PendingProduct {
   request: EncryptedInput;
   /** Per-token scale of the quantized input. */
   scales: Float32Array;
+  /** The quantized input itself (T x K, token-major; client-side only: the result check reads it). */
+  values?: Int8Array | Int16Array;
   /**
    * Client-side only: the plaintext width P' used for each column block. Never sent: it would
    * reveal a bound on the inputs' L1 norms (and the server does not need it).
@@ -389,12 +391,12 @@ export class HeLinearClient {
   /** Forward: quantize x (T x C) per token and encrypt it on the pool. */
   async encryptForward(x: Float32Array, T: number, C: number, masks: MaskChoice = {}): Promise<PendingProduct> {
     const q = quantizePerToken(x, T, C, this.actBits);
-    return this.pendingOf(await this.encryptIntegers(q.values, T, [C], masks), q.scales);
+    return this.pendingOf(await this.encryptIntegers(q.values, T, [C], masks), q.scales, q.values);
   }
 
-  private pendingOf(request: EncryptedInput, scales: Float32Array): PendingProduct {
+  private pendingOf(request: EncryptedInput, scales: Float32Array, values: Int8Array | Int16Array): PendingProduct {
     const blockSecrets = this.blockSecretsOf(request);
-    return { request, scales, plaintextBits: this.plaintextBitsOf(request), ...(blockSecrets ? { blockSecrets } : {}) };
+    return { request, scales, values, plaintextBits: this.plaintextBitsOf(request), ...(blockSecrets ? { blockSecrets } : {}) };
   }
 
   /** y_j (T x rows_j) = x W_j^T from the server's answer, decrypted on the pool; wScales are the public per-row weight scales. */
@@ -412,7 +414,7 @@ export class HeLinearClient {
   /** Backward: dy_j (T x rows_j) stacked, the weight scales folded in, quantized per token jointly, encrypted on the pool. */
   async encryptBackward(dys: Float32Array[], T: number, wScales: Float32Array[], masks: MaskChoice = {}): Promise<PendingProduct> {
     const { q, cols } = quantizeBackwardInput(dys, T, wScales, this.actBits);
-    return this.pendingOf(await this.encryptIntegers(q.values, T, cols, masks), q.scales);
+    return this.pendingOf(await this.encryptIntegers(q.values, T, cols, masks), q.scales, q.values);
   }
 
   /** dx (T x C) = sum_j dy_j W_j from the server's answer, decrypted on the pool. */

@@ -42,10 +42,30 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/**
+ * Upper bounds on the dimensions of a config.json, checked before anything is allocated from them.
+ * Far above every supported checkpoint (Llama-3.1-405B: hidden 16384, intermediate 53248, 126
+ * layers, 128 heads, vocab 128256); a larger value is refused as implausible, not as unsupported math.
+ */
+export const CONFIG_LIMITS = {
+  hidden_size: 65_536,
+  intermediate_size: 262_144,
+  num_hidden_layers: 1_024,
+  num_attention_heads: 1_024,
+  num_key_value_heads: 1_024,
+  head_dim: 1_024,
+  vocab_size: 4_194_304,
+  max_position_embeddings: 16_777_216,
+} as const;
+/** Most elements of one weight matrix (embeddings vocab x hidden, MLP intermediate x hidden): 2^32. */
+export const MAX_MATRIX_ELEMENTS = 2 ** 32;
+
 function posInt(obj: Record<string, unknown>, key: string, fallback?: number): number {
   const v = obj[key] ?? fallback;
   if (v === undefined) fail(`missing required key "${key}"`);
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) fail(`"${key}" must be a positive integer, got ${JSON.stringify(v)}`);
+  const cap = Object.hasOwn(CONFIG_LIMITS, key) ? CONFIG_LIMITS[key as keyof typeof CONFIG_LIMITS] : undefined;
+  if (cap !== undefined && v > cap) fail(`"${key}" = ${v} exceeds the limit of ${cap} (helora refuses implausible dimensions before allocating)`);
   return v;
 }
 
@@ -123,6 +143,10 @@ export function parseConfig(json: unknown): LlamaConfig {
   if (!explicitHeadDim && !Number.isInteger(headDim)) fail(`hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads} (and no head_dim given)`);
   if (headDim % 2 !== 0) fail(`head_dim ${headDim} must be even for rotary embeddings`);
   const vocabSize = posInt(json, 'vocab_size');
+  if (numHeads * headDim > CONFIG_LIMITS.hidden_size * 4) fail(`num_attention_heads * head_dim = ${numHeads * headDim} exceeds the limit of ${CONFIG_LIMITS.hidden_size * 4}`);
+  for (const [what, n] of [['vocab_size * hidden_size', vocabSize * hiddenSize], ['intermediate_size * hidden_size', intermediateSize * hiddenSize]] as const) {
+    if (n > MAX_MATRIX_ELEMENTS) fail(`${what} = ${n} elements exceeds the limit of ${MAX_MATRIX_ELEMENTS} for one matrix`);
+  }
   const rmsNormEps = posNum(json, 'rms_norm_eps', defaults.rmsNormEps);
   const ropeTheta = posNum(json, 'rope_theta', defaults.ropeTheta);
   const maxPositionEmbeddings = posInt(json, 'max_position_embeddings', defaults.maxPositionEmbeddings);

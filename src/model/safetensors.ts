@@ -92,7 +92,7 @@ function parseHeader(fd: number, path: string): ParsedHeader {
     }
     if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) fail(path, `tensor "${name}": entry must be an object`);
     const { dtype, shape, data_offsets: offs } = entry as Record<string, unknown>;
-    if (typeof dtype !== 'string' || !(dtype in DTYPE_BYTES)) fail(path, `tensor "${name}": unknown dtype ${JSON.stringify(dtype)}`);
+    if (typeof dtype !== 'string' || !Object.hasOwn(DTYPE_BYTES, dtype)) fail(path, `tensor "${name}": unknown dtype ${JSON.stringify(dtype)}`);
     if (!Array.isArray(shape) || shape.some((d) => typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0)) {
       fail(path, `tensor "${name}": shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
     }

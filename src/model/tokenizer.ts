@@ -5,6 +5,7 @@ import { existsSync, statSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { ChatTemplate, MAX_CHAT_TEMPLATE_CHARS, tokenizeRenderedChat, type ChatMessage } from './chat-template.js';
+import { vetTokenizerJsonRegexes } from './regex-vet.js';
 
 export interface TextTokenizer {
   encode(text: string, opts?: { addSpecialTokens?: boolean }): number[];
@@ -49,6 +50,7 @@ export function loadTokenizer(dir: string): TextTokenizer {
   const cfgPath = join(dir, 'tokenizer_config.json');
   const cfg = existsSync(cfgPath) ? readJson(cfgPath, 'tokenizer_config.json') : {};
   if (!Array.isArray(tokJson.added_tokens)) tokJson.added_tokens = [];
+  vetTokenizerJsonRegexes(tokJson, tokPath);
   let tok: Tokenizer;
   try {
     tok = new Tokenizer(tokJson, cfg);

@@ -167,6 +167,21 @@ export function dequantizePerToken(q: QuantizedActivations): Float32Array {
   return out;
 }
 
+/**
+ * The range of per-channel weight scales a server may publish and a client accepts (both powers of
+ * two, exact in f32): 2^-40 (about 9.1e-13, a largest |w| of about 1.2e-10) to 2^20 (about 1.05e6,
+ * a largest |w| of about 1.3e8). Real checkpoints sit far inside (scales around 1e-4 .. 1e-1).
+ */
+export const MIN_WEIGHT_SCALE = 2 ** -40;
+export const MAX_WEIGHT_SCALE = 2 ** 20;
+/**
+ * The scale published for a weight row that quantizes to all zeros (an all-zero row, or one whose
+ * largest |w| is below 127 * MIN_WEIGHT_SCALE): any positive scale reconstructs zeros, and a tiny
+ * one keeps the row's folded gradient (dy * scale, see prepareBackwardInput) from widening the
+ * per-token range of the others.
+ */
+export const ZERO_ROW_WEIGHT_SCALE = 2 ** -30;
+
 /** Per-output-channel 8-bit weights for W[rows = out features, cols = in features]. */
 export function quantizeWeightsPerChannel(w: Float32Array, rows: number, cols: number): QuantizedWeights {
   checkDim(rows, 'rows');
@@ -176,6 +191,15 @@ export function quantizeWeightsPerChannel(w: Float32Array, rows: number, cols: n
   const values = new Int8Array(rows * cols);
   const scales = new Float32Array(rows);
   quantizeRows(w, rows, cols, WEIGHT_BITS, values, scales);
+  for (let r = 0; r < rows; r++) {
+    if (scales[r] > MAX_WEIGHT_SCALE) {
+      throw new Error(`helora: weight row ${r} has |w| up to ${scales[r] * symmetricQmax(WEIGHT_BITS)}, above the supported ${MAX_WEIGHT_SCALE * symmetricQmax(WEIGHT_BITS)}`);
+    }
+    if (scales[r] < MIN_WEIGHT_SCALE) {
+      values.fill(0, r * cols, (r + 1) * cols);
+      scales[r] = ZERO_ROW_WEIGHT_SCALE;
+    }
+  }
   return { values, scales, rows, cols };
 }
 

@@ -1,8 +1,17 @@
 // Files of one fine-tuning run in its folder: the loss CSV, the PEFT adapter and the checkpoints.
 // Every file is written to a temporary name and renamed into place, so a crash (of this process or
-// the machine) leaves either the old or the new version, never half of one.
+// the machine) leaves either the old or the new version, never half of one: the data is fsynced
+// before the rename and the folder after it (a machine crash cannot reorder them).
+//
+// The temporary names are unpredictable (random) and created exclusively without following a
+// symlink (O_CREAT | O_EXCL | O_NOFOLLOW; mkdir is exclusive too), so nobody who can write to the
+// run folder can redirect a write elsewhere. Everything a run writes is owner-only: files 0600,
+// folders 0700 (the adapter and checkpoints are the data owner's training result).
 
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import {
+  chmodSync, closeSync, constants, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync,
+} from 'node:fs';
 import { dirname, join } from 'node:path';
 import { saveAdapter, type LoraTensors } from '../model/peft.js';
 import { loadTrainerCheckpoint, saveTrainerCheckpoint } from './checkpoint.js';
@@ -40,34 +49,93 @@ export function parseHistoryCsv(text: string): HistoryRow[] {
   });
 }
 
-let tmpCounter = 0;
+/** Owner-only permissions of everything a run writes. */
+export const RUN_FILE_MODE = 0o600;
+export const RUN_DIR_MODE = 0o700;
+
 function tmpName(path: string): string {
-  return `${path}.tmp-${process.pid}-${tmpCounter++}`;
+  return `${path}.tmp-${randomBytes(8).toString('hex')}`;
+}
+
+/**
+ * Creates `path` as a new owner-only file and writes `data` to it, fsynced. Fails if anything
+ * exists at `path`, a symlink included (never followed).
+ */
+export function writeNewFile(path: string, data: string | Uint8Array): void {
+  const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, RUN_FILE_MODE);
+  try {
+    const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+    for (let off = 0; off < bytes.length;) off += writeSync(fd, bytes, off, bytes.length - off);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** fsync of a folder: makes the renames and creations in it durable. */
+function syncDir(dir: string): void {
+  const fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Owner-only permissions and fsync for every file and folder under `dir` (written by other modules). */
+function secureAndSyncTree(dir: string): void {
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isSymbolicLink()) throw new Error(`helora: ${p} is a symlink; a run folder holds only plain files`);
+    if (e.isDirectory()) {
+      chmodSync(p, RUN_DIR_MODE);
+      secureAndSyncTree(p);
+    } else {
+      chmodSync(p, RUN_FILE_MODE);
+      const fd = openSync(p, constants.O_RDONLY | constants.O_NOFOLLOW);
+      try { fsyncSync(fd); } finally { closeSync(fd); }
+    }
+  }
+  chmodSync(dir, RUN_DIR_MODE);
+  syncDir(dir);
+}
+
+function makeParent(path: string): void {
+  mkdirSync(dirname(path), { recursive: true, mode: RUN_DIR_MODE });
 }
 
 export function writeFileAtomic(path: string, data: string | Uint8Array): void {
-  mkdirSync(dirname(path), { recursive: true });
+  makeParent(path);
   const tmp = tmpName(path);
-  writeFileSync(tmp, data);
-  renameSync(tmp, path);
+  try {
+    writeNewFile(tmp, data);
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+  syncDir(dirname(path));
 }
 
 /** Writes a folder under a temporary name, then swaps it in place of `dir`. */
 export function writeDirAtomic(dir: string, fill: (tmpDir: string) => void): void {
-  mkdirSync(dirname(dir), { recursive: true });
+  makeParent(dir);
   const tmp = tmpName(dir);
-  mkdirSync(tmp);
+  mkdirSync(tmp, { mode: RUN_DIR_MODE });
   try {
     fill(tmp);
+    secureAndSyncTree(tmp);
     if (existsSync(dir)) {
       // rename() cannot replace a non-empty folder: move the old one aside first.
       const old = tmpName(dir);
       renameSync(dir, old);
       renameSync(tmp, dir);
+      syncDir(dirname(dir));
       rmSync(old, { recursive: true, force: true });
     } else {
       renameSync(tmp, dir);
     }
+    syncDir(dirname(dir));
   } catch (e) {
     rmSync(tmp, { recursive: true, force: true });
     throw e;
@@ -119,7 +187,7 @@ export function saveRunCheckpoint(out: string, c: RunCheckpoint): string {
   writeDirAtomic(dir, (tmp) => {
     saveTrainerCheckpoint(join(tmp, 'trainer.safetensors'), c.state);
     const run = { format: RUN_CHECKPOINT_FORMAT, step: c.state.step, fingerprint: c.fingerprint, elapsed_s: c.elapsedS, bytes_up: c.bytesUp, bytes_down: c.bytesDown, history: c.history };
-    writeFileSync(join(tmp, 'run.json'), JSON.stringify(run) + '\n');
+    writeNewFile(join(tmp, 'run.json'), JSON.stringify(run) + '\n');
   });
   const all = listCheckpoints(out);
   for (const old of all.slice(0, Math.max(0, all.length - CHECKPOINTS_KEPT))) rmSync(old.dir, { recursive: true, force: true });

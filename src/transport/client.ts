@@ -6,6 +6,12 @@
 // so the server learns nothing it could not have learned from the first copy. A fresh encryption of
 // the same data would NOT be equivalent (two noise samples of one message), which is why the
 // encoded bytes are kept and re-sent verbatim.
+//
+// Nothing the server sends is trusted: the WebSocket frame limit comes from the client's own
+// largest request (its own token cap per request, and its local shapes when it has them), every
+// answer must have exactly the size its request implies, every request has a deadline, reconnects
+// are bounded, and server-supplied text is stripped of control characters before it reaches an
+// error message (and so a terminal).
 
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -22,8 +28,9 @@ import { WEIGHT_BITS } from '../quant/quantize.js';
 import {
   decodeMessage, encodeEncryptedInput, encryptedOutputBytes, MessageType, peekHeader, Op, ServerErrorCode, WIRE_PARAMS, type EncryptedInputMessage, type EncryptedOutputMessage,
 } from '../protocol/wire.js';
-import { MAX_MODEL_INFO_BYTES, parseModelInfo, type ModelInfo } from './model-info.js';
+import { checkShapesEqual, MAX_MODEL_INFO_BYTES, parseModelInfo, type ModelInfo, type ModelShape } from './model-info.js';
 import { HEALTH_PATH, MASK_TABLE_PATH, MODEL_INFO_PATH, WS_PATH } from '../protocol/endpoints.js';
+import type { ResultIntegrity } from './integrity.js';
 import { layerTableLayout, MASK_TABLE_VERSION, MaskTableCache, tableFolder, tableMaskSeed } from './mask-tables.js';
 
 /** What the capture hook sees: every byte string the client hands to the network, before framing. */
@@ -47,6 +54,18 @@ export interface RemoteSessionOptions {
   connectTimeoutMs?: number;
   /** Liveness: a ping this often; a connection that has not answered the previous ping is dropped and reconnected (default 30 s). */
   pingIntervalMs?: number;
+  /** Most tokens this client puts in one request (its own cap; the server's max_tokens can only lower it). Default 4096. */
+  maxTokensPerRequest?: number;
+  /**
+   * The local model's shapes: the server's must match before the socket is opened, and the frame
+   * limit is computed from them (not from the server's). Without them the server's validated
+   * shapes are used.
+   */
+  localShape?: ModelShape;
+  /** An answer must arrive this long after its request was (last) sent, or the request fails (default 600 s). */
+  requestTimeoutMs?: number;
+  /** Reconnects in a row without an answer in between after which the session gives up (default 8). */
+  maxReconnects?: number;
   /** Test hook: called with every byte string the client sends. */
   capture?: CaptureHook;
 }
@@ -67,10 +86,14 @@ interface PendingRequest {
   group: ProjectionGroup;
   resolve: (m: EncryptedOutputMessage) => void;
   reject: (e: Error) => void;
+  /** Tokens of the request (the answer's size follows from them). */
+  tokens: number;
   /** When a rate-limited / busy request is retried, give up after this time. */
   deadline: number;
   retries: number;
   timer: NodeJS.Timeout | null;
+  /** Fails the request when no answer came within requestTimeoutMs of its (last) sending. */
+  answerTimer: NodeJS.Timeout | null;
 }
 
 function normalizeBase(url: string): { ws: string; http: string; tls: boolean } {
@@ -80,20 +103,37 @@ function normalizeBase(url: string): { ws: string; http: string; tls: boolean } 
   return { ws: `${tls ? 'wss' : 'ws'}://${m[2]}`, http: `${tls ? 'https' : 'http'}://${m[2]}`, tls };
 }
 
-/** The largest answer a legal request to this model can get (the WebSocket frame limit). */
-export function maxAnswerBytes(info: ModelInfo): number {
-  const maxK = maxInnerDim(paramsById(info.paramsId), info.actBits, WEIGHT_BITS);
+/** Default most tokens per request on the client's side. */
+export const CLIENT_MAX_TOKENS_PER_REQUEST = 4096;
+
+/** The exact size of the answer to a request of T tokens for (op, group) of a model of this shape. */
+export function answerBytes(paramsId: number, actBits: number, shape: ModelShape, op: number, group: ProjectionGroup, T: number): number {
+  const maxK = maxInnerDim(paramsById(paramsId), actBits, WEIGHT_BITS);
+  const dims = groupShapes(shape, group);
+  const C = dims[0][1];
+  const rows = dims.map(([r]) => r);
+  const K = rows.reduce((s, r) => s + r, 0);
+  return op === Op.Forward
+    ? encryptedOutputBytes(paramsId, rows, T, featureChunks(C, maxK).length)
+    : encryptedOutputBytes(paramsId, [C], T, featureChunks(K, maxK).length);
+}
+
+/** The largest answer a request of at most `tokens` tokens can get (the WebSocket frame limit). */
+export function maxAnswerBytes(paramsId: number, actBits: number, shape: ModelShape, tokens: number): number {
   let most = 0;
   for (const g of PROJECTION_GROUPS) {
-    const dims = groupShapes(info.shape, g);
-    const C = dims[0][1];
-    const rows = dims.map(([r]) => r);
-    const K = rows.reduce((s, r) => s + r, 0);
-    most = Math.max(most,
-      encryptedOutputBytes(info.paramsId, rows, info.maxTokens, featureChunks(C, maxK).length),
-      encryptedOutputBytes(info.paramsId, [C], info.maxTokens, featureChunks(K, maxK).length));
+    for (const op of [Op.Forward, Op.Backward]) most = Math.max(most, answerBytes(paramsId, actBits, shape, op, g, tokens));
   }
   return most + 1024;
+}
+
+/**
+ * Server-supplied text made safe to print: control characters (C0, DEL, C1) and Unicode bidi and
+ * zero-width controls become '?', and the text is cut to `max` characters.
+ */
+export function printableRemoteText(text: string, max = 300): string {
+  const cut = text.length > max ? text.slice(0, max) + '...' : text;
+  return cut.replace(/[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g, '?');
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -112,6 +152,12 @@ export class RemoteSession {
   private closed = false;
   private reconnecting: Promise<void> | null = null;
   private fatal: Error | null = null;
+  /** Reconnects since the last answer: a server that keeps dropping us without answering is given up on. */
+  private reconnectsWithoutAnswer = 0;
+  /** Largest WebSocket frame accepted from the server. */
+  maxFrameBytes = 0;
+  /** Most tokens per request: the client's own cap, lowered to the server's max_tokens. */
+  tokensPerRequest = 0;
 
   private constructor(readonly opts: RemoteSessionOptions) {
     this.base = normalizeBase(opts.url);
@@ -124,6 +170,11 @@ export class RemoteSession {
     s.info = parseModelInfo(text);
     if (!WIRE_PARAMS.has(s.info.paramsId)) throw new Error(`helora: the server uses parameter set ${s.info.paramsId}, this client knows ${[...WIRE_PARAMS.keys()].join(', ')}`);
     s.checkHash(s.info.hash);
+    if (opts.localShape) checkShapesEqual(s.info.shape, opts.localShape);
+    const ownCap = opts.maxTokensPerRequest ?? CLIENT_MAX_TOKENS_PER_REQUEST;
+    if (!Number.isSafeInteger(ownCap) || ownCap < 1) throw new Error(`helora: maxTokensPerRequest must be a positive integer, got ${ownCap}`);
+    s.tokensPerRequest = Math.min(ownCap, s.info.maxTokens);
+    s.maxFrameBytes = maxAnswerBytes(s.info.paramsId, s.info.actBits, opts.localShape ?? s.info.shape, s.tokensPerRequest);
     await s.openSocket();
     return s;
   }
@@ -189,7 +240,7 @@ export class RemoteSession {
           if (res.statusCode === (from > 0 ? 206 : 200)) return resolve(body);
           let why = body.toString('utf8').slice(0, 300);
           try { why = String((JSON.parse(why) as { error?: unknown }).error ?? why); } catch { /* keep the raw text */ }
-          const err = new Error(`helora: GET ${url.href} failed with HTTP ${res.statusCode}: ${why}`);
+          const err = new Error(`helora: GET ${url.href} failed with HTTP ${res.statusCode}: ${printableRemoteText(why)}`);
           (err as Error & { status?: number }).status = res.statusCode;
           reject(err);
         });
@@ -211,7 +262,7 @@ export class RemoteSession {
         ca: this.opts.ca,
         handshakeTimeout: this.opts.connectTimeoutMs ?? 10_000,
         perMessageDeflate: false,
-        maxPayload: maxAnswerBytes(this.info),
+        maxPayload: this.maxFrameBytes,
       });
       ws.binaryType = 'nodebuffer';
       let opened = false;
@@ -221,7 +272,7 @@ export class RemoteSession {
         res.on('end', () => {
           let why = Buffer.concat(chunks).toString('utf8').slice(0, 300);
           try { why = String((JSON.parse(why) as { error?: unknown }).error ?? why); } catch { /* raw */ }
-          const err = new Error(`helora: the server refused the WebSocket connection with HTTP ${res.statusCode}: ${why}`);
+          const err = new Error(`helora: the server refused the WebSocket connection with HTTP ${res.statusCode}: ${printableRemoteText(why)}`);
           (err as Error & { status?: number }).status = res.statusCode;
           reject(err);
         });
@@ -243,7 +294,7 @@ export class RemoteSession {
         pinger.unref();
         resolve();
         // Requests that were waiting for this connection go out now.
-        for (const p of this.pending.values()) if (!p.timer) this.sendBytes(p.bytes);
+        for (const p of this.pending.values()) if (!p.timer) this.sendRequest(p);
       });
       ws.on('message', (data: Buffer) => this.onMessage(data));
       ws.on('error', (e) => {
@@ -252,9 +303,32 @@ export class RemoteSession {
       ws.on('close', () => {
         if (pinger) clearInterval(pinger);
         if (this.ws === ws) this.ws = null;
-        if (opened && !this.closed) void this.recover();
+        // Reconnect now when requests wait for an answer; an idle session reconnects on its next request.
+        if (opened && !this.closed && this.pending.size > 0) void this.recover();
       });
     });
+  }
+
+  /** Sends (or re-sends) a pending request and restarts its answer deadline. */
+  private sendRequest(p: PendingRequest): void {
+    if (p.answerTimer) clearTimeout(p.answerTimer);
+    const timeout = this.opts.requestTimeoutMs ?? 600_000;
+    p.answerTimer = setTimeout(() => {
+      if (this.pending.get(p.id) !== p) return;
+      this.settle(p);
+      p.reject(new Error(`helora: no answer from ${this.base.ws} to request ${p.id} (op ${p.op}, layer ${p.layer}, ${p.group}) within ${timeout} ms`));
+    }, timeout);
+    p.answerTimer.unref();
+    this.sendBytes(p.bytes);
+  }
+
+  /** Removes a request from the pending ones and stops its timers. */
+  private settle(p: PendingRequest): void {
+    this.pending.delete(p.id);
+    if (p.timer) clearTimeout(p.timer);
+    if (p.answerTimer) clearTimeout(p.answerTimer);
+    p.timer = null;
+    p.answerTimer = null;
   }
 
   private sendBytes(bytes: Uint8Array): void {
@@ -265,9 +339,18 @@ export class RemoteSession {
     ws.send(bytes, { binary: true });
   }
 
-  /** Reconnects with exponential backoff until the deadline, then re-sends every pending request. */
+  /**
+   * Reconnects with exponential backoff until the deadline, then re-sends every pending request.
+   * A server that drops the connection maxReconnects times in a row without answering anything is
+   * given up on.
+   */
   private recover(): Promise<void> {
     this.reconnecting ??= (async () => {
+      const maxReconnects = this.opts.maxReconnects ?? 8;
+      if (this.reconnectsWithoutAnswer >= maxReconnects) {
+        this.failAll(new Error(`helora: gave up on ${this.base.ws}: it dropped the connection ${maxReconnects + 1} times in a row without answering`));
+        return;
+      }
       const deadline = Date.now() + (this.opts.retryDeadlineMs ?? 120_000);
       let wait = this.opts.initialBackoffMs ?? 100;
       const maxWait = this.opts.maxBackoffMs ?? 5_000;
@@ -281,6 +364,7 @@ export class RemoteSession {
           this.checkHash(String(health.model_hash));
           await this.openSocket();
           this.reconnects++;
+          this.reconnectsWithoutAnswer++;
           return;
         } catch (e) {
           last = e;
@@ -290,7 +374,7 @@ export class RemoteSession {
         }
       }
       const why = last instanceof Error ? last.message : 'session closed';
-      this.failAll(new Error(`helora: lost the connection to ${this.base.ws} and could not reconnect: ${why}`));
+      this.failAll(new Error(`helora: lost the connection to ${this.base.ws} and could not reconnect within ${this.opts.retryDeadlineMs ?? 120_000} ms: ${why}`));
     })().finally(() => {
       this.reconnecting = null;
     });
@@ -299,54 +383,65 @@ export class RemoteSession {
 
   private failAll(e: Error): void {
     this.fatal = e;
-    for (const p of this.pending.values()) {
-      if (p.timer) clearTimeout(p.timer);
+    for (const p of [...this.pending.values()]) {
+      this.settle(p);
       p.reject(e);
     }
-    this.pending.clear();
   }
 
   private onMessage(data: Buffer): void {
     this.bytesDown += data.length;
+    let header;
+    try {
+      header = peekHeader(data);
+    } catch {
+      return; // not even a header: no request to fail, the frame is ignored
+    }
+    const p = this.pending.get(header.requestId);
+    if (!p) return;
+    // An answer's size follows from its request: checked before anything is decoded.
+    if (header.type === MessageType.EncryptedOutput) {
+      const expected = answerBytes(this.info.paramsId, this.info.actBits, this.opts.localShape ?? this.info.shape, p.op, p.group, p.tokens);
+      if (data.length !== expected) {
+        this.settle(p);
+        p.reject(new Error(`helora: the server's answer to request ${p.id} has ${data.length} bytes, a request of ${p.tokens} tokens gets exactly ${expected}`));
+        return;
+      }
+    }
     let d;
     try {
       d = decodeMessage(data);
     } catch (e) {
-      // An answer we cannot read fails its request, when the header says which one.
-      try {
-        const p = this.pending.get(peekHeader(data).requestId);
-        if (p) {
-          this.pending.delete(p.id);
-          p.reject(new Error(`helora: the server's answer to request ${p.id} is malformed: ${(e as Error).message}`));
-        }
-      } catch { /* not even a header: ignore the frame */ }
+      this.settle(p);
+      p.reject(new Error(`helora: the server's answer to request ${p.id} is malformed: ${printableRemoteText((e as Error).message)}`));
       return;
     }
-    const p = this.pending.get(d.message.requestId);
-    if (!p) return;
+    this.reconnectsWithoutAnswer = 0;
     if (d.type === MessageType.Error) {
       const { code, message } = d.message;
       // Overload answers are retried after a pause (same bytes), until the request's deadline.
       if ((code === ServerErrorCode.RateLimited || code === ServerErrorCode.Busy) && Date.now() < p.deadline) {
+        if (p.answerTimer) clearTimeout(p.answerTimer);
+        p.answerTimer = null;
         const delay = Math.min(this.opts.maxBackoffMs ?? 5_000, (this.opts.initialBackoffMs ?? 100) * 2 ** Math.min(p.retries++, 10));
         p.timer = setTimeout(() => {
           p.timer = null;
-          this.sendBytes(p.bytes);
+          this.sendRequest(p);
         }, delay);
         return;
       }
-      this.pending.delete(p.id);
-      p.reject(new RemoteError(code, `helora: the server answered error ${code}: ${message}`));
+      this.settle(p);
+      p.reject(new RemoteError(code, `helora: the server answered error ${code}: ${printableRemoteText(message)}`));
       return;
     }
-    this.pending.delete(p.id);
+    this.settle(p);
     if (d.type !== MessageType.EncryptedOutput) {
       p.reject(new Error(`helora: the server answered message type ${d.type} to request ${p.id}`));
       return;
     }
     const m = d.message;
-    if (m.op !== p.op || m.layer !== p.layer || m.group !== p.group) {
-      p.reject(new Error(`helora: the answer to request ${p.id} is for op ${m.op} layer ${m.layer} group ${m.group}, asked op ${p.op} layer ${p.layer} group ${p.group}`));
+    if (m.op !== p.op || m.layer !== p.layer || m.group !== p.group || m.tokens !== p.tokens) {
+      p.reject(new Error(`helora: the answer to request ${p.id} is for op ${m.op} layer ${m.layer} group ${m.group} (${m.tokens} tokens), asked op ${p.op} layer ${p.layer} group ${p.group} (${p.tokens} tokens)`));
       return;
     }
     p.resolve(m);
@@ -358,12 +453,15 @@ export class RemoteSession {
     if (this.fatal) return Promise.reject(this.fatal);
     const id = this.nextId++;
     const bytes = encodeEncryptedInput({ ...msg, requestId: id });
+    if (msg.tokens > this.tokensPerRequest) return Promise.reject(new Error(`helora: a request of ${msg.tokens} tokens exceeds this session's ${this.tokensPerRequest} per request`));
     return new Promise<EncryptedOutputMessage>((resolve, reject) => {
-      this.pending.set(id, {
-        id, bytes, op: msg.op, layer: msg.layer, group: msg.group, resolve, reject,
-        deadline: Date.now() + (this.opts.retryDeadlineMs ?? 120_000), retries: 0, timer: null,
-      });
-      this.sendBytes(bytes);
+      const p: PendingRequest = {
+        id, bytes, op: msg.op, layer: msg.layer, group: msg.group, tokens: msg.tokens, resolve, reject,
+        deadline: Date.now() + (this.opts.retryDeadlineMs ?? 120_000), retries: 0, timer: null, answerTimer: null,
+      };
+      this.pending.set(id, p);
+      this.sendRequest(p);
+      if (!this.ws && !this.reconnecting) void this.recover();
     });
   }
 
@@ -404,6 +502,9 @@ export interface RemoteStats {
   reconnects: number;
   /** Mask-table bytes downloaded (a one-time cost, not in bytesDown). */
   tableBytesDown: number;
+  /** Results checked against the public weights (integrity.ts) and the time the checks took. */
+  integrityChecks: number;
+  integrityMs: number;
 }
 
 export interface RemoteProviderOptions extends RemoteSessionOptions {
@@ -419,7 +520,14 @@ export interface RemoteProviderOptions extends RemoteSessionOptions {
   tableCache?: string;
   /** Called after each downloaded table layer (progress). */
   onTableLayer?: (layer: number, bytes: number, layers: number) => void;
+  /** Checks every result against the public weights (needs the quantized projections locally). */
+  integrity?: ResultIntegrity;
+  /** Client crypto worker threads (default: one per core). */
+  threads?: number;
 }
+
+/** What a provider on an open session is made with (RemoteProviderOptions without the connection). */
+export type ProviderOptions = Pick<RemoteProviderOptions, 'key' | 'masks' | 'tableCache' | 'onTableLayer' | 'integrity' | 'threads'>;
 
 /** Where downloaded mask tables are kept unless told otherwise. */
 export function defaultTableCache(): string {
@@ -438,10 +546,13 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
   /** Bytes of mask tables downloaded (a one-time cost, kept apart from the per-product traffic). */
   tableBytesDown = 0;
 
-  constructor(readonly session: RemoteSession, opts: { key?: SecretKey; masks?: MaskMode } = {}) {
+  private readonly integrity: ResultIntegrity | null;
+
+  constructor(readonly session: RemoteSession, opts: ProviderOptions = {}) {
     const info = session.info;
+    this.integrity = opts.integrity ?? null;
     // Client crypto on every core (worker pool, started on first use; the key stays in this process).
-    this.he = new HeLinearClient({ params: paramsById(info.paramsId), key: opts.key, actBits: info.actBits });
+    this.he = new HeLinearClient({ params: paramsById(info.paramsId), key: opts.key, actBits: info.actBits, threads: opts.threads });
     this.masks = opts.masks ?? (info.maskTables ? 'table' : 'fresh');
     if (this.masks === 'table' && !info.maskTables) throw new Error('helora: the server offers no mask tables (use --masks fresh)');
   }
@@ -449,13 +560,18 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
   static async connect(opts: RemoteProviderOptions): Promise<RemoteEncryptedProvider> {
     const session = await RemoteSession.connect(opts);
     try {
-      const p = new RemoteEncryptedProvider(session, { key: opts.key, masks: opts.masks });
-      if (p.masks === 'table') await p.loadTables(opts.tableCache ?? defaultTableCache(), opts.onTableLayer);
-      return p;
+      return await RemoteEncryptedProvider.open(session, opts);
     } catch (e) {
       await session.close();
       throw e;
     }
+  }
+
+  /** A provider on an open session; in table mode the missing mask tables are downloaded first. */
+  static async open(session: RemoteSession, opts: ProviderOptions = {}): Promise<RemoteEncryptedProvider> {
+    const p = new RemoteEncryptedProvider(session, opts);
+    if (p.masks === 'table') await p.loadTables(opts.tableCache ?? defaultTableCache(), opts.onTableLayer);
+    return p;
   }
 
   /** Downloads the layers of the mask tables missing from the cache (resuming partial files), checked against the model info. */
@@ -483,6 +599,7 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
     return {
       requests: this.requests, bytesUp: this.session.bytesUp, bytesDown: this.session.bytesDown,
       cryptoMs: this.cryptoMs, serverWaitMs: this.serverWaitMs, reconnects: this.session.reconnects, tableBytesDown: this.tableBytesDown,
+      integrityChecks: this.integrity?.checks ?? 0, integrityMs: this.integrity?.checkMs ?? 0,
     };
   }
 
@@ -497,7 +614,7 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
   /** Token ranges of at most maxTokens (a multiple of N when possible, so no extra padding). */
   private tokenChunks(T: number): [number, number][] {
     const N = this.he.params.ringDegree;
-    let step = this.session.info.maxTokens;
+    let step = this.session.tokensPerRequest;
     if (step >= N) step -= step % N;
     const out: [number, number][] = [];
     for (let t0 = 0; t0 < T; t0 += step) out.push([t0, Math.min(T, t0 + step)]);
@@ -558,6 +675,7 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
       c0 = performance.now();
       const ys = await this.he.decryptForward(pending, res, wScales);
       this.cryptoMs += performance.now() - c0;
+      if (this.integrity) this.integrity.checkForward(layer, group, pending.values!, pending.scales, t1 - t0, ys);
       return ys;
     }));
     if (parts.length === 1) return parts[0];
@@ -587,6 +705,7 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
       c0 = performance.now();
       const dx = await this.he.decryptBackward(pending, res, C);
       this.cryptoMs += performance.now() - c0;
+      if (this.integrity) this.integrity.checkBackward(layer, group, pending.values!, pending.scales, t1 - t0, dx);
       return dx;
     }));
     if (parts.length === 1) return parts[0];

@@ -6,10 +6,12 @@
 //   { format, version, hash: 64 hex chars, params_id, act_bits, max_tokens,
 //     config: { architecture, hidden_size, intermediate_size, num_layers, num_heads, num_kv_heads, head_dim, vocab_size },
 //     scales: [ per layer: { qkv: [b64, b64, b64], o: [b64], gate_up: [b64, b64], down: [b64] } ] }
-// where each b64 is the base64 of the matrix's row scales as little-endian float32.
+// where each b64 is the base64 of the matrix's row scales as little-endian float32, each finite and in
+// [MIN_WEIGHT_SCALE, MAX_WEIGHT_SCALE] = [2^-40, 2^20] (src/quant/quantize.ts).
 
 import type { LlamaConfig } from '../model/config.js';
 import { groupShapes, PROJECTION_GROUPS, type ProjectionGroup } from '../model/projections.js';
+import { MAX_WEIGHT_SCALE, MIN_WEIGHT_SCALE } from '../quant/quantize.js';
 import { HOST_LITTLE_ENDIAN } from '../util/bytes.js';
 import type { LayerTableInfo } from './mask-tables.js';
 
@@ -98,7 +100,7 @@ function decodeScales(v: unknown, rows: number, where: string): Float32Array {
   const out = new Float32Array(rows);
   for (let i = 0; i < rows; i++) {
     const s = bytes.readFloatLE(i * 4);
-    if (!(Number.isFinite(s) && s > 0)) bad(`${where}[${i}] = ${s} is not a positive finite scale`);
+    if (!(Number.isFinite(s) && s >= MIN_WEIGHT_SCALE && s <= MAX_WEIGHT_SCALE)) bad(`${where}[${i}] = ${s} is not a positive finite scale in [2^-40, 2^20]`);
     out[i] = s;
   }
   return out;
@@ -122,7 +124,7 @@ export function parseModelInfo(text: string): ModelInfo {
   const maxTokens = intField(j, 'max_tokens', 1, 1 << 24);
   if (!isObject(j.config)) bad('"config" must be an object');
   const c = j.config;
-  if (typeof c.architecture !== 'string' || c.architecture.length > 64) bad('"config.architecture" must be a short string');
+  if (typeof c.architecture !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(c.architecture)) bad('"config.architecture" must be a short name ([A-Za-z0-9_.-], at most 64 characters)');
   const shape: ModelShape = {
     architecture: c.architecture,
     hiddenSize: intField(c, 'hidden_size', 1, MAX_DIM),
@@ -165,9 +167,13 @@ function parseMaskTables(v: unknown, numLayers: number): ModelInfo['maskTables']
 
 /** Throws unless a local config.json describes the same shapes as the server's model. */
 export function checkShapeMatches(info: ModelInfo, config: LlamaConfig): void {
-  const local = shapeOf(config);
+  checkShapesEqual(info.shape, shapeOf(config));
+}
+
+/** Throws unless the server's shapes equal the local ones (the architecture name aside). */
+export function checkShapesEqual(server: ModelShape, local: ModelShape): void {
   for (const k of Object.keys(local) as (keyof ModelShape)[]) {
     if (k === 'architecture') continue;
-    if (local[k] !== info.shape[k]) throw new Error(`helora: the server's model has ${k} = ${info.shape[k]}, the local config.json says ${local[k]}`);
+    if (local[k] !== server[k]) throw new Error(`helora: the server's model has ${k} = ${server[k]}, the local config.json says ${local[k]}`);
   }
 }

@@ -1,14 +1,17 @@
 // The encrypted mode of a fine-tuning run (train/fine-tune.ts): the frozen products run on a helora
 // server. Before any data is sent the server's model hash is checked, against the one the user
 // expects or else against the hash recomputed from the local folder when it has the projection
-// weights, and its shapes against the local config.
+// weights, and its shapes against the local config. A hash that cannot be checked is refused unless
+// the user allows it (allowUnverified, --allow-unverified): the run fails closed.
 
 import type { LlamaConfig } from '../model/config.js';
 import { folderHasProjections, type ConnectEncrypted } from '../train/fine-tune.js';
+import { paramsById } from '../crypto/index.js';
 import type { MaskMode } from '../linear/types.js';
-import { RemoteEncryptedProvider, type RemoteStats } from './client.js';
-import { checkShapeMatches } from './model-info.js';
-import { modelHashOfFolder } from './model-server.js';
+import { RemoteEncryptedProvider, RemoteSession, type RemoteStats } from './client.js';
+import { ResultIntegrity } from './integrity.js';
+import { checkShapeMatches, shapeOf } from './model-info.js';
+import { loadQuantizedModel, type QuantizedModel } from './model-server.js';
 
 export interface RemoteTrainingOptions {
   /** ws:// or wss:// URL of the server. */
@@ -24,6 +27,13 @@ export interface RemoteTrainingOptions {
   masks?: MaskMode;
   /** Folder for downloaded mask tables (default: the user's cache folder). */
   tableCache?: string;
+  /** Train through a server whose model hash could not be checked (no --expect-hash, no local projections). */
+  allowUnverified?: boolean;
+  /**
+   * Check every result against the public weights (integrity.ts; default true). Possible only when
+   * the local model folder has the projection weights; otherwise results are not checked.
+   */
+  verifyResults?: boolean;
   /** Messages for the user (the hash check, the table download). */
   say?: (line: string) => void;
 }
@@ -35,6 +45,8 @@ export type HashCheck = 'expected' | 'local-folder' | 'unverified';
 export class RemoteTraining {
   modelHash: string | null = null;
   hashCheck: HashCheck | null = null;
+  /** Whether every result is checked against the public weights. */
+  resultsVerified = false;
   private remote: RemoteEncryptedProvider | null = null;
 
   constructor(private readonly o: RemoteTrainingOptions) {}
@@ -44,23 +56,47 @@ export class RemoteTraining {
     const say = this.o.say ?? (() => {});
     let expected = this.o.expectHash?.toLowerCase();
     let hashCheck: HashCheck = expected ? 'expected' : 'unverified';
-    if (!expected && folderHasProjections(modelDir)) {
-      expected = modelHashOfFolder(modelDir);
+    // The local projections (when the folder has them) give the hash and the integrity vectors.
+    let local: QuantizedModel | null = folderHasProjections(modelDir) ? loadQuantizedModel(modelDir) : null;
+    // Local projections of another model than the expected one cannot check its results.
+    if (local && expected && local.hash !== expected) local = null;
+    if (!expected && local) {
+      expected = local.hash;
       hashCheck = 'local-folder';
     }
     this.hashCheck = hashCheck;
-    const remote = await RemoteEncryptedProvider.connect({
-      url: this.o.url, token: this.o.token, expectedModelHash: expected, ca: this.o.ca, retryDeadlineMs: this.o.retryDeadlineMs,
-      masks: this.o.masks, tableCache: this.o.tableCache,
-      onTableLayer: (layer, bytes, layers) => say(`helora: mask table of layer ${layer + 1}/${layers} downloaded (${(bytes / 2 ** 20).toFixed(1)} MiB, checked)`),
+    const session = await RemoteSession.connect({
+      url: this.o.url, token: this.o.token, expectedModelHash: expected, ca: this.o.ca, retryDeadlineMs: this.o.retryDeadlineMs, localShape: shapeOf(config),
     });
-    this.remote = remote;
+    const verify = (this.o.verifyResults ?? true) && local !== null;
+    let integrity: ResultIntegrity | undefined;
+    let remote: RemoteEncryptedProvider;
+    try {
+      integrity = verify ? ResultIntegrity.fromQuantizedLayers(local!.layers, paramsById(session.info.paramsId), session.info.actBits) : undefined;
+      remote = await RemoteEncryptedProvider.open(session, {
+        integrity, masks: this.o.masks, tableCache: this.o.tableCache,
+        onTableLayer: (layer, bytes, layers) => say(`helora: mask table of layer ${layer + 1}/${layers} downloaded (${(bytes / 2 ** 20).toFixed(1)} MiB, checked)`),
+      });
+    } catch (e) {
+      await session.close();
+      throw e;
+    }
+    local = null; // the int8 weights are not needed any more
+    this.resultsVerified = integrity !== undefined;
     const hash = remote.info.hash;
+    if (hashCheck === 'unverified' && !this.o.allowUnverified) {
+      await remote.close();
+      throw new Error(`helora: the server's model hash ${hash} cannot be verified: pass --expect-hash, or keep the projection weights in --model `
+        + 'so the hash is recomputed locally; --allow-unverified trains through an unchecked model');
+    }
+    this.remote = remote;
     this.modelHash = hash;
     checkShapeMatches(remote.info, config);
-    if (hashCheck === 'unverified') say(`helora: server model hash ${hash} (NOT verified: pass --expect-hash, or keep the projection weights in --model to check it)`);
+    if (hashCheck === 'unverified') say(`helora: server model hash ${hash} (NOT verified, --allow-unverified)`);
     else say(`helora: server model hash ${hash} verified (${hashCheck === 'expected' ? '--expect-hash' : 'recomputed from the local model folder'})`);
     say(remote.masks === 'table' ? 'helora: masks: the server\'s public mask tables (a fresh secret per block)' : 'helora: masks: fresh per request');
+    if (integrity) say('helora: every result is checked against the public weights (Freivalds check; --no-verify-results turns it off)');
+    else say(`helora: results are NOT checked against the weights (${this.o.verifyResults === false ? '--no-verify-results' : 'the model folder has no projection weights of this model to check them with'})`);
     return {
       provider: remote,
       traffic: () => {

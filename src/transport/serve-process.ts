@@ -1,10 +1,11 @@
 // A minimal stand-alone server process (tests fork it; `helora serve` offers the full CLI):
 //   node serve-process.js --model DIR [--host H] [--port P] [--token T] [--threads N]
 //                         [--rate R] [--burst B] [--max-connections C] [--max-tokens M] [--act-bits A]
+//                         [--limits JSON (ServerLimits fields)]
 // Logs JSON lines on stdout; the "listening" line carries the URL. SIGTERM/SIGINT close it cleanly.
 
 import { ModelServer } from './model-server.js';
-import { startServer } from './server.js';
+import { startServer, type ServerLimits } from './server.js';
 
 function parseArgs(argv: string[]): Map<string, string> {
   const out = new Map<string, string>();
@@ -37,6 +38,7 @@ async function main(): Promise<void> {
     port: int(args, 'port'),
     token: args.get('token'),
     maxConnections: int(args, 'max-connections'),
+    ...(args.has('limits') ? JSON.parse(args.get('limits')!) as Partial<ServerLimits> : {}),
     rateLimit: rate !== undefined ? { perSecond: rate, burst: int(args, 'burst') ?? rate } : undefined,
   });
   const stop = (): void => {

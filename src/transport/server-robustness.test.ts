@@ -12,7 +12,7 @@ import { startServer, type LogEvent, type RunningServer } from './server.js';
 import { removeDir, writeTinyModel } from './test-support.js';
 import type { ProjectionGroup } from '../model/projections.js';
 
-const TOKEN = 'test-token-7f3a9c';
+const TOKEN = 'test-token-7f3a9c-5b1e08d2c4a6'; // 29 base64url characters: 174 bits counted
 const he = new HeLinearClient();
 let root = '';
 let model: ModelServer;
@@ -140,7 +140,7 @@ test('malformed, mis-shaped and oversized requests get clear ERROR answers and t
   assert.ok(logs.some((e) => e.event === 'request_error' && e.code === ServerErrorCode.BadRequest && e.layer === 7));
 });
 
-test('without the right bearer token: HTTP 401 on the WebSocket upgrade and on model info; /health stays public', async () => {
+test('without the right bearer token: HTTP 401 on the WebSocket upgrade and on model info; /health stays public (ok and model hash only)', async () => {
   for (const token of [null, 'wrong-token', TOKEN + 'x', '']) {
     await assert.rejects(RawClient.open(token), (e: Error & { status?: number }) => e.status === 401);
     assert.equal((await httpGet('/v1/model-info', token)).status, 401);
@@ -151,8 +151,8 @@ test('without the right bearer token: HTTP 401 on the WebSocket upgrade and on m
   assert.equal(JSON.parse(info.body).hash, model.hash);
   const health = await httpGet('/health', null);
   assert.equal(health.status, 200);
-  const h = JSON.parse(health.body);
-  assert.equal(h.ok, true);
+  assert.deepEqual(JSON.parse(health.body), { ok: true, model_hash: model.hash });
+  const h = JSON.parse((await httpGet('/health', TOKEN)).body);
   assert.equal(h.model_hash, model.hash);
   assert.equal(typeof h.uptime_s, 'number');
   assert.equal(typeof h.connections, 'number');
@@ -164,7 +164,7 @@ test('without the right bearer token: HTTP 401 on the WebSocket upgrade and on m
 });
 
 test('rate limit per connection answers RateLimited, and the connection limit refuses with 503', async () => {
-  const limited = await startServer({ model, rateLimit: { perSecond: 2, burst: 3 }, maxConnections: 1, log: () => {} });
+  const limited = await startServer({ model, rateLimit: { perSecond: 2, burst: 3 }, maxConnections: 1, maxInFlightPerConnection: 8, log: () => {} });
   try {
     const ws = new WebSocket(`${limited.url}/v1/ws`);
     await new Promise((r) => ws.once('open', r));

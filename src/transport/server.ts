@@ -1,25 +1,39 @@
 // The network server: WebSocket (binary frames carrying src/protocol/wire.ts messages) on an HTTP
 // or HTTPS server.
 //
-//   GET /health          JSON { ok, model_hash, params_id, uptime_s, connections, requests, queued }
+//   GET /health          JSON { ok, model_hash }; with the bearer token (when one is set) also
+//                        { params_id, uptime_s, connections, requests, queued, queued_bytes }
 //   GET /v1/model-info   JSON model info (model-info.ts), bearer token required when one is set
 //   GET /v1/ws           WebSocket upgrade, bearer token required when one is set
 //
 // Every frame from a client is untrusted: it is size-limited by the WebSocket layer (maxPayload,
-// derived from the largest legal request) and validated by the wire decoder; content errors are
-// answered with an ERROR message and the connection keeps working. Text frames are a protocol
-// violation (close 1003), as is a long run of undecodable frames (close 1008). Requests of all
-// connections go through one FIFO queue onto the kernel pool (each product already uses every core).
+// derived from the largest legal request), charged to the connection's rate limit before anything
+// else is done with it, and validated by the wire decoder; content errors are answered with an
+// ERROR message and the connection keeps working. Text frames are a protocol violation (close
+// 1003), as is a long run of undecodable frames (close 1008). Requests of all connections go
+// through one FIFO queue onto the kernel pool (each product already uses every core).
 // Logs: one JSON object per event, never any payload bytes.
 //
-// The pieces: Admission (bearer token, connection limit, per-connection rate), RequestQueue,
-// dispatch (a request's product on the ModelServer, encoded as the answer), Connection (decode,
-// admit, dispatch, answer one client's frames) and Endpoints (the HTTP paths and the upgrade).
+// What bounds the memory and the time one client can take (ServerLimits, defaults in
+// DEFAULT_SERVER_LIMITS): requests in flight per connection (admitted and not yet answered, the
+// answer counted until it has left for the socket), request bytes queued per connection and in all,
+// connections in all and per remote address (counted before the WebSocket upgrade, released when the
+// socket closes), answers that do not leave for the socket within sendTimeoutMs or error answers
+// piling up unread (a client that never reads is dropped), a ping every pingIntervalMs (no pong by
+// the next one: dropped), idleTimeoutMs without a frame (closed), frameTimeoutMs for a frame to
+// arrive whole once its first byte came (slow senders dropped). A closed connection's queued
+// requests are cancelled, not computed.
+//
+// The pieces: Admission (bearer token, connection slots, per-connection rate), RequestQueue,
+// dispatch (a request's product on the ModelServer, encoded as the answer), Connection (charge,
+// decode, admit, dispatch, answer one client's frames; its timers) and Endpoints (the HTTP paths and
+// the upgrade).
 
 import { createReadStream, statSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import { uploadBytes } from '../crypto/index.js';
@@ -32,11 +46,16 @@ import {
 } from '../protocol/wire.js';
 import { modelInfoToJson } from './model-info.js';
 import { BadRequestError, type ModelServer } from './model-server.js';
+import { checkTokenStrength } from './token.js';
 
 /** Slack above the largest legal request for the WebSocket frame limit. */
 const MAX_PAYLOAD_MARGIN = 64 * 1024;
 /** Undecodable frames in a row after which a connection is closed as a protocol violation. */
 const MAX_CONSECUTIVE_MALFORMED = 32;
+/** ERROR answers (bytes) that may wait unread in a connection's send buffer before it is dropped. */
+const MAX_UNREAD_ERROR_BYTES = 1 << 20;
+/** The message every internal failure is answered with (the details go to the server's log only). */
+const INTERNAL_ERROR_MESSAGE = 'helora: internal error while computing the product';
 
 export type LogEvent = Record<string, string | number | boolean | null>;
 export type Logger = (event: LogEvent) => void;
@@ -47,28 +66,66 @@ export const jsonLineLogger: Logger = (e) => {
 };
 
 export interface RateLimit {
-  /** Sustained requests per second per connection. */
+  /** Sustained frames per second per connection (every frame is charged, malformed ones too). */
   perSecond: number;
-  /** Requests a connection may send at once. */
+  /** Frames a connection may send at once. */
   burst: number;
 }
 
-export interface ServerOptions {
+/** What bounds one client's share of the server (see the header comment). */
+export interface ServerLimits {
+  /** Simultaneous WebSocket connections; more are refused with HTTP 503. */
+  maxConnections: number;
+  /** Simultaneous WebSocket connections from one remote address; more are refused with HTTP 503. */
+  maxConnectionsPerAddress: number;
+  /** Requests of one connection admitted and not yet answered; more are answered Busy. */
+  maxInFlightPerConnection: number;
+  /** Requests waiting for the kernels (all connections); more are answered Busy. */
+  maxQueue: number;
+  /** Bytes of requests admitted and not yet computed, all connections (null: 1 GiB, at least one largest request). */
+  maxQueuedBytes: number | null;
+  /** Bytes of requests admitted and not yet computed, one connection (null: two largest requests, at most maxQueuedBytes). */
+  maxQueuedBytesPerConnection: number | null;
+  /** An answer that has not left for the socket this long after it was sent drops the connection. */
+  sendTimeoutMs: number;
+  /** A ping this often; a connection that has not answered the previous one is dropped. */
+  pingIntervalMs: number;
+  /** A connection that sends no frame this long is closed. */
+  idleTimeoutMs: number;
+  /** A frame must arrive whole this long after its first byte, or the connection is dropped. */
+  frameTimeoutMs: number;
+}
+
+export const DEFAULT_SERVER_LIMITS: ServerLimits = {
+  maxConnections: 64,
+  maxConnectionsPerAddress: 8,
+  maxInFlightPerConnection: 2,
+  maxQueue: 64,
+  maxQueuedBytes: null,
+  maxQueuedBytesPerConnection: null,
+  sendTimeoutMs: 60_000,
+  pingIntervalMs: 30_000,
+  idleTimeoutMs: 600_000,
+  frameTimeoutMs: 120_000,
+};
+
+/** Default rate: 20 frames/s, burst 40 (at most the default queue). */
+export const DEFAULT_RATE_LIMIT: RateLimit = { perSecond: 20, burst: 40 };
+
+export interface ServerOptions extends Partial<ServerLimits> {
   model: ModelServer;
-  /** Default 127.0.0.1 (use 0.0.0.0 to listen on every interface). */
+  /** Default 127.0.0.1 (use 0.0.0.0 to listen on every interface: needs tls and token, or insecure). */
   host?: string;
   /** Default 0: a free port. */
   port?: number;
-  /** Bearer token clients must present (constant-time compared); none: open server. */
+  /** Bearer token clients must present (constant-time compared; at least 128 bits, token.ts); none: open server. */
   token?: string;
   /** PEM certificate chain and key: serve https/wss. */
   tls?: { cert: string | Buffer; key: string | Buffer };
-  /** Simultaneous WebSocket connections (default 16); more are refused with HTTP 503. */
-  maxConnections?: number;
-  /** Default 20 requests/s, burst 40. */
+  /** Listen on a non-loopback address without TLS or without a token (refused otherwise). */
+  insecure?: boolean;
+  /** Default DEFAULT_RATE_LIMIT. */
   rateLimit?: RateLimit;
-  /** Requests waiting for the kernels (all connections); more are answered with Busy (default 256). */
-  maxQueue?: number;
   log?: Logger;
 }
 
@@ -90,6 +147,27 @@ export function maxRequestBytes(model: ModelServer): number {
     }
   }
   return most;
+}
+
+/** Whether a listen address only accepts connections from this machine (127.0.0.0/8, ::1, localhost). */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  if (h === 'localhost' || h === '::1' || h === '0:0:0:0:0:0:0:1') return true;
+  if (isIP(h) === 4) return h.startsWith('127.');
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(h);
+  return mapped !== null && mapped[1].startsWith('127.');
+}
+
+/**
+ * Refuses a non-loopback listen address unless the server has both TLS and a bearer token (without
+ * TLS the token and the traffic travel in the clear; without a token anyone can use the server), or
+ * the user said --insecure.
+ */
+export function checkListenSecurity(host: string, tls: boolean, token: boolean, insecure: boolean): void {
+  if (isLoopbackHost(host) || insecure || (tls && token)) return;
+  throw new Error(`helora: refusing to listen on ${host} (not a loopback address) without ${!tls ? 'TLS' : 'a bearer token'}: `
+    + (tls ? 'anyone who can reach it could use the server' : 'the token and the traffic would cross the network in the clear')
+    + '; give --tls-cert/--tls-key and a token (--token-file or HELORA_TOKEN), or --insecure');
 }
 
 function digest(s: string): Buffer {
@@ -120,28 +198,43 @@ class TokenBucket {
   }
 }
 
+function positiveInteger(name: string, v: number): number {
+  if (!Number.isSafeInteger(v) || v < 1) throw new Error(`helora: ${name} must be a positive integer, got ${v}`);
+  return v;
+}
+
 /**
- * Who gets in and how often: the bearer token (HTTP model info and WebSocket upgrade), the limit on
- * simultaneous connections, and each connection's request rate. Refusals are logged here.
+ * Who gets in and how often: the bearer token (HTTP model info, health details and WebSocket
+ * upgrade), the connection slots (in all and per address, taken before the upgrade) and each
+ * connection's frame rate. Refusals are logged here.
  */
 class Admission {
   readonly rate: RateLimit;
-  private readonly maxConnections: number;
   private readonly tokenDigest: Buffer | null;
+  private connections = 0;
+  private readonly perAddress = new Map<string, number>();
 
-  constructor(opts: ServerOptions, private readonly log: Logger) {
-    const rate = opts.rateLimit ?? { perSecond: 20, burst: 40 };
-    const maxConnections = opts.maxConnections ?? 16;
+  constructor(opts: ServerOptions, readonly limits: ServerLimits, private readonly log: Logger) {
+    const rate = opts.rateLimit ?? DEFAULT_RATE_LIMIT;
     if (!(rate.perSecond > 0 && rate.burst >= 1)) throw new Error(`helora: rate limit must be positive, got ${rate.perSecond}/s burst ${rate.burst}`);
-    if (!Number.isInteger(maxConnections) || maxConnections < 1) throw new Error(`helora: maxConnections must be a positive integer, got ${maxConnections}`);
-    if (opts.token !== undefined && opts.token.length === 0) throw new Error('helora: the bearer token must not be empty');
+    positiveInteger('maxConnections', limits.maxConnections);
+    positiveInteger('maxConnectionsPerAddress', limits.maxConnectionsPerAddress);
+    if (opts.token !== undefined) checkTokenStrength(opts.token);
     this.rate = rate;
-    this.maxConnections = maxConnections;
     this.tokenDigest = opts.token !== undefined ? digest(opts.token) : null;
   }
 
   get authRequired(): boolean {
     return this.tokenDigest !== null;
+  }
+
+  get connectionCount(): number {
+    return this.connections;
+  }
+
+  /** Whether the request carries the bearer token (always true on an open server). */
+  hasBearer(req: IncomingMessage): boolean {
+    return bearerMatches(req, this.tokenDigest);
   }
 
   /** The bearer check of a request for `path`; a refusal is logged. */
@@ -151,18 +244,36 @@ class Admission {
     return false;
   }
 
-  /** Why a WebSocket upgrade is refused, or null when it is let in. */
-  upgradeRefusal(req: IncomingMessage, path: string, connections: number): UpgradeRefusal | null {
+  /**
+   * Why a WebSocket upgrade is refused, or null when it is let in: then a connection slot (in all
+   * and for the remote address) is taken at once, and given back when `socket` closes, so that
+   * upgrades in progress count and a failed upgrade frees its slot.
+   */
+  admitUpgrade(req: IncomingMessage, path: string, socket: Duplex): UpgradeRefusal | null {
     if (path !== WS_PATH) return { status: 404, reason: `helora: no WebSocket endpoint at ${path} (use ${WS_PATH})` };
     if (!this.checkBearer(req, path)) return { status: 401, reason: 'helora: missing or wrong bearer token', headers: 'www-authenticate: Bearer\r\n' };
-    if (connections >= this.maxConnections) {
-      this.log({ event: 'connection_refused', reason: 'max_connections', limit: this.maxConnections, remote: req.socket.remoteAddress ?? null });
-      return { status: 503, reason: `helora: the server is at its limit of ${this.maxConnections} connections` };
+    const remote = req.socket.remoteAddress ?? 'unknown';
+    const { maxConnections, maxConnectionsPerAddress } = this.limits;
+    if (this.connections >= maxConnections) {
+      this.log({ event: 'connection_refused', reason: 'max_connections', limit: maxConnections, remote });
+      return { status: 503, reason: `helora: the server is at its limit of ${maxConnections} connections` };
     }
+    const fromAddress = this.perAddress.get(remote) ?? 0;
+    if (fromAddress >= maxConnectionsPerAddress) {
+      this.log({ event: 'connection_refused', reason: 'max_connections_per_address', limit: maxConnectionsPerAddress, remote });
+      return { status: 503, reason: `helora: the server is at its limit of ${maxConnectionsPerAddress} connections per address` };
+    }
+    this.connections++;
+    this.perAddress.set(remote, fromAddress + 1);
+    socket.once('close', () => {
+      this.connections--;
+      const left = (this.perAddress.get(remote) ?? 1) - 1;
+      if (left <= 0) this.perAddress.delete(remote); else this.perAddress.set(remote, left);
+    });
     return null;
   }
 
-  /** The request budget of a new connection. */
+  /** The frame budget of a new connection. */
   rateLimiter(): TokenBucket {
     return new TokenBucket(this.rate);
   }
@@ -182,27 +293,42 @@ function refuseUpgrade(socket: Duplex, { status, reason, headers = '' }: Upgrade
     + `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n${headers}\r\n${body}`);
 }
 
+/** Thrown into a queued job whose connection closed before its turn. */
+class CancelledError extends Error {}
+
 /**
  * The one FIFO of every connection's requests onto the kernel pool, run one at a time (each
- * product already uses every core). Bounded: a full queue is answered with Busy.
+ * product already uses every core). Bounded in requests and in bytes; a job whose connection has
+ * closed by its turn is cancelled (never computed).
  */
 class RequestQueue {
   waiting = 0;
-  /** Requests computed (failed ones not counted). */
+  /** Bytes of the requests admitted and not yet computed. */
+  bytes = 0;
+  /** Requests computed (failed and cancelled ones not counted). */
   served = 0;
+  cancelled = 0;
   private tail: Promise<void> = Promise.resolve();
 
-  constructor(private readonly maxQueue: number) {}
+  constructor(readonly maxQueue: number, readonly maxBytes: number) {}
 
-  get full(): boolean {
-    return this.waiting >= this.maxQueue;
+  /** Whether one more request of `bytes` fits. */
+  fits(bytes: number): boolean {
+    return this.waiting < this.maxQueue && this.bytes + bytes <= this.maxBytes;
   }
 
-  run<T>(job: () => Promise<T>): Promise<T> {
+  run<T>(bytes: number, isCancelled: () => boolean, job: () => Promise<T>): Promise<T> {
     this.waiting++;
+    this.bytes += bytes;
     const p = this.tail.then(() => {
       this.waiting--;
+      if (isCancelled()) {
+        this.cancelled++;
+        throw new CancelledError('helora: the connection closed before its request was computed');
+      }
       return job();
+    }).finally(() => {
+      this.bytes -= bytes;
     });
     this.tail = p.then(() => { this.served++; }, () => undefined);
     return p;
@@ -232,14 +358,16 @@ interface Request {
   group: ProjectionGroup;
   requestId: bigint;
   paramsId: number;
+  /** Size of the frame (what the request holds in memory while it waits). */
+  bytes: number;
   /** What the request log records about it (no payload). */
   fields: LogEvent;
 }
 
 /** The model server's product for one request, encoded as the answer, run through the queue. */
-function dispatch(model: ModelServer, queue: RequestQueue, { msg, op, group, requestId }: Request): Promise<{ bytesOut: Uint8Array; queueMs: number; computeMs: number }> {
+function dispatch(model: ModelServer, queue: RequestQueue, isCancelled: () => boolean, { msg, op, group, requestId, bytes }: Request): Promise<{ bytesOut: Uint8Array; queueMs: number; computeMs: number }> {
   const t0 = performance.now();
-  return queue.run(async () => {
+  return queue.run(bytes, isCancelled, async () => {
     const t1 = performance.now();
     const input = toEncryptedInput(msg, uploadBytes(model.params), model.params.ringDegree);
     const out = await model.product(op, msg.layer, group, input);
@@ -252,28 +380,118 @@ function dispatch(model: ModelServer, queue: RequestQueue, { msg, op, group, req
 }
 
 /**
- * One WebSocket client: each binary frame is decoded, admitted (rate limit, queue bound),
- * dispatched, and answered with the result or an ERROR message; the connection keeps working
- * after content errors.
+ * One WebSocket client: each binary frame is charged to the rate limit, decoded, admitted
+ * (in-flight and byte caps, queue bound), dispatched, and answered with the result or an ERROR
+ * message; the connection keeps working after content errors. Its timers (ping, idle, frame
+ * arrival, unflushed answers) drop a client that stops taking part.
  */
 class Connection {
   /** Requests admitted on this connection. */
   requests = 0;
+  closed = false;
   private malformedRun = 0;
+  private rateLimited = 0;
+  /** Requests admitted and not yet answered (an answer counts until it has left for the socket). */
+  private inFlight = 0;
+  /** Bytes of this connection's requests admitted and not yet computed. */
+  private queuedBytes = 0;
+  /** Answer bytes handed to the WebSocket whose write has not completed. */
+  private unflushedAnswerBytes = 0;
+  /** Send times of the answers not yet flushed, oldest first. */
+  private readonly unflushedSince: number[] = [];
+  private lastFrameAt = performance.now();
+  private awaitingPong = false;
+  private frameTimer: NodeJS.Timeout | null = null;
+  private readonly ticker: NodeJS.Timeout;
   private readonly bucket: TokenBucket;
 
-  constructor(readonly id: number, private readonly ws: WebSocket, private readonly endpoints: Endpoints) {
+  constructor(readonly id: number, private readonly ws: WebSocket, socket: Duplex, private readonly endpoints: Endpoints) {
     this.bucket = endpoints.admission.rateLimiter();
+    const { limits } = endpoints.admission;
+    // The frame-arrival clock: started by the first byte after a complete frame (this listener
+    // runs before the WebSocket parser's), stopped by the frame it completes.
+    socket.prependListener('data', () => {
+      this.frameTimer ??= setTimeout(() => this.drop('frame_timeout', `a frame did not arrive whole within ${limits.frameTimeoutMs} ms`), limits.frameTimeoutMs);
+    });
+    const frameDone = (): void => {
+      if (this.frameTimer) clearTimeout(this.frameTimer);
+      this.frameTimer = null;
+      this.lastFrameAt = performance.now();
+    };
+    ws.on('message', frameDone);
+    ws.on('ping', frameDone);
+    ws.on('pong', () => { frameDone(); this.awaitingPong = false; });
+    // One clock for the other timers; each check runs after pending input is read (setImmediate),
+    // so a server thread that was busy for a while does not mistake unread pongs for silence.
+    const tick = Math.max(10, Math.min(1000, limits.pingIntervalMs, limits.sendTimeoutMs, limits.idleTimeoutMs));
+    let lastPing = performance.now();
+    this.ticker = setInterval(() => setImmediate(() => {
+      if (this.closed) return;
+      const now = performance.now();
+      if (this.unflushedSince.length > 0 && now - this.unflushedSince[0] > limits.sendTimeoutMs) {
+        return this.drop('not_reading', `an answer did not leave for the socket within ${limits.sendTimeoutMs} ms`);
+      }
+      if (now - this.lastFrameAt > limits.idleTimeoutMs && this.inFlight === 0) {
+        this.endpoints.log({ event: 'connection_idle', conn: this.id, idle_ms: Math.round(now - this.lastFrameAt) });
+        this.ws.close(1001, 'helora: idle');
+        return;
+      }
+      if (now - lastPing >= limits.pingIntervalMs) {
+        if (this.awaitingPong) return this.drop('no_pong', `no pong within ${limits.pingIntervalMs} ms`);
+        lastPing = now;
+        this.awaitingPong = true;
+        this.ws.ping();
+      }
+    }), tick);
+  }
+
+  /** The connection closed: stop its timers; its queued requests will be cancelled. */
+  onClose(): void {
+    this.closed = true;
+    clearInterval(this.ticker);
+    if (this.frameTimer) clearTimeout(this.frameTimer);
+    this.frameTimer = null;
+  }
+
+  get rateLimitedFrames(): number {
+    return this.rateLimited;
+  }
+
+  private drop(reason: string, detail: string): void {
+    if (this.closed) return;
+    this.endpoints.log({ event: 'connection_dropped', conn: this.id, reason, detail });
+    this.onClose();
+    this.ws.terminate();
   }
 
   receive(bytes: Uint8Array, isBinary: boolean): void {
+    if (this.closed) return;
     if (!isBinary) {
       this.endpoints.log({ event: 'protocol_violation', conn: this.id, reason: 'text frame', bytes: bytes.length });
       this.ws.close(1003, 'helora: binary frames only');
       return;
     }
+    if (!this.charge(bytes)) return;
     const request = this.decode(bytes);
     if (request && this.admit(request)) this.compute(request);
+  }
+
+  /**
+   * Every frame, well-formed or not, costs one unit of the rate limit before anything else is done
+   * with it. Over the limit, a frame whose header is readable is answered RateLimited (the client
+   * retries it later); the refusals are counted, not logged one by one.
+   */
+  private charge(bytes: Uint8Array): boolean {
+    if (this.bucket.take()) return true;
+    if (this.rateLimited++ === 0) this.endpoints.log({ event: 'rate_limited', conn: this.id });
+    let header: { requestId: bigint; paramsId: number } | null = null;
+    try { header = peekHeader(bytes); } catch { /* nothing to answer to */ }
+    if (header) {
+      const { rate } = this.endpoints.admission;
+      this.sendError(header.requestId, header.paramsId, ServerErrorCode.RateLimited,
+        `helora: rate limit exceeded (${rate.perSecond} requests/s, burst ${rate.burst} per connection); retry later`);
+    }
+    return false;
   }
 
   /** The request in a frame; a frame that is not one is answered with an error (null). */
@@ -294,9 +512,10 @@ class Connection {
       const msg = d.message;
       const op = msg.op === Op.Forward ? 'forward' : 'backward';
       const group = msg.group;
-      return { msg, op, group, requestId, paramsId, fields: { op, layer: msg.layer, group, tokens: msg.tokens, bytes_in: bytes.length } };
+      return { msg, op, group, requestId, paramsId, bytes: bytes.length, fields: { op, layer: msg.layer, group, tokens: msg.tokens, bytes_in: bytes.length } };
     } catch (e) {
-      const we = e instanceof WireError ? e : new WireError('bad_field', String(e));
+      // Decoder messages describe the client's own bytes (no server state), so they are sent back.
+      const we = e instanceof WireError ? e : new WireError('bad_field', 'undecodable message');
       this.answerError(requestId, we.code === 'unknown_params' ? NO_PARAMS_ID : paramsId, serverCodeFor(we), we.message, { wire: we.code, bytes: bytes.length });
       if (++this.malformedRun >= MAX_CONSECUTIVE_MALFORMED) {
         this.endpoints.log({ event: 'protocol_violation', conn: this.id, reason: 'too many malformed messages' });
@@ -306,43 +525,69 @@ class Connection {
     }
   }
 
-  /** Whether the request may go to the queue: within this connection's rate, and the queue not full. */
-  private admit({ requestId, paramsId, fields }: Request): boolean {
-    const { rate } = this.endpoints.admission;
-    if (!this.bucket.take()) {
-      this.answerError(requestId, paramsId, ServerErrorCode.RateLimited,
-        `helora: rate limit exceeded (${rate.perSecond} requests/s, burst ${rate.burst} per connection); retry later`, fields);
+  /** Whether the request may go to the queue: within this connection's in-flight and byte caps, and the queue's. */
+  private admit({ requestId, paramsId, bytes, fields }: Request): boolean {
+    const { queue, admission: { limits } } = this.endpoints;
+    const busy = (why: string): false => {
+      this.answerError(requestId, paramsId, ServerErrorCode.Busy, `helora: ${why}; retry later`, fields);
       return false;
-    }
-    const { queue } = this.endpoints;
-    if (queue.full) {
-      this.answerError(requestId, paramsId, ServerErrorCode.Busy, `helora: the server has ${queue.waiting} requests queued; retry later`, fields);
-      return false;
-    }
+    };
+    if (this.inFlight >= limits.maxInFlightPerConnection) return busy(`this connection already has ${this.inFlight} requests in flight (limit ${limits.maxInFlightPerConnection})`);
+    if (this.queuedBytes + bytes > this.endpoints.maxQueuedBytesPerConnection) return busy('this connection has too many request bytes queued');
+    if (!queue.fits(bytes)) return busy('the server queue is full');
     return true;
   }
 
   private compute(request: Request): void {
-    const { requestId, paramsId, fields } = request;
+    const { requestId, paramsId, fields, bytes } = request;
     this.requests++;
-    dispatch(this.endpoints.model, this.endpoints.queue, request).then(({ bytesOut, queueMs, computeMs }) => {
-      this.send(bytesOut);
+    this.inFlight++;
+    this.queuedBytes += bytes;
+    dispatch(this.endpoints.model, this.endpoints.queue, () => this.closed, request).then(({ bytesOut, queueMs, computeMs }) => {
+      this.queuedBytes -= bytes;
+      this.sendAnswer(bytesOut);
       this.endpoints.log({ event: 'request', conn: this.id, request_id: requestId.toString(), ...fields, bytes_out: bytesOut.length, queue_ms: Math.round(queueMs), ms: Math.round(computeMs) });
     }, (e: unknown) => {
-      const bad = e instanceof BadRequestError;
-      const message = e instanceof Error ? e.message : String(e);
-      this.answerError(requestId, paramsId, bad ? ServerErrorCode.BadRequest : ServerErrorCode.Internal,
-        bad ? message : `helora: internal error while computing the product (${message})`, fields);
+      this.queuedBytes -= bytes;
+      this.inFlight--;
+      if (e instanceof CancelledError) {
+        this.endpoints.log({ event: 'request_cancelled', conn: this.id, request_id: requestId.toString(), ...fields });
+        return;
+      }
+      if (e instanceof BadRequestError) return this.answerError(requestId, paramsId, ServerErrorCode.BadRequest, e.message, fields);
+      // Internal failures: the details stay in the log, the client gets a generic message.
+      this.endpoints.log({ event: 'internal_error', conn: this.id, request_id: requestId.toString(), error: e instanceof Error ? e.message : String(e) });
+      this.answerError(requestId, paramsId, ServerErrorCode.Internal, INTERNAL_ERROR_MESSAGE, fields);
     });
   }
 
   private answerError(requestId: bigint, paramsId: number, code: number, message: string, extra: LogEvent = {}): void {
     this.endpoints.log({ event: 'request_error', conn: this.id, request_id: requestId.toString(), code, error: message, ...extra });
-    this.send(encodeError({ paramsId, requestId, code, message }));
+    this.sendError(requestId, paramsId, code, message);
   }
 
-  private send(bytes: Uint8Array): void {
-    if (this.ws.readyState === this.ws.OPEN) this.ws.send(bytes, { binary: true });
+  /** An ERROR answer; a client that leaves them unread piles them up and is dropped. */
+  private sendError(requestId: bigint, paramsId: number, code: number, message: string): void {
+    if (this.closed || this.ws.readyState !== this.ws.OPEN) return;
+    if (this.ws.bufferedAmount - this.unflushedAnswerBytes > MAX_UNREAD_ERROR_BYTES) {
+      return this.drop('not_reading', `more than ${MAX_UNREAD_ERROR_BYTES} bytes of error answers unread`);
+    }
+    this.ws.send(encodeError({ paramsId, requestId, code, message }), { binary: true });
+  }
+
+  /** A computed answer: it stays in flight until its bytes have left for the socket. */
+  private sendAnswer(bytes: Uint8Array): void {
+    if (this.closed || this.ws.readyState !== this.ws.OPEN) {
+      this.inFlight--;
+      return;
+    }
+    this.unflushedAnswerBytes += bytes.length;
+    this.unflushedSince.push(performance.now());
+    this.ws.send(bytes, { binary: true }, () => {
+      this.unflushedAnswerBytes -= bytes.length;
+      this.unflushedSince.shift();
+      this.inFlight--;
+    });
   }
 }
 
@@ -355,18 +600,25 @@ class Endpoints {
   readonly decodeLimits: { maxBytes: number; maxTokens: number; maxCols: number };
   /** Largest WebSocket frame accepted. */
   readonly maxPayload: number;
-  private readonly sockets = new Set<WebSocket>();
+  readonly maxQueuedBytesPerConnection: number;
+  private readonly connections = new Map<WebSocket, Connection>();
   private readonly wss: WebSocketServer;
   private readonly infoJson: string;
   private readonly started = Date.now();
   private nextConn = 1;
 
-  constructor(readonly model: ModelServer, readonly admission: Admission, maxQueue: number, readonly log: Logger) {
+  constructor(readonly model: ModelServer, readonly admission: Admission, readonly log: Logger) {
+    const { limits } = admission;
     const maxBytes = maxRequestBytes(model);
     this.maxPayload = maxBytes + MAX_PAYLOAD_MARGIN;
     this.decodeLimits = { maxBytes, maxTokens: model.maxTokens, maxCols: 1 << 20 };
     this.infoJson = modelInfoToJson(model.info);
-    this.queue = new RequestQueue(maxQueue);
+    const maxQueuedBytes = limits.maxQueuedBytes ?? Math.max(1 << 30, this.maxPayload);
+    this.maxQueuedBytesPerConnection = Math.min(limits.maxQueuedBytesPerConnection ?? 2 * this.maxPayload, maxQueuedBytes);
+    this.queue = new RequestQueue(positiveInteger('maxQueue', limits.maxQueue), positiveInteger('maxQueuedBytes', maxQueuedBytes));
+    positiveInteger('maxQueuedBytesPerConnection', this.maxQueuedBytesPerConnection);
+    positiveInteger('maxInFlightPerConnection', limits.maxInFlightPerConnection);
+    for (const k of ['sendTimeoutMs', 'pingIntervalMs', 'idleTimeoutMs', 'frameTimeoutMs'] as const) positiveInteger(k, limits[k]);
     this.wss = new WebSocketServer({ noServer: true, maxPayload: this.maxPayload, perMessageDeflate: false });
   }
 
@@ -379,10 +631,15 @@ class Endpoints {
     if (req.method !== 'GET') return send(405, JSON.stringify({ error: 'helora: only GET is served' }), { allow: 'GET' });
     if (path === HEALTH_PATH) {
       const { model, queue } = this;
-      return send(200, JSON.stringify({
-        ok: true, model_hash: model.hash, params_id: model.params.id, uptime_s: Math.round((Date.now() - this.started) / 1000),
-        connections: this.sockets.size, requests: queue.served, queued: queue.waiting,
-      }));
+      const health: Record<string, unknown> = { ok: true, model_hash: model.hash };
+      // The counts describe other clients' use: only for holders of the token, never on an open server.
+      if (this.admission.authRequired && this.admission.hasBearer(req)) {
+        Object.assign(health, {
+          params_id: model.params.id, uptime_s: Math.round((Date.now() - this.started) / 1000),
+          connections: this.admission.connectionCount, requests: queue.served, queued: queue.waiting, queued_bytes: queue.bytes,
+        });
+      }
+      return send(200, JSON.stringify(health));
     }
     if (path === MODEL_INFO_PATH) {
       if (!this.admission.checkBearer(req, path)) return send(401, JSON.stringify({ error: 'helora: missing or wrong bearer token' }), { 'www-authenticate': 'Bearer' });
@@ -392,7 +649,7 @@ class Endpoints {
       if (!this.admission.checkBearer(req, path)) return send(401, JSON.stringify({ error: 'helora: missing or wrong bearer token' }), { 'www-authenticate': 'Bearer' });
       return this.sendMaskTable(path.slice(MASK_TABLE_PATH.length + 1), req, res, send);
     }
-    send(404, JSON.stringify({ error: `helora: no such path ${path}` }));
+    send(404, JSON.stringify({ error: 'helora: no such path' }));
   };
 
   /** One layer's mask table file, whole or from the `Range: bytes=N-` offset (a resumed download). */
@@ -419,27 +676,31 @@ class Endpoints {
   readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     socket.on('error', () => socket.destroy());
     const path = (req.url ?? '').split('?')[0];
-    const refusal = this.admission.upgradeRefusal(req, path, this.sockets.size);
+    const refusal = this.admission.admitUpgrade(req, path, socket);
     if (refusal) return refuseUpgrade(socket, refusal);
     const remote = req.socket.remoteAddress ?? null;
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.open(ws, remote));
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.open(ws, socket, remote));
   };
 
-  private open(ws: WebSocket, remote: string | null): void {
-    const conn = new Connection(this.nextConn++, ws, this);
-    this.sockets.add(ws);
-    this.log({ event: 'connection_open', conn: conn.id, remote, connections: this.sockets.size });
+  private open(ws: WebSocket, socket: Duplex, remote: string | null): void {
+    const conn = new Connection(this.nextConn++, ws, socket, this);
+    this.connections.set(ws, conn);
+    this.log({ event: 'connection_open', conn: conn.id, remote, connections: this.admission.connectionCount });
     ws.on('message', (data: RawData, isBinary: boolean) => conn.receive(rawToBytes(data), isBinary));
     ws.on('error', (e) => this.log({ event: 'connection_error', conn: conn.id, error: e.message }));
     ws.on('close', (code) => {
-      this.sockets.delete(ws);
-      this.log({ event: 'connection_close', conn: conn.id, code, requests: conn.requests, connections: this.sockets.size });
+      conn.onClose();
+      this.connections.delete(ws);
+      this.log({ event: 'connection_close', conn: conn.id, code, requests: conn.requests, rate_limited: conn.rateLimitedFrames, connections: this.connections.size });
     });
   }
 
   /** Drops every connection and stops accepting new ones. */
   closeConnections(): void {
-    for (const ws of this.sockets) ws.terminate();
+    for (const [ws, conn] of this.connections) {
+      conn.onClose();
+      ws.terminate();
+    }
     this.wss.close();
   }
 }
@@ -458,8 +719,13 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const model = opts.model;
   const log = opts.log ?? jsonLineLogger;
   const host = opts.host ?? '127.0.0.1';
-  const admission = new Admission(opts, log);
-  const endpoints = new Endpoints(model, admission, opts.maxQueue ?? 256, log);
+  checkListenSecurity(host, !!opts.tls, opts.token !== undefined, !!opts.insecure);
+  const limits: ServerLimits = { ...DEFAULT_SERVER_LIMITS };
+  for (const k of Object.keys(DEFAULT_SERVER_LIMITS) as (keyof ServerLimits)[]) {
+    if (opts[k] !== undefined) (limits as unknown as Record<string, number | null>)[k] = opts[k] as number | null;
+  }
+  const admission = new Admission(opts, limits, log);
+  const endpoints = new Endpoints(model, admission, log);
 
   const server: Server = opts.tls
     ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key }, endpoints.handleHttp)
@@ -476,7 +742,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const port = typeof addr === 'object' && addr ? addr.port : (opts.port ?? 0);
   const urlHost = host.includes(':') ? `[${host}]` : host;
   const url = `${opts.tls ? 'wss' : 'ws'}://${urlHost}:${port}`;
-  log({ event: 'listening', url, model_hash: model.hash, max_payload: endpoints.maxPayload, max_tokens: model.maxTokens, auth: admission.authRequired, tls: !!opts.tls });
+  log({ event: 'listening', url, model_hash: model.hash, max_payload: endpoints.maxPayload, max_tokens: model.maxTokens, auth: admission.authRequired, tls: !!opts.tls, insecure: !!opts.insecure });
 
   let closing: Promise<void> | null = null;
   return {
