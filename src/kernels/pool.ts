@@ -124,26 +124,47 @@ export class KernelPool {
 
   /** The encrypted product (see zq-matmul.ts) over registered weights, rows sharded over the workers. */
   async zqMatmul(modulus: ZqModulus, handle: number, aBytes: Uint8Array, bBytes: Uint8Array, N: number): Promise<{ aOut: Uint32Array; bOut: Uint32Array }> {
+    const shared = await this.zqMatmulShared(modulus, handle, aBytes, bBytes, N);
+    try {
+      return { aOut: new Uint32Array(shared.aOut), bOut: new Uint32Array(shared.bOut) };
+    } finally {
+      shared.release();
+    }
+  }
+
+  /**
+   * zqMatmul without the copy out: the result stays in the pool's shared scratch, where the workers
+   * wrote it. Read it, then call release() once (the memory is reused by later calls).
+   */
+  async zqMatmulShared(modulus: ZqModulus, handle: number, aBytes: Uint8Array, bBytes: Uint8Array, N: number): Promise<{ aOut: Uint32Array; bOut: Uint32Array; release: () => void }> {
     this.live();
     const r = this.get(handle, 'int8');
     checkZqCall(kernelLayout(modulus), r.rows, r.cols, aBytes, bBytes, N);
     const a = this.share(aBytes, Uint8Array);
     const b = this.share(bBytes, Uint8Array);
-    // The workers write their rows straight into shared scratch; the caller gets ordinary memory.
+    // The workers write their rows straight into shared scratch, which the caller releases.
     const outBytes = r.rows * N * 4;
     const aBuf = this.buffers.acquire(outBytes), bBuf = this.buffers.acquire(outBytes);
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      this.buffers.release(aBuf);
+      this.buffers.release(bBuf);
+    };
     try {
       const aShared = new Uint32Array(aBuf), bShared = new Uint32Array(bBuf);
       await settleAll(r.shards.map(async (s) => {
         const res = await this.call(s.worker, { op: 'zq', handle, a: a.view, b: b.view, N, aOut: aShared, bOut: bShared, offset: s.r0 * N });
         if (res.kind !== 'none') throw new Error('helora: kernel worker sent an unexpected result');
       }));
-      return { aOut: new Uint32Array(aShared), bOut: new Uint32Array(bShared) };
+      return { aOut: aShared, bOut: bShared, release };
+    } catch (e) {
+      release();
+      throw e;
     } finally {
       a.release();
       b.release();
-      this.buffers.release(aBuf);
-      this.buffers.release(bBuf);
     }
   }
 

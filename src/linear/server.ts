@@ -21,6 +21,8 @@ export interface ZqBackend {
 interface CipherMatrixPair {
   aOut: Uint32Array;
   bOut: Uint32Array;
+  /** Present when the result lives in memory the backend reuses: call it once the result has been read. */
+  release?: () => void;
 }
 
 /** Runs the products on the calling thread (tests, small jobs). */
@@ -45,7 +47,7 @@ export function localBackend(): ZqBackend {
 export function poolBackend(pool: KernelPool): ZqBackend {
   return {
     register: (w, rows, cols) => pool.registerZq(w, rows, cols),
-    matmul: (modulus, handle, aBytes, bBytes, N) => pool.zqMatmul(modulus, handle, aBytes, bBytes, N),
+    matmul: (modulus, handle, aBytes, bBytes, N) => pool.zqMatmulShared(modulus, handle, aBytes, bBytes, N),
   };
 }
 
@@ -133,11 +135,26 @@ export class HeLinearServer {
   }
 
   async forward(key: string, input: EncryptedInput): Promise<EncryptedOutput> {
-    return this.product(key, 'forward', input);
+    return this.productInPlace(key, 'forward', input, copyEncryptedOutput);
   }
 
   async backward(key: string, input: EncryptedInput): Promise<EncryptedOutput> {
-    return this.product(key, 'backward', input);
+    return this.productInPlace(key, 'backward', input, copyEncryptedOutput);
+  }
+
+  /**
+   * The product handed to `consume` while its matrices may still be views of the kernels' reused
+   * result memory (no copy: the server encodes its answer straight from there); that memory is
+   * reused once consume returns, so consume must not keep the views.
+   */
+  async productInPlace<T>(key: string, direction: ProductDirection, input: EncryptedInput, consume: (out: EncryptedOutput) => T): Promise<T> {
+    const releases: (() => void)[] = [];
+    try {
+      const out = await this.product(key, direction, input, releases);
+      return consume(out);
+    } finally {
+      for (const release of releases) release();
+    }
   }
 
   private group(key: string): RegisteredGroup {
@@ -146,7 +163,8 @@ export class HeLinearServer {
     return g;
   }
 
-  private async product(key: string, direction: ProductDirection, input: EncryptedInput): Promise<EncryptedOutput> {
+  /** The product; the release of every result held in reused memory is pushed onto `releases`. */
+  private async product(key: string, direction: ProductDirection, input: EncryptedInput, releases: (() => void)[]): Promise<EncryptedOutput> {
     const g = this.group(key);
     const params = this.params;
     const N = params.ringDegree;
@@ -168,13 +186,17 @@ export class HeLinearServer {
     const out: CipherMatrix[][] = [];
     for (let blk = 0; blk < blocks; blk++) {
       const mask = expandMask(params, input.seed, blk, K);
-      const results: CipherMatrixPair[] = await Promise.all(chunks.map((c) => this.backend.matmul(
-        params,
-        c.handle,
-        mask.subarray(c.chunk.start * N * aBytes, c.chunk.end * N * aBytes),
-        input.blocks[blk].subarray(c.chunk.start * N * upBytes, c.chunk.end * N * upBytes),
-        N,
-      )));
+      const results: CipherMatrixPair[] = await Promise.all(chunks.map(async (c) => {
+        const res = await this.backend.matmul(
+          params,
+          c.handle,
+          mask.subarray(c.chunk.start * N * aBytes, c.chunk.end * N * aBytes),
+          input.blocks[blk].subarray(c.chunk.start * N * upBytes, c.chunk.end * N * upBytes),
+          N,
+        );
+        if (res.release) releases.push(res.release);
+        return res;
+      }));
       // Order: output-major, then term; outputs are contiguous row ranges of each chunk's result.
       const row: CipherMatrix[] = [];
       let r0 = 0;
@@ -186,6 +208,11 @@ export class HeLinearServer {
     }
     return { paramsId: params.id, T: input.T, outputRows: [...outputRows], terms, blocks: out };
   }
+}
+
+/** An output whose matrices are the caller's own (copied out of any reused memory). */
+export function copyEncryptedOutput(out: EncryptedOutput): EncryptedOutput {
+  return { ...out, outputRows: [...out.outputRows], blocks: out.blocks.map((row) => row.map((m) => ({ a: m.a.slice(), b: m.b.slice() }))) };
 }
 
 function locateRow(parts: Int8Matrix[], k: number): { part: Int8Matrix; row: number } {

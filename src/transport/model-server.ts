@@ -13,7 +13,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { DEFAULT_PARAMS, type RlweParams } from '../crypto/index.js';
 import { KernelPool } from '../kernels/pool.js';
-import { HeLinearServer, localBackend, poolBackend } from '../linear/server.js';
+import { copyEncryptedOutput, HeLinearServer, localBackend, poolBackend } from '../linear/server.js';
 import type { EncryptedInput, EncryptedOutput } from '../linear/types.js';
 import type { LlamaConfig } from '../model/config.js';
 import { groupWeights, type TensorMap } from '../model/frozen.js';
@@ -183,6 +183,14 @@ export class ModelServer {
 
   /** Validates and runs one product. Content errors throw BadRequestError. */
   async product(direction: 'forward' | 'backward', layer: number, group: ProjectionGroup, input: EncryptedInput): Promise<EncryptedOutput> {
+    return this.productInPlace(direction, layer, group, input, copyEncryptedOutput);
+  }
+
+  /**
+   * product() handed to `consume` (e.g. the encoder of the answer) while its matrices are still
+   * views of the kernels' reused result memory: no copy of the result; consume must not keep them.
+   */
+  async productInPlace<T>(direction: 'forward' | 'backward', layer: number, group: ProjectionGroup, input: EncryptedInput, consume: (out: EncryptedOutput) => T): Promise<T> {
     if (!Number.isInteger(layer) || layer < 0 || layer >= this.config.numLayers) {
       throw new BadRequestError(`helora: unknown layer ${layer}: this model has layers 0..${this.config.numLayers - 1}`);
     }
@@ -194,7 +202,7 @@ export class ModelServer {
       throw new BadRequestError(`helora: ${direction} of layer ${layer} ${group} needs input parts of [${want.join(', ')}] features, got [${input.partCols.join(', ')}]`);
     }
     const key = groupKey(layer, group);
-    return direction === 'forward' ? this.he.forward(key, input) : this.he.backward(key, input);
+    return this.he.productInPlace(key, direction, input, consume);
   }
 
   async close(): Promise<void> {
