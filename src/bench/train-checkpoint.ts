@@ -114,6 +114,22 @@ function resetPeakRss(): boolean {
   }
 }
 
+/**
+ * Logs this process's memory (and the server's last request line) every 15 s while the step runs,
+ * so a run that grows can be followed; stop() ends it.
+ */
+function memorySampler(log: (msg: string) => void, lastRequest: () => Record<string, unknown> | null): { stop: () => void } {
+  const mb = (n: number): number => Math.round(n / 2 ** 20);
+  const timer = setInterval(() => {
+    const m = process.memoryUsage();
+    const r = lastRequest();
+    const server = r ? ` | server after ${String(r.op)} ${String(r.layer)}.${String(r.group)}: rss ${String(r.rss_mb)} hwm ${String(r.hwm_mb)} arrayBuffers ${String(r.array_buffers_mb)} MiB` : '';
+    log(`client rss ${mb(m.rss)} hwm ${peakRssMb('self') ?? '?'} heap ${mb(m.heapUsed)} external ${mb(m.external)} arrayBuffers ${mb(m.arrayBuffers)} MiB${server}`);
+  }, 15_000);
+  timer.unref();
+  return { stop: () => clearInterval(timer) };
+}
+
 export interface CheckpointBenchOptions {
   shapeName: string;
   shape: RandomLlamaShape;
@@ -163,6 +179,7 @@ export async function checkpointShapeBench(o: CheckpointBenchOptions): Promise<R
     result.server_rss_after_load_mb = peakRssMb(server.child.pid!);
     log(`server listening after ${(result.server_load_s as number).toFixed(1)} s at ${result.server_rss_after_load_mb as number} MiB peak RSS`);
 
+    const sampler = memorySampler(log, () => server?.logs.filter((e) => e.event === 'request').at(-1) ?? null);
     const { tensors } = loadModelFolder(dir, (n) => parseProjectionWeightName(n) === null);
     const remote = await RemoteEncryptedProvider.connect({ url: server.url, expectedModelHash: String(listening.model_hash) });
     try {
@@ -200,6 +217,7 @@ export async function checkpointShapeBench(o: CheckpointBenchOptions): Promise<R
       result.server_request_memory = reqs.map((e) => ({ op: e.op, layer: e.layer, group: e.group, ms: e.ms, rss_mb: e.rss_mb, hwm_mb: e.hwm_mb, array_buffers_mb: e.array_buffers_mb }));
       log(`encrypted: ${stepS.toFixed(1)} s for ${ev.tokens} tokens (${(ev.tokens / stepS).toFixed(2)} tokens/s), server peak ${result.server_peak_rss_mb as number} MiB, client peak ${result.client_peak_rss_mb as number} MiB`);
     } finally {
+      sampler.stop();
       await remote.close();
     }
   } finally {

@@ -6,7 +6,7 @@
 //          arrive stacked the same way, so the sum is one GEMM too.
 // Products whose K exceeds the plaintext headroom are split into K-chunk terms (layout.ts).
 
-import { DEFAULT_PARAMS, expandMask, maskBytes, maxInnerDim, uploadBytes, type RlweParams } from '../crypto/index.js';
+import { DEFAULT_PARAMS, expandMask, MASK_STREAM_ALIGN, MaskStream, maskBytes, maxInnerDim, uploadBytes, type RlweParams } from '../crypto/index.js';
 import { DEFAULT_ACT_BITS, WEIGHT_BITS } from '../quant/quantize.js';
 import { ZqWeights, zqMatmul, type ZqModulus } from '../kernels/zq-matmul.js';
 import type { KernelPool } from '../kernels/pool.js';
@@ -16,6 +16,8 @@ import type { CipherMatrix, EncryptedInput, EncryptedOutput, Int8Matrix, Product
 /** Where the limb GEMMs run: this thread, or a worker pool holding the weights. */
 export interface ZqBackend {
   register(w: Int8Array, rows: number, cols: number): Promise<number>;
+  /** Reused memory that matmul reads without a copy of its own (the pool's shared scratch); absent: ordinary memory. */
+  scratch?(bytes: number): { view: Uint8Array; release: () => void };
   matmul(modulus: ZqModulus, handle: number, aBytes: Uint8Array, bBytes: Uint8Array, N: number): Promise<CipherMatrixPair>;
 }
 interface CipherMatrixPair {
@@ -48,6 +50,7 @@ export function poolBackend(pool: KernelPool): ZqBackend {
   return {
     register: (w, rows, cols) => pool.registerZq(w, rows, cols),
     matmul: (modulus, handle, aBytes, bBytes, N) => pool.zqMatmulShared(modulus, handle, aBytes, bBytes, N),
+    scratch: (bytes) => pool.sharedScratch(bytes),
   };
 }
 
@@ -163,6 +166,26 @@ export class HeLinearServer {
     return g;
   }
 
+  /**
+   * The masks a_i of one K-chunk of a column block (expandMask's bytes for features
+   * [chunk.start, chunk.end)), written straight into the backend's scratch when it has one.
+   */
+  private chunkMask(seed: Uint8Array, blk: number, chunk: FeatureChunk): { view: Uint8Array; release: () => void } {
+    const N = this.params.ringDegree, aBytes = maskBytes(this.params);
+    const offset = chunk.start * N * aBytes, bytes = (chunk.end - chunk.start) * N * aBytes;
+    if (!this.backend.scratch || offset % MASK_STREAM_ALIGN !== 0) {
+      return { view: expandMask(this.params, seed, blk, chunk.end).subarray(offset), release: () => undefined };
+    }
+    const scratch = this.backend.scratch(bytes);
+    try {
+      new MaskStream(seed, blk, offset).nextInto(scratch.view);
+    } catch (e) {
+      scratch.release();
+      throw e;
+    }
+    return scratch;
+  }
+
   /** The product; the release of every result held in reused memory is pushed onto `releases`. */
   private async product(key: string, direction: ProductDirection, input: EncryptedInput, releases: (() => void)[]): Promise<EncryptedOutput> {
     const g = this.group(key);
@@ -185,18 +208,25 @@ export class HeLinearServer {
     const terms = chunks.length;
     const out: CipherMatrix[][] = [];
     for (let blk = 0; blk < blocks; blk++) {
-      const mask = expandMask(params, input.seed, blk, K);
-      const results: CipherMatrixPair[] = await Promise.all(chunks.map(async (c) => {
-        const res = await this.backend.matmul(
-          params,
-          c.handle,
-          mask.subarray(c.chunk.start * N * aBytes, c.chunk.end * N * aBytes),
-          input.blocks[blk].subarray(c.chunk.start * N * upBytes, c.chunk.end * N * upBytes),
-          N,
-        );
-        if (res.release) releases.push(res.release);
-        return res;
-      }));
+      // One K-chunk term after the other: each product already runs on every core, and the
+      // inputs of one term are given back before the next needs its own.
+      const results: CipherMatrixPair[] = [];
+      for (const c of chunks) {
+        const mask = this.chunkMask(input.seed, blk, c.chunk);
+        try {
+          const res = await this.backend.matmul(
+            params,
+            c.handle,
+            mask.view,
+            input.blocks[blk].subarray(c.chunk.start * N * upBytes, c.chunk.end * N * upBytes),
+            N,
+          );
+          if (res.release) releases.push(res.release);
+          results.push(res);
+        } finally {
+          mask.release();
+        }
+      }
       // Order: output-major, then term; outputs are contiguous row ranges of each chunk's result.
       const row: CipherMatrix[] = [];
       let r0 = 0;
