@@ -228,6 +228,8 @@ export async function checkpointShapeBench(o: CheckpointBenchOptions): Promise<R
     }
   }
 
+  // The encrypted figures on stderr now: the fp32 step of this shape can take as long again.
+  log(`encrypted result: ${JSON.stringify({ ...result, server_request_memory: undefined })}`);
   try {
     if (o.fp32) {
       resetPeakRss();
