@@ -5,7 +5,9 @@
  * same model in the same run; plus the final losses of the demo run (encrypted vs fp32, `helora demo` defaults).
  * Prints ONE JSON object to stdout; progress goes to stderr.
  *
- * Flags: --layers N (default 30), --tokens T (micro-batch, default 2048), --threads N (server
+ * Flags: --shape smollm2-135m (default) | llama-3.2-1b (a bf16 checkpoint on disk, `helora serve` in its own
+ * process: see train-checkpoint.ts; there --layers defaults to 16, --warmup-steps to 0, --keep DIR keeps the
+ * checkpoint), --layers N (default 30), --tokens T (micro-batch, default 2048), --threads N (server
  * kernel threads, default every core), --demo-steps N (default: the demo's own steps; 0 skips the demo part),
  * --demo-batch-tokens T (default: the demo's), --no-fp32.
  *
@@ -21,7 +23,8 @@
 
 import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
-import { benchLogger, intOption, printResult, runBench } from './common.js';
+import { benchLogger, intOption, option, printResult, runBench } from './common.js';
+import { checkpointShapeBench, LLAMA_3_2_1B } from './train-checkpoint.js';
 import { join } from 'node:path';
 import { parseConfig } from '../model/config.js';
 import { LocalFp32Provider, type FrozenLinearProvider } from '../model/frozen.js';
@@ -85,11 +88,30 @@ async function demoFinalLosses(settings: DemoRunSettings, threads: number, out: 
   }
 }
 
+/** The shapes --shape names: SmolLM2-135M (default, server in this process) or Llama-3.2-1B (train-checkpoint.ts). */
+const SHAPES = ['smollm2-135m', 'llama-3.2-1b'] as const;
+
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
-  const layers = intOption(args, 'layers', SMOLLM2_135M.numLayers);
+  const shapeName = option(args, 'shape') ?? 'smollm2-135m';
+  if (!(SHAPES as readonly string[]).includes(shapeName)) throw new Error(`helora: --shape must be one of ${SHAPES.join(', ')}, got ${shapeName}`);
   const T = intOption(args, 'tokens', 2048, 2);
   const threads = intOption(args, 'threads', availableParallelism());
+  if (shapeName === 'llama-3.2-1b') {
+    const result = await checkpointShapeBench({
+      shapeName: 'Llama-3.2-1B',
+      shape: { ...LLAMA_3_2_1B, numLayers: intOption(args, 'layers', LLAMA_3_2_1B.numLayers) },
+      tokens: T, threads,
+      warmupSteps: intOption(args, 'warmup-steps', 0, 0),
+      fp32: !args.includes('--no-fp32'),
+      keep: option(args, 'keep'),
+      log, trainerFor,
+    });
+    result.threads = threads;
+    printResult(result);
+    return;
+  }
+  const layers = intOption(args, 'layers', SMOLLM2_135M.numLayers);
   const demoSteps = intOption(args, 'demo-steps', DEMO_DEFAULTS.steps, 0);
   const demoBatch = intOption(args, 'demo-batch-tokens', DEMO_DEFAULTS.batchTokens, 2);
   const shape: RandomLlamaShape = { ...SMOLLM2_135M, numLayers: layers };

@@ -121,6 +121,9 @@ function checkSeed(seed: Uint8Array): void {
  * seekable: starting at byteOffset (a multiple of 16) sets the counter to byteOffset / 16, which
  * gives exactly the bytes a stream from 0 would produce there (workers encrypt polynomial ranges).
  */
+/** Largest key-stream piece nextInto asks the cipher for. */
+const MASK_PIECE_BYTES = 1 << 20;
+
 export class MaskStream {
   private readonly cipher;
   private zeros = new Uint8Array(0);
@@ -137,9 +140,12 @@ export class MaskStream {
     return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
   }
 
-  /** Fills dst with the next dst.length bytes of key stream. */
+  /**
+   * Fills dst with the next dst.length bytes of key stream, a piece of at most 1 MiB at a time, so
+   * filling a large buffer (the server's masks, straight into shared memory) makes no copy of its size.
+   */
   nextInto(dst: Uint8Array): void {
-    dst.set(this.next(dst.length));
+    for (let off = 0; off < dst.length; off += MASK_PIECE_BYTES) dst.set(this.next(Math.min(MASK_PIECE_BYTES, dst.length - off)), off);
   }
 }
 

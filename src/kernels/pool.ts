@@ -4,8 +4,9 @@
  * Weights are sharded by output rows and sent to the workers once at registration (they stay
  * resident in each worker's linear memory); per call only the inputs travel, copied once into a
  * SharedArrayBuffer that all workers read; for the integer products the workers write their rows
- * straight into one shared result (copied out for the caller), the fp32 rows come back as
- * transferred buffers. Shared memory is reused across calls (util/shared-buffers.ts).
+ * straight into one shared result (copied out for the caller, or lent to it: zqMatmulShared), the
+ * fp32 rows come back as transferred buffers. Shared memory is reused across calls and never
+ * dropped (util/shared-buffers.ts).
  * Idle workers are unref'd, so an open pool never keeps the process alive; close() ends them.
  */
 import { availableParallelism } from 'node:os';
@@ -39,12 +40,16 @@ function shardRows(rows: number, threads: number): Shard[] {
   return shards;
 }
 
-type SharedCtor<T> = new (b: SharedArrayBuffer) => T;
+type SharedCtor<T> = new (b: SharedArrayBuffer, byteOffset: number, length: number) => T;
 
 export class KernelPool {
   private readonly workers: WorkerChannel<PoolRequest, PoolReply>[];
-  /** Shared scratch for per-call inputs and results (see util/shared-buffers.ts for why it is reused). */
-  private readonly buffers = new SharedBuffers(256 << 20);
+  /**
+   * Shared scratch for per-call inputs and results (see util/shared-buffers.ts for why it is reused),
+   * taken with acquireAtLeast and viewed with explicit lengths, and never dropped (the workers keep
+   * dropped ones alive): its size is the largest working set of one call.
+   */
+  private readonly buffers = new SharedBuffers(Number.POSITIVE_INFINITY);
   private readonly registry = new Map<number, Registered>();
   private nextHandle = 1;
   private closed = false;
@@ -63,10 +68,21 @@ export class KernelPool {
    */
   private share<T extends Uint8Array | Int8Array | Float32Array>(a: T, ctor: SharedCtor<T>): { view: T; release: () => void } {
     if (a.buffer instanceof SharedArrayBuffer && a.constructor === ctor) return { view: a, release: () => undefined };
-    const buf = this.buffers.acquire(a.byteLength);
-    const view = new ctor(buf);
+    const buf = this.buffers.acquireAtLeast(a.byteLength);
+    const view = new ctor(buf, 0, a.length);
     view.set(a as never);
     return { view, release: () => this.buffers.release(buf) };
+  }
+
+  /**
+   * Bytes of this pool's reused shared scratch for the caller to fill and pass to a call (which then
+   * reads them without a copy); release() once that call has finished.
+   */
+  sharedScratch(bytes: number): { view: Uint8Array; release: () => void } {
+    this.live();
+    const buf = this.buffers.acquireAtLeast(bytes);
+    let released = false;
+    return { view: new Uint8Array(buf, 0, bytes), release: () => { if (!released) { released = true; this.buffers.release(buf); } } };
   }
 
   get threads(): number {
@@ -128,26 +144,47 @@ export class KernelPool {
 
   /** The encrypted product (see zq-matmul.ts) over registered weights, rows sharded over the workers. */
   async zqMatmul(modulus: ZqModulus, handle: number, aBytes: Uint8Array, bBytes: Uint8Array, N: number): Promise<{ aOut: Uint32Array; bOut: Uint32Array }> {
+    const shared = await this.zqMatmulShared(modulus, handle, aBytes, bBytes, N);
+    try {
+      return { aOut: new Uint32Array(shared.aOut), bOut: new Uint32Array(shared.bOut) };
+    } finally {
+      shared.release();
+    }
+  }
+
+  /**
+   * zqMatmul without the copy out: the result stays in the pool's shared scratch, where the workers
+   * wrote it. Read it, then call release() once (the memory is reused by later calls).
+   */
+  async zqMatmulShared(modulus: ZqModulus, handle: number, aBytes: Uint8Array, bBytes: Uint8Array, N: number): Promise<{ aOut: Uint32Array; bOut: Uint32Array; release: () => void }> {
     this.live();
     const r = this.get(handle, 'int8');
     checkZqCall(kernelLayout(modulus), r.rows, r.cols, aBytes, bBytes, N);
     const a = this.share(aBytes, Uint8Array);
     const b = this.share(bBytes, Uint8Array);
-    // The workers write their rows straight into shared scratch; the caller gets ordinary memory.
+    // The workers write their rows straight into shared scratch, which the caller releases.
     const outBytes = r.rows * N * 4;
-    const aBuf = this.buffers.acquire(outBytes), bBuf = this.buffers.acquire(outBytes);
+    const aBuf = this.buffers.acquireAtLeast(outBytes), bBuf = this.buffers.acquireAtLeast(outBytes);
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      this.buffers.release(aBuf);
+      this.buffers.release(bBuf);
+    };
     try {
-      const aShared = new Uint32Array(aBuf), bShared = new Uint32Array(bBuf);
+      const aShared = new Uint32Array(aBuf, 0, r.rows * N), bShared = new Uint32Array(bBuf, 0, r.rows * N);
       await settleAll(r.shards.map(async (s) => {
         const res = await this.call(s.worker, { op: 'zq', handle, a: a.view, b: b.view, N, aOut: aShared, bOut: bShared, offset: s.r0 * N });
         if (res.kind !== 'none') throw new Error('helora: kernel worker sent an unexpected result');
       }));
-      return { aOut: new Uint32Array(aShared), bOut: new Uint32Array(bShared) };
+      return { aOut: aShared, bOut: bShared, release };
+    } catch (e) {
+      release();
+      throw e;
     } finally {
       a.release();
       b.release();
-      this.buffers.release(aBuf);
-      this.buffers.release(bBuf);
     }
   }
 
@@ -194,9 +231,9 @@ export class KernelPool {
     if (x.length !== r.cols * N) throw new Error(`helora: gemmInt8 x has ${x.length} values, expected K*N = ${r.cols * N}`);
     const xs = this.share(x, Int8Array);
     // The workers write their rows straight into shared scratch; the caller gets ordinary memory.
-    const outBuf = this.buffers.acquire(r.rows * N * 4);
+    const outBuf = this.buffers.acquireAtLeast(r.rows * N * 4);
     try {
-      const out = new Int32Array(outBuf);
+      const out = new Int32Array(outBuf, 0, r.rows * N);
       await settleAll(r.shards.map(async (s) => {
         const res = await this.call(s.worker, { op: 'int8', handle, x: xs.view, N, out, offset: s.r0 * N });
         if (res.kind !== 'none') throw new Error('helora: kernel worker sent an unexpected result');

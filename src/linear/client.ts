@@ -327,9 +327,9 @@ export class HeLinearClient {
     // Shared results: the workers store their decrypted row ranges in place (one call per block and
     // output, all K-chunk terms inside it, so no two tasks touch the same values).
     const wide = !resultsFitInt32(terms, bits);
-    const buffers = expectedRows.map((rows) => pool.buffers.acquire(request.T * rows * (wide ? 8 : 4)));
+    const buffers = expectedRows.map((rows) => pool.buffers.acquireAtLeast(request.T * rows * (wide ? 8 : 4)));
     try {
-      const results = buffers.map((b) => (wide ? new Float64Array(b) : new Int32Array(b)));
+      const results = buffers.map((b, j) => (wide ? new Float64Array(b, 0, request.T * expectedRows[j]) : new Int32Array(b, 0, request.T * expectedRows[j])));
       const jobs: Promise<void>[] = [];
       for (let blk = 0; blk < blocks; blk++) {
         const row = response.blocks[blk];

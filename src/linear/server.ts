@@ -6,7 +6,7 @@
 //          arrive stacked the same way, so the sum is one GEMM too.
 // Products whose K exceeds the plaintext headroom are split into K-chunk terms (layout.ts).
 
-import { DEFAULT_PARAMS, expandMask, maskBytes, maxInnerDim, uploadBytes, type RlweParams } from '../crypto/index.js';
+import { DEFAULT_PARAMS, expandMask, MASK_STREAM_ALIGN, MaskStream, maskBytes, maxInnerDim, uploadBytes, type RlweParams } from '../crypto/index.js';
 import { DEFAULT_ACT_BITS, WEIGHT_BITS } from '../quant/quantize.js';
 import { ZqWeights, zqLayout, zqMatmul, type ZqModulus } from '../kernels/zq-matmul.js';
 import type { KernelPool } from '../kernels/pool.js';
@@ -16,21 +16,17 @@ import type { CipherMatrix, EncryptedInput, EncryptedOutput, Int8Matrix, Product
 /** Where the limb GEMMs run: this thread, or a worker pool holding the weights. */
 export interface ZqBackend {
   register(w: Int8Array, rows: number, cols: number): Promise<number>;
+  /** Reused memory that matmul reads without a copy of its own (the pool's shared scratch); absent: ordinary memory. */
+  scratch?(bytes: number): { view: Uint8Array; release: () => void };
   matmul(modulus: ZqModulus, handle: number, aBytes: Uint8Array, bBytes: Uint8Array, N: number): Promise<CipherMatrixPair>;
   /** One part alone: 'a' = W·A (a mask table), 'b' = W·B (a public-mask request). */
   matmulPart(modulus: ZqModulus, handle: number, part: 'a' | 'b', bytes: Uint8Array, N: number): Promise<Uint32Array>;
 }
-
-/** The other part's input as zeros: the WebAssembly kernel computes both parts in one pass. */
-function zerosFor(modulus: ZqModulus, part: 'a' | 'b', bytes: Uint8Array): Uint8Array {
-  const l = zqLayout(modulus);
-  const [have, other] = part === 'a' ? [l.aBytes, l.bBytes] : [l.bBytes, l.aBytes];
-  if (bytes.length % have !== 0) throw new Error(`helora: ${part} part has ${bytes.length} bytes, not a multiple of ${have}`);
-  return new Uint8Array((bytes.length / have) * other);
-}
 interface CipherMatrixPair {
   aOut: Uint32Array;
   bOut: Uint32Array;
+  /** Present when the result lives in memory the backend reuses: call it once the result has been read. */
+  release?: () => void;
 }
 
 /** Runs the products on the calling thread (tests, small jobs). */
@@ -49,7 +45,9 @@ export function localBackend(): ZqBackend {
       return { aOut, bOut };
     },
     async matmulPart(modulus, handle, part, bytes, N) {
-      const zeros = zerosFor(modulus, part, bytes);
+      // The local kernel computes both parts in one pass: the other part runs on zeros.
+      const l = zqLayout(modulus);
+      const zeros = new Uint8Array((bytes.length / (part === 'a' ? l.aBytes : l.bBytes)) * (part === 'a' ? l.bBytes : l.aBytes));
       const r = await this.matmul(modulus, handle, part === 'a' ? bytes : zeros, part === 'a' ? zeros : bytes, N);
       return part === 'a' ? r.aOut : r.bOut;
     },
@@ -60,7 +58,8 @@ export function localBackend(): ZqBackend {
 export function poolBackend(pool: KernelPool): ZqBackend {
   return {
     register: (w, rows, cols) => pool.registerZq(w, rows, cols),
-    matmul: (modulus, handle, aBytes, bBytes, N) => pool.zqMatmul(modulus, handle, aBytes, bBytes, N),
+    matmul: (modulus, handle, aBytes, bBytes, N) => pool.zqMatmulShared(modulus, handle, aBytes, bBytes, N),
+    scratch: (bytes) => pool.sharedScratch(bytes),
     // Native kernels compute the asked part alone (the WebAssembly one both, on zeros).
     matmulPart: (modulus, handle, part, bytes, N) => pool.zqMatmulPart(modulus, handle, part, bytes, N),
   };
@@ -152,13 +151,13 @@ export class HeLinearServer {
     return { inDim: g.inDim, partRows: [...g.partRows] };
   }
 
-  /** tableSeed: the product's public mask seed (mask-table.ts), needed by a 'table' request. */
+  /** tableSeed: the product's public mask seed (transport/mask-tables.ts), needed by a 'table' request. */
   async forward(key: string, input: EncryptedInput, tableSeed?: Uint8Array): Promise<EncryptedOutput> {
-    return this.product(key, 'forward', input, tableSeed);
+    return this.productInPlace(key, 'forward', input, copyEncryptedOutput, tableSeed);
   }
 
   async backward(key: string, input: EncryptedInput, tableSeed?: Uint8Array): Promise<EncryptedOutput> {
-    return this.product(key, 'backward', input, tableSeed);
+    return this.productInPlace(key, 'backward', input, copyEncryptedOutput, tableSeed);
   }
 
   /**
@@ -167,12 +166,32 @@ export class HeLinearServer {
    */
   async maskTable(key: string, direction: ProductDirection, tableSeed: Uint8Array): Promise<Uint32Array[]> {
     const g = this.group(key);
-    const N = this.params.ringDegree;
-    const K = direction === 'forward' ? g.inDim : g.partRows.reduce((s, r) => s + r, 0);
-    const mask = expandMask(this.params, tableSeed, 0, K);
-    const aBytes = maskBytes(this.params);
     const chunks = direction === 'forward' ? g.forward : g.backward;
-    return Promise.all(chunks.map((c) => this.backend.matmulPart(this.params, c.handle, 'a', mask.subarray(c.chunk.start * N * aBytes, c.chunk.end * N * aBytes), N)));
+    const terms: Uint32Array[] = [];
+    for (const c of chunks) {
+      const mask = this.chunkMask(tableSeed, 0, c.chunk);
+      try {
+        terms.push(await this.backend.matmulPart(this.params, c.handle, 'a', mask.view, this.params.ringDegree));
+      } finally {
+        mask.release();
+      }
+    }
+    return terms;
+  }
+
+  /**
+   * The product handed to `consume` while its matrices may still be views of the kernels' reused
+   * result memory (no copy: the server encodes its answer straight from there); that memory is
+   * reused once consume returns, so consume must not keep the views.
+   */
+  async productInPlace<T>(key: string, direction: ProductDirection, input: EncryptedInput, consume: (out: EncryptedOutput) => T, tableSeed?: Uint8Array): Promise<T> {
+    const releases: (() => void)[] = [];
+    try {
+      const out = await this.product(key, direction, input, releases, tableSeed);
+      return consume(out);
+    } finally {
+      for (const release of releases) release();
+    }
   }
 
   private group(key: string): RegisteredGroup {
@@ -181,7 +200,28 @@ export class HeLinearServer {
     return g;
   }
 
-  private async product(key: string, direction: ProductDirection, input: EncryptedInput, tableSeed?: Uint8Array): Promise<EncryptedOutput> {
+  /**
+   * The masks a_i of one K-chunk of a column block (expandMask's bytes for features
+   * [chunk.start, chunk.end)), written straight into the backend's scratch when it has one.
+   */
+  private chunkMask(seed: Uint8Array, blk: number, chunk: FeatureChunk): { view: Uint8Array; release: () => void } {
+    const N = this.params.ringDegree, aBytes = maskBytes(this.params);
+    const offset = chunk.start * N * aBytes, bytes = (chunk.end - chunk.start) * N * aBytes;
+    if (!this.backend.scratch || offset % MASK_STREAM_ALIGN !== 0) {
+      return { view: expandMask(this.params, seed, blk, chunk.end).subarray(offset), release: () => undefined };
+    }
+    const scratch = this.backend.scratch(bytes);
+    try {
+      new MaskStream(seed, blk, offset).nextInto(scratch.view);
+    } catch (e) {
+      scratch.release();
+      throw e;
+    }
+    return scratch;
+  }
+
+  /** The product; the release of every result held in reused memory is pushed onto `releases`. */
+  private async product(key: string, direction: ProductDirection, input: EncryptedInput, releases: (() => void)[], tableSeed?: Uint8Array): Promise<EncryptedOutput> {
     const g = this.group(key);
     const params = this.params;
     const N = params.ringDegree;
@@ -204,14 +244,24 @@ export class HeLinearServer {
     const terms = chunks.length;
     const out: CipherMatrix[][] = [];
     for (let blk = 0; blk < blocks; blk++) {
-      const bOf = (c: ChunkMatrix): Uint8Array => input.blocks[blk].subarray(c.chunk.start * N * upBytes, c.chunk.end * N * upBytes);
-      let results: CipherMatrixPair[];
-      if (table) {
-        // W·A is the client's public table: only W·B is computed and returned.
-        results = await Promise.all(chunks.map(async (c) => ({ aOut: NO_A, bOut: await this.backend.matmulPart(params, c.handle, 'b', bOf(c), N) })));
-      } else {
-        const mask = expandMask(params, input.seed, blk, K);
-        results = await Promise.all(chunks.map((c) => this.backend.matmul(params, c.handle, mask.subarray(c.chunk.start * N * aBytes, c.chunk.end * N * aBytes), bOf(c), N)));
+      // One K-chunk term after the other: each product already runs on every core, and the
+      // inputs of one term are given back before the next needs its own.
+      const results: CipherMatrixPair[] = [];
+      for (const c of chunks) {
+        const b = input.blocks[blk].subarray(c.chunk.start * N * upBytes, c.chunk.end * N * upBytes);
+        if (table) {
+          // W·A is the client's public table: only W·B is computed and returned.
+          results.push({ aOut: NO_A, bOut: await this.backend.matmulPart(params, c.handle, 'b', b, N) });
+          continue;
+        }
+        const mask = this.chunkMask(input.seed, blk, c.chunk);
+        try {
+          const res = await this.backend.matmul(params, c.handle, mask.view, b, N);
+          if (res.release) releases.push(res.release);
+          results.push(res);
+        } finally {
+          mask.release();
+        }
       }
       // Order: output-major, then term; outputs are contiguous row ranges of each chunk's result.
       const row: CipherMatrix[] = [];
@@ -224,6 +274,11 @@ export class HeLinearServer {
     }
     return { masks: input.masks, paramsId: params.id, T: input.T, outputRows: [...outputRows], terms, blocks: out };
   }
+}
+
+/** An output whose matrices are the caller's own (copied out of any reused memory). */
+export function copyEncryptedOutput(out: EncryptedOutput): EncryptedOutput {
+  return { ...out, outputRows: [...out.outputRows], blocks: out.blocks.map((row) => row.map((m) => ({ a: m.a.slice(), b: m.b.slice() }))) };
 }
 
 function locateRow(parts: Int8Matrix[], k: number): { part: Int8Matrix; row: number } {

@@ -215,10 +215,25 @@ export function writeSafetensors(
   tensors: NamedTensors,
   opts: { dtype?: 'F32' | 'BF16'; metadata?: Record<string, string> } = {},
 ): void {
+  writeSafetensorsLazily(path, entriesOf(tensors).map(([name, t]) => ({ name, shape: t.shape, data: () => t.data })), opts);
+}
+
+/** A tensor whose values are made only when the writer reaches it (and may be dropped after). */
+export interface LazyTensor { name: string; shape: number[]; data: () => Float32Array }
+
+/**
+ * writeSafetensors for tensors produced one at a time, so a file larger than memory can be written
+ * (e.g. a random checkpoint of a billion-parameter shape): only one tensor's values are held at once.
+ */
+export function writeSafetensorsLazily(
+  path: string,
+  lazyTensors: LazyTensor[],
+  opts: { dtype?: 'F32' | 'BF16'; metadata?: Record<string, string> } = {},
+): void {
   const dtype = opts.dtype ?? 'F32';
   if (dtype !== 'F32' && dtype !== 'BF16') throw new Error(`helora: cannot write safetensors dtype ${String(dtype)} (F32 or BF16)`);
   const elemBytes = DTYPE_BYTES[dtype];
-  const entries = entriesOf(tensors);
+  const entries = lazyTensors.map((t): [string, LazyTensor] => [t.name, t]);
   const header: Record<string, unknown> = {};
   if (opts.metadata) {
     for (const [k, v] of Object.entries(opts.metadata)) if (typeof v !== 'string') throw new Error(`helora: safetensors metadata "${k}" must be a string`);
@@ -231,7 +246,6 @@ export function writeSafetensors(
     if (seen.has(name)) throw new Error(`helora: duplicate tensor name "${name}"`);
     seen.add(name);
     const count = shapeSize(t.shape);
-    if (count !== t.data.length) throw new Error(`helora: tensor "${name}" has ${t.data.length} values but shape [${t.shape.join(', ')}] needs ${count}`);
     const bytes = count * elemBytes;
     header[name] = { dtype, shape: [...t.shape], data_offsets: [offset, offset + bytes] };
     offset += bytes;
@@ -252,11 +266,14 @@ export function writeSafetensors(
     writeAll(fd, prefix);
     const CHUNK = 1 << 20; // elements converted per BF16 chunk
     let scratch: Uint16Array | null = null;
-    for (const [, t] of entries) {
+    for (const [name, lazy] of entries) {
+      const data = lazy.data();
+      const count = shapeSize(lazy.shape);
+      if (count !== data.length) throw new Error(`helora: tensor "${name}" has ${data.length} values but shape [${lazy.shape.join(', ')}] needs ${count}`);
       if (dtype === 'F32') {
-        writeAll(fd, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+        writeAll(fd, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
       } else {
-        const bits = new Uint32Array(t.data.buffer, t.data.byteOffset, t.data.length);
+        const bits = new Uint32Array(data.buffer, data.byteOffset, data.length);
         scratch ??= new Uint16Array(Math.min(CHUNK, Math.max(1, bits.length)));
         if (scratch.length < Math.min(CHUNK, bits.length)) scratch = new Uint16Array(Math.min(CHUNK, bits.length));
         for (let s = 0; s < bits.length; s += CHUNK) {

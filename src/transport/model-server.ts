@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_PARAMS, type RlweParams } from '../crypto/index.js';
 import { KernelPool } from '../kernels/pool.js';
-import { HeLinearServer, localBackend, poolBackend } from '../linear/server.js';
+import { copyEncryptedOutput, HeLinearServer, localBackend, poolBackend } from '../linear/server.js';
 import type { EncryptedInput, EncryptedOutput } from '../linear/types.js';
 import type { LlamaConfig } from '../model/config.js';
 import { groupWeights, type TensorMap } from '../model/frozen.js';
@@ -67,11 +67,30 @@ function hashLayer(h: Hash, layer: Record<ProjectionGroup, QuantizedWeights[]>):
 
 /** The model hash of already quantized layers (see the encoding above). */
 export function modelHash(layers: Record<ProjectionGroup, QuantizedWeights[]>[]): string {
-  const h = createHash('sha256');
-  h.update(MODEL_HASH_DOMAIN, 'ascii');
-  h.update(u32(layers.length));
-  for (const layer of layers) hashLayer(h, layer);
-  return h.digest('hex');
+  const hasher = new ModelHasher(layers.length);
+  for (const layer of layers) hasher.add(layer);
+  return hasher.digest();
+}
+
+/** The model hash fed one layer at a time, in order (so the whole quantized model need not be held). */
+class ModelHasher {
+  private readonly h = createHash('sha256');
+  private added = 0;
+
+  constructor(private readonly numLayers: number) {
+    this.h.update(MODEL_HASH_DOMAIN, 'ascii');
+    this.h.update(u32(numLayers));
+  }
+
+  add(layer: Record<ProjectionGroup, QuantizedWeights[]>): void {
+    hashLayer(this.h, layer);
+    this.added++;
+  }
+
+  digest(): string {
+    if (this.added !== this.numLayers) throw new Error(`helora: model hash of ${this.added} layers, expected ${this.numLayers}`);
+    return this.h.digest('hex');
+  }
 }
 
 /** Quantizes the projection groups of one layer from an HF tensor map. */
@@ -95,19 +114,32 @@ export function quantizeModel(config: LlamaConfig, tensors: TensorMap): Quantize
  * layer's fp32 weights are in memory at once (embeddings, norms and the LM head are never read).
  */
 export function loadQuantizedModel(dir: string): QuantizedModel {
-  const first = loadModelFolder(dir, () => false); // config.json only (and a header check of the files)
-  const config = first.config;
-  const layers: Record<ProjectionGroup, QuantizedWeights[]>[] = [];
-  for (let l = 0; l < config.numLayers; l++) {
-    const { tensors } = loadModelFolder(dir, (name) => parseProjectionWeightName(name)?.layer === l);
-    layers.push(quantizeLayer(config, tensors, l));
-  }
-  return { config, layers, hash: modelHash(layers) };
+  const { config, layers } = quantizedLayersOfFolder(dir);
+  const all = [...layers];
+  return { config, layers: all, hash: modelHash(all) };
 }
 
-/** The model hash of a folder, as a client recomputes it to check a server's claim. */
+/**
+ * The config of a model folder and its quantized layers, loaded one at a time as they are
+ * iterated (only one layer's fp32 and int8 weights are held here at once).
+ */
+function quantizedLayersOfFolder(dir: string): { config: LlamaConfig; layers: Iterable<Record<ProjectionGroup, QuantizedWeights[]>> } {
+  const { config } = loadModelFolder(dir, () => false); // config.json only (and a header check of the files)
+  function* layers(): Generator<Record<ProjectionGroup, QuantizedWeights[]>> {
+    for (let l = 0; l < config.numLayers; l++) {
+      const { tensors } = loadModelFolder(dir, (name) => parseProjectionWeightName(name)?.layer === l);
+      yield quantizeLayer(config, tensors, l);
+    }
+  }
+  return { config, layers: layers() };
+}
+
+/** The model hash of a folder, as a client recomputes it to check a server's claim (one layer in memory at a time). */
 export function modelHashOfFolder(dir: string): string {
-  return loadQuantizedModel(dir).hash;
+  const { config, layers } = quantizedLayersOfFolder(dir);
+  const hasher = new ModelHasher(config.numLayers);
+  for (const layer of layers) hasher.add(layer);
+  return hasher.digest();
 }
 
 /** A request the server refuses because of its content (unknown layer, wrong shapes). */
@@ -182,6 +214,14 @@ export class ModelServer {
 
   /** Registers every group of a quantized model (the weights go to the workers once). */
   static async create(model: QuantizedModel, opts: ModelServerOptions = {}): Promise<ModelServer> {
+    return ModelServer.register(model.config, model.layers, () => model.hash, opts);
+  }
+
+  /**
+   * Registers the layers as they are iterated (a layer's int8 weights can be dropped once the
+   * workers hold them); `hash` is asked for after the last layer.
+   */
+  private static async register(config: LlamaConfig, layers: Iterable<Record<ProjectionGroup, QuantizedWeights[]>>, hash: () => string, opts: ModelServerOptions): Promise<ModelServer> {
     const params = opts.params ?? DEFAULT_PARAMS;
     const actBits = opts.actBits ?? DEFAULT_ACT_BITS;
     const maxTokens = opts.maxTokens ?? DEFAULT_MAX_TOKENS;
@@ -191,27 +231,42 @@ export class ModelServer {
     if (!pool && opts.threads !== 0) pool = owned = await KernelPool.create(opts.threads);
     try {
       const he = new HeLinearServer({ params, actBits, backend: pool ? poolBackend(pool) : localBackend() });
-      const { config } = model;
-      for (let l = 0; l < config.numLayers; l++) {
+      const scales: Record<ProjectionGroup, Float32Array[]>[] = [];
+      for (const layer of layers) {
+        const l = scales.length;
+        if (l >= config.numLayers) throw new Error(`helora: more than the ${config.numLayers} layers of the config`);
         for (const g of PROJECTION_GROUPS) {
-          await he.registerGroup(groupKey(l, g), model.layers[l][g].map((w) => ({ values: w.values, rows: w.rows, cols: w.cols })));
+          await he.registerGroup(groupKey(l, g), layer[g].map((w) => ({ values: w.values, rows: w.rows, cols: w.cols })));
         }
+        scales.push(Object.fromEntries(PROJECTION_GROUPS.map((g) => [g, layer[g].map((w) => w.scales)])) as Record<ProjectionGroup, Float32Array[]>);
       }
-      const scales = model.layers.map((layer) => Object.fromEntries(PROJECTION_GROUPS.map((g) => [g, layer[g].map((w) => w.scales)])) as Record<ProjectionGroup, Float32Array[]>);
+      if (scales.length !== config.numLayers) throw new Error(`helora: ${scales.length} layers registered, the config has ${config.numLayers}`);
+      const modelHash = hash();
       const root = opts.maskTables ?? join(tmpdir(), 'helora-mask-tables');
-      const folder = root === false ? null : tableFolder(root, model.hash, params);
-      const maskTables = folder ? { version: MASK_TABLE_VERSION, layers: await ensureMaskTables(he, config, model.hash, params, actBits, folder) } : null;
-      const info: ModelInfo = { hash: model.hash, paramsId: params.id, actBits, maxTokens, shape: shapeOf(config), scales, maskTables };
-      return new ModelServer(config, model.hash, params, he, owned, info, folder);
+      const folder = root === false ? null : tableFolder(root, modelHash, params);
+      const maskTables = folder ? { version: MASK_TABLE_VERSION, layers: await ensureMaskTables(he, config, modelHash, params, actBits, folder) } : null;
+      const info: ModelInfo = { hash: modelHash, paramsId: params.id, actBits, maxTokens, shape: shapeOf(config), scales, maskTables };
+      return new ModelServer(config, modelHash, params, he, owned, info, folder);
     } catch (e) {
       await owned?.close();
       throw e;
     }
   }
 
-  /** Loads, quantizes and registers a model folder. */
+  /**
+   * Loads, quantizes and registers a model folder one layer at a time: the quantized model is never
+   * held whole (at Llama-3.2-1B that would be ~1 GB on top of the workers' copies).
+   */
   static async fromFolder(dir: string, opts: ModelServerOptions = {}): Promise<ModelServer> {
-    return ModelServer.create(loadQuantizedModel(dir), opts);
+    const { config, layers } = quantizedLayersOfFolder(dir);
+    const hasher = new ModelHasher(config.numLayers);
+    function* hashed(): Generator<Record<ProjectionGroup, QuantizedWeights[]>> {
+      for (const layer of layers) {
+        hasher.add(layer);
+        yield layer;
+      }
+    }
+    return ModelServer.register(config, hashed(), () => hasher.digest(), opts);
   }
 
   get maxTokens(): number {
@@ -226,6 +281,14 @@ export class ModelServer {
 
   /** Validates and runs one product. Content errors throw BadRequestError. */
   async product(direction: 'forward' | 'backward', layer: number, group: ProjectionGroup, input: EncryptedInput): Promise<EncryptedOutput> {
+    return this.productInPlace(direction, layer, group, input, copyEncryptedOutput);
+  }
+
+  /**
+   * product() handed to `consume` (e.g. the encoder of the answer) while its matrices are still
+   * views of the kernels' reused result memory: no copy of the result; consume must not keep them.
+   */
+  async productInPlace<T>(direction: 'forward' | 'backward', layer: number, group: ProjectionGroup, input: EncryptedInput, consume: (out: EncryptedOutput) => T): Promise<T> {
     if (!Number.isInteger(layer) || layer < 0 || layer >= this.config.numLayers) {
       throw new BadRequestError(`helora: unknown layer ${layer}: this model has layers 0..${this.config.numLayers - 1}`);
     }
@@ -239,7 +302,7 @@ export class ModelServer {
     if (input.masks === 'table' && !this.maskTableFolder) throw new BadRequestError('helora: this server offers no mask tables; use fresh masks');
     const key = groupKey(layer, group);
     const seed = input.masks === 'table' ? tableMaskSeed(this.params, this.hash, layer, group, direction) : undefined;
-    return direction === 'forward' ? this.he.forward(key, input, seed) : this.he.backward(key, input, seed);
+    return this.he.productInPlace(key, direction, input, consume, seed);
   }
 
   /** The path of one layer's mask table file (the server's own file; null when no tables are offered). */

@@ -370,11 +370,11 @@ function dispatch(model: ModelServer, queue: RequestQueue, isCancelled: () => bo
   return queue.run(bytes, isCancelled, async () => {
     const t1 = performance.now();
     const input = toEncryptedInput(msg, uploadBytes(model.params), model.params.ringDegree);
-    const out = await model.product(op, msg.layer, group, input);
-    const bytesOut = encodeEncryptedOutput({
+    // Encoded straight from the kernels' shared result memory (no intermediate copy).
+    const bytesOut = await model.productInPlace(op, msg.layer, group, input, (out) => encodeEncryptedOutput({
       masks: out.masks, paramsId: out.paramsId, requestId, op: msg.op, layer: msg.layer, group: msg.group,
       rows: out.outputRows, tokens: out.T, terms: out.terms, blocks: out.blocks,
-    });
+    }));
     return { bytesOut, queueMs: t1 - t0, computeMs: performance.now() - t1 };
   });
 }

@@ -16,3 +16,15 @@ test('SharedBuffers reuses released buffers of the same size and keeps at most m
   assert.equal(pool.idleBytes, 2000, 'the second 2000-byte buffer is over the cap and dropped');
   assert.equal(pool.acquire(500).byteLength, 500, 'other sizes are new buffers');
 });
+
+test('SharedBuffers.acquireAtLeast takes the smallest idle buffer that is large enough, else a new exact one', () => {
+  const pool = new SharedBuffers(Number.POSITIVE_INFINITY);
+  const small = pool.acquire(100), mid = pool.acquire(300), big = pool.acquire(1000);
+  for (const b of [big, small, mid]) pool.release(b);
+  assert.equal(pool.acquireAtLeast(200), mid, 'the 300-byte buffer is the best fit for 200');
+  assert.equal(pool.acquireAtLeast(50), small);
+  assert.equal(pool.acquireAtLeast(1000), big);
+  const fresh = pool.acquireAtLeast(400);
+  assert.equal(fresh.byteLength, 400, 'nothing idle is large enough: a new buffer of the size asked for');
+  assert.equal(pool.idleBytes, 0);
+});
