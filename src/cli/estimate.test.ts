@@ -35,7 +35,8 @@ for (const maskMode of ['fresh', 'table'] as const) test(`the estimate holds a r
   writeFileSync(dataPath, pairs.slice(0, 40).map((p) => JSON.stringify(p)).join('\n') + '\n');
   // max_tokens 100 < the 256-token micro-batches: every product goes as three token chunks.
   const model = await ModelServer.fromFolder(modelDir, { threads: 1, maxTokens: 100, maskTables: maskMode === 'table' ? join(work, 'server-tables') : false });
-  const server = await startServer({ model, rateLimit: { perSecond: 1e6, burst: 1e6 }, log: () => {} });
+  // (in-flight cap above the 3 concurrent token chunks: a Busy answer would make the client resend, which no estimate counts)
+  const server = await startServer({ model, rateLimit: { perSecond: 1e6, burst: 64 }, maxInFlightPerConnection: 8, log: () => {} });
   try {
     const settings = { batchTokens: 256, gradAccum: 2, epochs: 1.5, seed: 4, rank: 4, targets: ['q_proj', 'down_proj'] as const };
     const { estimate } = runEstimate(estimateOptions({ ...settings, targets: [...settings.targets], model: modelDir, data: dataPath, maxTokensPerRequest: 100, maskMode }));

@@ -86,8 +86,9 @@ interface PendingRequest {
   group: ProjectionGroup;
   resolve: (m: EncryptedOutputMessage) => void;
   reject: (e: Error) => void;
-  /** Tokens of the request (the answer's size follows from them). */
+  /** Tokens and masks of the request (the answer's size follows from them). */
   tokens: number;
+  masks: MaskMode;
   /** When a rate-limited / busy request is retried, give up after this time. */
   deadline: number;
   retries: number;
@@ -107,15 +108,15 @@ function normalizeBase(url: string): { ws: string; http: string; tls: boolean } 
 export const CLIENT_MAX_TOKENS_PER_REQUEST = 4096;
 
 /** The exact size of the answer to a request of T tokens for (op, group) of a model of this shape. */
-export function answerBytes(paramsId: number, actBits: number, shape: ModelShape, op: number, group: ProjectionGroup, T: number): number {
+export function answerBytes(paramsId: number, actBits: number, shape: ModelShape, op: number, group: ProjectionGroup, T: number, masks: MaskMode = 'fresh'): number {
   const maxK = maxInnerDim(paramsById(paramsId), actBits, WEIGHT_BITS);
   const dims = groupShapes(shape, group);
   const C = dims[0][1];
   const rows = dims.map(([r]) => r);
   const K = rows.reduce((s, r) => s + r, 0);
   return op === Op.Forward
-    ? encryptedOutputBytes(paramsId, rows, T, featureChunks(C, maxK).length)
-    : encryptedOutputBytes(paramsId, [C], T, featureChunks(K, maxK).length);
+    ? encryptedOutputBytes(paramsId, rows, T, featureChunks(C, maxK).length, masks)
+    : encryptedOutputBytes(paramsId, [C], T, featureChunks(K, maxK).length, masks);
 }
 
 /** The largest answer a request of at most `tokens` tokens can get (the WebSocket frame limit). */
@@ -401,7 +402,7 @@ export class RemoteSession {
     if (!p) return;
     // An answer's size follows from its request: checked before anything is decoded.
     if (header.type === MessageType.EncryptedOutput) {
-      const expected = answerBytes(this.info.paramsId, this.info.actBits, this.opts.localShape ?? this.info.shape, p.op, p.group, p.tokens);
+      const expected = answerBytes(this.info.paramsId, this.info.actBits, this.opts.localShape ?? this.info.shape, p.op, p.group, p.tokens, p.masks);
       if (data.length !== expected) {
         this.settle(p);
         p.reject(new Error(`helora: the server's answer to request ${p.id} has ${data.length} bytes, a request of ${p.tokens} tokens gets exactly ${expected}`));
@@ -456,7 +457,7 @@ export class RemoteSession {
     if (msg.tokens > this.tokensPerRequest) return Promise.reject(new Error(`helora: a request of ${msg.tokens} tokens exceeds this session's ${this.tokensPerRequest} per request`));
     return new Promise<EncryptedOutputMessage>((resolve, reject) => {
       const p: PendingRequest = {
-        id, bytes, op: msg.op, layer: msg.layer, group: msg.group, tokens: msg.tokens, resolve, reject,
+        id, bytes, op: msg.op, layer: msg.layer, group: msg.group, tokens: msg.tokens, masks: msg.masks, resolve, reject,
         deadline: Date.now() + (this.opts.retryDeadlineMs ?? 120_000), retries: 0, timer: null, answerTimer: null,
       };
       this.pending.set(id, p);
