@@ -138,7 +138,7 @@ export function formatEstimate(e: Estimate, inputs: Record<string, unknown>): st
   const lines: string[] = [];
   lines.push(`model: ${inputs.model} (hidden ${d.hiddenSize}, intermediate ${d.intermediateSize}, ${d.numLayers} layers, ${d.numHeads}/${d.numKvHeads} heads of ${d.headDim}, vocabulary ${d.vocabSize})`);
   lines.push(`data: ${inputs.data ?? `${inputs.tokens} tokens`} (${e.planSource === 'data' ? 'packed exactly as helora train packs it' : 'assumed: full micro-batches, one sequence each'}), ${inputs.batch_tokens} tokens per micro-batch, ${inputs.grad_accum} per step`);
-  lines.push(`LoRA rank ${inputs.rank} on ${(inputs.targets as string[]).join(', ')}; mask mode ${e.maskMode}${e.maskMode === 'table' ? ' (planned, issue 10: only b downloaded, server computes only W b)' : ''}; bandwidth ${bytes(Number(inputs.bandwidth_bytes_per_s))}/s, round trip ${inputs.rtt_ms} ms`);
+  lines.push(`LoRA rank ${inputs.rank} on ${(inputs.targets as string[]).join(', ')}; mask mode ${e.maskMode}${e.maskMode === 'table' ? ' (public mask tables: only b downloaded, the server computes only W b)' : ''}; bandwidth ${bytes(Number(inputs.bandwidth_bytes_per_s))}/s, round trip ${inputs.rtt_ms} ms`);
   lines.push(`rates: server from ${e.rates.server.source}; client from ${e.rates.client.source}`);
   lines.push('');
   const header = ['epoch', 'tokens', 'steps', 'requests', 'upload', 'download', 'server', 'client compute', 'crypto', 'transfer', 'overhead', 'wall', 'cost', 'fp32 local'];
@@ -176,7 +176,7 @@ export function registerEstimateCommands(program: Command): void {
     .option('--grad-accum <k>', 'micro-batches per optimizer step', positiveInt, TRAIN_DEFAULTS.gradAccum)
     .option('--targets <list>', 'LoRA target modules', targets, [...PROJECTION_NAMES])
     .option('--rank <r>', 'LoRA rank', positiveInt, TRAIN_DEFAULTS.rank)
-    .addOption(new Option('--mask-mode <mode>', 'fresh (today) or table (planned public mask tables)').choices(MASK_MODES as string[]).default('fresh'))
+    .addOption(new Option('--mask-mode <mode>', 'table (public mask tables, what helora train uses when the server offers them) or fresh').choices(MASK_MODES as string[]).default('table'))
     .option('--act-bits <n>', "the server's activation width", positiveInt, DEFAULT_ACT_BITS)
     .option('--max-tokens-per-request <n>', "the server's max_tokens", positiveInt, DEFAULT_MAX_TOKENS)
     .option('--seed <n>', 'data order seed (as helora train --seed)', nonNegativeInt, TRAIN_DEFAULTS.seed)

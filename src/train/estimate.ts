@@ -14,7 +14,7 @@
  * (train/calibration.ts).
  *
  * Mask modes: 'fresh' is today's protocol (both result parts downloaded, 8 B per output value, the
- * server computes W a and W b). 'table' is the planned public-mask-table mode (design notes section
+ * server computes W a and W b). 'table' is the public-mask-table mode (design notes section
  * 6, issue 10): the same 5 B per uploaded value, only b downloaded (4 B per output value), the
  * server computes only W b; the client downloads the public table W A once.
  */
