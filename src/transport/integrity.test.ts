@@ -39,8 +39,10 @@ before(async () => {
   evil = await ModelServer.fromFolder(evilDir, { threads: 0, maxTokens: 64 });
   assert.notEqual(evil.hash, honest.hash);
   // The malicious server: the honest model's hash and scales, the changed weights for (layer 1, down).
-  const product = honest.product.bind(honest);
-  honest.product = (direction, layer, group, input) => (layer === 1 && group === 'down' ? evil.product(direction, layer, group, input) : product(direction, layer, group, input));
+  const product = honest.productInPlace.bind(honest);
+  honest.productInPlace = ((direction, layer, group, input, consume) => (layer === 1 && group === 'down'
+    ? evil.productInPlace(direction, layer, group, input, consume)
+    : product(direction, layer, group, input, consume))) as ModelServer['productInPlace'];
   srv = await startServer({ model: honest, log: () => {} });
 });
 after(async () => {

@@ -254,10 +254,13 @@ test('PROTOCOL.md section 6.1: the mask key stream as documented (AES-128 on big
   assert.equal(want.length, features * N * 6, '6 bytes per mask coefficient');
 });
 
+/** A bearer token of 128 bits (32 hex digits), as the server requires. */
+const TOKEN = '0123456789abcdef0123456789abcdef';
+
 test('a real server: endpoints and auth as documented; its model info validates against docs/model-info.schema.json', async (t) => {
   const { dir, root } = writeTinyModel();
   const model = await ModelServer.fromFolder(dir, { threads: 0, maxTokens: 100 });
-  const server = await startServer({ model, token: 's3cret', log: () => {} });
+  const server = await startServer({ model, token: TOKEN, log: () => {} });
   t.after(async () => {
     await server.close();
     await model.close();
@@ -277,11 +280,13 @@ test('a real server: endpoints and auth as documented; its model info validates 
     }
   }
   const health = await (await fetch(base + HEALTH_PATH)).json() as Record<string, unknown>;
-  assert.deepEqual(Object.keys(health).sort(), ['connections', 'model_hash', 'ok', 'params_id', 'queued', 'requests', 'uptime_s']);
+  assert.deepEqual(Object.keys(health).sort(), ['model_hash', 'ok'], 'without the token: only the model hash');
+  const counted = await (await fetch(base + HEALTH_PATH, { headers: { authorization: `Bearer ${TOKEN}` } })).json() as Record<string, unknown>;
+  assert.deepEqual(Object.keys(counted).sort(), ['connections', 'model_hash', 'ok', 'params_id', 'queued', 'queued_bytes', 'requests', 'uptime_s']);
 
-  const table = await fetch(`${base}${MASK_TABLE_PATH}/1`, { headers: { authorization: 'Bearer s3cret', range: 'bytes=8-' } });
+  const table = await fetch(`${base}${MASK_TABLE_PATH}/1`, { headers: { authorization: `Bearer ${TOKEN}`, range: 'bytes=8-' } });
   assert.equal(table.status, 206, 'a table download resumes from a byte offset');
-  const res = await fetch(base + MODEL_INFO_PATH, { headers: { authorization: 'Bearer s3cret' } });
+  const res = await fetch(base + MODEL_INFO_PATH, { headers: { authorization: `Bearer ${TOKEN}` } });
   assert.equal(res.status, 200);
   const info = await res.json() as Record<string, unknown>;
   const ajv = new Ajv({ allErrors: true, strict: true });

@@ -18,7 +18,8 @@ const TOKEN = '3f9a1c7e5b2d4f608a9c1e3b5d7f9a1c'; // 32 hex characters: 128 bits
 const he = new HeLinearClient();
 let root = '';
 let model: ModelServer;
-const originalProduct = (): ModelServer['product'] => ModelServer.prototype.product;
+// The server computes through productInPlace (answers encoded from the kernels' memory): the tests hook it.
+const originalProduct = (): ModelServer['productInPlace'] => ModelServer.prototype.productInPlace;
 
 before(async () => {
   const tiny = writeTinyModel();
@@ -56,12 +57,12 @@ function gateProducts(): { open(): void; calls(): number; restore(): void } {
   openGates.push(release);
   let calls = 0;
   const product = originalProduct();
-  model.product = async function (...args: Parameters<ModelServer['product']>) {
+  model.productInPlace = async function (this: ModelServer, ...args: Parameters<ModelServer['productInPlace']>) {
     calls++;
     await gate;
     return product.apply(this, args);
-  };
-  return { open: release, calls: () => calls, restore: () => { model.product = product; } };
+  } as ModelServer['productInPlace'];
+  return { open: release, calls: () => calls, restore: () => { model.productInPlace = product; } };
 }
 
 async function withServer(opts: Partial<ServerOptions>, body: (srv: RunningServer, logs: LogEvent[]) => Promise<void>): Promise<void> {
@@ -71,7 +72,7 @@ async function withServer(opts: Partial<ServerOptions>, body: (srv: RunningServe
     await body(srv, logs);
   } finally {
     for (const release of openGates.splice(0)) release();
-    model.product = originalProduct();
+    model.productInPlace = originalProduct();
     await srv.close();
   }
 }
@@ -218,7 +219,7 @@ test('item 5: /health tells only ok and the model hash without the token; the co
 
 test('item 6: an internal failure is answered with a generic message; the details stay in the server log', async () => {
   await withServer({}, async (srv, logs) => {
-    model.product = async () => { throw new Error('secret detail /srv/helora/internal/path'); };
+    model.productInPlace = async () => { throw new Error('secret detail /srv/helora/internal/path'); };
     const c = await WsClient.open(srv);
     c.ws.send(encodeEncryptedInput(forwardRequest(0, 'o', 64, 2, 9n)));
     await waitFor(() => c.answers.length === 1, 'the answer');
