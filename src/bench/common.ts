@@ -49,3 +49,24 @@ export function runBench(main: () => Promise<void>): void {
     process.exit(1);
   });
 }
+
+/** Counters of a remote provider around one measured step (RemoteEncryptedProvider.stats()). */
+interface StepCounters { cryptoMs: number; serverWaitMs: number; bytesUp: number; bytesDown: number; requests: number }
+
+/**
+ * The figures of one encrypted training step from the provider's counters before and after it and
+ * the server's own compute time: throughput, traffic per token and where the time went.
+ */
+export function encryptedStepFigures(tokens: number, stepS: number, loss: number, s0: StepCounters, s1: StepCounters, serverS: number) {
+  const cryptoS = (s1.cryptoMs - s0.cryptoMs) / 1000;
+  const waitS = (s1.serverWaitMs - s0.serverWaitMs) / 1000;
+  return {
+    encrypted_tokens_per_s: tokens / stepS,
+    encrypted_step_s: stepS,
+    encrypted_loss: loss,
+    upload_bytes_per_token: (s1.bytesUp - s0.bytesUp) / tokens,
+    download_bytes_per_token: (s1.bytesDown - s0.bytesDown) / tokens,
+    requests_per_step: s1.requests - s0.requests,
+    time_split: { client_compute_s: Math.max(0, stepS - cryptoS - waitS), crypto_s: cryptoS, server_s: serverS, transfer_s: Math.max(0, waitS - serverS) },
+  };
+}

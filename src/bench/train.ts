@@ -23,7 +23,7 @@
 
 import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
-import { benchLogger, intOption, option, printResult, runBench } from './common.js';
+import { benchLogger, encryptedStepFigures, intOption, option, printResult, runBench } from './common.js';
 import { checkpointShapeBench, LLAMA_3_2_1B } from './train-checkpoint.js';
 import { join } from 'node:path';
 import { parseConfig } from '../model/config.js';
@@ -150,21 +150,8 @@ async function main(): Promise<void> {
     const s1 = remote.stats();
     const reqs = requests.slice(r0);
     const serverS = reqs.reduce((s, e) => s + Number(e.ms ?? 0), 0) / 1000;
-    const cryptoS = (s1.cryptoMs - s0.cryptoMs) / 1000;
-    const waitS = (s1.serverWaitMs - s0.serverWaitMs) / 1000;
+    Object.assign(result, encryptedStepFigures(ev.tokens, stepS, ev.loss, s0, s1, serverS));
     const up = s1.bytesUp - s0.bytesUp, down = s1.bytesDown - s0.bytesDown;
-    result.encrypted_tokens_per_s = ev.tokens / stepS;
-    result.encrypted_step_s = stepS;
-    result.encrypted_loss = ev.loss;
-    result.upload_bytes_per_token = up / ev.tokens;
-    result.download_bytes_per_token = down / ev.tokens;
-    result.requests_per_step = s1.requests - s0.requests;
-    result.time_split = {
-      client_compute_s: Math.max(0, stepS - cryptoS - waitS),
-      crypto_s: cryptoS,
-      server_s: serverS,
-      transfer_s: Math.max(0, waitS - serverS),
-    };
     log(`encrypted: ${stepS.toFixed(1)} s for ${ev.tokens} tokens (${(ev.tokens / stepS).toFixed(1)} tokens/s), ${(up / 2 ** 20).toFixed(0)} MiB up, ${(down / 2 ** 20).toFixed(0)} MiB down`);
   } finally {
     await remote?.close();
