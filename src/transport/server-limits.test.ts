@@ -5,14 +5,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
-import { request } from 'node:http';
 import WebSocket from 'ws';
 import { HeLinearClient } from '../linear/client.js';
 import type { ProjectionGroup } from '../model/projections.js';
 import { decodeMessage, encodeEncryptedInput, MessageType, Op, ServerErrorCode, type DecodedMessage, type EncryptedInputMessage } from '../protocol/wire.js';
 import { ModelServer } from './model-server.js';
 import { startServer, type LogEvent, type RunningServer, type ServerOptions } from './server.js';
-import { removeDir, writeTinyModel } from './test-support.js';
+import { httpGet, removeDir, writeTinyModel } from './test-support.js';
 
 const TOKEN = '3f9a1c7e5b2d4f608a9c1e3b5d7f9a1c'; // 32 hex characters: 128 bits
 const he = new HeLinearClient();
@@ -128,18 +127,6 @@ function frame(payload: Uint8Array, opcode = 2): Buffer {
   return Buffer.concat([Buffer.from([0x80 | opcode]), len, Buffer.alloc(4), payload]);
 }
 
-function httpGet(srv: RunningServer, path: string, token?: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request(`${srv.url.replace(/^ws/, 'http')}${path}`, { headers: token ? { authorization: `Bearer ${token}` } : {} }, (res) => {
-      let body = '';
-      res.on('data', (c) => { body += c; });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
 test('item 1: a connection gets at most maxInFlightPerConnection requests in flight (default 2); more are answered Busy at once', async () => {
   await withServer({}, async (srv) => {
     const gate = gateProducts();
@@ -203,17 +190,17 @@ test('item 4: every frame, malformed ones too, is charged to the rate limit befo
 
 test('item 5: /health tells only ok and the model hash without the token; the counts need the token', async () => {
   await withServer({ token: TOKEN }, async (srv) => {
-    const open = await httpGet(srv, '/health');
+    const open = await httpGet(srv.url, '/health');
     assert.equal(open.status, 200);
     assert.deepEqual(JSON.parse(open.body), { ok: true, model_hash: model.hash });
-    assert.deepEqual(JSON.parse((await httpGet(srv, '/health', 'wrong-' + TOKEN)).body), { ok: true, model_hash: model.hash });
-    const full = JSON.parse((await httpGet(srv, '/health', TOKEN)).body) as Record<string, unknown>;
+    assert.deepEqual(JSON.parse((await httpGet(srv.url, '/health', 'wrong-' + TOKEN)).body), { ok: true, model_hash: model.hash });
+    const full = JSON.parse((await httpGet(srv.url, '/health', TOKEN)).body) as Record<string, unknown>;
     assert.equal(full.model_hash, model.hash);
     assert.equal(typeof full.connections, 'number');
     assert.equal(typeof full.queued, 'number');
   });
   await withServer({}, async (srv) => {
-    assert.deepEqual(JSON.parse((await httpGet(srv, '/health')).body), { ok: true, model_hash: model.hash });
+    assert.deepEqual(JSON.parse((await httpGet(srv.url, '/health')).body), { ok: true, model_hash: model.hash });
   });
 });
 

@@ -1,6 +1,5 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { request } from 'node:http';
 import WebSocket from 'ws';
 import { HeLinearClient } from '../linear/client.js';
 import {
@@ -9,7 +8,7 @@ import {
 import { RemoteEncryptedProvider, RemoteSession } from './client.js';
 import { ModelServer } from './model-server.js';
 import { startServer, type LogEvent, type RunningServer } from './server.js';
-import { removeDir, writeTinyModel } from './test-support.js';
+import { httpGet, removeDir, writeTinyModel } from './test-support.js';
 import type { ProjectionGroup } from '../model/projections.js';
 
 const TOKEN = 'test-token-7f3a9c-5b1e08d2c4a6'; // 29 base64url characters: 174 bits counted
@@ -86,18 +85,6 @@ async function expectOutput(c: RawClient, req: EncryptedInputMessage): Promise<v
   assert.equal(m.message.tokens, req.tokens);
 }
 
-function httpGet(path: string, token: string | null): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request(`${srv.url.replace(/^ws/, 'http')}${path}`, { headers: token ? { authorization: `Bearer ${token}` } : {} }, (res) => {
-      let body = '';
-      res.on('data', (c) => { body += c; });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
 test('malformed, mis-shaped and oversized requests get clear ERROR answers and the connection keeps serving', async () => {
   const c = await RawClient.open();
   const good = forwardRequest(0, 'qkv', 64);
@@ -143,20 +130,20 @@ test('malformed, mis-shaped and oversized requests get clear ERROR answers and t
 test('without the right bearer token: HTTP 401 on the WebSocket upgrade and on model info; /health stays public (ok and model hash only)', async () => {
   for (const token of [null, 'wrong-token', TOKEN + 'x', '']) {
     await assert.rejects(RawClient.open(token), (e: Error & { status?: number }) => e.status === 401);
-    assert.equal((await httpGet('/v1/model-info', token)).status, 401);
+    assert.equal((await httpGet(srv.url, '/v1/model-info', token)).status, 401);
   }
   await assert.rejects(RemoteSession.connect({ url: srv.url, token: 'nope' }), /HTTP 401: helora: missing or wrong bearer token/);
-  const info = await httpGet('/v1/model-info', TOKEN);
+  const info = await httpGet(srv.url, '/v1/model-info', TOKEN);
   assert.equal(info.status, 200);
   assert.equal(JSON.parse(info.body).hash, model.hash);
-  const health = await httpGet('/health', null);
+  const health = await httpGet(srv.url, '/health', null);
   assert.equal(health.status, 200);
   assert.deepEqual(JSON.parse(health.body), { ok: true, model_hash: model.hash });
-  const h = JSON.parse((await httpGet('/health', TOKEN)).body);
+  const h = JSON.parse((await httpGet(srv.url, '/health', TOKEN)).body);
   assert.equal(h.model_hash, model.hash);
   assert.equal(typeof h.uptime_s, 'number');
   assert.equal(typeof h.connections, 'number');
-  assert.equal((await httpGet('/nothing', TOKEN)).status, 404);
+  assert.equal((await httpGet(srv.url, '/nothing', TOKEN)).status, 404);
   const p = await RemoteEncryptedProvider.connect({ url: srv.url, token: TOKEN });
   const ys = await p.forward(0, 'o', new Float32Array(2 * 64).fill(0.5), 2);
   assert.equal(ys[0].length, 2 * 64);

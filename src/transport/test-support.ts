@@ -1,6 +1,7 @@
 // Helpers for the transport tests: a tiny random Llama folder and a server in a child process.
 
 import { fork, type ChildProcess } from 'node:child_process';
+import { request } from 'node:http';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -64,5 +65,18 @@ export function forkServer(args: string[], timeoutMs = 20_000): Promise<ChildSer
       clearTimeout(timer);
       reject(new Error(`server child exited with ${code} before listening: ${stderr}`));
     });
+  });
+}
+
+/** GET `path` from a running server (ws:// URL), with a bearer token when given: status and body. */
+export function httpGet(serverUrl: string, path: string, token?: string | null): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(`${serverUrl.replace(/^ws/, 'http')}${path}`, { headers: token ? { authorization: `Bearer ${token}` } : {} }, (res) => {
+      let body = '';
+      res.on('data', (c) => { body += c; });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end();
   });
 }
