@@ -6,6 +6,7 @@ import { Command, Option } from 'commander';
 import { matmulDemo, MATMUL_DEMO_DEFAULTS } from './matmul-demo.js';
 import { serve, SERVE_DEFAULT_BURST, SERVE_DEFAULT_QUEUE, SERVE_DEFAULT_RATE } from './serve.js';
 import { DEFAULT_SERVER_LIMITS } from '../transport/server.js';
+import { DEFAULT_TOKENS_PER_CHECK } from '../transport/integrity.js';
 import { runTrain } from './train.js';
 import { TRAIN_DEFAULTS, TRAIN_MODES, type TrainMode } from '../train/fine-tune.js';
 import { DEMO_DEFAULTS } from '../train/gloss-demo.js';
@@ -83,6 +84,7 @@ program
   .option('--token <t>', 'bearer token for the server on the command line (shows in ps: prefer --token-file or HELORA_TOKEN)')
   .option('--expect-hash <h>', "the server's model hash to insist on")
   .option('--no-verify-results', 'do not check the server\'s results against the public weights (the check needs the projection weights in --model; without them it cannot run)')
+  .option('--check-tokens <n>', 'encrypted mode: tokens of each request whose results are checked against the public weights (0: every token)', nonNegativeInt, DEFAULT_TOKENS_PER_CHECK)
   .option('--allow-unverified', "train through a server whose model hash cannot be checked (no --expect-hash and no projection weights in --model)", false)
   .option('--ca <file>', 'PEM CA certificate to trust (a wss:// server with a self-signed certificate)')
   .option('--resume', 'continue from the newest checkpoint in --out', false)
@@ -92,7 +94,7 @@ program
   .action(async (o: {
     server?: string; model: string; data: string; out: string; mode: TrainMode; steps?: number; epochs?: number; batchTokens: number; gradAccum: number;
     lr: number; warmup: number; schedule: 'cosine' | 'linear' | 'constant'; rank: number; alpha: number; dropout: number; targets: ProjectionName[]; layers?: number[]; masks?: 'table' | 'fresh'; tableCache?: string; seed: number;
-    token?: string; tokenFile?: string; allowUnverified: boolean; verifyResults: boolean; expectHash?: string; ca?: string; resume: boolean; checkpointEvery: number; progress: boolean; stopAfter?: number;
+    token?: string; tokenFile?: string; allowUnverified: boolean; verifyResults: boolean; checkTokens: number; expectHash?: string; ca?: string; resume: boolean; checkpointEvery: number; progress: boolean; stopAfter?: number;
   }) => {
     const r = await runTrain({ ...o, env: process.env, ca: o.ca !== undefined ? readFileSync(o.ca, 'utf8') : undefined });
     const last = r.history[r.history.length - 1];

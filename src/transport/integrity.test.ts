@@ -106,3 +106,19 @@ test('item 12: without the projections locally the check cannot run (and says so
   assert.ok(lines.some((l) => /results are NOT checked against the weights \(--no-verify-results\)/.test(l)));
   await c.close();
 });
+
+test('item 12: --check-tokens sets how many tokens of each request are checked (0: every token) and the run says so', async () => {
+  const lines: string[] = [];
+  const all = new RemoteTraining({ url: srv.url, checkTokens: 0, say: (l) => lines.push(l) });
+  const c = await all.connect(config, dir);
+  try {
+    assert.equal(all.resultsVerified, true);
+    assert.ok(lines.some((l) => /Freivalds check on every token of every request/.test(l)), lines.join('\n'));
+    // every token checked: a forward over layer 1's changed down projection fails whatever the draw
+    const T = 40;
+    await assert.rejects((c.provider as RemoteEncryptedProvider).forward(1, 'down', randomActivations(T * config.intermediateSize), T), /integrity check failed/);
+  } finally {
+    await c.close();
+  }
+  await assert.rejects(new RemoteTraining({ url: srv.url, checkTokens: -1 }).connect(config, dir), /--check-tokens must be a whole number >= 0/);
+});

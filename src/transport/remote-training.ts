@@ -9,7 +9,7 @@ import { folderHasProjections, type ConnectEncrypted } from '../train/fine-tune.
 import { paramsById } from '../crypto/index.js';
 import type { MaskMode } from '../linear/types.js';
 import { RemoteEncryptedProvider, RemoteSession, type RemoteStats } from './client.js';
-import { ResultIntegrity } from './integrity.js';
+import { DEFAULT_TOKENS_PER_CHECK, ResultIntegrity } from './integrity.js';
 import { checkShapeMatches, shapeOf } from './model-info.js';
 import { loadQuantizedModel, type QuantizedModel } from './model-server.js';
 
@@ -34,6 +34,8 @@ export interface RemoteTrainingOptions {
    * the local model folder has the projection weights; otherwise results are not checked.
    */
   verifyResults?: boolean;
+  /** Tokens of each request whose results are checked (drawn after the answer arrives; 0: every token). */
+  checkTokens?: number;
   /** Messages for the user (the hash check, the table download). */
   say?: (line: string) => void;
 }
@@ -54,6 +56,8 @@ export class RemoteTraining {
   /** fineTune's connectEncrypted. */
   readonly connect: ConnectEncrypted = async (config: LlamaConfig, modelDir: string) => {
     const say = this.o.say ?? (() => {});
+    const checkTokens = this.o.checkTokens ?? DEFAULT_TOKENS_PER_CHECK;
+    if (!(Number.isInteger(checkTokens) && checkTokens >= 0)) throw new Error(`helora: --check-tokens must be a whole number >= 0, got ${checkTokens}`);
     let expected = this.o.expectHash?.toLowerCase();
     let hashCheck: HashCheck = expected ? 'expected' : 'unverified';
     // The local projections (when the folder has them) give the hash and the integrity vectors.
@@ -72,7 +76,7 @@ export class RemoteTraining {
     let integrity: ResultIntegrity | undefined;
     let remote: RemoteEncryptedProvider;
     try {
-      integrity = verify ? ResultIntegrity.fromQuantizedLayers(local!.layers, paramsById(session.info.paramsId), session.info.actBits) : undefined;
+      integrity = verify ? ResultIntegrity.fromQuantizedLayers(local!.layers, paramsById(session.info.paramsId), session.info.actBits, checkTokens) : undefined;
       remote = await RemoteEncryptedProvider.open(session, {
         integrity, masks: this.o.masks, tableCache: this.o.tableCache,
         onTableLayer: (layer, bytes, layers) => say(`helora: mask table of layer ${layer + 1}/${layers} downloaded (${(bytes / 2 ** 20).toFixed(1)} MiB, checked)`),
@@ -95,7 +99,10 @@ export class RemoteTraining {
     if (hashCheck === 'unverified') say(`helora: server model hash ${hash} (NOT verified, --allow-unverified)`);
     else say(`helora: server model hash ${hash} verified (${hashCheck === 'expected' ? '--expect-hash' : 'recomputed from the local model folder'})`);
     say(remote.masks === 'table' ? 'helora: masks: the server\'s public mask tables (a fresh secret per block)' : 'helora: masks: fresh per request');
-    if (integrity) say('helora: every result is checked against the public weights (Freivalds check; --no-verify-results turns it off)');
+    if (integrity) {
+      const which = checkTokens === 0 ? 'every token of every request' : `${checkTokens} tokens of each request, drawn after its answer arrives (--check-tokens 0: every token)`;
+      say(`helora: results are checked against the public weights (Freivalds check on ${which}; --no-verify-results turns it off)`);
+    }
     else say(`helora: results are NOT checked against the weights (${this.o.verifyResults === false ? '--no-verify-results' : 'the model folder has no projection weights of this model to check them with'})`);
     return {
       provider: remote,
