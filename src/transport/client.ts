@@ -31,6 +31,7 @@ import {
 import { checkShapesEqual, MAX_MODEL_INFO_BYTES, parseModelInfo, type ModelInfo, type ModelShape } from './model-info.js';
 import { HEALTH_PATH, MASK_TABLE_PATH, MODEL_INFO_PATH, WS_PATH } from '../protocol/endpoints.js';
 import type { ResultIntegrity } from './integrity.js';
+import { frameSha256, type Exchange } from './audit.js';
 import { layerTableLayout, MASK_TABLE_VERSION, MaskTableCache, tableFolder, tableMaskSeed } from './mask-tables.js';
 
 /** What the capture hook sees: every byte string the client hands to the network, before framing. */
@@ -68,6 +69,11 @@ export interface RemoteSessionOptions {
   maxReconnects?: number;
   /** Test hook: called with every byte string the client sends. */
   capture?: CaptureHook;
+  /**
+   * Called once per answered request with its sizes and the SHA-256 of the request frame and of
+   * the answer frame (the audit log, transport/audit.ts); the hashing is done only when this is set.
+   */
+  onExchange?: (e: Exchange) => void;
 }
 
 /** An ERROR answer from the server. */
@@ -95,6 +101,9 @@ interface PendingRequest {
   timer: NodeJS.Timeout | null;
   /** Fails the request when no answer came within requestTimeoutMs of its (last) sending. */
   answerTimer: NodeJS.Timeout | null;
+  /** SHA-256 of `bytes` (only with an onExchange hook) and when they were last sent. */
+  upSha256: string | null;
+  sentAt: number;
 }
 
 function normalizeBase(url: string): { ws: string; http: string; tls: boolean } {
@@ -320,6 +329,7 @@ export class RemoteSession {
       p.reject(new Error(`helora: no answer from ${this.base.ws} to request ${p.id} (op ${p.op}, layer ${p.layer}, ${p.group}) within ${timeout} ms`));
     }, timeout);
     p.answerTimer.unref();
+    p.sentAt = performance.now();
     this.sendBytes(p.bytes);
   }
 
@@ -445,6 +455,18 @@ export class RemoteSession {
       p.reject(new Error(`helora: the answer to request ${p.id} is for op ${m.op} layer ${m.layer} group ${m.group} (${m.tokens} tokens), asked op ${p.op} layer ${p.layer} group ${p.group} (${p.tokens} tokens)`));
       return;
     }
+    if (this.opts.onExchange) {
+      try {
+        this.opts.onExchange({
+          direction: p.op === Op.Forward ? 'forward' : 'backward', layer: p.layer, group: p.group, tokens: p.tokens, masks: p.masks, requestId: p.id,
+          bytesUp: p.bytes.length, bytesDown: data.length, upSha256: p.upSha256!, downSha256: frameSha256(data), ms: performance.now() - p.sentAt,
+        });
+      } catch (e) {
+        // An exchange the audit log cannot record fails the run rather than going unrecorded.
+        p.reject(e instanceof Error ? e : new Error(String(e)));
+        return;
+      }
+    }
     p.resolve(m);
   }
 
@@ -459,6 +481,7 @@ export class RemoteSession {
       const p: PendingRequest = {
         id, bytes, op: msg.op, layer: msg.layer, group: msg.group, tokens: msg.tokens, masks: msg.masks, resolve, reject,
         deadline: Date.now() + (this.opts.retryDeadlineMs ?? 120_000), retries: 0, timer: null, answerTimer: null,
+        upSha256: this.opts.onExchange ? frameSha256(bytes) : null, sentAt: 0,
       };
       this.pending.set(id, p);
       this.sendRequest(p);
