@@ -1,7 +1,7 @@
 // A real encrypted run over loopback with audit logs on both sides: they verify, match, hold no
 // secret, survive a resume, and `helora audit` says so (and catches a tampered copy).
 
-import { test, after } from 'node:test';
+import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -19,6 +19,12 @@ import { runTrain, type TrainOptions } from './train.js';
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), 'main.js');
 const work = mkdtempSync(join(tmpdir(), 'helora-audit-e2e-'));
 const children = new Set<ChildProcess>();
+const modelDir = join(work, 'model');
+const dataPath = join(work, 'data.jsonl');
+before(() => {
+  const pairs = writeTinyModelFolder(modelDir);
+  writeFileSync(dataPath, pairs.slice(0, 60).map((p) => JSON.stringify(p)).join('\n') + '\n');
+});
 after(() => {
   for (const c of children) c.kill('SIGKILL');
   rmSync(work, { recursive: true, force: true });
@@ -49,10 +55,6 @@ function listingDigest(dir: string): string {
 }
 
 test('an encrypted run writes client and server audit logs that verify, match and hold no secret; a resume continues the chain', async () => {
-  const modelDir = join(work, 'model');
-  const dataPath = join(work, 'data.jsonl');
-  const pairs = writeTinyModelFolder(modelDir);
-  writeFileSync(dataPath, pairs.slice(0, 60).map((p) => JSON.stringify(p)).join('\n') + '\n');
   const token = 'f3'.repeat(20);
   writeFileSync(join(work, 'token'), token + '\n');
   const serverLog = join(work, 'server-audit.jsonl');
@@ -147,4 +149,21 @@ test('an encrypted run writes client and server audit logs that verify, match an
   r = cli('match', tampered, serverLog, '--json');
   assert.equal(r.status, 1);
   assert.equal((JSON.parse(r.stdout) as { client: { broken: { line: number } } }).client.broken.line, k + 2);
+});
+
+test('a broken audit log is never appended to: train and serve refuse to start; --audit-log is for encrypted mode only', async () => {
+  const broken = join(work, 'broken.jsonl');
+  writeFileSync(broken, '{"seq":1,"prev":"' + '0'.repeat(64) + '","time":"t","kind":"run_start"}\n{"seq":2,"pr');
+  const before = readFileSync(broken, 'utf8');
+  const base: TrainOptions = {
+    ...TRAIN_DEFAULTS, model: modelDir, data: dataPath, out: join(work, 'refused'), mode: 'encrypted', server: 'ws://127.0.0.1:9', steps: 1, batchTokens: 128,
+    seed: 1, resume: false, checkpointEvery: 1, progress: false, say: () => {}, auditLog: broken,
+  };
+  // Refused before the server is contacted (nothing listens at port 9: a connection attempt would fail differently).
+  await assert.rejects(runTrain(base), /audit log .*broken at line 2 \(torn_last_line/);
+  await assert.rejects(runTrain({ ...base, mode: 'quantized', server: undefined }), /--audit-log .*encrypted mode only/);
+  const r = spawnSync(process.execPath, [MAIN, 'serve', '--model', modelDir, '--port', '0', '--audit-log', broken], { encoding: 'utf8', timeout: 60_000 });
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /broken at line 2 \(torn_last_line/);
+  assert.equal(readFileSync(broken, 'utf8'), before, 'the broken log is left as it was');
 });
