@@ -27,6 +27,7 @@ export function matchText(r: MatchReport): string {
   }
   lines.push(`${r.ok ? 'MATCH' : 'DIFFERENT'}: ${r.matched} exchanges on both sides`
     + `${r.repeats ? `, ${r.repeats} computed again by the server after a re-send (same answer)` : ''}; server connections ${r.connections.join(', ') || 'none'}`);
+  if (r.failedOnClient.length) lines.push(`  ${r.failedOnClient.length} requests the server answered and the client recorded as failed (request_failed; not a difference)`);
   for (const h of r.modelHashMismatch) lines.push(`  the client trained against model ${h}, which the server log never served`);
   for (const c of r.onlyClient) lines.push(`  only in the client log: line ${c.line} (${String(c.direction)} layer ${String(c.layer)} ${String(c.group)}, upload ${c.up_sha256.slice(0, 16)}...)`);
   for (const s of r.onlyServer) lines.push(`  only in the server log: line ${s.line} conn ${s.conn} (${String(s.direction)} layer ${String(s.layer)} ${String(s.group)}, upload ${s.up_sha256.slice(0, 16)}...)`);

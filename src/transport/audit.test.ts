@@ -4,8 +4,14 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AuditLog } from '../util/audit-log.js';
-import { exchangeFields, folderDigest, matchLogs, verifyLog, type Exchange } from './audit.js';
+import { AuditLog, verifyAuditLog } from '../util/audit-log.js';
+import { Op, ServerErrorCode } from '../protocol/wire.js';
+import { ClientAudit, exchangeFields, folderDigest, matchLogs, verifyLog, type Exchange } from './audit.js';
+import { RemoteSession } from './client.js';
+import { ModelServer } from './model-server.js';
+import { startServer } from './server.js';
+import { removeDir, writeTinyModel } from './test-support.js';
+import { tokenFingerprint } from './token.js';
 
 const H = 'cd'.repeat(32);
 const up = (i: number): string => createHash('sha256').update(`up ${i}`).digest('hex');
@@ -94,6 +100,70 @@ test('folderDigest is the SHA-256 of the sha256sum listing of the folder\'s file
     const d = folderDigest(dir);
     assert.equal(d.sha256, h(listing));
     assert.deepEqual(Object.keys(d.files), ['B.bin', 'b.json']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a session and a server record the same frames: the hashes are of the exact bytes sent and received; an ERROR answer is a request_failed on the client only', async () => {
+  const tiny = writeTinyModel();
+  const model = await ModelServer.fromFolder(tiny.dir, { threads: 0, maxTokens: 64 });
+  const serverLog = AuditLog.open(join(tiny.root, 'server.jsonl'));
+  const token = '0123456789abcdef'.repeat(2);
+  const server = await startServer({ model, audit: serverLog, token, log: () => {} });
+  const clientAudit = new ClientAudit(AuditLog.open(join(tiny.root, 'client.jsonl')));
+  const sent: string[] = [];
+  try {
+    const s = await RemoteSession.connect({
+      url: server.url, token, onExchange: (e) => clientAudit.exchange(e), onFailedRequest: (e) => clientAudit.failedRequest(e),
+      capture: (bytes, channel) => { if (channel === 'ws') sent.push(createHash('sha256').update(bytes).digest('hex')); },
+    });
+    const req = (layer: number) => s.request({ masks: 'fresh', paramsId: 1, op: Op.Forward, layer, group: 'o', cols: [64], tokens: 2, seed: new Uint8Array(16).fill(3), blocks: [[new Uint8Array(64 * 2048 * 5).fill(1)]] });
+    const answer = await req(1);
+    assert.equal(answer.layer, 1);
+    await assert.rejects(req(7), /unknown layer 7/);
+    await s.close();
+  } finally {
+    await server.close();
+    await model.close();
+    serverLog.close();
+    clientAudit.close();
+  }
+  const c = verifyAuditLog(join(tiny.root, 'client.jsonl'));
+  const sv = verifyAuditLog(join(tiny.root, 'server.jsonl'));
+  assert.equal(c.broken, null);
+  assert.equal(sv.broken, null);
+  assert.deepEqual(c.records.map((r) => r.kind), ['request', 'request_failed']);
+  assert.deepEqual(sv.records.slice(0, 3).map((r) => r.kind), ['server_start', 'connection_open', 'request']);
+  assert.equal(sv.records.filter((r) => r.kind === 'request').length, 1, 'an ERROR answer is not a request record');
+  const [ok, failed] = c.records;
+  assert.deepEqual([ok.up_sha256, failed.up_sha256], sent, 'the client hashes exactly what it sent');
+  assert.deepEqual([failed.reason, failed.code, failed.layer], ['error_answer', ServerErrorCode.BadRequest, 7]);
+  const sr = sv.records[2];
+  assert.equal(sv.records[1].token_id, tokenFingerprint(token));
+  for (const f of ['up_sha256', 'down_sha256', 'bytes_up', 'bytes_down', 'request_id', 'layer', 'group', 'tokens', 'masks', 'direction']) assert.equal(sr[f], ok[f], f);
+  assert.equal(sr.token_id, tokenFingerprint(token));
+  const m = matchLogs(join(tiny.root, 'client.jsonl'), join(tiny.root, 'server.jsonl'));
+  assert.equal(m.ok, true);
+  assert.equal(m.matched, 1);
+  removeDir(tiny.root);
+});
+
+test('match: a request the server answered and the client recorded as failed is told apart, not a difference', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'helora-audit-failed-'));
+  try {
+    const c = AuditLog.open(join(dir, 'c.jsonl'));
+    c.append('request', exchangeFields(ex(1)));
+    c.append('request_failed', { up_sha256: up(2), reason: 'no_valid_answer', code: null });
+    c.close();
+    const s = AuditLog.open(join(dir, 's.jsonl'));
+    s.append('request', { conn: 1, ...exchangeFields(ex(1)) });
+    s.append('request', { conn: 1, ...exchangeFields(ex(2)) });
+    s.close();
+    const r = matchLogs(join(dir, 'c.jsonl'), join(dir, 's.jsonl'));
+    assert.equal(r.ok, true);
+    assert.deepEqual(r.failedOnClient, [{ client_line: 2, server_line: 2, up_sha256: up(2) }]);
+    assert.deepEqual(r.onlyServer, []);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

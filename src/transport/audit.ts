@@ -35,6 +35,13 @@ export interface Exchange {
   ms: number;
 }
 
+/** A request that was sent and failed without an accepted answer (client side). */
+export interface FailedRequest extends Omit<Exchange, 'bytesDown' | 'downSha256' | 'ms'> {
+  /** error_answer: the server answered ERROR (code); no_valid_answer: none in time, or one the client refused, or the session closed. */
+  reason: 'error_answer' | 'no_valid_answer';
+  code: number | null;
+}
+
 /** The fields every `request` record carries on both sides (compared by `audit match`). */
 export const EXCHANGE_FIELDS = ['direction', 'layer', 'group', 'tokens', 'masks', 'request_id', 'bytes_up', 'bytes_down', 'up_sha256', 'down_sha256'] as const;
 
@@ -97,6 +104,13 @@ export class ClientAudit {
 
   exchange(e: Exchange): void {
     this.log.append('request', exchangeFields(e));
+  }
+
+  failedRequest(e: FailedRequest): void {
+    this.log.append('request_failed', {
+      direction: e.direction, layer: e.layer, group: e.group, tokens: e.tokens, masks: e.masks, request_id: e.requestId.toString(),
+      bytes_up: e.bytesUp, up_sha256: e.upSha256, reason: e.reason, code: e.code,
+    });
   }
 
   checkpoint(step: number, dir: string): void {
@@ -180,6 +194,11 @@ export interface MatchReport {
   onlyClient: { line: number; up_sha256: string; layer: unknown; group: unknown; direction: unknown }[];
   onlyServer: { line: number; up_sha256: string; conn: string; layer: unknown; group: unknown; direction: unknown }[];
   differing: FieldDifference[];
+  /**
+   * Server records of requests the client recorded as failed (request_failed: an answer it did not
+   * accept, or one that came too late): both sides agree the bytes were sent; not a difference.
+   */
+  failedOnClient: { client_line: number; server_line: number; up_sha256: string }[];
   /** The client's run_start model hashes that no server_start of the server log has. */
   modelHashMismatch: string[];
   /** The server connections that carried the client's requests (server run:conn). */
@@ -195,13 +214,15 @@ export interface MatchReport {
 export function matchLogs(clientFile: string, serverFile: string): MatchReport {
   const client = verifyLog(clientFile);
   const server = verifyLog(serverFile);
-  const report: MatchReport = { ok: false, client, server, matched: 0, repeats: 0, onlyClient: [], onlyServer: [], differing: [], modelHashMismatch: [], connections: [] };
+  const report: MatchReport = { ok: false, client, server, matched: 0, repeats: 0, onlyClient: [], onlyServer: [], differing: [], failedOnClient: [], modelHashMismatch: [], connections: [] };
   if (!client.ok || !server.ok) return report;
 
   const clientReqs: AuditRecord[] = [];
+  const clientFailed = new Map<string, AuditRecord>();
   const clientModels = new Set<string>();
   verifyAuditLog(clientFile, (r) => {
     if (r.kind === 'request') clientReqs.push(r);
+    else if (r.kind === 'request_failed') clientFailed.set(String(r.up_sha256), r);
     else if (r.kind === 'run_start' && typeof r.model_hash === 'string') clientModels.add(r.model_hash);
   });
   const byUp = new Map<string, ServerExchange[]>();
@@ -240,6 +261,14 @@ export function matchLogs(clientFile: string, serverFile: string): MatchReport {
       used.add(again.rec);
       if (again.rec.down_sha256 === first.down_sha256) report.repeats++;
       else report.differing.push({ up_sha256: up, client_line: c.seq, server_line: again.rec.seq, fields: [{ field: 'down_sha256', client: c.down_sha256, server: again.rec.down_sha256 }] });
+    }
+  }
+  for (const [up, f] of clientFailed) {
+    for (const s of byUp.get(up) ?? []) {
+      if (used.has(s.rec)) continue;
+      used.add(s.rec);
+      conns.add(s.conn);
+      report.failedOnClient.push({ client_line: f.seq, server_line: s.rec.seq, up_sha256: up });
     }
   }
   for (const list of byUp.values()) {

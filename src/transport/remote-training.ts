@@ -93,6 +93,7 @@ export class RemoteTraining {
     const session = await RemoteSession.connect({
       url: this.o.url, token: this.o.token, expectedModelHash: expected, ca: this.o.ca, retryDeadlineMs: this.o.retryDeadlineMs, localShape: shapeOf(config),
       onExchange: audit ? (e) => audit.exchange(e) : undefined,
+      onFailedRequest: audit ? (e) => audit.failedRequest(e) : undefined,
     });
     const verify = (this.o.verifyResults ?? true) && local !== null;
     let integrity: ResultIntegrity | undefined;

@@ -370,7 +370,9 @@ interface Request {
   bytes: number;
   /** What the request log records about it (no payload). */
   fields: LogEvent;
-  /** SHA-256 of the request frame (only when there is an audit log). */
+  /** The frame itself (its message's blocks are views into it). */
+  frame: Uint8Array;
+  /** SHA-256 of the frame, taken once the request is admitted (only when there is an audit log). */
   upSha256: string | null;
 }
 
@@ -524,7 +526,7 @@ class Connection {
       const group = msg.group;
       return {
         msg, op, group, requestId, paramsId, bytes: bytes.length, fields: { op, layer: msg.layer, group, tokens: msg.tokens, bytes_in: bytes.length },
-        upSha256: this.endpoints.audit ? frameSha256(bytes) : null,
+        frame: bytes, upSha256: null,
       };
     } catch (e) {
       // Decoder messages describe the client's own bytes (no server state), so they are sent back.
@@ -556,6 +558,8 @@ class Connection {
     this.requests++;
     this.inFlight++;
     this.queuedBytes += bytes;
+    // Hashed before the kernels see the request, and only once it is admitted (refused frames cost no hash).
+    if (this.endpoints.audit) request.upSha256 = frameSha256(request.frame);
     dispatch(this.endpoints.model, this.endpoints.queue, () => this.closed, request).then(({ bytesOut, queueMs, computeMs }) => {
       this.queuedBytes -= bytes;
       try {
