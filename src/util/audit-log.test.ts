@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { appendFileSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AuditLog, GENESIS, MAX_AUDIT_LINE_BYTES, verifyAuditLog } from './audit-log.js';
@@ -140,4 +140,11 @@ test('lines are read across chunk boundaries exactly (records larger than the re
   const v = verifyAuditLog(p);
   assert.equal(v.broken, null);
   assert.equal(v.records.length, 5);
+}));
+
+test('a log is never opened through a symlink', () => withDir((dir) => {
+  writeFileSync(join(dir, 'target'), '');
+  symlinkSync(join(dir, 'target'), join(dir, 'link.jsonl'));
+  assert.throws(() => AuditLog.open(join(dir, 'link.jsonl')), /ELOOP|symbolic/);
+  assert.equal(readFileSync(join(dir, 'target'), 'utf8'), '');
 }));

@@ -21,7 +21,7 @@
 // damaged file aside (kept as evidence) and starts a new log.
 
 import { createHash } from 'node:crypto';
-import { closeSync, fstatSync, fsyncSync, mkdirSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, fsyncSync, mkdirSync, openSync, readSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 
 export const GENESIS = '0'.repeat(64);
@@ -160,8 +160,10 @@ export class AuditLog {
    */
   static open(path: string, o: AuditLogOptions = {}): AuditLog {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-    const fd = openSync(path, 'a+', 0o600);
+    // Never through a symlink (a planted link would send the records elsewhere), only into a regular file.
+    const fd = openSync(path, constants.O_RDWR | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
     try {
+      if (!fstatSync(fd).isFile()) throw new Error(`helora: the audit log ${path} is not a regular file`);
       let seq = 0;
       let prev = GENESIS;
       if (fstatSync(fd).size > 0) {
