@@ -15,6 +15,7 @@ import { runDemo } from './demo.js';
 import type { ProjectionName } from '../model/projections.js';
 import { registerPretrainCommand } from './pretrain.js';
 import { registerEstimateCommands } from './estimate.js';
+import { registerAuditCommands } from './audit.js';
 import { layerList, nonNegativeInt, nonNegativeNumber, port, positiveInt, positiveNumber, probability, targets } from './args.js';
 
 const program = new Command();
@@ -44,10 +45,11 @@ program
   .option('--max-tokens <n>', 'most tokens per request', positiveInt)
   .option('--mask-tables <dir>', 'folder of the public mask tables, computed once per model (default: helora-mask-tables in the temp folder)')
   .option('--no-mask-tables', 'offer no mask tables (clients use fresh masks)')
+  .option('--audit-log <file>', 'hash-chained log of every answered request (sizes, frame SHA-256s, token fingerprint; no payload); continued when it exists')
   .action(async (o: {
     model: string; host: string; port: number; threads?: number; token?: string; tokenFile?: string; tlsCert?: string; tlsKey?: string; insecure: boolean;
     rate: number; burst?: number; maxQueue: number; maxInFlight: number; maxConnections: number; maxConnectionsPerAddress: number; maxTokens?: number;
-    maskTables?: string | boolean;
+    maskTables?: string | boolean; auditLog?: string;
   }) => {
     const s = await serve({ ...o, maskTables: o.maskTables === true ? undefined : o.maskTables, env: process.env });
     const stop = (): void => {
@@ -89,19 +91,22 @@ program
   .option('--ca <file>', 'PEM CA certificate to trust (a wss:// server with a self-signed certificate)')
   .option('--resume', 'continue from the newest checkpoint in --out', false)
   .option('--checkpoint-every <n>', 'steps between checkpoints', positiveInt, TRAIN_DEFAULTS.checkpointEvery)
+  .option('--audit-log <file>', 'encrypted mode: hash-chained log of every exchange with the server (default: audit.jsonl in --out); no secrets, no loss')
+  .option('--no-audit-log', 'encrypted mode: keep no audit log')
   .option('--no-progress', 'no progress output')
   .addOption(new Option('--stop-after <n>', 'stop after this many steps without finishing the run (testing crash recovery)').argParser(positiveInt).hideHelp())
   .action(async (o: {
     server?: string; model: string; data: string; out: string; mode: TrainMode; steps?: number; epochs?: number; batchTokens: number; gradAccum: number;
     lr: number; warmup: number; schedule: 'cosine' | 'linear' | 'constant'; rank: number; alpha: number; dropout: number; targets: ProjectionName[]; layers?: number[]; masks?: 'table' | 'fresh'; tableCache?: string; seed: number;
     token?: string; tokenFile?: string; allowUnverified: boolean; verifyResults: boolean; checkTokens: number; expectHash?: string; ca?: string; resume: boolean; checkpointEvery: number; progress: boolean; stopAfter?: number;
+    auditLog: string | boolean;
   }) => {
     const r = await runTrain({ ...o, env: process.env, ca: o.ca !== undefined ? readFileSync(o.ca, 'utf8') : undefined });
     const last = r.history[r.history.length - 1];
     process.stdout.write(JSON.stringify({
       event: 'done', mode: o.mode, steps: r.history.length, total_steps: r.totalSteps, resumed_from: r.startStep,
       final_loss: last?.loss ?? null, csv: r.csvPath, plot: r.pngPath, adapter: r.adapterDir, model_hash: r.modelHash, hash_check: r.hashCheck,
-      bytes_up: last?.bytesUp ?? 0, bytes_down: last?.bytesDown ?? 0,
+      bytes_up: last?.bytesUp ?? 0, bytes_down: last?.bytesDown ?? 0, audit_log: r.auditLog,
     }) + '\n');
   });
 
@@ -141,6 +146,7 @@ program
 
 registerPretrainCommand(program);
 registerEstimateCommands(program);
+registerAuditCommands(program);
 
 program
   .command('matmul-demo')

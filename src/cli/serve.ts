@@ -7,6 +7,7 @@ import { performance } from 'node:perf_hooks';
 import { ModelServer } from '../transport/model-server.js';
 import { checkListenSecurity, DEFAULT_SERVER_LIMITS, jsonLineLogger, startServer, type Logger, type RunningServer } from '../transport/server.js';
 import { checkTokenStrength, resolveToken } from '../transport/token.js';
+import { AuditLog } from '../util/audit-log.js';
 
 export interface ServeOptions {
   model: string;
@@ -32,6 +33,8 @@ export interface ServeOptions {
   maxConnectionsPerAddress?: number;
   maxInFlight?: number;
   maxQueue?: number;
+  /** The audit log (transport/audit.ts), continued when it exists; a broken one is refused. */
+  auditLog?: string;
   log?: Logger;
   say?: (line: string) => void;
 }
@@ -59,8 +62,16 @@ export async function serve(o: ServeOptions): Promise<{ server: RunningServer; m
   // Refusals before the (long) model load.
   if (token) checkTokenStrength(token.token);
   checkListenSecurity(o.host, tls !== undefined, token !== undefined, !!o.insecure);
+  // A broken audit log is refused before the (long) model load too.
+  const audit = o.auditLog !== undefined ? AuditLog.open(o.auditLog) : undefined;
   const t0 = performance.now();
-  const model = await ModelServer.fromFolder(o.model, { threads: o.threads, maxTokens: o.maxTokens, maskTables: o.maskTables });
+  let model: ModelServer;
+  try {
+    model = await ModelServer.fromFolder(o.model, { threads: o.threads, maxTokens: o.maxTokens, maskTables: o.maskTables });
+  } catch (e) {
+    audit?.close();
+    throw e;
+  }
   log({
     event: 'model_loaded', model: o.model, model_hash: model.hash, layers: model.config.numLayers, hidden: model.config.hiddenSize,
     mask_tables: model.maskTableFolder, load_ms: Math.round(performance.now() - t0),
@@ -69,10 +80,11 @@ export async function serve(o: ServeOptions): Promise<{ server: RunningServer; m
   try {
     server = await startServer({
       model, host: o.host, port: o.port, token: token?.token, tls, log, insecure: o.insecure, rateLimit: { perSecond: o.rate, burst },
-      maxQueue, maxConnections: o.maxConnections, maxConnectionsPerAddress: o.maxConnectionsPerAddress, maxInFlightPerConnection: o.maxInFlight,
+      maxQueue, maxConnections: o.maxConnections, maxConnectionsPerAddress: o.maxConnectionsPerAddress, maxInFlightPerConnection: o.maxInFlight, audit,
     });
   } catch (e) {
     await model.close();
+    audit?.close();
     throw e;
   }
   say(`helora: serving ${o.model} at ${server.url}`);
@@ -82,6 +94,7 @@ export async function serve(o: ServeOptions): Promise<{ server: RunningServer; m
     async close(): Promise<void> {
       await server.close();
       await model.close();
+      audit?.close();
     },
   };
 }

@@ -9,9 +9,15 @@ import { resolveToken } from '../transport/token.js';
 import type { RemoteStats } from '../transport/client.js';
 import { writeLossPlot } from './plot.js';
 import { Progress } from './progress.js';
+import type { AuditFields } from '../util/audit-log.js';
 
 /** A fine-tuning run with the server connection of the encrypted mode (RemoteTrainingOptions, its URL as `server`). */
-export interface TrainOptions extends Omit<FineTuneOptions, 'connectEncrypted' | 'onStart'>, Omit<RemoteTrainingOptions, 'url' | 'say'> {
+export interface TrainOptions extends Omit<FineTuneOptions, 'connectEncrypted' | 'onStart'>, Omit<RemoteTrainingOptions, 'url' | 'say' | 'auditLog'> {
+  /**
+   * Encrypted mode: the audit log (a file; default true: audit.jsonl in the run folder; false:
+   * none). See transport/audit.ts: no secret goes into it, not even the loss.
+   */
+  auditLog?: string | boolean;
   /** Server URL (encrypted mode). */
   server?: string;
   /** --token (shows in ps), --token-file or HELORA_TOKEN (env): one of them. */
@@ -28,6 +34,8 @@ export interface TrainResult extends FineTuneResult {
   modelHash: string | null;
   hashCheck: HashCheck | null;
   remote: RemoteStats | null;
+  /** The audit log written (encrypted mode), or null. */
+  auditLog: string | null;
 }
 
 /** The flags of the server connection (fineTune checks the rest). */
@@ -35,6 +43,22 @@ function checkServerFlags(o: TrainOptions): void {
   if (o.mode === 'encrypted' && !o.server) throw new Error('helora: encrypted mode needs --server URL (or use --mode quantized / fp32 to train locally)');
   if (o.mode !== 'encrypted' && o.server) throw new Error(`helora: --server is only used in encrypted mode, not with --mode ${o.mode}`);
   if (o.expectHash !== undefined && !/^[0-9a-f]{64}$/i.test(o.expectHash)) throw new Error('helora: --expect-hash must be 64 hex characters (the sha256 the server prints)');
+  if (o.mode !== 'encrypted' && typeof o.auditLog === 'string') throw new Error(`helora: --audit-log records the exchanges with a server: encrypted mode only, not --mode ${o.mode}`);
+}
+
+/** The audit log's file: the given one, audit.jsonl in the run folder by default (encrypted mode), or none. */
+export function auditLogPath(o: Pick<TrainOptions, 'mode' | 'out' | 'auditLog'>): string | undefined {
+  if (o.mode !== 'encrypted' || o.auditLog === false) return undefined;
+  return typeof o.auditLog === 'string' ? o.auditLog : join(o.out, 'audit.jsonl');
+}
+
+/** The run's settings as the audit log records them (no token, no key, no data, no paths). */
+function auditSettings(o: TrainOptions): AuditFields {
+  return {
+    mode: o.mode, steps: o.steps ?? null, epochs: o.epochs ?? null, batch_tokens: o.batchTokens, grad_accum: o.gradAccum, lr: o.lr, warmup: o.warmup,
+    schedule: o.schedule, rank: o.rank, alpha: o.alpha, dropout: o.dropout, targets: [...o.targets], layers: o.layers ? [...o.layers] : null, seed: o.seed,
+    checkpoint_every: o.checkpointEvery, resume: o.resume, masks_requested: o.masks ?? null, verify_results: o.verifyResults ?? true,
+  };
 }
 
 /** fineTune with a progress bar on stderr; afterwards the loss curve goes to loss.png in the run folder. */
@@ -45,7 +69,10 @@ export async function fineTuneWithProgress(o: FineTuneOptions, showProgress: boo
   try {
     run = await fineTune({
       ...o,
-      onStart: ({ totalSteps, startStep }) => progress.start(totalSteps, startStep),
+      onStart: (start) => {
+        progress.start(start.totalSteps, start.startStep);
+        o.onStart?.(start);
+      },
       onStep: (row, step) => {
         progress.update({ step: row.step, loss: row.loss, tokensPerSec: step.tokensPerSec, bytesUp: row.bytesUp, bytesDown: row.bytesDown });
         o.onStep?.(row, step);
@@ -66,8 +93,33 @@ export async function runTrain(o: TrainOptions): Promise<TrainResult> {
     ? new RemoteTraining({
       url: o.server!, token: resolveToken({ token: o.token, tokenFile: o.tokenFile, env: o.env ?? {} })?.token, expectHash: o.expectHash, ca: o.ca,
       retryDeadlineMs: o.retryDeadlineMs, allowUnverified: o.allowUnverified, verifyResults: o.verifyResults, checkTokens: o.checkTokens, masks: o.masks, tableCache: o.tableCache, say,
+      auditLog: auditLogPath(o),
     })
     : null;
-  const run = await fineTuneWithProgress({ ...o, say, connectEncrypted: server?.connect }, o.progress ?? true);
-  return { ...run, modelHash: server?.modelHash ?? null, hashCheck: server?.hashCheck ?? null, remote: server?.stats() ?? null };
+  let run: FineTuneResult & { pngPath: string };
+  try {
+    run = await fineTuneWithProgress({
+      ...o, say, connectEncrypted: server?.connect,
+      onStart: (start) => {
+        const facts = server?.facts();
+        if (server?.audit && facts) server.audit.runStart({ ...facts, settings: auditSettings(o), totalSteps: start.totalSteps, startStep: start.startStep });
+      },
+      onCheckpoint: (step, dir) => {
+        server?.audit?.checkpoint(step, dir);
+        o.onCheckpoint?.(step, dir);
+      },
+    }, o.progress ?? true);
+    const stats = server?.stats();
+    if (server?.audit && stats) {
+      const step = run.history.length > 0 ? run.history[run.history.length - 1].step : run.startStep;
+      server.audit.runEnd(step, run.totalSteps, run.adapterDir, { up: stats.bytesUp, down: stats.bytesDown }, stats.requests);
+    }
+  } catch (e) {
+    // No error text: it could quote what the log must not hold.
+    try { server?.audit?.log.append('run_abort', {}, true); } catch { /* the log itself failed */ }
+    throw e;
+  } finally {
+    server?.closeAudit();
+  }
+  return { ...run, modelHash: server?.modelHash ?? null, hashCheck: server?.hashCheck ?? null, remote: server?.stats() ?? null, auditLog: auditLogPath(o) ?? null };
 }

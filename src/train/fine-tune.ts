@@ -95,6 +95,8 @@ export interface FineTuneOptions {
   say?: (line: string) => void;
   /** Called once the run knows its steps, before the first step. */
   onStart?: (start: RunStart) => void;
+  /** Called when a checkpoint folder is in place (before onStep of its step). */
+  onCheckpoint?: (step: number, dir: string) => void;
   /** Called after every optimizer step, once the CSV (and a due checkpoint) is written. */
   onStep?: (row: HistoryRow, step: StepEvent) => void;
   /** Test hook: stop (without the final adapter) once this many steps are done, as a crash would. */
@@ -310,7 +312,8 @@ class FineTuneRun {
 
   private checkpoint(): void {
     const traffic = this.traffic();
-    saveRunCheckpoint(this.out, { state: this.trainer.state(), fingerprint: this.fingerprint, history: this.history, elapsedS: this.elapsedS(), bytesUp: traffic.up, bytesDown: traffic.down });
+    const dir = saveRunCheckpoint(this.out, { state: this.trainer.state(), fingerprint: this.fingerprint, history: this.history, elapsedS: this.elapsedS(), bytesUp: traffic.up, bytesDown: traffic.down });
+    this.o.onCheckpoint?.(this.trainer.step, dir);
   }
 
   private writeCsv(): void {

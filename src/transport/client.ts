@@ -31,6 +31,7 @@ import {
 import { checkShapesEqual, MAX_MODEL_INFO_BYTES, parseModelInfo, type ModelInfo, type ModelShape } from './model-info.js';
 import { HEALTH_PATH, MASK_TABLE_PATH, MODEL_INFO_PATH, WS_PATH } from '../protocol/endpoints.js';
 import type { ResultIntegrity } from './integrity.js';
+import { frameSha256, type Exchange, type FailedRequest } from './audit.js';
 import { layerTableLayout, MASK_TABLE_VERSION, MaskTableCache, tableFolder, tableMaskSeed } from './mask-tables.js';
 
 /** What the capture hook sees: every byte string the client hands to the network, before framing. */
@@ -68,6 +69,13 @@ export interface RemoteSessionOptions {
   maxReconnects?: number;
   /** Test hook: called with every byte string the client sends. */
   capture?: CaptureHook;
+  /**
+   * Called once per answered request with its sizes and the SHA-256 of the request frame and of
+   * the answer frame (the audit log, transport/audit.ts); the hashing is done only when this is set.
+   */
+  onExchange?: (e: Exchange) => void;
+  /** Called once per request that was sent and then failed without an accepted answer (the audit log). */
+  onFailedRequest?: (e: FailedRequest) => void;
 }
 
 /** An ERROR answer from the server. */
@@ -95,6 +103,9 @@ interface PendingRequest {
   timer: NodeJS.Timeout | null;
   /** Fails the request when no answer came within requestTimeoutMs of its (last) sending. */
   answerTimer: NodeJS.Timeout | null;
+  /** SHA-256 of `bytes` (only with an onExchange hook) and when they were last sent. */
+  upSha256: string | null;
+  sentAt: number;
 }
 
 function normalizeBase(url: string): { ws: string; http: string; tls: boolean } {
@@ -320,7 +331,7 @@ export class RemoteSession {
       p.reject(new Error(`helora: no answer from ${this.base.ws} to request ${p.id} (op ${p.op}, layer ${p.layer}, ${p.group}) within ${timeout} ms`));
     }, timeout);
     p.answerTimer.unref();
-    this.sendBytes(p.bytes);
+    if (this.sendBytes(p.bytes)) p.sentAt = performance.now();
   }
 
   /** Removes a request from the pending ones and stops its timers. */
@@ -332,12 +343,14 @@ export class RemoteSession {
     p.answerTimer = null;
   }
 
-  private sendBytes(bytes: Uint8Array): void {
+  /** Whether the bytes went to an open socket (else they are sent on reconnect). */
+  private sendBytes(bytes: Uint8Array): boolean {
     const ws = this.ws;
-    if (!ws || ws.readyState !== WebSocket.OPEN) return; // sent on reconnect
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
     this.opts.capture?.(bytes, 'ws');
     this.bytesUp += bytes.length;
     ws.send(bytes, { binary: true });
+    return true;
   }
 
   /**
@@ -445,6 +458,18 @@ export class RemoteSession {
       p.reject(new Error(`helora: the answer to request ${p.id} is for op ${m.op} layer ${m.layer} group ${m.group} (${m.tokens} tokens), asked op ${p.op} layer ${p.layer} group ${p.group} (${p.tokens} tokens)`));
       return;
     }
+    if (this.opts.onExchange) {
+      try {
+        this.opts.onExchange({
+          direction: p.op === Op.Forward ? 'forward' : 'backward', layer: p.layer, group: p.group, tokens: p.tokens, masks: p.masks, requestId: p.id,
+          bytesUp: p.bytes.length, bytesDown: data.length, upSha256: p.upSha256!, downSha256: frameSha256(data), ms: performance.now() - p.sentAt,
+        });
+      } catch (e) {
+        // An exchange the audit log cannot record fails the run rather than going unrecorded.
+        p.reject(e instanceof Error ? e : new Error(String(e)));
+        return;
+      }
+    }
     p.resolve(m);
   }
 
@@ -455,10 +480,25 @@ export class RemoteSession {
     const id = this.nextId++;
     const bytes = encodeEncryptedInput({ ...msg, requestId: id });
     if (msg.tokens > this.tokensPerRequest) return Promise.reject(new Error(`helora: a request of ${msg.tokens} tokens exceeds this session's ${this.tokensPerRequest} per request`));
-    return new Promise<EncryptedOutputMessage>((resolve, reject) => {
+    const audited = this.opts.onExchange !== undefined || this.opts.onFailedRequest !== undefined;
+    return new Promise<EncryptedOutputMessage>((resolve, rejectPromise) => {
+      // A request that went out and failed is recorded too: its bytes reached the server.
+      const reject = (e: Error): void => {
+        const hook = this.opts.onFailedRequest;
+        if (hook && p.sentAt > 0) {
+          try {
+            hook({
+              direction: p.op === Op.Forward ? 'forward' : 'backward', layer: p.layer, group: p.group, tokens: p.tokens, masks: p.masks, requestId: p.id,
+              bytesUp: p.bytes.length, upSha256: p.upSha256!, reason: e instanceof RemoteError ? 'error_answer' : 'no_valid_answer', code: e instanceof RemoteError ? e.code : null,
+            });
+          } catch { /* the log failed: the request's own error is the one reported */ }
+        }
+        rejectPromise(e);
+      };
       const p: PendingRequest = {
         id, bytes, op: msg.op, layer: msg.layer, group: msg.group, tokens: msg.tokens, masks: msg.masks, resolve, reject,
         deadline: Date.now() + (this.opts.retryDeadlineMs ?? 120_000), retries: 0, timer: null, answerTimer: null,
+        upSha256: audited ? frameSha256(bytes) : null, sentAt: 0,
       };
       this.pending.set(id, p);
       this.sendRequest(p);

@@ -12,6 +12,9 @@ import { RemoteEncryptedProvider, RemoteSession, type RemoteStats } from './clie
 import { DEFAULT_TOKENS_PER_CHECK, ResultIntegrity } from './integrity.js';
 import { checkShapeMatches, shapeOf } from './model-info.js';
 import { loadQuantizedModel, type QuantizedModel } from './model-server.js';
+import { ClientAudit } from './audit.js';
+import { tokenFingerprint } from './token.js';
+import { AuditLog } from '../util/audit-log.js';
 
 export interface RemoteTrainingOptions {
   /** ws:// or wss:// URL of the server. */
@@ -38,6 +41,23 @@ export interface RemoteTrainingOptions {
   checkTokens?: number;
   /** Messages for the user (the hash check, the table download). */
   say?: (line: string) => void;
+  /**
+   * The client's audit log (transport/audit.ts), opened (its chain checked, and continued) before
+   * the server is contacted; every answered request is recorded in it.
+   */
+  auditLog?: string;
+}
+
+/** Public facts of the connection, for the audit log's run_start record. */
+export interface ConnectionFacts {
+  modelHash: string;
+  hashCheck: HashCheck;
+  paramsId: number;
+  actBits: number;
+  masks: MaskMode;
+  server: string;
+  tokenId: string | null;
+  resultsVerified: boolean;
 }
 
 /** How the server's model hash was checked. */
@@ -50,6 +70,8 @@ export class RemoteTraining {
   /** Whether every result is checked against the public weights. */
   resultsVerified = false;
   private remote: RemoteEncryptedProvider | null = null;
+  /** The audit log, open from connect until closeAudit. */
+  audit: ClientAudit | null = null;
 
   constructor(private readonly o: RemoteTrainingOptions) {}
 
@@ -69,8 +91,13 @@ export class RemoteTraining {
       hashCheck = 'local-folder';
     }
     this.hashCheck = hashCheck;
+    // A broken log stops the run before anything is sent.
+    if (this.o.auditLog !== undefined && !this.audit) this.audit = new ClientAudit(AuditLog.open(this.o.auditLog));
+    const audit = this.audit;
     const session = await RemoteSession.connect({
       url: this.o.url, token: this.o.token, expectedModelHash: expected, ca: this.o.ca, retryDeadlineMs: this.o.retryDeadlineMs, localShape: shapeOf(config),
+      onExchange: audit ? (e) => audit.exchange(e) : undefined,
+      onFailedRequest: audit ? (e) => audit.failedRequest(e) : undefined,
     });
     const verify = (this.o.verifyResults ?? true) && local !== null;
     let integrity: ResultIntegrity | undefined;
@@ -113,6 +140,21 @@ export class RemoteTraining {
       close: () => remote.close(),
     };
   };
+
+  /** What the audit log's run_start records about the connection (null before it is made). */
+  facts(): ConnectionFacts | null {
+    const r = this.remote;
+    if (!r || !this.modelHash || !this.hashCheck) return null;
+    return {
+      modelHash: this.modelHash, hashCheck: this.hashCheck, paramsId: r.info.paramsId, actBits: r.info.actBits, masks: r.masks, server: r.session.url,
+      tokenId: this.o.token !== undefined ? tokenFingerprint(this.o.token) : null, resultsVerified: this.resultsVerified,
+    };
+  }
+
+  closeAudit(): void {
+    this.audit?.close();
+    this.audit = null;
+  }
 
   /** Traffic, time split and reconnects of the connection (null before it is made). */
   stats(): RemoteStats | null {

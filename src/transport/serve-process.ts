@@ -2,12 +2,14 @@
 //   node serve-process.js --model DIR [--host H] [--port P] [--token T] [--threads N]
 //                         [--rate R] [--burst B] [--max-connections C] [--max-tokens M] [--act-bits A]
 //                         [--limits JSON (ServerLimits fields)] [--mask-tables DIR|none]
+//                         [--audit-log FILE]
 //                         [--memory-log 1]  (adds this process's memory to each request line, for benchmarks)
 // Logs JSON lines on stdout; the "listening" line carries the URL. SIGTERM/SIGINT close it cleanly.
 
 import { ModelServer } from './model-server.js';
 import { readFileSync } from 'node:fs';
 import { jsonLineLogger, startServer, type LogEvent, type ServerLimits } from './server.js';
+import { AuditLog } from '../util/audit-log.js';
 
 /** This process's memory now and its peak (VmHWM), in MiB, for the request log of a benchmark. */
 function memoryFields(): LogEvent {
@@ -45,6 +47,7 @@ async function main(): Promise<void> {
     threads: int(args, 'threads'), maxTokens: int(args, 'max-tokens'), actBits: int(args, 'act-bits'), maskTables: tables === 'none' ? false : tables,
   });
   const rate = int(args, 'rate');
+  const audit = args.has('audit-log') ? AuditLog.open(args.get('audit-log')!) : undefined;
   const memoryLog = args.get('memory-log') === '1';
   const server = await startServer({
     log: memoryLog ? (e) => jsonLineLogger(e.event === 'request' ? { ...e, ...memoryFields() } : e) : undefined,
@@ -55,9 +58,10 @@ async function main(): Promise<void> {
     maxConnections: int(args, 'max-connections'),
     ...(args.has('limits') ? JSON.parse(args.get('limits')!) as Partial<ServerLimits> : {}),
     rateLimit: rate !== undefined ? { perSecond: rate, burst: int(args, 'burst') ?? rate } : undefined,
+    audit,
   });
   const stop = (): void => {
-    void server.close().then(() => model.close()).then(() => process.exit(0));
+    void server.close().then(() => model.close()).then(() => { audit?.close(); process.exit(0); });
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);

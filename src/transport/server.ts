@@ -42,11 +42,13 @@ import { PROJECTION_GROUPS, type ProjectionGroup } from '../model/projections.js
 import { HEALTH_PATH, MASK_TABLE_PATH, MODEL_INFO_PATH, WS_PATH } from '../protocol/endpoints.js';
 import {
   decodeMessage, encodeEncryptedOutput, encodeError, encryptedInputBytes, MessageType, NO_PARAMS_ID, Op, peekHeader,
-  ServerErrorCode, serverCodeFor, WireError, type EncryptedInputMessage,
+  ServerErrorCode, serverCodeFor, WIRE_VERSION, WireError, type EncryptedInputMessage,
 } from '../protocol/wire.js';
 import { modelInfoToJson } from './model-info.js';
 import { BadRequestError, type ModelServer } from './model-server.js';
-import { checkTokenStrength } from './token.js';
+import { checkTokenStrength, tokenFingerprint } from './token.js';
+import { AUDIT_FORMAT, exchangeFields, frameSha256 } from './audit.js';
+import type { AuditFields, AuditLog } from '../util/audit-log.js';
 
 /** Slack above the largest legal request for the WebSocket frame limit. */
 const MAX_PAYLOAD_MARGIN = 64 * 1024;
@@ -127,6 +129,12 @@ export interface ServerOptions extends Partial<ServerLimits> {
   /** Default DEFAULT_RATE_LIMIT. */
   rateLimit?: RateLimit;
   log?: Logger;
+  /**
+   * The audit log (transport/audit.ts): server start and stop, connections, and one record per
+   * answered request with the SHA-256 of its request and answer frames; never a payload or the token.
+   * The caller opens and closes it.
+   */
+  audit?: AuditLog;
 }
 
 export interface RunningServer {
@@ -362,6 +370,10 @@ interface Request {
   bytes: number;
   /** What the request log records about it (no payload). */
   fields: LogEvent;
+  /** The frame itself (its message's blocks are views into it). */
+  frame: Uint8Array;
+  /** SHA-256 of the frame, taken once the request is admitted (only when there is an audit log). */
+  upSha256: string | null;
 }
 
 /** The model server's product for one request, encoded as the answer, run through the queue. */
@@ -512,7 +524,10 @@ class Connection {
       const msg = d.message;
       const op = msg.op === Op.Forward ? 'forward' : 'backward';
       const group = msg.group;
-      return { msg, op, group, requestId, paramsId, bytes: bytes.length, fields: { op, layer: msg.layer, group, tokens: msg.tokens, bytes_in: bytes.length } };
+      return {
+        msg, op, group, requestId, paramsId, bytes: bytes.length, fields: { op, layer: msg.layer, group, tokens: msg.tokens, bytes_in: bytes.length },
+        frame: bytes, upSha256: null,
+      };
     } catch (e) {
       // Decoder messages describe the client's own bytes (no server state), so they are sent back.
       const we = e instanceof WireError ? e : new WireError('bad_field', 'undecodable message');
@@ -543,8 +558,19 @@ class Connection {
     this.requests++;
     this.inFlight++;
     this.queuedBytes += bytes;
+    // Hashed before the kernels see the request, and only once it is admitted (refused frames cost no hash).
+    if (this.endpoints.audit) request.upSha256 = frameSha256(request.frame);
     dispatch(this.endpoints.model, this.endpoints.queue, () => this.closed, request).then(({ bytesOut, queueMs, computeMs }) => {
       this.queuedBytes -= bytes;
+      try {
+        this.auditExchange(request, bytesOut, computeMs);
+      } catch (e) {
+        // An answer the audit log cannot record is not sent (the client gets an internal error).
+        this.inFlight--;
+        this.endpoints.log({ event: 'audit_error', conn: this.id, request_id: requestId.toString(), error: e instanceof Error ? e.message : String(e) });
+        this.answerError(requestId, paramsId, ServerErrorCode.Internal, INTERNAL_ERROR_MESSAGE, fields);
+        return;
+      }
       this.sendAnswer(bytesOut);
       this.endpoints.log({ event: 'request', conn: this.id, request_id: requestId.toString(), ...fields, bytes_out: bytesOut.length, queue_ms: Math.round(queueMs), ms: Math.round(computeMs) });
     }, (e: unknown) => {
@@ -558,6 +584,20 @@ class Connection {
       // Internal failures: the details stay in the log, the client gets a generic message.
       this.endpoints.log({ event: 'internal_error', conn: this.id, request_id: requestId.toString(), error: e instanceof Error ? e.message : String(e) });
       this.answerError(requestId, paramsId, ServerErrorCode.Internal, INTERNAL_ERROR_MESSAGE, fields);
+    });
+  }
+
+  /** The audit record of an answered request (before the answer leaves: an unrecorded answer is not sent). */
+  private auditExchange(request: Request, bytesOut: Uint8Array, computeMs: number): void {
+    const audit = this.endpoints.audit;
+    if (!audit) return;
+    const { msg } = request;
+    audit.append('request', {
+      conn: this.id, token_id: this.endpoints.tokenId,
+      ...exchangeFields({
+        direction: request.op, layer: msg.layer, group: msg.group, tokens: msg.tokens, masks: msg.masks, requestId: request.requestId,
+        bytesUp: request.bytes, bytesDown: bytesOut.length, upSha256: request.upSha256!, downSha256: frameSha256(bytesOut), ms: computeMs,
+      }),
     });
   }
 
@@ -607,7 +647,7 @@ class Endpoints {
   private readonly started = Date.now();
   private nextConn = 1;
 
-  constructor(readonly model: ModelServer, readonly admission: Admission, readonly log: Logger) {
+  constructor(readonly model: ModelServer, readonly admission: Admission, readonly log: Logger, readonly audit: AuditLog | null, readonly tokenId: string | null) {
     const { limits } = admission;
     const maxBytes = maxRequestBytes(model);
     this.maxPayload = maxBytes + MAX_PAYLOAD_MARGIN;
@@ -686,13 +726,25 @@ class Endpoints {
     const conn = new Connection(this.nextConn++, ws, socket, this);
     this.connections.set(ws, conn);
     this.log({ event: 'connection_open', conn: conn.id, remote, connections: this.admission.connectionCount });
+    this.auditAppend('connection_open', { conn: conn.id, remote, token_id: this.tokenId });
     ws.on('message', (data: RawData, isBinary: boolean) => conn.receive(rawToBytes(data), isBinary));
     ws.on('error', (e) => this.log({ event: 'connection_error', conn: conn.id, error: e.message }));
     ws.on('close', (code) => {
       conn.onClose();
       this.connections.delete(ws);
       this.log({ event: 'connection_close', conn: conn.id, code, requests: conn.requests, rate_limited: conn.rateLimitedFrames, connections: this.connections.size });
+      this.auditAppend('connection_close', { conn: conn.id, code, requests: conn.requests });
     });
+  }
+
+  /** An audit record outside a request; a failing log is reported in the server log (the request path fails the answer instead). */
+  auditAppend(kind: string, fields: AuditFields, milestone = false): void {
+    if (!this.audit) return;
+    try {
+      this.audit.append(kind, fields, milestone);
+    } catch (e) {
+      this.log({ event: 'audit_error', kind, error: e instanceof Error ? e.message : String(e) });
+    }
   }
 
   /** Drops every connection and stops accepting new ones. */
@@ -725,7 +777,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     if (opts[k] !== undefined) (limits as unknown as Record<string, number | null>)[k] = opts[k] as number | null;
   }
   const admission = new Admission(opts, limits, log);
-  const endpoints = new Endpoints(model, admission, log);
+  const endpoints = new Endpoints(model, admission, log, opts.audit ?? null, opts.token !== undefined ? tokenFingerprint(opts.token) : null);
 
   const server: Server = opts.tls
     ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key }, endpoints.handleHttp)
@@ -743,6 +795,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const urlHost = host.includes(':') ? `[${host}]` : host;
   const url = `${opts.tls ? 'wss' : 'ws'}://${urlHost}:${port}`;
   log({ event: 'listening', url, model_hash: model.hash, max_payload: endpoints.maxPayload, max_tokens: model.maxTokens, auth: admission.authRequired, tls: !!opts.tls, insecure: !!opts.insecure });
+  endpoints.auditAppend('server_start', {
+    format: AUDIT_FORMAT, side: 'server', wire_version: WIRE_VERSION, model_hash: model.hash, params_id: model.params.id, act_bits: model.info.actBits,
+    max_tokens: model.maxTokens, mask_tables: model.info.maskTables !== null, url, tls: !!opts.tls, token_id: endpoints.tokenId,
+  }, true);
 
   let closing: Promise<void> | null = null;
   return {
@@ -755,6 +811,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         server.close(() => resolve());
         server.closeAllConnections();
         log({ event: 'closed' });
+        endpoints.auditAppend('server_stop', {}, true);
       });
       return closing;
     },

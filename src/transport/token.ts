@@ -9,6 +9,7 @@
 // Whitespace, control characters and non-ASCII are refused (a token travels in an HTTP header).
 // Generate one with `openssl rand -hex 32` (256 bits) or `openssl rand -base64 32`.
 
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 
 export const MIN_TOKEN_BITS = 128;
@@ -58,4 +59,13 @@ export function resolveToken({ token, tokenFile, env = process.env }: TokenSourc
   }
   if (fromEnv !== undefined && fromEnv !== '') return { token: fromEnv, source: 'env' };
   return undefined;
+}
+
+/**
+ * A short public name of a token for logs (the audit logs of both sides): the first 16 hex digits
+ * of SHA-256("helora-token-id-v1\n" + token). It names which token was used without giving it away
+ * (a 64-bit digest of a 128-bit or stronger secret).
+ */
+export function tokenFingerprint(token: string): string {
+  return createHash('sha256').update(`helora-token-id-v1\n${token}`, 'utf8').digest('hex').slice(0, 16);
 }
