@@ -14,7 +14,8 @@ import { runDemo } from './demo.js';
 import type { ProjectionName } from '../model/projections.js';
 import { registerPretrainCommand } from './pretrain.js';
 import { registerEstimateCommands } from './estimate.js';
-import { layerList, nonNegativeInt, nonNegativeNumber, port, positiveInt, positiveNumber, probability, targets } from './args.js';
+import { registerEvalCommand } from './eval.js';
+import { fraction, layerList, nonNegativeInt, nonNegativeNumber, port, positiveInt, positiveNumber, probability, targets } from './args.js';
 
 const program = new Command();
 program
@@ -85,6 +86,9 @@ program
   .option('--no-verify-results', 'do not check the server\'s results against the public weights (the check needs the projection weights in --model; without them it cannot run)')
   .option('--allow-unverified', "train through a server whose model hash cannot be checked (no --expect-hash and no projection weights in --model)", false)
   .option('--ca <file>', 'PEM CA certificate to trust (a wss:// server with a self-signed certificate)')
+  .option('--eval-data <file>', 'held-out data (same formats as --data): loss and perplexity before the first step, every --eval-every steps and after the last')
+  .option('--eval-split <f>', 'hold out this fraction of the --data records (seeded by --seed) instead of --eval-data', fraction)
+  .option('--eval-every <n>', 'steps between held-out evaluations (default: only before the first and after the last step)', positiveInt)
   .option('--resume', 'continue from the newest checkpoint in --out', false)
   .option('--checkpoint-every <n>', 'steps between checkpoints', positiveInt, TRAIN_DEFAULTS.checkpointEvery)
   .option('--no-progress', 'no progress output')
@@ -93,6 +97,7 @@ program
     server?: string; model: string; data: string; out: string; mode: TrainMode; steps?: number; epochs?: number; batchTokens: number; gradAccum: number;
     lr: number; warmup: number; schedule: 'cosine' | 'linear' | 'constant'; rank: number; alpha: number; dropout: number; targets: ProjectionName[]; layers?: number[]; masks?: 'table' | 'fresh'; tableCache?: string; seed: number;
     token?: string; tokenFile?: string; allowUnverified: boolean; verifyResults: boolean; expectHash?: string; ca?: string; resume: boolean; checkpointEvery: number; progress: boolean; stopAfter?: number;
+    evalData?: string; evalSplit?: number; evalEvery?: number;
   }) => {
     const r = await runTrain({ ...o, env: process.env, ca: o.ca !== undefined ? readFileSync(o.ca, 'utf8') : undefined });
     const last = r.history[r.history.length - 1];
@@ -100,6 +105,7 @@ program
       event: 'done', mode: o.mode, steps: r.history.length, total_steps: r.totalSteps, resumed_from: r.startStep,
       final_loss: last?.loss ?? null, csv: r.csvPath, plot: r.pngPath, adapter: r.adapterDir, model_hash: r.modelHash, hash_check: r.hashCheck,
       bytes_up: last?.bytesUp ?? 0, bytes_down: last?.bytesDown ?? 0,
+      ...(r.evals.length > 0 ? { final_eval_loss: r.finalEval?.loss ?? null, final_eval_ppl: r.finalEval?.ppl ?? null, eval_tokens: r.evals[0]!.tokens } : {}),
     }) + '\n');
   });
 
@@ -126,12 +132,13 @@ program
   .option('--steps <n>', 'optimizer steps per mode', positiveInt, DEMO_DEFAULTS.steps)
   .option('--batch-tokens <n>', 'tokens per micro-batch', positiveInt, DEMO_DEFAULTS.batchTokens)
   .option('--examples <n>', 'WordNet glosses to train on', positiveInt, DEMO_DEFAULTS.examples)
+  .option('--held-out <n>', `other WordNet glosses for the held-out loss (before the first step, every ${DEMO_DEFAULTS.evalEvery} steps and after the last; 0: none)`, nonNegativeInt, DEMO_DEFAULTS.heldOut)
   .option('--lr <x>', 'peak learning rate', positiveNumber, DEMO_DEFAULTS.lr)
   .option('--rank <r>', 'LoRA rank', positiveInt, DEMO_DEFAULTS.rank)
   .option('--seed <n>', 'seed', nonNegativeInt, DEMO_DEFAULTS.seed)
   .option('--threads <n>', 'server threads', positiveInt)
   .option('--modes <list>', 'modes to run, comma-separated', DEMO_DEFAULTS.modes.join(','))
-  .action(async (o: { model: string; out?: string; steps: number; batchTokens: number; examples: number; lr: number; rank: number; seed: number; threads?: number; modes: string }) => {
+  .action(async (o: { model: string; out?: string; steps: number; batchTokens: number; examples: number; heldOut: number; lr: number; rank: number; seed: number; threads?: number; modes: string }) => {
     const modes = o.modes.split(',').map((s) => s.trim()) as TrainMode[];
     for (const m of modes) if (!TRAIN_MODES.includes(m)) throw new Error(`--modes: unknown mode "${m}" (${TRAIN_MODES.join(', ')})`);
     await runDemo({ ...o, modes });
@@ -139,6 +146,7 @@ program
 
 registerPretrainCommand(program);
 registerEstimateCommands(program);
+registerEvalCommand(program);
 
 program
   .command('matmul-demo')

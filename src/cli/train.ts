@@ -7,7 +7,8 @@ import { fineTune, type FineTuneOptions, type FineTuneResult } from '../train/fi
 import { RemoteTraining, type HashCheck, type RemoteTrainingOptions } from '../transport/remote-training.js';
 import { resolveToken } from '../transport/token.js';
 import type { RemoteStats } from '../transport/client.js';
-import { writeLossPlot } from './plot.js';
+import { writeLossPlot, type Series } from './plot.js';
+import type { EvalRow, HistoryRow } from '../train/run-files.js';
 import { Progress } from './progress.js';
 
 /** A fine-tuning run with the server connection of the encrypted mode (RemoteTrainingOptions, its URL as `server`). */
@@ -37,6 +38,13 @@ function checkServerFlags(o: TrainOptions): void {
   if (o.expectHash !== undefined && !/^[0-9a-f]{64}$/i.test(o.expectHash)) throw new Error('helora: --expect-hash must be 64 hex characters (the sha256 the server prints)');
 }
 
+/** The training loss curve, and the held-out one when the run has evaluations. */
+export function lossSeries(label: string, history: readonly HistoryRow[], evals: readonly EvalRow[]): Series[] {
+  const series: Series[] = [{ name: evals.length > 0 ? `${label} train` : label, points: history.map((r) => [r.step, r.loss]) }];
+  if (evals.length > 0) series.push({ name: `${label} held-out`, points: evals.map((e) => [e.step, e.loss]) });
+  return series;
+}
+
 /** fineTune with a progress bar on stderr; afterwards the loss curve goes to loss.png in the run folder. */
 export async function fineTuneWithProgress(o: FineTuneOptions, showProgress: boolean): Promise<FineTuneResult & { pngPath: string }> {
   const label = o.label ?? o.mode;
@@ -46,6 +54,10 @@ export async function fineTuneWithProgress(o: FineTuneOptions, showProgress: boo
     run = await fineTune({
       ...o,
       onStart: ({ totalSteps, startStep }) => progress.start(totalSteps, startStep),
+      onEval: (e) => {
+        o.say?.(`helora: held-out loss ${e.loss.toFixed(4)} (perplexity ${e.ppl.toFixed(2)}, ${e.tokens} tokens) after step ${e.step}`);
+        o.onEval?.(e);
+      },
       onStep: (row, step) => {
         progress.update({ step: row.step, loss: row.loss, tokensPerSec: step.tokensPerSec, bytesUp: row.bytesUp, bytesDown: row.bytesDown });
         o.onStep?.(row, step);
@@ -55,7 +67,7 @@ export async function fineTuneWithProgress(o: FineTuneOptions, showProgress: boo
     progress.stop();
   }
   const pngPath = join(run.out, 'loss.png');
-  writeLossPlot(pngPath, [{ name: label, points: run.history.map((r) => [r.step, r.loss]) }], `${label} loss`);
+  writeLossPlot(pngPath, lossSeries(label, run.history, run.evals), `${label} loss`);
   return { ...run, pngPath };
 }
 
