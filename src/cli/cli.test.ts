@@ -166,6 +166,8 @@ test('CLI argument errors are clear', () => {
   assert.match(r.err, /--eval-every needs a held-out set: --eval-data FILE or --eval-split FRACTION/);
   r = run('train', '--model', modelDir, '--data', dataPath, '--out', join(work, 'x'), '--mode', 'fp32', '--eval-split', '1');
   assert.match(r.err, /--eval-split.*expected a fraction in \(0, 1\), got "1"/);
+  r = run('train', '--model', modelDir, '--data', dataPath, '--out', join(work, 'x'), '--mode', 'quantized', '--act-bits', '1');
+  assert.match(r.err, /--act-bits.*expected an activation bit width in 2\.\.16, got "1"/);
   r = run('eval', '--model', modelDir, '--data', dataPath, '--act-bits', '5');
   assert.match(r.err, /--act-bits is only used with --mode quantized/);
   r = run('serve', '--model', modelDir, '--port', '70000');
@@ -235,6 +237,37 @@ test('encrypted training over loopback TCP (server in its own process) matches t
     const base = await local.forward(batch, null);
     assert.deepEqual(b.logits, a.logits);
     assert.notDeepEqual(a.logits, base.logits); // the adapter is not a no-op
+  } finally {
+    srv.proc.kill('SIGKILL');
+  }
+});
+
+test('--act-bits 5: encrypted equals quantized at 5 bits (products and held-out eval), differs from 8 bits; more than the server\'s width is refused', async () => {
+  const srv = await startServerProcess();
+  try {
+    const o = { steps: 2, evalData: evalPath };
+    const enc5 = await runTrain(opts({ ...o, mode: 'encrypted', server: srv.url, out: join(work, 'enc5'), actBits: 5 }));
+    const q5 = await runTrain(opts({ ...o, mode: 'quantized', out: join(work, 'q5'), actBits: 5 }));
+    const q8 = await runTrain(opts({ ...o, mode: 'quantized', out: join(work, 'q8') }));
+    const f = await runTrain(opts({ ...o, mode: 'fp32', out: join(work, 'f5') }));
+    // Exactly equal: with the adaptive plaintext width the HE error rounds away at this size (each
+    // decrypted product is y + round(E), |E| < 1/2 but with probability ~1e-14 per coefficient).
+    const pairs = [...enc5.history.map((h, s) => [h.loss, q5.history[s]!.loss, q8.history[s]!.loss, f.history[s]!.loss]),
+      ...enc5.evals.map((e, s) => [e.loss, q5.evals[s]!.loss, q8.evals[s]!.loss, f.evals[s]!.loss])];
+    assert.equal(pairs.length, 2 + 2);
+    // 8 bits differ from 5 by more than the HE error could explain (the tolerance of the 8-bit comparison above).
+    const params = paramsById(1);
+    const bound = resultErrorBound(params, WEIGHT_QMAX * WEIGHT_QMAX * 2 * TINY_SHAPE.intermediateSize, params.ringDegree);
+    const r = bound / (0.5 * WEIGHT_QMAX * TINY_SHAPE.hiddenSize);
+    for (const [e, q, q8v, fv] of pairs as number[][]) {
+      assert.equal(e, q, `encrypted 5 bits ${e} vs quantized 5 bits ${q}`);
+      const tol = 4 * r * Math.abs(q! - fv!) + 1e-9 * q!;
+      assert.ok(Math.abs(q8v! - q!) > tol, `5 bits ${q} must differ from 8 bits ${q8v} by more than ${tol}`);
+    }
+    await assert.rejects(runTrain(opts({ mode: 'encrypted', server: srv.url, out: join(work, 'enc9'), actBits: 9 })),
+      /--act-bits 9 is more than the server's 8 bits/);
+    assert.ok(!existsSync(join(work, 'enc9', 'loss.csv')));
+    await assert.rejects(runTrain(opts({ mode: 'fp32', out: join(work, 'f9'), actBits: 6 })), /--act-bits is used in quantized and encrypted mode/);
   } finally {
     srv.proc.kill('SIGKILL');
   }

@@ -15,7 +15,7 @@ import type { ProjectionName } from '../model/projections.js';
 import { registerPretrainCommand } from './pretrain.js';
 import { registerEstimateCommands } from './estimate.js';
 import { registerEvalCommand } from './eval.js';
-import { fraction, layerList, nonNegativeInt, nonNegativeNumber, port, positiveInt, positiveNumber, probability, targets } from './args.js';
+import { actBitsArg, fraction, layerList, nonNegativeInt, nonNegativeNumber, port, positiveInt, positiveNumber, probability, targets } from './args.js';
 
 const program = new Command();
 program
@@ -86,6 +86,7 @@ program
   .option('--no-verify-results', 'do not check the server\'s results against the public weights (the check needs the projection weights in --model; without them it cannot run)')
   .option('--allow-unverified', "train through a server whose model hash cannot be checked (no --expect-hash and no projection weights in --model)", false)
   .option('--ca <file>', 'PEM CA certificate to trust (a wss:// server with a self-signed certificate)')
+  .option('--act-bits <n>', "bits of the quantized activations and gradients in quantized and encrypted mode (default 8; encrypted: at most the server's width, which is the default there; the width is never sent)", actBitsArg)
   .option('--eval-data <file>', 'held-out data (same formats as --data): loss and perplexity before the first step, every --eval-every steps and after the last')
   .option('--eval-split <f>', 'hold out this fraction of the --data records (seeded by --seed) instead of --eval-data', fraction)
   .option('--eval-every <n>', 'steps between held-out evaluations (default: only before the first and after the last step)', positiveInt)
@@ -97,13 +98,13 @@ program
     server?: string; model: string; data: string; out: string; mode: TrainMode; steps?: number; epochs?: number; batchTokens: number; gradAccum: number;
     lr: number; warmup: number; schedule: 'cosine' | 'linear' | 'constant'; rank: number; alpha: number; dropout: number; targets: ProjectionName[]; layers?: number[]; masks?: 'table' | 'fresh'; tableCache?: string; seed: number;
     token?: string; tokenFile?: string; allowUnverified: boolean; verifyResults: boolean; expectHash?: string; ca?: string; resume: boolean; checkpointEvery: number; progress: boolean; stopAfter?: number;
-    evalData?: string; evalSplit?: number; evalEvery?: number;
+    evalData?: string; evalSplit?: number; evalEvery?: number; actBits?: number;
   }) => {
     const r = await runTrain({ ...o, env: process.env, ca: o.ca !== undefined ? readFileSync(o.ca, 'utf8') : undefined });
     const last = r.history[r.history.length - 1];
     process.stdout.write(JSON.stringify({
       event: 'done', mode: o.mode, steps: r.history.length, total_steps: r.totalSteps, resumed_from: r.startStep,
-      final_loss: last?.loss ?? null, csv: r.csvPath, plot: r.pngPath, adapter: r.adapterDir, model_hash: r.modelHash, hash_check: r.hashCheck,
+      final_loss: last?.loss ?? null, ...(o.actBits !== undefined ? { act_bits: o.actBits } : {}), csv: r.csvPath, plot: r.pngPath, adapter: r.adapterDir, model_hash: r.modelHash, hash_check: r.hashCheck,
       bytes_up: last?.bytesUp ?? 0, bytes_down: last?.bytesDown ?? 0,
       ...(r.evals.length > 0 ? { final_eval_loss: r.finalEval?.loss ?? null, final_eval_ppl: r.finalEval?.ppl ?? null, eval_tokens: r.evals[0]!.tokens } : {}),
     }) + '\n');

@@ -77,7 +77,7 @@ export async function runTrain(o: TrainOptions): Promise<TrainResult> {
   const server = o.mode === 'encrypted'
     ? new RemoteTraining({
       url: o.server!, token: resolveToken({ token: o.token, tokenFile: o.tokenFile, env: o.env ?? {} })?.token, expectHash: o.expectHash, ca: o.ca,
-      retryDeadlineMs: o.retryDeadlineMs, allowUnverified: o.allowUnverified, verifyResults: o.verifyResults, masks: o.masks, tableCache: o.tableCache, say,
+      retryDeadlineMs: o.retryDeadlineMs, actBits: o.actBits, allowUnverified: o.allowUnverified, verifyResults: o.verifyResults, masks: o.masks, tableCache: o.tableCache, say,
     })
     : null;
   const run = await fineTuneWithProgress({ ...o, say, connectEncrypted: server?.connect }, o.progress ?? true);

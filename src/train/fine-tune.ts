@@ -28,6 +28,7 @@ import { loadModelFolder } from '../model/loader.js';
 import { LoraAdapter } from '../model/lora.js';
 import { isProjectionName, parseProjectionWeightName, PROJECTION_NAMES, type ProjectionName } from '../model/projections.js';
 import { readSafetensorsHeader } from '../model/safetensors.js';
+import { DEFAULT_ACT_BITS, MAX_BITS, MIN_BITS } from '../quant/quantize.js';
 import { loadTokenizer, type TextTokenizer } from '../model/tokenizer.js';
 import { readTrainingFile, tokenizeRecords, type DataRecord } from './data.js';
 import { makeSchedule, type ScheduleOptions } from './optim.js';
@@ -102,6 +103,12 @@ export interface FineTuneOptions {
   onStart?: (start: RunStart) => void;
   /** Called after every optimizer step, once the CSV (and a due checkpoint) is written. */
   onStep?: (row: HistoryRow, step: StepEvent) => void;
+  /**
+   * Bits the activations and gradients are quantized to (quantized and encrypted mode). Default:
+   * 8 in quantized mode, the server's width (8 unless it says otherwise) in encrypted mode, where
+   * the server's width is an upper bound.
+   */
+  actBits?: number;
   /** Held-out records (a file or records in memory), or evalSplit: a seeded fraction of the training records (not both). */
   evalData?: string | DataRecord[];
   evalSplit?: number;
@@ -193,6 +200,10 @@ export function checkFineTuneOptions(o: FineTuneOptions): void {
     if (!isProjectionName(t)) throw new Error(`helora: unknown LoRA target ${JSON.stringify(t)} (expected some of ${PROJECTION_NAMES.join(',')})`);
   }
   checkEvalOptions(o);
+  if (o.actBits !== undefined) {
+    if (o.mode === 'fp32') throw new Error('helora: --act-bits is used in quantized and encrypted mode, not with --mode fp32');
+    if (!Number.isInteger(o.actBits) || o.actBits < MIN_BITS || o.actBits > MAX_BITS) throw new Error(`helora: --act-bits must be an integer in [${MIN_BITS}, ${MAX_BITS}], got ${o.actBits}`);
+  }
 }
 
 function checkEvalOptions(o: FineTuneOptions): void {
@@ -246,7 +257,7 @@ function loadClient(o: FineTuneOptions): { config: LlamaConfig; tensors: TensorM
 /** The frozen products for the mode: local ones from the projection weights, encrypted ones from the caller's server. */
 async function openProducts(o: FineTuneOptions, config: LlamaConfig, tensors: TensorMap): Promise<EncryptedProducts> {
   if (o.mode === 'encrypted') return o.connectEncrypted!(config, o.model);
-  const provider = o.mode === 'quantized' ? LocalQuantizedProvider.fromTensors(config, tensors) : LocalFp32Provider.fromTensors(config, tensors);
+  const provider = o.mode === 'quantized' ? LocalQuantizedProvider.fromTensors(config, tensors, o.actBits ?? DEFAULT_ACT_BITS) : LocalFp32Provider.fromTensors(config, tensors);
   return { provider, traffic: () => ({ up: 0, down: 0 }), close: async () => {} };
 }
 
@@ -274,6 +285,7 @@ function runFingerprint(o: FineTuneOptions, records: DataRecord[], heldOut: Data
     model: { hidden: config.hiddenSize, layers: config.numLayers, vocab: config.vocabSize },
     // (only when set: runs on every layer keep the fingerprint they always had)
     ...(o.layers ? { lora_layers: [...o.layers] } : {}),
+    ...(o.actBits !== undefined && o.actBits !== DEFAULT_ACT_BITS ? { act_bits: o.actBits } : {}),
     ...(heldOut ? { eval_sha256: sha256(JSON.stringify(heldOut)), eval_every: o.evalEvery ?? null } : {}),
   };
 }

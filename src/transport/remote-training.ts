@@ -34,6 +34,8 @@ export interface RemoteTrainingOptions {
    * the local model folder has the projection weights; otherwise results are not checked.
    */
   verifyResults?: boolean;
+  /** Bits the client quantizes to (default: the server's; at most the server's, never sent). */
+  actBits?: number;
   /** Messages for the user (the hash check, the table download). */
   say?: (line: string) => void;
 }
@@ -74,7 +76,7 @@ export class RemoteTraining {
     try {
       integrity = verify ? ResultIntegrity.fromQuantizedLayers(local!.layers, paramsById(session.info.paramsId), session.info.actBits) : undefined;
       remote = await RemoteEncryptedProvider.open(session, {
-        integrity, masks: this.o.masks, tableCache: this.o.tableCache,
+        integrity, masks: this.o.masks, tableCache: this.o.tableCache, actBits: this.o.actBits,
         onTableLayer: (layer, bytes, layers) => say(`helora: mask table of layer ${layer + 1}/${layers} downloaded (${(bytes / 2 ** 20).toFixed(1)} MiB, checked)`),
       });
     } catch (e) {
@@ -95,6 +97,7 @@ export class RemoteTraining {
     if (hashCheck === 'unverified') say(`helora: server model hash ${hash} (NOT verified, --allow-unverified)`);
     else say(`helora: server model hash ${hash} verified (${hashCheck === 'expected' ? '--expect-hash' : 'recomputed from the local model folder'})`);
     say(remote.masks === 'table' ? 'helora: masks: the server\'s public mask tables (a fresh secret per block)' : 'helora: masks: fresh per request');
+    if (this.o.actBits !== undefined) say(`helora: activations and gradients quantized to ${this.o.actBits} bits (the server allows up to ${remote.info.actBits}; the width is not sent)`);
     if (integrity) say('helora: every result is checked against the public weights (Freivalds check; --no-verify-results turns it off)');
     else say(`helora: results are NOT checked against the weights (${this.o.verifyResults === false ? '--no-verify-results' : 'the model folder has no projection weights of this model to check them with'})`);
     return {
