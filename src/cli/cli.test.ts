@@ -43,8 +43,8 @@ after(() => {
 });
 
 /** Starts `helora serve` in its own process; resolves with its URL once it listens. */
-function startServerProcess(port = 0): Promise<{ proc: ChildProcess; url: string; port: number; hash: string }> {
-  const proc = spawn(process.execPath, [MAIN, 'serve', '--model', modelDir, '--port', String(port), '--threads', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+function startServerProcess(port = 0, extra: string[] = []): Promise<{ proc: ChildProcess; url: string; port: number; hash: string }> {
+  const proc = spawn(process.execPath, [MAIN, 'serve', '--model', modelDir, '--port', String(port), '--threads', '1', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(proc);
   proc.on('exit', () => children.delete(proc));
   return new Promise((resolve, reject) => {
@@ -242,8 +242,8 @@ test('encrypted training over loopback TCP (server in its own process) matches t
   }
 });
 
-test('--act-bits 5: encrypted equals quantized at 5 bits (products and held-out eval), differs from 8 bits; more than the server\'s width is refused', async () => {
-  const srv = await startServerProcess();
+test('--act-bits 5: encrypted (server at --act-bits 6) equals quantized at 5 bits (products and held-out eval), differs from 8 bits; more than the server\'s width is refused', async () => {
+  const srv = await startServerProcess(0, ['--act-bits', '6']);
   try {
     const o = { steps: 2, evalData: evalPath };
     const enc5 = await runTrain(opts({ ...o, mode: 'encrypted', server: srv.url, out: join(work, 'enc5'), actBits: 5 }));
@@ -264,9 +264,9 @@ test('--act-bits 5: encrypted equals quantized at 5 bits (products and held-out 
       const tol = 4 * r * Math.abs(q! - fv!) + 1e-9 * q!;
       assert.ok(Math.abs(q8v! - q!) > tol, `5 bits ${q} must differ from 8 bits ${q8v} by more than ${tol}`);
     }
-    await assert.rejects(runTrain(opts({ mode: 'encrypted', server: srv.url, out: join(work, 'enc9'), actBits: 9 })),
-      /--act-bits 9 is more than the server's 8 bits/);
-    assert.ok(!existsSync(join(work, 'enc9', 'loss.csv')));
+    await assert.rejects(runTrain(opts({ mode: 'encrypted', server: srv.url, out: join(work, 'enc7'), actBits: 7 })),
+      /--act-bits 7 is more than the server's 6 bits/);
+    assert.ok(!existsSync(join(work, 'enc7', 'loss.csv')));
     await assert.rejects(runTrain(opts({ mode: 'fp32', out: join(work, 'f9'), actBits: 6 })), /--act-bits is used in quantized and encrypted mode/);
   } finally {
     srv.proc.kill('SIGKILL');

@@ -15,6 +15,7 @@ import type { ProjectionName } from '../model/projections.js';
 import { registerPretrainCommand } from './pretrain.js';
 import { registerEstimateCommands } from './estimate.js';
 import { registerEvalCommand } from './eval.js';
+import { registerSweepCommand } from './sweep.js';
 import { actBitsArg, fraction, layerList, nonNegativeInt, nonNegativeNumber, port, positiveInt, positiveNumber, probability, targets } from './args.js';
 
 const program = new Command();
@@ -42,11 +43,12 @@ program
   .option('--max-connections <n>', 'simultaneous connections', positiveInt, DEFAULT_SERVER_LIMITS.maxConnections)
   .option('--max-connections-per-address <n>', 'simultaneous connections from one address', positiveInt, DEFAULT_SERVER_LIMITS.maxConnectionsPerAddress)
   .option('--max-tokens <n>', 'most tokens per request', positiveInt)
+  .option('--act-bits <n>', 'activation width the products are sized for (default 8; fewer bits: fewer K-chunk terms, less download; clients may use fewer, never more)', actBitsArg)
   .option('--mask-tables <dir>', 'folder of the public mask tables, computed once per model (default: helora-mask-tables in the temp folder)')
   .option('--no-mask-tables', 'offer no mask tables (clients use fresh masks)')
   .action(async (o: {
     model: string; host: string; port: number; threads?: number; token?: string; tokenFile?: string; tlsCert?: string; tlsKey?: string; insecure: boolean;
-    rate: number; burst?: number; maxQueue: number; maxInFlight: number; maxConnections: number; maxConnectionsPerAddress: number; maxTokens?: number;
+    rate: number; burst?: number; maxQueue: number; maxInFlight: number; maxConnections: number; maxConnectionsPerAddress: number; maxTokens?: number; actBits?: number;
     maskTables?: string | boolean;
   }) => {
     const s = await serve({ ...o, maskTables: o.maskTables === true ? undefined : o.maskTables, env: process.env });
@@ -148,6 +150,7 @@ program
 registerPretrainCommand(program);
 registerEstimateCommands(program);
 registerEvalCommand(program);
+registerSweepCommand(program);
 
 program
   .command('matmul-demo')

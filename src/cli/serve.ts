@@ -24,6 +24,8 @@ export interface ServeOptions {
   rate: number;
   burst?: number;
   maxTokens?: number;
+  /** Activation width the K-splits and noise are sized for (default 8); clients may quantize to fewer bits. */
+  actBits?: number;
   /** Folder of the public mask tables (see ModelServerOptions.maskTables); false: offer none. */
   maskTables?: string | false;
   /** Listen on a non-loopback address without TLS or a token. */
@@ -60,7 +62,7 @@ export async function serve(o: ServeOptions): Promise<{ server: RunningServer; m
   if (token) checkTokenStrength(token.token);
   checkListenSecurity(o.host, tls !== undefined, token !== undefined, !!o.insecure);
   const t0 = performance.now();
-  const model = await ModelServer.fromFolder(o.model, { threads: o.threads, maxTokens: o.maxTokens, maskTables: o.maskTables });
+  const model = await ModelServer.fromFolder(o.model, { threads: o.threads, maxTokens: o.maxTokens, actBits: o.actBits, maskTables: o.maskTables });
   log({
     event: 'model_loaded', model: o.model, model_hash: model.hash, layers: model.config.numLayers, hidden: model.config.hiddenSize,
     mask_tables: model.maskTableFolder, load_ms: Math.round(performance.now() - t0),
