@@ -362,16 +362,16 @@ class FineTuneRun {
 
   /** The held-out evaluation before the first step (not again when a resumed run has it). */
   async evaluateStart(): Promise<void> {
-    if (this.trainer.step === 0) await this.evaluateAt(0);
-    this.writeCsv();
+    if (this.trainer.step === 0 && await this.evaluateAt(0)) this.writeCsv();
   }
 
-  /** One held-out evaluation after `step` steps, unless the run has it already. */
-  private async evaluateAt(step: number): Promise<void> {
-    if (!this.evaluate || this.evals.some((e) => e.step === step)) return;
+  /** One held-out evaluation after `step` steps, unless the run has it already; whether one was taken. */
+  private async evaluateAt(step: number): Promise<boolean> {
+    if (!this.evaluate || this.evals.some((e) => e.step === step)) return false;
     const row = await this.evaluate(step);
     this.evals.push(row);
     this.o.onEval?.(row);
+    return true;
   }
 
   /** The evaluation after the last step, when every step is done. */
