@@ -70,12 +70,14 @@ export function sweepSeries(r: SweepResult): Series[] {
 
 export async function runSweepCommand(o: SweepCliOptions, say: (l: string) => void): Promise<{ result: SweepResult; json: string; png: string }> {
   const out = resolve(o.out);
+  // (the flags of the sweep itself stay out of the runs' options)
+  const { maskMode, maxTokensPerRequest, progress, json: _json, ...runFlags } = o;
   const opts: SweepOptions = {
-    ...TRAIN_DEFAULTS, ...o, out, steps: o.steps ?? (o.epochs === undefined ? SWEEP_DEFAULTS.steps : undefined),
-    wire: { maxTokensPerRequest: o.maxTokensPerRequest, maskMode: o.maskMode },
+    ...TRAIN_DEFAULTS, ...runFlags, out, steps: o.steps ?? (o.epochs === undefined ? SWEEP_DEFAULTS.steps : undefined),
+    wire: { maxTokensPerRequest, maskMode },
     say: (l) => say(l),
     onRun: (label, i, n) => say(`helora sweep: run ${i + 1}/${n}: ${label} (${join(out, label)})`),
-    run: (ro) => fineTuneWithProgress(ro, o.progress),
+    run: (ro) => fineTuneWithProgress(ro, progress),
   };
   const result = await runSweep(opts);
   const json = join(out, 'sweep.json');
