@@ -1,6 +1,7 @@
 // Argument parsers shared by the helora commands: clear commander errors for malformed values.
 
 import { InvalidArgumentError } from 'commander';
+import { MAX_BITS, MIN_BITS } from '../quant/quantize.js';
 import { isProjectionName, PROJECTION_NAMES, type ProjectionName } from '../model/projections.js';
 
 export function positiveInt(v: string): number {
@@ -30,6 +31,19 @@ export function nonNegativeNumber(v: string): number {
 export function probability(v: string): number {
   const n = Number(v);
   if (v.trim() === '' || !(n >= 0 && n < 1)) throw new InvalidArgumentError(`expected a number in [0, 1), got "${v}"`);
+  return n;
+}
+
+export function fraction(v: string): number {
+  const n = Number(v);
+  if (v.trim() === '' || !(n > 0 && n < 1)) throw new InvalidArgumentError(`expected a fraction in (0, 1), got "${v}"`);
+  return n;
+}
+
+/** Activation bit width: an integer in [MIN_BITS, MAX_BITS]. */
+export function actBitsArg(v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || n < MIN_BITS || n > MAX_BITS) throw new InvalidArgumentError(`expected an activation bit width in ${MIN_BITS}..${MAX_BITS}, got "${v}"`);
   return n;
 }
 

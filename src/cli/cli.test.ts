@@ -18,7 +18,7 @@ import { packExamples } from '../train/packing.js';
 import { writeTinyModelFolder, TINY_SHAPE } from './fixtures.js';
 import { crc32, PNG_SIGNATURE, plotLines } from './plot.js';
 import { TRAIN_DEFAULTS, tokenizeForTraining } from '../train/fine-tune.js';
-import { CSV_HEADER, parseHistoryCsv } from '../train/run-files.js';
+import { CSV_HEADER, CSV_HEADER_EVAL, parseHistoryCsv } from '../train/run-files.js';
 import { parseSynsetLine } from '../train/wordnet.js';
 import { runTrain, type TrainOptions } from './train.js';
 import { loadTokenizer } from '../model/tokenizer.js';
@@ -28,11 +28,13 @@ const MAIN = join(dirname(fileURLToPath(import.meta.url)), 'main.js');
 const work = mkdtempSync(join(tmpdir(), 'helora-cli-test-'));
 const modelDir = join(work, 'model');
 const dataPath = join(work, 'data.jsonl');
+const evalPath = join(work, 'heldout.jsonl');
 const children = new Set<ChildProcess>();
 
 before(() => {
   const pairs = writeTinyModelFolder(modelDir);
   writeFileSync(dataPath, pairs.slice(0, 120).map((p) => JSON.stringify(p)).join('\n') + '\n');
+  writeFileSync(evalPath, pairs.slice(120, 150).map((p) => JSON.stringify(p)).join('\n') + '\n');
 });
 
 after(() => {
@@ -41,8 +43,8 @@ after(() => {
 });
 
 /** Starts `helora serve` in its own process; resolves with its URL once it listens. */
-function startServerProcess(port = 0): Promise<{ proc: ChildProcess; url: string; port: number; hash: string }> {
-  const proc = spawn(process.execPath, [MAIN, 'serve', '--model', modelDir, '--port', String(port), '--threads', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+function startServerProcess(port = 0, extra: string[] = []): Promise<{ proc: ChildProcess; url: string; port: number; hash: string }> {
+  const proc = spawn(process.execPath, [MAIN, 'serve', '--model', modelDir, '--port', String(port), '--threads', '1', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(proc);
   proc.on('exit', () => children.delete(proc));
   return new Promise((resolve, reject) => {
@@ -158,17 +160,28 @@ test('CLI argument errors are clear', () => {
   assert.match(r.err, /cannot open training data .*missing\.jsonl/);
   r = run('train', '--model', modelDir, '--data', dataPath, '--out', join(work, 'x'), '--mode', 'fp32', '--targets', 'q_proj,foo');
   assert.match(r.err, /unknown module "foo"/);
+  r = run('train', '--model', modelDir, '--data', dataPath, '--out', join(work, 'x'), '--mode', 'fp32', '--eval-data', evalPath, '--eval-split', '0.1');
+  assert.match(r.err, /either --eval-data or --eval-split, not both/);
+  r = run('train', '--model', modelDir, '--data', dataPath, '--out', join(work, 'x'), '--mode', 'fp32', '--eval-every', '2');
+  assert.match(r.err, /--eval-every needs a held-out set: --eval-data FILE or --eval-split FRACTION/);
+  r = run('train', '--model', modelDir, '--data', dataPath, '--out', join(work, 'x'), '--mode', 'fp32', '--eval-split', '1');
+  assert.match(r.err, /--eval-split.*expected a fraction in \(0, 1\), got "1"/);
+  r = run('train', '--model', modelDir, '--data', dataPath, '--out', join(work, 'x'), '--mode', 'quantized', '--act-bits', '1');
+  assert.match(r.err, /--act-bits.*expected an activation bit width in 2\.\.16, got "1"/);
+  r = run('eval', '--model', modelDir, '--data', dataPath, '--act-bits', '5');
+  assert.match(r.err, /--act-bits is only used with --mode quantized/);
   r = run('serve', '--model', modelDir, '--port', '70000');
   assert.match(r.err, /expected a port number/);
   assert.ok(!existsSync(join(work, 'x', 'checkpoints')));
 });
 
-test('encrypted training over loopback TCP (server in its own process) matches the quantized mode; CSV, PNG and adapter are right', async () => {
+test('encrypted training over loopback TCP (server in its own process) matches the quantized mode, held-out eval too; CSV, PNG and adapter are right', async () => {
   const srv = await startServerProcess();
   try {
-    const enc = await runTrain(opts({ mode: 'encrypted', server: srv.url, out: join(work, 'enc') }));
-    const quant = await runTrain(opts({ mode: 'quantized', out: join(work, 'quant') }));
-    const fp32 = await runTrain(opts({ mode: 'fp32', out: join(work, 'fp32') }));
+    const withEval = { evalData: evalPath, evalEvery: 1 };
+    const enc = await runTrain(opts({ mode: 'encrypted', server: srv.url, out: join(work, 'enc'), ...withEval }));
+    const quant = await runTrain(opts({ mode: 'quantized', out: join(work, 'quant'), ...withEval }));
+    const fp32 = await runTrain(opts({ mode: 'fp32', out: join(work, 'fp32'), ...withEval }));
     assert.equal(enc.modelHash, srv.hash);
     // A server announcing another model is refused before any data is sent.
     await assert.rejects(runTrain(opts({ mode: 'encrypted', server: srv.url, out: join(work, 'wrong'), expectHash: 'ab'.repeat(32) })), /differs from the expected/);
@@ -192,13 +205,22 @@ test('encrypted training over loopback TCP (server in its own process) matches t
       const d = Math.abs(enc.history[s]!.loss - quant.history[s]!.loss);
       assert.ok(d <= tol, `step ${s + 1}: encrypted ${enc.history[s]!.loss} vs quantized ${quant.history[s]!.loss} (|d| = ${d}, tolerance ${tol})`);
     }
+    // Held-out evaluation through the server (forward only) is the quantized mode's, at steps 0, 1, 2.
+    assert.deepEqual(enc.evals.map((e) => e.step), [0, 1, 2]);
+    for (let s = 0; s < 3; s++) {
+      const [e, q, f] = [enc, quant, fp32].map((r) => r.evals[s]!.loss);
+      const d = Math.abs(e! - q!);
+      assert.ok(d <= 4 * r * Math.abs(q! - f!) + 1e-9 * q!, `eval after step ${s}: encrypted ${e} vs quantized ${q} (fp32 ${f})`);
+      assert.notEqual(q, f);
+    }
+    assert.equal(enc.finalEval, enc.evals[2]);
     // The quantized mode is a different computation from fp32 (else the comparison above proves nothing).
     assert.notEqual(quant.history[0]!.loss, fp32.history[0]!.loss);
     assert.ok(enc.history[1]!.bytesUp > 0 && enc.history[1]!.bytesDown > enc.history[0]!.bytesDown);
 
     // CSV and PNG.
     const rows = parseHistoryCsv(readFileSync(enc.csvPath, 'utf8'));
-    assert.equal(readFileSync(enc.csvPath, 'utf8').split('\n')[0], CSV_HEADER);
+    assert.equal(readFileSync(enc.csvPath, 'utf8').split('\n')[0], CSV_HEADER_EVAL);
     assert.deepEqual(rows.map((x) => x.step), [1, 2]);
     assert.deepEqual(rows.map((x) => x.loss), enc.history.map((h) => h.loss));
     decodePng(readFileSync(enc.pngPath));
@@ -218,6 +240,56 @@ test('encrypted training over loopback TCP (server in its own process) matches t
   } finally {
     srv.proc.kill('SIGKILL');
   }
+});
+
+test('--act-bits 5: encrypted (server at --act-bits 6) equals quantized at 5 bits (products and held-out eval), differs from 8 bits; more than the server\'s width is refused', async () => {
+  const srv = await startServerProcess(0, ['--act-bits', '6']);
+  try {
+    const o = { steps: 2, evalData: evalPath };
+    const enc5 = await runTrain(opts({ ...o, mode: 'encrypted', server: srv.url, out: join(work, 'enc5'), actBits: 5 }));
+    const q5 = await runTrain(opts({ ...o, mode: 'quantized', out: join(work, 'q5'), actBits: 5 }));
+    const q8 = await runTrain(opts({ ...o, mode: 'quantized', out: join(work, 'q8') }));
+    const f = await runTrain(opts({ ...o, mode: 'fp32', out: join(work, 'f5') }));
+    // Exactly equal: with the adaptive plaintext width the HE error rounds away at this size (each
+    // decrypted product is y + round(E), |E| < 1/2 but with probability ~1e-14 per coefficient).
+    const pairs = [...enc5.history.map((h, s) => [h.loss, q5.history[s]!.loss, q8.history[s]!.loss, f.history[s]!.loss]),
+      ...enc5.evals.map((e, s) => [e.loss, q5.evals[s]!.loss, q8.evals[s]!.loss, f.evals[s]!.loss])];
+    assert.equal(pairs.length, 2 + 2);
+    // 8 bits differ from 5 by more than the HE error could explain (the tolerance of the 8-bit comparison above).
+    const params = paramsById(1);
+    const bound = resultErrorBound(params, WEIGHT_QMAX * WEIGHT_QMAX * 2 * TINY_SHAPE.intermediateSize, params.ringDegree);
+    const r = bound / (0.5 * WEIGHT_QMAX * TINY_SHAPE.hiddenSize);
+    for (const [e, q, q8v, fv] of pairs as number[][]) {
+      assert.equal(e, q, `encrypted 5 bits ${e} vs quantized 5 bits ${q}`);
+      const tol = 4 * r * Math.abs(q! - fv!) + 1e-9 * q!;
+      assert.ok(Math.abs(q8v! - q!) > tol, `5 bits ${q} must differ from 8 bits ${q8v} by more than ${tol}`);
+    }
+    await assert.rejects(runTrain(opts({ mode: 'encrypted', server: srv.url, out: join(work, 'enc7'), actBits: 7 })),
+      /--act-bits 7 is more than the server's 6 bits/);
+    assert.ok(!existsSync(join(work, 'enc7', 'loss.csv')));
+    await assert.rejects(runTrain(opts({ mode: 'fp32', out: join(work, 'f9'), actBits: 6 })), /--act-bits is used in quantized and encrypted mode/);
+  } finally {
+    srv.proc.kill('SIGKILL');
+  }
+});
+
+test('helora train --eval-data reports the held-out loss; helora eval of the adapter gives it again', () => {
+  const out = join(work, 'evalrun');
+  const r = spawnSync(process.execPath, [MAIN, 'train', '--mode', 'fp32', '--model', modelDir, '--data', dataPath, '--eval-data', evalPath, '--eval-every', '1',
+    '--out', out, '--steps', '2', '--batch-tokens', '256', '--lr', '1e-2', '--no-progress'], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 0, r.stderr);
+  const done = JSON.parse(r.stdout.trim().split('\n').pop()!) as { final_eval_loss: number; final_eval_ppl: number; eval_tokens: number };
+  assert.ok(done.final_eval_loss > 0 && Math.abs(done.final_eval_ppl - Math.exp(done.final_eval_loss)) < 1e-9 * done.final_eval_ppl);
+  assert.match(r.stderr, /held-out loss [\d.]+ \(perplexity [\d.]+, \d+ tokens\) after step 0/);
+  const e = spawnSync(process.execPath, [MAIN, 'eval', '--model', modelDir, '--adapter', join(out, 'adapter'), '--data', evalPath, '--batch-tokens', '256', '--json'], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(e.status, 0, e.stderr);
+  const j = JSON.parse(e.stdout) as { loss: number; ppl: number; tokens: number; mode: string };
+  assert.equal(j.mode, 'fp32');
+  assert.equal(j.tokens, done.eval_tokens);
+  assert.ok(Math.abs(j.loss - done.final_eval_loss) <= 1e-6 * j.loss, `${j.loss} vs ${done.final_eval_loss}`);
+  const base = spawnSync(process.execPath, [MAIN, 'eval', '--model', modelDir, '--data', evalPath, '--batch-tokens', '256'], { encoding: 'utf8', timeout: 60_000 });
+  assert.match(base.stdout, /^base model on .* loss [\d.]+, perplexity [\d.]+/);
+  decodePng(readFileSync(join(out, 'loss.png')));
 });
 
 test('client killed (SIGKILL) mid-run: --resume finishes with exactly the weights of an uninterrupted run (quantized mode)', async () => {
@@ -252,6 +324,7 @@ test('client killed (SIGKILL) mid-run: --resume finishes with exactly the weight
   for (const [k, t] of a) assert.deepEqual(b.get(k)!.data, t.data, k);
   assert.ok([...a.values()].some((t) => t.data.some((v) => v !== 0)));
   // The loss log of the resumed run has each step exactly once, with the same losses.
+  assert.equal(readFileSync(join(full, 'loss.csv'), 'utf8').split('\n')[0], CSV_HEADER); // no eval: the 7 columns of before
   const la = parseHistoryCsv(readFileSync(join(full, 'loss.csv'), 'utf8'));
   const lb = parseHistoryCsv(readFileSync(join(crashed, 'loss.csv'), 'utf8'));
   assert.deepEqual(lb.map((x) => [x.step, x.loss]), la.map((x) => [x.step, x.loss]));

@@ -8,8 +8,8 @@ import { writeFileSync, mkdirSync, existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { TrainMode } from '../train/fine-tune.js';
-import { demoGlosses, demoRunOptions, glossRecords, type DemoRunSettings } from '../train/gloss-demo.js';
-import { writeFileAtomic, type HistoryRow } from '../train/run-files.js';
+import { demoGlosses, demoHeldOutGlosses, demoRunOptions, glossRecords, type DemoRunSettings } from '../train/gloss-demo.js';
+import { writeFileAtomic, type EvalRow, type HistoryRow } from '../train/run-files.js';
 import { GLOSS_PROMPT } from '../train/wordnet.js';
 import { RemoteTraining } from '../transport/remote-training.js';
 import { LoraAdapter } from '../model/lora.js';
@@ -22,6 +22,8 @@ import { formatBytes } from './progress.js';
 export interface DemoOptions extends DemoRunSettings {
   out?: string;
   examples: number;
+  /** WordNet glosses held out for evaluation (0: none). */
+  heldOut: number;
   threads?: number;
   modes: TrainMode[];
   /** Words whose generations are shown before and after (default: a few from the training set). */
@@ -32,6 +34,19 @@ export interface DemoOptions extends DemoRunSettings {
 
 function pad(s: string, n: number): string {
   return s.length >= n ? s : ' '.repeat(n - s.length) + s;
+}
+
+/** The held-out losses of the modes side by side, one line per evaluation (nothing without them). */
+function sayHeldOutTable(say: (l: string) => void, modes: TrainMode[], evals: Map<TrainMode, EvalRow[]>): void {
+  const steps = [...new Set(modes.flatMap((m) => evals.get(m)!.map((e) => e.step)))].sort((a, b) => a - b);
+  if (steps.length === 0) return;
+  say('');
+  say('held-out loss');
+  say(['step', ...modes].map((s, i) => pad(s, i === 0 ? 5 : 11)).join(' '));
+  for (const step of steps) {
+    const vals = modes.map((m) => evals.get(m)!.find((e) => e.step === step)?.loss);
+    say([pad(String(step), 5), ...vals.map((v) => pad(v === undefined ? '-' : v.toFixed(4), 11))].join(' '));
+  }
 }
 
 export async function runDemo(o: DemoOptions): Promise<{ out: string; histories: Map<TrainMode, HistoryRow[]> }> {
@@ -46,8 +61,10 @@ export async function runDemo(o: DemoOptions): Promise<{ out: string; histories:
 
   const glosses = demoGlosses(o.examples, o.seed);
   const records = glossRecords(glosses);
+  const heldOut = glossRecords(demoHeldOutGlosses(o.examples, o.heldOut, o.seed));
   writeFileSync(join(out, 'data.jsonl'), records.map((r) => JSON.stringify(r.kind === 'pair' ? { prompt: r.prompt, completion: r.completion } : r)).join('\n') + '\n');
-  say(`helora demo: LoRA fine-tuning of ${o.model} on ${records.length} WordNet glosses (WordNet 3.0, Princeton license), ${o.steps} steps of ${o.batchTokens} tokens per mode`);
+  say(`helora demo: LoRA fine-tuning of ${o.model} on ${records.length} WordNet glosses (WordNet 3.0, Princeton license), ${o.steps} steps of ${o.batchTokens} tokens per mode`
+    + (heldOut.length > 0 ? `; held-out loss on ${heldOut.length} other glosses` : ''));
   say(`output: ${out}`);
 
   const showWords = glosses.slice(0, o.showWords ?? 3);
@@ -62,6 +79,7 @@ export async function runDemo(o: DemoOptions): Promise<{ out: string; histories:
     ? await serve({ model: o.model, host: '127.0.0.1', port: 0, threads: o.threads, rate: 1e6, log: (e) => void serverLog.push(JSON.stringify(e)), say: () => {} })
     : null;
   const histories = new Map<TrainMode, HistoryRow[]>();
+  const evals = new Map<TrainMode, EvalRow[]>();
   const adapters = new Map<TrainMode, string>();
   const seconds = new Map<TrainMode, number>();
   try {
@@ -70,13 +88,15 @@ export async function runDemo(o: DemoOptions): Promise<{ out: string; histories:
       const ts = performance.now();
       const modeSay = (l: string): void => say(l.replace(/^helora: /, `${mode}: `));
       const remote = mode === 'encrypted' ? new RemoteTraining({ url: srv!.server.url, say: modeSay }) : null;
-      const r = await fineTuneWithProgress({ ...demoRunOptions(o, mode, records, join(out, mode)), connectEncrypted: remote?.connect, say: modeSay }, o.progress ?? true);
+      const r = await fineTuneWithProgress({ ...demoRunOptions(o, mode, records, join(out, mode), heldOut), connectEncrypted: remote?.connect, say: modeSay }, o.progress ?? true);
       seconds.set(mode, (performance.now() - ts) / 1000);
       histories.set(mode, r.history);
+      evals.set(mode, r.evals);
       if (r.adapterDir) adapters.set(mode, r.adapterDir);
       const last = r.history[r.history.length - 1]!;
       const traffic = mode === 'encrypted' ? `, ${formatBytes(last.bytesUp)} up, ${formatBytes(last.bytesDown)} down` : '';
-      say(`${mode}: ${r.history.length} steps in ${seconds.get(mode)!.toFixed(1)} s, final loss ${last.loss.toFixed(4)}${traffic}`);
+      const held = r.evals.length > 0 ? `, held-out loss ${r.evals[0]!.loss.toFixed(4)} -> ${r.evals[r.evals.length - 1]!.loss.toFixed(4)}` : '';
+      say(`${mode}: ${r.history.length} steps in ${seconds.get(mode)!.toFixed(1)} s, final loss ${last.loss.toFixed(4)}${held}${traffic}`);
     }
   } finally {
     await srv?.close();
@@ -95,13 +115,17 @@ export async function runDemo(o: DemoOptions): Promise<{ out: string; histories:
     csv.push([s + 1, ...vals.map((v) => (v === undefined ? '' : String(v)))].join(','));
   }
   writeFileAtomic(join(out, 'loss.csv'), csv.join('\n') + '\n');
-  writeLossPlot(join(out, 'loss.png'), modes.map((m) => ({ name: m, points: histories.get(m)!.map((r) => [r.step, r.loss] as [number, number]) })), 'helora demo: wordnet glosses');
+  sayHeldOutTable(say, modes, evals);
+  const heldSeries = modes.filter((m) => evals.get(m)!.length > 0).map((m) => ({ name: `${m} held-out`, points: evals.get(m)!.map((e) => [e.step, e.loss] as [number, number]) }));
+  writeLossPlot(join(out, 'loss.png'), [...modes.map((m) => ({ name: m, points: histories.get(m)!.map((r) => [r.step, r.loss] as [number, number]) })), ...heldSeries], 'helora demo: wordnet glosses');
 
-  const summary: Record<string, unknown> = { model: o.model, steps: o.steps, batch_tokens: o.batchTokens, examples: records.length, seed: o.seed };
+  const summary: Record<string, unknown> = { model: o.model, steps: o.steps, batch_tokens: o.batchTokens, examples: records.length, held_out: heldOut.length, seed: o.seed };
   for (const m of modes) {
     const h = histories.get(m)!;
     summary[`final_loss_${m}`] = h[h.length - 1]!.loss;
     summary[`seconds_${m}`] = seconds.get(m);
+    const ev = evals.get(m)!;
+    if (ev.length > 0) summary[`final_eval_loss_${m}`] = ev[ev.length - 1]!.loss;
   }
   if (histories.has('encrypted') && histories.has('fp32')) {
     const e = summary.final_loss_encrypted as number, f = summary.final_loss_fp32 as number;

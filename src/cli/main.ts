@@ -16,7 +16,9 @@ import type { ProjectionName } from '../model/projections.js';
 import { registerPretrainCommand } from './pretrain.js';
 import { registerEstimateCommands } from './estimate.js';
 import { registerAuditCommands } from './audit.js';
-import { layerList, nonNegativeInt, nonNegativeNumber, port, positiveInt, positiveNumber, probability, targets } from './args.js';
+import { registerEvalCommand } from './eval.js';
+import { registerSweepCommand } from './sweep.js';
+import { actBitsArg, fraction, layerList, nonNegativeInt, nonNegativeNumber, port, positiveInt, positiveNumber, probability, targets } from './args.js';
 
 const program = new Command();
 program
@@ -43,12 +45,13 @@ program
   .option('--max-connections <n>', 'simultaneous connections', positiveInt, DEFAULT_SERVER_LIMITS.maxConnections)
   .option('--max-connections-per-address <n>', 'simultaneous connections from one address', positiveInt, DEFAULT_SERVER_LIMITS.maxConnectionsPerAddress)
   .option('--max-tokens <n>', 'most tokens per request', positiveInt)
+  .option('--act-bits <n>', 'activation width the products are sized for (default 8; fewer bits: fewer K-chunk terms, less download; clients may use fewer, never more)', actBitsArg)
   .option('--mask-tables <dir>', 'folder of the public mask tables, computed once per model (default: helora-mask-tables in the temp folder)')
   .option('--no-mask-tables', 'offer no mask tables (clients use fresh masks)')
   .option('--audit-log <file>', 'hash-chained log of every answered request (sizes, frame SHA-256s, token fingerprint; no payload); continued when it exists')
   .action(async (o: {
     model: string; host: string; port: number; threads?: number; token?: string; tokenFile?: string; tlsCert?: string; tlsKey?: string; insecure: boolean;
-    rate: number; burst?: number; maxQueue: number; maxInFlight: number; maxConnections: number; maxConnectionsPerAddress: number; maxTokens?: number;
+    rate: number; burst?: number; maxQueue: number; maxInFlight: number; maxConnections: number; maxConnectionsPerAddress: number; maxTokens?: number; actBits?: number;
     maskTables?: string | boolean; auditLog?: string;
   }) => {
     const s = await serve({ ...o, maskTables: o.maskTables === true ? undefined : o.maskTables, env: process.env });
@@ -89,6 +92,10 @@ program
   .option('--check-tokens <n>', 'encrypted mode: tokens of each request whose results are checked against the public weights (0: every token)', nonNegativeInt, DEFAULT_TOKENS_PER_CHECK)
   .option('--allow-unverified', "train through a server whose model hash cannot be checked (no --expect-hash and no projection weights in --model)", false)
   .option('--ca <file>', 'PEM CA certificate to trust (a wss:// server with a self-signed certificate)')
+  .option('--act-bits <n>', "bits of the quantized activations and gradients in quantized and encrypted mode (default 8; encrypted: at most the server's width, which is the default there; the width is never sent)", actBitsArg)
+  .option('--eval-data <file>', 'held-out data (same formats as --data): loss and perplexity before the first step, every --eval-every steps and after the last')
+  .option('--eval-split <f>', 'hold out this fraction of the --data records (seeded by --seed) instead of --eval-data', fraction)
+  .option('--eval-every <n>', 'steps between held-out evaluations (default: only before the first and after the last step)', positiveInt)
   .option('--resume', 'continue from the newest checkpoint in --out', false)
   .option('--checkpoint-every <n>', 'steps between checkpoints', positiveInt, TRAIN_DEFAULTS.checkpointEvery)
   .option('--audit-log <file>', 'encrypted mode: hash-chained log of every exchange with the server (default: audit.jsonl in --out); no secrets, no loss')
@@ -99,14 +106,15 @@ program
     server?: string; model: string; data: string; out: string; mode: TrainMode; steps?: number; epochs?: number; batchTokens: number; gradAccum: number;
     lr: number; warmup: number; schedule: 'cosine' | 'linear' | 'constant'; rank: number; alpha: number; dropout: number; targets: ProjectionName[]; layers?: number[]; masks?: 'table' | 'fresh'; tableCache?: string; seed: number;
     token?: string; tokenFile?: string; allowUnverified: boolean; verifyResults: boolean; checkTokens: number; expectHash?: string; ca?: string; resume: boolean; checkpointEvery: number; progress: boolean; stopAfter?: number;
-    auditLog: string | boolean;
+    auditLog: string | boolean; evalData?: string; evalSplit?: number; evalEvery?: number; actBits?: number;
   }) => {
     const r = await runTrain({ ...o, env: process.env, ca: o.ca !== undefined ? readFileSync(o.ca, 'utf8') : undefined });
     const last = r.history[r.history.length - 1];
     process.stdout.write(JSON.stringify({
       event: 'done', mode: o.mode, steps: r.history.length, total_steps: r.totalSteps, resumed_from: r.startStep,
-      final_loss: last?.loss ?? null, csv: r.csvPath, plot: r.pngPath, adapter: r.adapterDir, model_hash: r.modelHash, hash_check: r.hashCheck,
+      final_loss: last?.loss ?? null, ...(o.actBits !== undefined ? { act_bits: o.actBits } : {}), csv: r.csvPath, plot: r.pngPath, adapter: r.adapterDir, model_hash: r.modelHash, hash_check: r.hashCheck,
       bytes_up: last?.bytesUp ?? 0, bytes_down: last?.bytesDown ?? 0, audit_log: r.auditLog,
+      ...(r.evals.length > 0 ? { final_eval_loss: r.finalEval?.loss ?? null, final_eval_ppl: r.finalEval?.ppl ?? null, eval_tokens: r.evals[0]!.tokens } : {}),
     }) + '\n');
   });
 
@@ -133,12 +141,13 @@ program
   .option('--steps <n>', 'optimizer steps per mode', positiveInt, DEMO_DEFAULTS.steps)
   .option('--batch-tokens <n>', 'tokens per micro-batch', positiveInt, DEMO_DEFAULTS.batchTokens)
   .option('--examples <n>', 'WordNet glosses to train on', positiveInt, DEMO_DEFAULTS.examples)
+  .option('--held-out <n>', `other WordNet glosses for the held-out loss (before the first step, every ${DEMO_DEFAULTS.evalEvery} steps and after the last; 0: none)`, nonNegativeInt, DEMO_DEFAULTS.heldOut)
   .option('--lr <x>', 'peak learning rate', positiveNumber, DEMO_DEFAULTS.lr)
   .option('--rank <r>', 'LoRA rank', positiveInt, DEMO_DEFAULTS.rank)
   .option('--seed <n>', 'seed', nonNegativeInt, DEMO_DEFAULTS.seed)
   .option('--threads <n>', 'server threads', positiveInt)
   .option('--modes <list>', 'modes to run, comma-separated', DEMO_DEFAULTS.modes.join(','))
-  .action(async (o: { model: string; out?: string; steps: number; batchTokens: number; examples: number; lr: number; rank: number; seed: number; threads?: number; modes: string }) => {
+  .action(async (o: { model: string; out?: string; steps: number; batchTokens: number; examples: number; heldOut: number; lr: number; rank: number; seed: number; threads?: number; modes: string }) => {
     const modes = o.modes.split(',').map((s) => s.trim()) as TrainMode[];
     for (const m of modes) if (!TRAIN_MODES.includes(m)) throw new Error(`--modes: unknown mode "${m}" (${TRAIN_MODES.join(', ')})`);
     await runDemo({ ...o, modes });
@@ -147,6 +156,8 @@ program
 registerPretrainCommand(program);
 registerEstimateCommands(program);
 registerAuditCommands(program);
+registerEvalCommand(program);
+registerSweepCommand(program);
 
 program
   .command('matmul-demo')

@@ -25,6 +25,8 @@ export interface ServeOptions {
   rate: number;
   burst?: number;
   maxTokens?: number;
+  /** Activation width the K-splits and noise are sized for (default 8); clients may quantize to fewer bits. */
+  actBits?: number;
   /** Folder of the public mask tables (see ModelServerOptions.maskTables); false: offer none. */
   maskTables?: string | false;
   /** Listen on a non-loopback address without TLS or a token. */
@@ -67,7 +69,7 @@ export async function serve(o: ServeOptions): Promise<{ server: RunningServer; m
   const t0 = performance.now();
   let model: ModelServer;
   try {
-    model = await ModelServer.fromFolder(o.model, { threads: o.threads, maxTokens: o.maxTokens, maskTables: o.maskTables });
+    model = await ModelServer.fromFolder(o.model, { threads: o.threads, maxTokens: o.maxTokens, actBits: o.actBits, maskTables: o.maskTables });
   } catch (e) {
     audit?.close();
     throw e;

@@ -7,7 +7,8 @@ import { fineTune, type FineTuneOptions, type FineTuneResult } from '../train/fi
 import { RemoteTraining, type HashCheck, type RemoteTrainingOptions } from '../transport/remote-training.js';
 import { resolveToken } from '../transport/token.js';
 import type { RemoteStats } from '../transport/client.js';
-import { writeLossPlot } from './plot.js';
+import { writeLossPlot, type Series } from './plot.js';
+import type { EvalRow, HistoryRow } from '../train/run-files.js';
 import { Progress } from './progress.js';
 import type { AuditFields } from '../util/audit-log.js';
 
@@ -61,6 +62,13 @@ function auditSettings(o: TrainOptions): AuditFields {
   };
 }
 
+/** The training loss curve, and the held-out one when the run has evaluations. */
+export function lossSeries(label: string, history: readonly HistoryRow[], evals: readonly EvalRow[]): Series[] {
+  const series: Series[] = [{ name: evals.length > 0 ? `${label} train` : label, points: history.map((r) => [r.step, r.loss]) }];
+  if (evals.length > 0) series.push({ name: `${label} held-out`, points: evals.map((e) => [e.step, e.loss]) });
+  return series;
+}
+
 /** fineTune with a progress bar on stderr; afterwards the loss curve goes to loss.png in the run folder. */
 export async function fineTuneWithProgress(o: FineTuneOptions, showProgress: boolean): Promise<FineTuneResult & { pngPath: string }> {
   const label = o.label ?? o.mode;
@@ -73,6 +81,10 @@ export async function fineTuneWithProgress(o: FineTuneOptions, showProgress: boo
         progress.start(start.totalSteps, start.startStep);
         o.onStart?.(start);
       },
+      onEval: (e) => {
+        o.say?.(`helora: held-out loss ${e.loss.toFixed(4)} (perplexity ${e.ppl.toFixed(2)}, ${e.tokens} tokens) after step ${e.step}`);
+        o.onEval?.(e);
+      },
       onStep: (row, step) => {
         progress.update({ step: row.step, loss: row.loss, tokensPerSec: step.tokensPerSec, bytesUp: row.bytesUp, bytesDown: row.bytesDown });
         o.onStep?.(row, step);
@@ -82,7 +94,7 @@ export async function fineTuneWithProgress(o: FineTuneOptions, showProgress: boo
     progress.stop();
   }
   const pngPath = join(run.out, 'loss.png');
-  writeLossPlot(pngPath, [{ name: label, points: run.history.map((r) => [r.step, r.loss]) }], `${label} loss`);
+  writeLossPlot(pngPath, lossSeries(label, run.history, run.evals), `${label} loss`);
   return { ...run, pngPath };
 }
 
@@ -92,7 +104,7 @@ export async function runTrain(o: TrainOptions): Promise<TrainResult> {
   const server = o.mode === 'encrypted'
     ? new RemoteTraining({
       url: o.server!, token: resolveToken({ token: o.token, tokenFile: o.tokenFile, env: o.env ?? {} })?.token, expectHash: o.expectHash, ca: o.ca,
-      retryDeadlineMs: o.retryDeadlineMs, allowUnverified: o.allowUnverified, verifyResults: o.verifyResults, checkTokens: o.checkTokens, masks: o.masks, tableCache: o.tableCache, say,
+      retryDeadlineMs: o.retryDeadlineMs, actBits: o.actBits, allowUnverified: o.allowUnverified, verifyResults: o.verifyResults, checkTokens: o.checkTokens, masks: o.masks, tableCache: o.tableCache, say,
       auditLog: auditLogPath(o),
     })
     : null;

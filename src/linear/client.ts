@@ -12,7 +12,7 @@ import {
 } from '../crypto/index.js';
 import { addTokensInto, maxTokenL1 } from '../crypto/encode.js';
 import {
-  DEFAULT_ACT_BITS, WEIGHT_BITS, dequantizeBackwardRange, dequantizeForwardRange, prepareBackwardInput, quantizePerToken, type QuantizedActivations,
+  DEFAULT_ACT_BITS, MIN_BITS, WEIGHT_BITS, dequantizeBackwardRange, dequantizeForwardRange, prepareBackwardInput, quantizePerToken, type QuantizedActivations,
 } from '../quant/quantize.js';
 import { blockCount, featureChunks } from './layout.js';
 import { settleAll } from '../util/settle.js';
@@ -43,8 +43,17 @@ export interface MaskChoice {
 export interface HeClientOptions {
   params?: RlweParams;
   key?: SecretKey;
-  /** Activation / gradient bit width (default 8). */
+  /**
+   * Activation / gradient bit width the server sized its K-splits and noise for (default 8): the
+   * layout of every request and answer follows it.
+   */
   actBits?: number;
+  /**
+   * Bits the client actually quantizes to (default actBits; at most actBits). Fewer bits change
+   * only the integers inside the ciphertexts, never a size, count or field on the wire, so the
+   * server cannot tell.
+   */
+  quantBits?: number;
   /**
    * Pick the plaintext width per column block from the inputs (default true): smaller P' when the
    * inputs are small, so the HE error in result units shrinks by 2^(P' - P). false: always P.
@@ -83,6 +92,7 @@ interface CheckedAnswer {
 export class HeLinearClient {
   readonly params: RlweParams;
   readonly actBits: number;
+  readonly quantBits: number;
   readonly adaptivePlaintext: boolean;
   private readonly key: SecretKey;
   private readonly threads: number | undefined;
@@ -107,6 +117,10 @@ export class HeLinearClient {
     this.adaptivePlaintext = opts.adaptivePlaintext ?? true;
     this.threads = opts.threads;
     maxInnerDim(this.params, this.actBits, WEIGHT_BITS); // validates the bit width early
+    this.quantBits = opts.quantBits ?? this.actBits;
+    if (!Number.isInteger(this.quantBits) || this.quantBits < MIN_BITS || this.quantBits > this.actBits) {
+      throw new Error(`helora: activation bits must be an integer in [${MIN_BITS}, ${this.actBits}] (the server's width), got ${this.quantBits}`);
+    }
   }
 
   get maxTermK(): number {
@@ -390,7 +404,7 @@ export class HeLinearClient {
 
   /** Forward: quantize x (T x C) per token and encrypt it on the pool. */
   async encryptForward(x: Float32Array, T: number, C: number, masks: MaskChoice = {}): Promise<PendingProduct> {
-    const q = quantizePerToken(x, T, C, this.actBits);
+    const q = quantizePerToken(x, T, C, this.quantBits);
     return this.pendingOf(await this.encryptIntegers(q.values, T, [C], masks), q.scales, q.values);
   }
 
@@ -413,7 +427,7 @@ export class HeLinearClient {
 
   /** Backward: dy_j (T x rows_j) stacked, the weight scales folded in, quantized per token jointly, encrypted on the pool. */
   async encryptBackward(dys: Float32Array[], T: number, wScales: Float32Array[], masks: MaskChoice = {}): Promise<PendingProduct> {
-    const { q, cols } = quantizeBackwardInput(dys, T, wScales, this.actBits);
+    const { q, cols } = quantizeBackwardInput(dys, T, wScales, this.quantBits);
     return this.pendingOf(await this.encryptIntegers(q.values, T, cols, masks), q.scales, q.values);
   }
 

@@ -575,3 +575,35 @@ test('public mask tables: a single-use secret encrypts one block only, and every
   assert.notDeepEqual(sa, sb, 'fresh secrets per request');
   assert.equal(client.blockSecretsOf(client.encryptIntegersReference(new Int8Array(8), 1, [8])), undefined, 'fresh masks use the client key');
 });
+
+test('quantBits below the server width: the integers of QuantizedGroup at that width, the same wire shape; above it refused', async (ctx) => {
+  const T = 40, C = 96;
+  const fp = [64, 32].map((r) => {
+    const w = new Float32Array(r * C);
+    for (let i = 0; i < w.length; i++) w[i] = Math.sin(i * 0.7 + r) * 0.05;
+    return quantizeWeightsPerChannel(w, r, C);
+  });
+  const parts = fp.map((q) => ({ values: q.values, rows: q.rows, cols: q.cols }));
+  const server = new HeLinearServer({ actBits: 8 });
+  await server.registerGroup('g', parts);
+  const c8 = new HeLinearClient({ actBits: 8 });
+  const key = SecretKey.generate(params);
+  const c5 = new HeLinearClient({ actBits: 8, quantBits: 5, key });
+  ctx.after(async () => { await c8.close(); await c5.close(); });
+  const x = Float32Array.from({ length: T * C }, (_, i) => Math.sin(i * 0.37) * (1 + (i % 5)));
+  const p8 = await c8.encryptForward(x, T, C);
+  const p5 = await c5.encryptForward(x, T, C);
+  // What goes to the server has the same shape either way: nothing tells the width.
+  const shape = (r: EncryptedInput): unknown => ({ ...r, seed: r.seed.length, blocks: r.blocks.map((b) => b.length) });
+  assert.deepEqual(shape(p5.request), shape(p8.request));
+  assert.ok(p5.values!.every((v) => Math.abs(v) <= 15) && p8.values!.some((v) => Math.abs(v) > 15));
+  // The integers are the 5-bit plaintext twin's; decrypted within the HE error of its products.
+  assert.deepEqual(p5.values, quantizePerToken(x, T, C, 5).values);
+  const ys = await c5.decryptForward(p5, await server.forward('g', p5.request), fp.map((q) => q.scales));
+  const want = new QuantizedGroup(fp, 5).forward(x, T);
+  ys.forEach((y, j) => y.forEach((v, i) => {
+    const unit = p5.scales[Math.floor(i / fp[j].rows)] * fp[j].scales[i % fp[j].rows];
+    assert.ok(Math.abs(v - want[j][i]) <= resultErrorBound(params, 127 * 127 * C, key.hammingWeight) * unit + 1e-6 * Math.abs(want[j][i]), `part ${j} value ${i}`);
+  }));
+  assert.throws(() => new HeLinearClient({ actBits: 6, quantBits: 7 }), /activation bits must be an integer in \[2, 6\]/);
+});

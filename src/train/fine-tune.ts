@@ -10,6 +10,10 @@
 // (seed, step, micro-batch), and a checkpoint holds the LoRA values, the AdamW moments, the step and
 // the data position. Only the HE noise differs between two encrypted runs.
 //
+// Held-out evaluation (evaluate.ts; evalData or evalSplit): the loss over records the run does not
+// train on, before the first step, every evalEvery steps and after the last, through the same
+// products as training (forward only), without dropout. It is recorded next to the training loss.
+//
 // The run's folder (run-files.ts) is its outcome: loss.csv after every step, checkpoints/ every
 // checkpointEvery steps and at the end, adapter/ (PEFT) once every step is done. No UI here:
 // messages go out through `say`, progress through onStart / onStep.
@@ -24,13 +28,15 @@ import { loadModelFolder } from '../model/loader.js';
 import { LoraAdapter } from '../model/lora.js';
 import { isProjectionName, parseProjectionWeightName, PROJECTION_NAMES, type ProjectionName } from '../model/projections.js';
 import { readSafetensorsHeader } from '../model/safetensors.js';
+import { DEFAULT_ACT_BITS, MAX_BITS, MIN_BITS } from '../quant/quantize.js';
 import { loadTokenizer, type TextTokenizer } from '../model/tokenizer.js';
 import { readTrainingFile, tokenizeRecords, type DataRecord } from './data.js';
 import { makeSchedule, type ScheduleOptions } from './optim.js';
 import { epochBatchSource, epochSeed, packExamples } from './packing.js';
 import {
-  historyCsv, listCheckpoints, loadRunCheckpoint, saveAdapterAtomic, saveRunCheckpoint, writeFileAtomic, type HistoryRow,
+  historyCsv, listCheckpoints, loadRunCheckpoint, saveAdapterAtomic, saveRunCheckpoint, writeFileAtomic, type EvalRow, type HistoryRow,
 } from './run-files.js';
+import { heldOutLoss, packHeldOut, splitHeldOut } from './evaluate.js';
 import { Trainer, type StepEvent } from './trainer.js';
 import { stepsForEpochs } from './estimate.js';
 
@@ -99,6 +105,19 @@ export interface FineTuneOptions {
   onCheckpoint?: (step: number, dir: string) => void;
   /** Called after every optimizer step, once the CSV (and a due checkpoint) is written. */
   onStep?: (row: HistoryRow, step: StepEvent) => void;
+  /**
+   * Bits the activations and gradients are quantized to (quantized and encrypted mode). Default:
+   * 8 in quantized mode, the server's width (8 unless it says otherwise) in encrypted mode, where
+   * the server's width is an upper bound.
+   */
+  actBits?: number;
+  /** Held-out records (a file or records in memory), or evalSplit: a seeded fraction of the training records (not both). */
+  evalData?: string | DataRecord[];
+  evalSplit?: number;
+  /** Evaluate every this many steps (besides before the first and after the last); needs evalData or evalSplit. */
+  evalEvery?: number;
+  /** Called after every held-out evaluation, once it is in the CSV. */
+  onEval?: (row: EvalRow) => void;
   /** Test hook: stop (without the final adapter) once this many steps are done, as a crash would. */
   stopAfter?: number;
 }
@@ -132,6 +151,10 @@ export interface FineTuneResult {
   totalSteps: number;
   /** Step the run started from (0, or the checkpoint's step when resumed). */
   startStep: number;
+  /** Held-out evaluations, step 0 first (empty without a held-out set). */
+  evals: EvalRow[];
+  /** The evaluation after the last step (null without a held-out set, or when the run stopped early). */
+  finalEval: EvalRow | null;
 }
 
 const isProjectionWeight = (tensorName: string): boolean => parseProjectionWeightName(tensorName) !== null;
@@ -178,6 +201,37 @@ export function checkFineTuneOptions(o: FineTuneOptions): void {
   for (const t of o.targets) {
     if (!isProjectionName(t)) throw new Error(`helora: unknown LoRA target ${JSON.stringify(t)} (expected some of ${PROJECTION_NAMES.join(',')})`);
   }
+  checkEvalOptions(o);
+  if (o.actBits !== undefined) {
+    if (o.mode === 'fp32') throw new Error('helora: --act-bits is used in quantized and encrypted mode, not with --mode fp32');
+    if (!Number.isInteger(o.actBits) || o.actBits < MIN_BITS || o.actBits > MAX_BITS) throw new Error(`helora: --act-bits must be an integer in [${MIN_BITS}, ${MAX_BITS}], got ${o.actBits}`);
+  }
+}
+
+function checkEvalOptions(o: FineTuneOptions): void {
+  if (o.evalData !== undefined && o.evalSplit !== undefined) throw new Error('helora: give either --eval-data or --eval-split, not both');
+  if (o.evalSplit !== undefined && !(o.evalSplit > 0 && o.evalSplit < 1)) throw new Error(`helora: --eval-split must be a fraction in (0, 1), got ${o.evalSplit}`);
+  if (o.evalEvery !== undefined) {
+    if (!Number.isSafeInteger(o.evalEvery) || o.evalEvery < 1) throw new Error(`helora: --eval-every must be an integer >= 1, got ${o.evalEvery}`);
+    if (o.evalData === undefined && o.evalSplit === undefined) throw new Error('helora: --eval-every needs a held-out set: --eval-data FILE or --eval-split FRACTION');
+  }
+}
+
+/** The records to train on and the held-out ones (null without evaluation). */
+function trainAndHeldOut(o: FineTuneOptions): { train: DataRecord[]; heldOut: DataRecord[] | null } {
+  const all = typeof o.data === 'string' ? readTrainingFile(o.data).records : o.data;
+  if (o.evalSplit !== undefined) return splitHeldOut(all, o.evalSplit, o.seed);
+  if (o.evalData === undefined) return { train: all, heldOut: null };
+  const heldOut = typeof o.evalData === 'string' ? readTrainingFile(o.evalData).records : o.evalData;
+  if (heldOut.length === 0) throw new Error('helora: the held-out data (--eval-data) has no records');
+  return { train: all, heldOut };
+}
+
+/** Evaluates the model with the run's LoRA on the held-out records, packed like training. */
+function heldOutEvaluator(model: LlamaModel, lora: LoraAdapter, heldOut: DataRecord[], tokenizer: TextTokenizer, batchTokens: number) {
+  const { examples, padId } = tokenizeForTraining(heldOut, tokenizer, model.config);
+  const batches = packHeldOut(examples, { T: batchTokens, padId, vocabSize: model.config.vocabSize });
+  return async (step: number): Promise<EvalRow> => ({ step, ...(await heldOutLoss(model, lora, batches)) });
 }
 
 function sha256(s: string): string {
@@ -205,7 +259,7 @@ function loadClient(o: FineTuneOptions): { config: LlamaConfig; tensors: TensorM
 /** The frozen products for the mode: local ones from the projection weights, encrypted ones from the caller's server. */
 async function openProducts(o: FineTuneOptions, config: LlamaConfig, tensors: TensorMap): Promise<EncryptedProducts> {
   if (o.mode === 'encrypted') return o.connectEncrypted!(config, o.model);
-  const provider = o.mode === 'quantized' ? LocalQuantizedProvider.fromTensors(config, tensors) : LocalFp32Provider.fromTensors(config, tensors);
+  const provider = o.mode === 'quantized' ? LocalQuantizedProvider.fromTensors(config, tensors, o.actBits ?? DEFAULT_ACT_BITS) : LocalFp32Provider.fromTensors(config, tensors);
   return { provider, traffic: () => ({ up: 0, down: 0 }), close: async () => {} };
 }
 
@@ -226,13 +280,15 @@ function prepareTrainer(o: FineTuneOptions, model: LlamaModel, records: DataReco
 }
 
 /** The settings a resume must match to continue the same run. */
-function runFingerprint(o: FineTuneOptions, records: DataRecord[], totalSteps: number, config: LlamaConfig): Record<string, unknown> {
+function runFingerprint(o: FineTuneOptions, records: DataRecord[], heldOut: DataRecord[] | null, totalSteps: number, config: LlamaConfig): Record<string, unknown> {
   return {
     data_sha256: sha256(JSON.stringify(records)), seed: o.seed, batch_tokens: o.batchTokens, grad_accum: o.gradAccum, lr: o.lr, warmup: o.warmup,
     schedule: o.schedule, rank: o.rank, alpha: o.alpha, dropout: o.dropout, targets: [...o.targets], total_steps: totalSteps,
     model: { hidden: config.hiddenSize, layers: config.numLayers, vocab: config.vocabSize },
     // (only when set: runs on every layer keep the fingerprint they always had)
     ...(o.layers ? { lora_layers: [...o.layers] } : {}),
+    ...(o.actBits !== undefined && o.actBits !== DEFAULT_ACT_BITS ? { act_bits: o.actBits } : {}),
+    ...(heldOut ? { eval_sha256: sha256(JSON.stringify(heldOut)), eval_every: o.evalEvery ?? null } : {}),
   };
 }
 
@@ -244,6 +300,7 @@ class FineTuneRun {
   readonly out: string;
   readonly csvPath: string;
   history: HistoryRow[] = [];
+  evals: EvalRow[] = [];
   startStep = 0;
   private elapsedBefore = 0;
   private trafficBefore: Traffic = { up: 0, down: 0 };
@@ -255,6 +312,7 @@ class FineTuneRun {
     readonly totalSteps: number,
     private readonly fingerprint: Record<string, unknown>,
     private readonly products: EncryptedProducts,
+    private readonly evaluate: ((step: number) => Promise<EvalRow>) | null,
   ) {
     this.out = resolve(o.out);
     this.csvPath = join(this.out, 'loss.csv');
@@ -272,6 +330,7 @@ class FineTuneRun {
       if (diff.length > 0) throw new Error(`helora: cannot resume from ${last.dir}: these settings differ from the checkpoint's: ${diff.join(', ')}`);
       this.trainer.loadState(ck.state);
       this.history = ck.history.slice(0, ck.state.step);
+      this.evals = (ck.evals ?? []).filter((e) => e.step <= ck.state.step);
       this.elapsedBefore = ck.elapsedS;
       this.trafficBefore = { up: ck.bytesUp, down: ck.bytesDown };
       say(`helora: resuming ${o.label ?? o.mode} from step ${ck.state.step} of ${this.totalSteps} (${last.dir})`);
@@ -296,9 +355,31 @@ class FineTuneRun {
     const traffic = this.traffic();
     const row: HistoryRow = { step: event.step, loss: event.loss, lr: event.lr, tokens: event.tokens, elapsedS: this.elapsedS(), bytesUp: traffic.up, bytesDown: traffic.down };
     this.history.push(row);
+    const every = this.o.evalEvery;
+    if ((every !== undefined && event.step % every === 0) || event.step === this.totalSteps) await this.evaluateAt(event.step);
     this.writeCsv();
     if (event.step % this.o.checkpointEvery === 0 || event.step === this.totalSteps) this.checkpoint();
     return { row, event };
+  }
+
+  /** The held-out evaluation before the first step (not again when a resumed run has it). */
+  async evaluateStart(): Promise<void> {
+    if (this.trainer.step === 0 && await this.evaluateAt(0)) this.writeCsv();
+  }
+
+  /** One held-out evaluation after `step` steps, unless the run has it already; whether one was taken. */
+  private async evaluateAt(step: number): Promise<boolean> {
+    if (!this.evaluate || this.evals.some((e) => e.step === step)) return false;
+    const row = await this.evaluate(step);
+    this.evals.push(row);
+    this.o.onEval?.(row);
+    return true;
+  }
+
+  /** The evaluation after the last step, when every step is done. */
+  get finalEval(): EvalRow | null {
+    const last = this.evals[this.evals.length - 1];
+    return last && last.step === this.totalSteps && this.trainer.step >= this.totalSteps ? last : null;
   }
 
   /** The CSV once more (a run resumed at its end has taken no step), and the adapter when every step is done. */
@@ -312,12 +393,12 @@ class FineTuneRun {
 
   private checkpoint(): void {
     const traffic = this.traffic();
-    const dir = saveRunCheckpoint(this.out, { state: this.trainer.state(), fingerprint: this.fingerprint, history: this.history, elapsedS: this.elapsedS(), bytesUp: traffic.up, bytesDown: traffic.down });
+    const dir = saveRunCheckpoint(this.out, { state: this.trainer.state(), fingerprint: this.fingerprint, history: this.history, evals: this.evals, elapsedS: this.elapsedS(), bytesUp: traffic.up, bytesDown: traffic.down });
     this.o.onCheckpoint?.(this.trainer.step, dir);
   }
 
   private writeCsv(): void {
-    writeFileAtomic(this.csvPath, historyCsv(this.history));
+    writeFileAtomic(this.csvPath, historyCsv(this.history, this.evals));
   }
 
   private elapsedS(): number {
@@ -334,21 +415,25 @@ class FineTuneRun {
 export async function fineTune(o: FineTuneOptions): Promise<FineTuneResult> {
   checkFineTuneOptions(o);
   // Data first: a bad file should fail before any model is loaded or server contacted.
-  const records = typeof o.data === 'string' ? readTrainingFile(o.data).records : o.data;
+  const { train: records, heldOut } = trainAndHeldOut(o);
   const { config, tensors, tokenizer } = loadClient(o);
   const products = await openProducts(o, config, tensors);
   try {
     const model = LlamaModel.fromTensors(config, tensors, products.provider);
     const { lora, trainer, totalSteps } = prepareTrainer(o, model, records, tokenizer);
-    const run = new FineTuneRun(o, trainer, totalSteps, runFingerprint(o, records, totalSteps, config), products);
+    const evaluate = heldOut ? heldOutEvaluator(model, lora, heldOut, tokenizer, o.batchTokens) : null;
+    const run = new FineTuneRun(o, trainer, totalSteps, runFingerprint(o, records, heldOut, totalSteps, config), products, evaluate);
     run.resumeOrStart();
     o.onStart?.({ totalSteps, startStep: run.startStep });
+    await run.evaluateStart();
     while (!run.stopped) {
       const { row, event } = await run.step();
       o.onStep?.(row, event);
     }
     const { adapterDir } = run.finish(lora);
-    return { history: run.history, out: run.out, csvPath: run.csvPath, adapterDir, lora, model, tokenizer, config, totalSteps, startStep: run.startStep };
+    return { history: run.history, out: run.out, csvPath: run.csvPath, adapterDir, lora, model, tokenizer, config, totalSteps, startStep: run.startStep,
+      evals: run.evals, finalEval: run.finalEval,
+    };
   } finally {
     await products.close();
   }

@@ -15,6 +15,9 @@ export const DEMO_DEFAULTS = {
   steps: 40,
   batchTokens: 2048,
   examples: 1500,
+  /** Glosses held out for evaluation (taken after the training ones: the training data is unchanged). */
+  heldOut: 100,
+  evalEvery: 10,
   lr: 3e-3,
   rank: 8,
   seed: 1,
@@ -34,13 +37,23 @@ export interface DemoRunSettings {
 /** Longest definition kept (characters): short glosses pack densely and are learnable in a few steps. */
 const MAX_DEFINITION_CHARS = 90;
 
-/** A deterministic sample of short WordNet glosses. */
-export function demoGlosses(n: number, seed: number): Gloss[] {
+/** Every short gloss, one per word, in the seed's shuffled order. */
+function shuffledGlosses(seed: number): Gloss[] {
   const all = readWordnetGlosses().filter((g) => g.definition.length <= MAX_DEFINITION_CHARS && !g.word.includes(' '));
   // One gloss per word (the first sense), so the prompt determines the completion.
   const seen = new Set<string>();
   const unique = all.filter((g) => (seen.has(g.word) ? false : (seen.add(g.word), true)));
-  return shuffleInPlace(unique, seed).slice(0, n);
+  return shuffleInPlace(unique, seed);
+}
+
+/** A deterministic sample of short WordNet glosses. */
+export function demoGlosses(n: number, seed: number): Gloss[] {
+  return shuffledGlosses(seed).slice(0, n);
+}
+
+/** The k glosses after the n training ones in the same order: held out (other words), the training sample unchanged. */
+export function demoHeldOutGlosses(n: number, k: number, seed: number): Gloss[] {
+  return shuffledGlosses(seed).slice(n, n + k);
 }
 
 /** The glosses as prompt/completion training records. */
@@ -49,8 +62,9 @@ export function glossRecords(glosses: readonly Gloss[]): DataRecord[] {
 }
 
 /** fineTune options of the demo run in one mode (the encrypted mode still needs connectEncrypted). */
-export function demoRunOptions(s: DemoRunSettings, mode: TrainMode, records: DataRecord[], out: string): FineTuneOptions {
+export function demoRunOptions(s: DemoRunSettings, mode: TrainMode, records: DataRecord[], out: string, heldOut?: DataRecord[]): FineTuneOptions {
   return {
+    ...(heldOut && heldOut.length > 0 ? { evalData: heldOut, evalEvery: DEMO_DEFAULTS.evalEvery } : {}),
     ...TRAIN_DEFAULTS,
     model: s.model, data: records, out, mode, steps: s.steps, batchTokens: s.batchTokens, lr: s.lr, rank: s.rank, alpha: 2 * s.rank,
     warmup: Math.min(3, s.steps - 1), seed: s.seed, resume: false, checkpointEvery: s.steps, label: mode,

@@ -31,22 +31,59 @@ export interface HistoryRow {
   bytesDown: number;
 }
 
-export const CSV_HEADER = 'step,loss,lr,tokens,elapsed_s,bytes_up,bytes_down';
-
-export function historyCsv(rows: readonly HistoryRow[]): string {
-  const lines = rows.map((r) => [r.step, r.loss, r.lr, r.tokens, r.elapsedS.toFixed(3), r.bytesUp, r.bytesDown].join(','));
-  return [CSV_HEADER, ...lines].join('\n') + '\n';
+/** A held-out evaluation after `step` optimizer steps (0: before the first). */
+export interface EvalRow {
+  step: number;
+  /** Token-weighted mean loss over the held-out set, and exp of it. */
+  loss: number;
+  ppl: number;
+  /** Held-out tokens with a loss target. */
+  tokens: number;
 }
 
-/** Parses a loss CSV written by historyCsv (strict: header and column count are checked). */
-export function parseHistoryCsv(text: string): HistoryRow[] {
+export const CSV_HEADER = 'step,loss,lr,tokens,elapsed_s,bytes_up,bytes_down';
+/** The header of a run with held-out evaluation: two more columns, empty on steps without one. */
+export const CSV_HEADER_EVAL = `${CSV_HEADER},eval_loss,eval_ppl`;
+
+/**
+ * The loss CSV. Without evaluations it is the 7-column file it always was. With them every row gets
+ * eval_loss and eval_ppl (empty where none was taken), and an evaluation before the first step is
+ * a row of step 0 whose training columns are empty.
+ */
+export function historyCsv(rows: readonly HistoryRow[], evals: readonly EvalRow[] = []): string {
+  const train = (r: HistoryRow): string => [r.step, r.loss, r.lr, r.tokens, r.elapsedS.toFixed(3), r.bytesUp, r.bytesDown].join(',');
+  if (evals.length === 0) return [CSV_HEADER, ...rows.map(train)].join('\n') + '\n';
+  const byStep = new Map(evals.map((e) => [e.step, e]));
+  const evalCols = (step: number): string => {
+    const e = byStep.get(step);
+    return e ? `${e.loss},${e.ppl}` : ',';
+  };
+  const lines = rows.map((r) => `${train(r)},${evalCols(r.step)}`);
+  if (byStep.has(0)) lines.unshift(`0,,,,0.000,0,0,${evalCols(0)}`);
+  return [CSV_HEADER_EVAL, ...lines].join('\n') + '\n';
+}
+
+/** Parses a loss CSV written by historyCsv, with or without eval columns (strict: header and column count are checked). */
+export function parseRunCsv(text: string): { history: HistoryRow[]; evals: Omit<EvalRow, 'tokens'>[] } {
   const lines = text.trim().split('\n');
-  if (lines[0] !== CSV_HEADER) throw new Error(`helora: loss CSV must start with "${CSV_HEADER}"`);
-  return lines.slice(1).map((line, i) => {
-    const f = line.split(',').map(Number);
-    if (f.length !== 7) throw new Error(`helora: loss CSV line ${i + 2} has ${f.length} fields, expected 7`);
-    return { step: f[0]!, loss: f[1]!, lr: f[2]!, tokens: f[3]!, elapsedS: f[4]!, bytesUp: f[5]!, bytesDown: f[6]! };
+  const withEval = lines[0] === CSV_HEADER_EVAL;
+  if (lines[0] !== CSV_HEADER && !withEval) throw new Error(`helora: loss CSV must start with "${CSV_HEADER}" (or "${CSV_HEADER_EVAL}")`);
+  const width = withEval ? 9 : 7;
+  const history: HistoryRow[] = [];
+  const evals: Omit<EvalRow, 'tokens'>[] = [];
+  lines.slice(1).forEach((line, i) => {
+    const raw = line.split(',');
+    if (raw.length !== width) throw new Error(`helora: loss CSV line ${i + 2} has ${raw.length} fields, expected ${width}`);
+    const f = raw.map(Number);
+    if (raw[1] !== '') history.push({ step: f[0]!, loss: f[1]!, lr: f[2]!, tokens: f[3]!, elapsedS: f[4]!, bytesUp: f[5]!, bytesDown: f[6]! });
+    if (withEval && raw[7] !== '') evals.push({ step: f[0]!, loss: f[7]!, ppl: f[8]! });
   });
+  return { history, evals };
+}
+
+/** The training rows of a loss CSV (see parseRunCsv). */
+export function parseHistoryCsv(text: string): HistoryRow[] {
+  return parseRunCsv(text).history;
 }
 
 /** Owner-only permissions of everything a run writes. */
@@ -161,6 +198,8 @@ export interface RunCheckpoint {
   /** Options that must match for a resume to continue the same run. */
   fingerprint: Record<string, unknown>;
   history: HistoryRow[];
+  /** Held-out evaluations so far (absent in checkpoints of runs without them). */
+  evals?: EvalRow[];
   /** Seconds of training done so far. */
   elapsedS: number;
   bytesUp: number;
@@ -186,7 +225,7 @@ export function saveRunCheckpoint(out: string, c: RunCheckpoint): string {
   const dir = join(checkpointsDir(out), `step-${String(c.state.step).padStart(8, '0')}`);
   writeDirAtomic(dir, (tmp) => {
     saveTrainerCheckpoint(join(tmp, 'trainer.safetensors'), c.state);
-    const run = { format: RUN_CHECKPOINT_FORMAT, step: c.state.step, fingerprint: c.fingerprint, elapsed_s: c.elapsedS, bytes_up: c.bytesUp, bytes_down: c.bytesDown, history: c.history };
+    const run = { format: RUN_CHECKPOINT_FORMAT, step: c.state.step, fingerprint: c.fingerprint, elapsed_s: c.elapsedS, bytes_up: c.bytesUp, bytes_down: c.bytesDown, history: c.history, ...(c.evals && c.evals.length > 0 ? { evals: c.evals } : {}) };
     writeNewFile(join(tmp, 'run.json'), JSON.stringify(run) + '\n');
   });
   const all = listCheckpoints(out);
@@ -213,10 +252,27 @@ export function loadRunCheckpoint(dir: string): RunCheckpoint {
     if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new Error(`helora: checkpoint ${dir}: ${what} must be a non-negative number`);
     return v;
   };
+  const evals = checkpointEvals(run.evals, state.step, dir);
   const fp = run.fingerprint;
   if (typeof fp !== 'object' || fp === null || Array.isArray(fp)) throw new Error(`helora: checkpoint ${dir}: missing fingerprint`);
   return {
-    state, fingerprint: fp as Record<string, unknown>, history: history as HistoryRow[],
+    state, fingerprint: fp as Record<string, unknown>, history: history as HistoryRow[], evals,
     elapsedS: num(run.elapsed_s, 'elapsed_s'), bytesUp: num(run.bytes_up, 'bytes_up'), bytesDown: num(run.bytes_down, 'bytes_down'),
   };
+}
+
+/** The evaluations of a checkpoint's run.json: absent (none), or rows of steps 0..step in order. */
+function checkpointEvals(v: unknown, step: number, dir: string): EvalRow[] {
+  if (v === undefined) return [];
+  const bad = (): never => { throw new Error(`helora: checkpoint ${dir}: bad held-out evaluations`); };
+  if (!Array.isArray(v) || v.length > step + 1) return bad();
+  let prev = -1;
+  return v.map((e: unknown) => {
+    if (typeof e !== 'object' || e === null) return bad();
+    const { step: s, loss, ppl, tokens } = e as Record<string, unknown>;
+    if (!Number.isSafeInteger(s) || (s as number) <= prev || (s as number) > step) return bad();
+    if (typeof loss !== 'number' || typeof ppl !== 'number' || !Number.isSafeInteger(tokens) || (tokens as number) < 0) return bad();
+    prev = s as number;
+    return { step: s as number, loss, ppl, tokens: tokens as number };
+  });
 }

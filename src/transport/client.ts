@@ -565,10 +565,15 @@ export interface RemoteProviderOptions extends RemoteSessionOptions {
   integrity?: ResultIntegrity;
   /** Client crypto worker threads (default: one per core). */
   threads?: number;
+  /**
+   * Bits the client quantizes activations and gradients to (default: the server's act_bits, an
+   * upper bound; never sent). More than the server's is refused.
+   */
+  actBits?: number;
 }
 
 /** What a provider on an open session is made with (RemoteProviderOptions without the connection). */
-export type ProviderOptions = Pick<RemoteProviderOptions, 'key' | 'masks' | 'tableCache' | 'onTableLayer' | 'integrity' | 'threads'>;
+export type ProviderOptions = Pick<RemoteProviderOptions, 'key' | 'masks' | 'tableCache' | 'onTableLayer' | 'integrity' | 'threads' | 'actBits'>;
 
 /** Where downloaded mask tables are kept unless told otherwise. */
 export function defaultTableCache(): string {
@@ -593,7 +598,10 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
     const info = session.info;
     this.integrity = opts.integrity ?? null;
     // Client crypto on every core (worker pool, started on first use; the key stays in this process).
-    this.he = new HeLinearClient({ params: paramsById(info.paramsId), key: opts.key, actBits: info.actBits, threads: opts.threads });
+    if (opts.actBits !== undefined && opts.actBits > info.actBits) {
+      throw new Error(`helora: --act-bits ${opts.actBits} is more than the server's ${info.actBits} bits (its K-splits and noise are sized for at most that): use --act-bits ${info.actBits} or fewer`);
+    }
+    this.he = new HeLinearClient({ params: paramsById(info.paramsId), key: opts.key, actBits: info.actBits, quantBits: opts.actBits, threads: opts.threads });
     this.masks = opts.masks ?? (info.maskTables ? 'table' : 'fresh');
     if (this.masks === 'table' && !info.maskTables) throw new Error('helora: the server offers no mask tables (use --masks fresh)');
   }

@@ -39,6 +39,8 @@ export interface RemoteTrainingOptions {
   verifyResults?: boolean;
   /** Tokens of each request whose results are checked (drawn after the answer arrives; 0: every token). */
   checkTokens?: number;
+  /** Bits the client quantizes to (default: the server's; at most the server's, never sent). */
+  actBits?: number;
   /** Messages for the user (the hash check, the table download). */
   say?: (line: string) => void;
   /**
@@ -105,7 +107,7 @@ export class RemoteTraining {
     try {
       integrity = verify ? ResultIntegrity.fromQuantizedLayers(local!.layers, paramsById(session.info.paramsId), session.info.actBits, checkTokens) : undefined;
       remote = await RemoteEncryptedProvider.open(session, {
-        integrity, masks: this.o.masks, tableCache: this.o.tableCache,
+        integrity, masks: this.o.masks, tableCache: this.o.tableCache, actBits: this.o.actBits,
         onTableLayer: (layer, bytes, layers) => say(`helora: mask table of layer ${layer + 1}/${layers} downloaded (${(bytes / 2 ** 20).toFixed(1)} MiB, checked)`),
       });
     } catch (e) {
@@ -126,6 +128,7 @@ export class RemoteTraining {
     if (hashCheck === 'unverified') say(`helora: server model hash ${hash} (NOT verified, --allow-unverified)`);
     else say(`helora: server model hash ${hash} verified (${hashCheck === 'expected' ? '--expect-hash' : 'recomputed from the local model folder'})`);
     say(remote.masks === 'table' ? 'helora: masks: the server\'s public mask tables (a fresh secret per block)' : 'helora: masks: fresh per request');
+    if (this.o.actBits !== undefined) say(`helora: activations and gradients quantized to ${this.o.actBits} bits (the server allows up to ${remote.info.actBits}; the width is not sent)`);
     if (integrity) {
       const which = checkTokens === 0 ? 'every token of every request' : `${checkTokens} tokens of each request, drawn after its answer arrives (--check-tokens 0: every token)`;
       say(`helora: results are checked against the public weights (Freivalds check on ${which}; --no-verify-results turns it off)`);
