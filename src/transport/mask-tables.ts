@@ -134,8 +134,11 @@ export const DEFAULT_TABLE_MEMORY_BYTES = 1 << 30;
  * What a verified layer file looked like on disk: kept beside it as `<file>.ok` so that a later
  * connect trusts the file without hashing it again while size, mtime, ctime and inode are those
  * recorded (ctime cannot be set back by user tools: any write or rename through the file system
- * changes it). Not caught: a change below the file system (disk bit rot, raw-device writes); such
- * a table gives wrong, not leaked, results, which the result check (integrity) reports.
+ * changes it). Not caught: a change below the file system (disk bit rot, raw-device writes), or
+ * someone who may write the cache folder and rewrites the marker too (who could as well change this
+ * program). The tables are public: a wrong one gives wrong results, never leaks, and the result
+ * check (transport/integrity.ts) reports wrong results. The trade: a connect at 1B costs a stat per
+ * layer instead of hashing 5 GB.
  */
 interface VerifiedMark {
   sha256: string;
