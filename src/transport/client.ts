@@ -524,8 +524,8 @@ export interface RemoteProviderOptions extends RemoteSessionOptions {
   /** Folder for the downloaded mask tables (default: $XDG_CACHE_HOME or ~/.cache, then helora/mask-tables). */
   tableCache?: string;
   /**
-   * Bytes of mask tables kept in memory between steps (default DEFAULT_TABLE_MEMORY_BYTES, 1 GiB);
-   * the products beyond it are read from the cache folder when used.
+   * Bytes of mask tables kept in memory between steps (default DEFAULT_TABLE_MEMORY_BYTES: none);
+   * the products beyond it are read from the cache folder (only their rows) when used.
    */
   tableMemoryBytes?: number;
   /** Called after each downloaded table layer (progress). */

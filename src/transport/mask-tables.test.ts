@@ -148,8 +148,8 @@ test('product tables: read per product (only its rows), kept in memory up to the
   const cache = join(root, 'client-tables');
   const folder = tableFolder(cache, model.hash, RLWE_N2048_Q44);
   const key = SecretKey.generate(RLWE_N2048_Q44);
-  const kept = await RemoteEncryptedProvider.connect({ url: srv.url, masks: 'table', tableCache: cache, key });
-  const streamed = await RemoteEncryptedProvider.connect({ url: srv.url, masks: 'table', tableCache: cache, key, tableMemoryBytes: 0 });
+  const kept = await RemoteEncryptedProvider.connect({ url: srv.url, masks: 'table', tableCache: cache, key, tableMemoryBytes: 1 << 30 });
+  const streamed = await RemoteEncryptedProvider.connect({ url: srv.url, masks: 'table', tableCache: cache, key });
   t.after(async () => { await kept.close(); await streamed.close(); });
 
   const file = (l: number): Uint32Array => {
