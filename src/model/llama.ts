@@ -43,8 +43,12 @@ export interface ForwardBackwardOptions {
   lossDenominator?: number;
 }
 
-/** Largest logits block (values) held at once while training: 8 Mi floats = 32 MiB. */
-const LOGITS_CHUNK_VALUES = 1 << 23;
+/**
+ * Largest logits block (values) held at once while training: 32 Mi floats = 128 MiB. Each block is
+ * one LM head product, whose GEMM packs the whole [V, C] head again: at a 128256-token vocabulary
+ * this gives 261 tokens per block (65 at 8 Mi), a quarter of the packing passes.
+ */
+const LOGITS_CHUNK_VALUES = 1 << 25;
 
 interface LayerParams {
   inputNorm: Float32Array;

@@ -185,3 +185,39 @@ test('item 10: an idle session does not reconnect in a loop to a server that dro
     await fake.close();
   }
 });
+
+test('uploads go out unmasked: the frame carries a zero mask key and the request bytes verbatim (no XOR pass on either side)', async () => {
+  const raw: Buffer[] = [];
+  const seen: { msg: Buffer | null } = { msg: null };
+  const j = JSON.parse(infoJson) as Record<string, unknown>;
+  const wss = new WebSocketServer({ noServer: true });
+  const http: Server = createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(req.url === '/health' ? JSON.stringify({ ok: true, model_hash: j.hash }) : infoJson);
+  });
+  http.on('upgrade', (req, socket, head) => {
+    // The tap sees the bytes as they came over TCP, before ws parses (and would unmask) them.
+    socket.on('data', (c: Buffer) => raw.push(Buffer.from(c)));
+    wss.handleUpgrade(req, socket, head, (ws) => ws.on('message', (d: Buffer) => { seen.msg = Buffer.from(d); ws.terminate(); }));
+  });
+  await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
+  try {
+    const s = await RemoteSession.connect({ url: `ws://127.0.0.1:${(http.address() as { port: number }).port}`, requestTimeoutMs: 2000, maxReconnects: 0 });
+    const block = new Uint8Array(64 * 2048 * 5);
+    for (let i = 0; i < block.length; i++) block[i] = (i * 131 + 7) & 255;
+    await s.request({ masks: 'fresh', paramsId: 1, op: Op.Forward, layer: 0, group: 'o', cols: [64], tokens: 2, seed: new Uint8Array(16), blocks: [[block]] }).catch(() => {});
+    await s.close();
+    const got = seen.msg;
+    assert.ok(got, 'the server received the request');
+    const wire = Buffer.concat(raw);
+    // Header of a client frame of > 64 KiB: FIN|opcode, MASK|127, 8-byte length, 4-byte mask key, payload.
+    assert.equal(wire[0], 0x82);
+    assert.equal(wire[1], 0x80 | 127, 'client frames still carry the mask bit (RFC 6455)');
+    assert.equal(Number(wire.readBigUInt64BE(2)), got.length);
+    assert.deepEqual([...wire.subarray(10, 14)], [0, 0, 0, 0]);
+    assert.ok(wire.subarray(14, 14 + got.length).equals(got), 'the payload on the wire is the message itself');
+  } finally {
+    wss.close();
+    await new Promise<void>((r) => { http.close(() => r()); http.closeAllConnections(); });
+  }
+});

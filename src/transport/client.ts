@@ -32,7 +32,7 @@ import { checkShapesEqual, MAX_MODEL_INFO_BYTES, parseModelInfo, type ModelInfo,
 import { HEALTH_PATH, MASK_TABLE_PATH, MODEL_INFO_PATH, WS_PATH } from '../protocol/endpoints.js';
 import type { ResultIntegrity } from './integrity.js';
 import { frameSha256, type Exchange, type FailedRequest } from './audit.js';
-import { layerTableLayout, MASK_TABLE_VERSION, MaskTableCache, tableFolder, tableMaskSeed } from './mask-tables.js';
+import { layerTableLayout, MASK_TABLE_VERSION, MaskTableCache, tableEntry, tableFolder, tableMaskSeed } from './mask-tables.js';
 
 /** What the capture hook sees: every byte string the client hands to the network, before framing. */
 export type CaptureHook = (bytes: Uint8Array, channel: 'ws' | 'http') => void;
@@ -275,6 +275,10 @@ export class RemoteSession {
         handshakeTimeout: this.opts.connectTimeoutMs ?? 10_000,
         perMessageDeflate: false,
         maxPayload: this.maxFrameBytes,
+        // RFC 6455 masking (an XOR of every uploaded byte, here and again at the server, ~30% of a loopback step's
+        // CPU) guards proxies against attacker-chosen bytes from browser scripts; our frames are ciphertexts that
+        // this client writes itself, and off loopback they travel inside TLS. A zero key makes ws skip the pass.
+        generateMask: (mask: Buffer) => { mask.fill(0); },
       });
       ws.binaryType = 'nodebuffer';
       let opened = false;
@@ -559,6 +563,11 @@ export interface RemoteProviderOptions extends RemoteSessionOptions {
   masks?: MaskMode;
   /** Folder for the downloaded mask tables (default: $XDG_CACHE_HOME or ~/.cache, then helora/mask-tables). */
   tableCache?: string;
+  /**
+   * Bytes of mask tables kept in memory between steps (default DEFAULT_TABLE_MEMORY_BYTES: none);
+   * the products beyond it are read from the cache folder (only their rows) when used.
+   */
+  tableMemoryBytes?: number;
   /** Called after each downloaded table layer (progress). */
   onTableLayer?: (layer: number, bytes: number, layers: number) => void;
   /** Checks every result against the public weights (needs the quantized projections locally). */
@@ -573,7 +582,7 @@ export interface RemoteProviderOptions extends RemoteSessionOptions {
 }
 
 /** What a provider on an open session is made with (RemoteProviderOptions without the connection). */
-export type ProviderOptions = Pick<RemoteProviderOptions, 'key' | 'masks' | 'tableCache' | 'onTableLayer' | 'integrity' | 'threads' | 'actBits'>;
+export type ProviderOptions = Pick<RemoteProviderOptions, 'key' | 'masks' | 'tableCache' | 'tableMemoryBytes' | 'onTableLayer' | 'integrity' | 'threads' | 'actBits'>;
 
 /** Where downloaded mask tables are kept unless told otherwise. */
 export function defaultTableCache(): string {
@@ -589,6 +598,11 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
   private requests = 0;
   /** The public mask tables ('table' mode), downloaded before the first product. */
   private tables: MaskTableCache | null = null;
+
+  /** The mask tables in use ('table' mode; null before they are loaded or in 'fresh' mode). */
+  get maskTables(): MaskTableCache | null {
+    return this.tables;
+  }
   /** Bytes of mask tables downloaded (a one-time cost, kept apart from the per-product traffic). */
   tableBytesDown = 0;
 
@@ -619,17 +633,17 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
   /** A provider on an open session; in table mode the missing mask tables are downloaded first. */
   static async open(session: RemoteSession, opts: ProviderOptions = {}): Promise<RemoteEncryptedProvider> {
     const p = new RemoteEncryptedProvider(session, opts);
-    if (p.masks === 'table') await p.loadTables(opts.tableCache ?? defaultTableCache(), opts.onTableLayer);
+    if (p.masks === 'table') await p.loadTables(opts.tableCache ?? defaultTableCache(), opts.tableMemoryBytes, opts.onTableLayer);
     return p;
   }
 
   /** Downloads the layers of the mask tables missing from the cache (resuming partial files), checked against the model info. */
-  private async loadTables(root: string, onLayer?: (layer: number, bytes: number, layers: number) => void): Promise<void> {
+  private async loadTables(root: string, memoryBytes: number | undefined, onLayer?: (layer: number, bytes: number, layers: number) => void): Promise<void> {
     const info = this.session.info;
     const listed = info.maskTables!;
     if (listed.version !== MASK_TABLE_VERSION) throw new Error(`helora: the server's mask tables are version ${listed.version}, this client reads version ${MASK_TABLE_VERSION}`);
     const params = this.he.params;
-    const cache = new MaskTableCache(tableFolder(root, info.hash, params), layerTableLayout(info.shape, params, info.actBits), listed.layers);
+    const cache = new MaskTableCache(tableFolder(root, info.hash, params), layerTableLayout(info.shape, params, info.actBits), listed.layers, memoryBytes);
     await cache.download(async (layer, from, write) => {
       const want = listed.layers[layer]!.bytes - from;
       await this.session.httpGetBytes(`${MASK_TABLE_PATH}/${layer}`, want, from, (chunk) => {
@@ -679,12 +693,16 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
   private fillFromTable(res: EncryptedOutput, direction: ProductDirection, layer: number, group: ProjectionGroup): void {
     if (res.masks !== 'table') return;
     const N = this.he.params.ringDegree;
+    const tables = this.tables!;
+    // One read (or memory hit) per answer: every block of a table request uses the same masks.
+    const words = tables.product(layer, group, direction);
+    const entry = tableEntry(tables.layout, group, direction);
     for (const row of res.blocks) {
       let r0 = 0;
       res.outputRows.forEach((rows, j) => {
         for (let t = 0; t < res.terms; t++) {
           const c = row[j * res.terms + t];
-          if (c) c.a = this.tables!.termRows(layer, group, direction, t, r0, rows, N);
+          if (c) c.a = MaskTableCache.termRows(words, entry, t, r0, rows, N);
         }
         r0 += rows;
       });

@@ -2,15 +2,16 @@
 // served model are fixed and public, so W·A is a public table. The server computes it once per
 // model (kept on disk, keyed by model hash, parameter set and table version) and serves one file per
 // layer at GET /v1/mask-table/<layer> (Range requests resume a download); the client downloads
-// each layer once into its cache, checks its SHA-256 against the model info, and reads the table
-// of the layer it is working on.
+// each layer once into its cache, checks its SHA-256 against the model info (once: a marker beside
+// the file records it), and reads the rows of each product when it needs them (up to a memory
+// budget, kept in memory from step to step).
 //
 // Layer file: for group in PROJECTION_GROUPS, for direction in [forward, backward], for each K-chunk
 // term: rows x N little-endian u32 (rows: the stacked outputs forward, the input features backward),
 // exactly the `a` part a fresh-mask answer of that product would carry.
 
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, renameSync, statSync, truncateSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, truncateSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { maxInnerDim, type RlweParams } from '../crypto/index.js';
 import { SEED_BYTES } from '../crypto/sampling.js';
@@ -49,6 +50,8 @@ export interface TableEntry {
 
 export interface LayerTableLayout {
   entries: TableEntry[];
+  /** Words per table row (the ring degree N). */
+  ringDegree: number;
   words: number;
   bytes: number;
 }
@@ -71,7 +74,7 @@ export function layerTableLayout(dims: ProjectionDims, params: RlweParams, actBi
       words += terms * rows * N;
     }
   }
-  return { entries, words, bytes: words * 4 };
+  return { entries, ringDegree: N, words, bytes: words * 4 };
 }
 
 export function tableEntry(layout: LayerTableLayout, group: ProjectionGroup, direction: ProductDirection): TableEntry {
@@ -125,16 +128,57 @@ export interface LayerTableInfo {
 }
 
 /**
+ * Bytes of product tables a client keeps in memory by default: none. Measured at the SmolLM2-135M
+ * shape (1.93 GiB of tables): reading every product of a step from the page cache takes ~1.2-1.7 s
+ * on a loaded 2-core EPYC, 0.55 s with 1 GiB kept, which raised the client's peak RSS by 1 GB; so
+ * keeping is opt-in (tableMemoryBytes) for clients with memory to spare.
+ */
+export const DEFAULT_TABLE_MEMORY_BYTES = 0;
+
+/**
+ * What a verified layer file looked like on disk: kept beside it as `<file>.ok` so that a later
+ * connect trusts the file without hashing it again while size, mtime, ctime and inode are those
+ * recorded (ctime cannot be set back by user tools: any write or rename through the file system
+ * changes it). Not caught: a change below the file system (disk bit rot, raw-device writes), or
+ * someone who may write the cache folder and rewrites the marker too (who could as well change this
+ * program). The tables are public: a wrong one gives wrong results, never leaks, and the result
+ * check (transport/integrity.ts) reports wrong results. The trade: a connect at 1B costs a stat per
+ * layer instead of hashing 5 GB.
+ */
+interface VerifiedMark {
+  sha256: string;
+  bytes: number;
+  mtimeMs: number;
+  ctimeMs: number;
+  ino: number;
+}
+
+function statMark(path: string, sha256: string): VerifiedMark {
+  const st = statSync(path);
+  return { sha256, bytes: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino };
+}
+
+/**
  * The client's tables: downloaded once per layer (resuming a partial file), checked against the
- * model info's SHA-256, then read one layer at a time.
+ * model info's SHA-256 (once: a verified file gets a marker, see VerifiedMark), then read one
+ * product at a time: only the rows a request needs, not the whole layer. Products are kept in
+ * memory up to memoryBytes, first come first kept: training walks the products in the same cycle
+ * every step, where an LRU would evict each one just before its next use.
  */
 export class MaskTableCache {
-  private current: { layer: number; words: Uint32Array } | null = null;
+  private readonly resident = new Map<string, Uint32Array>();
+  private residentBytes = 0;
+  /** Bytes hashed to verify cached files (not downloads) in this object's lifetime. */
+  rehashedBytes = 0;
+  /** Bytes read from the cache files for products (reads of products not kept in memory included). */
+  readBytes = 0;
 
-  constructor(readonly folder: string, readonly layout: LayerTableLayout, readonly layers: readonly LayerTableInfo[]) {
+  constructor(readonly folder: string, readonly layout: LayerTableLayout, readonly layers: readonly LayerTableInfo[],
+    readonly memoryBytes = DEFAULT_TABLE_MEMORY_BYTES) {
     for (const [l, t] of layers.entries()) {
       if (t.bytes !== layout.bytes) throw new Error(`helora: the server's mask table of layer ${l} has ${t.bytes} bytes, this model's layout needs ${layout.bytes}`);
     }
+    if (!(Number.isSafeInteger(memoryBytes) && memoryBytes >= 0)) throw new Error(`helora: table memory must be a non-negative byte count, got ${memoryBytes}`);
   }
 
   private path(layer: number): string {
@@ -144,6 +188,25 @@ export class MaskTableCache {
   /** True when every layer is in the cache (checked against its hash when first read). */
   complete(): boolean {
     return this.layers.every((_, l) => existsSync(this.path(l)));
+  }
+
+  /** True when the file's marker says it was verified against `sha256` and the file is unchanged since. */
+  private markedVerified(path: string, sha256: string): boolean {
+    let mark: unknown;
+    try {
+      const text = readFileSync(`${path}.ok`, 'utf8');
+      if (text.length > 1024) return false;
+      mark = JSON.parse(text);
+    } catch {
+      return false;
+    }
+    const now = statMark(path, sha256);
+    const m = mark as Partial<VerifiedMark>;
+    return m.sha256 === now.sha256 && m.bytes === now.bytes && m.mtimeMs === now.mtimeMs && m.ctimeMs === now.ctimeMs && m.ino === now.ino;
+  }
+
+  private markVerified(path: string, sha256: string): void {
+    writeFileAtomic(`${path}.ok`, new TextEncoder().encode(JSON.stringify(statMark(path, sha256))));
   }
 
   /**
@@ -169,9 +232,16 @@ export class MaskTableCache {
     for (const [l, info] of this.layers.entries()) {
       const done = this.path(l);
       if (existsSync(done)) {
-        // Our own file, but checked once per process like a download: a damaged cache is fetched again.
-        if (sha256Hex(readFileSync(done)) === info.sha256) continue;
+        if (this.markedVerified(done, info.sha256)) continue;
+        // Changed since it was verified (or never marked): hashed again, a damaged cache is fetched again.
+        const bytes = readFileSync(done);
+        this.rehashedBytes += bytes.length;
+        if (bytes.length === info.bytes && sha256Hex(bytes) === info.sha256) {
+          this.markVerified(done, info.sha256);
+          continue;
+        }
         unlinkSync(done);
+        rmSync(`${done}.ok`, { force: true });
       }
       const part = `${done}.part`;
       let have = existsSync(part) ? statSync(part).size : 0;
@@ -199,35 +269,49 @@ export class MaskTableCache {
         throw new Error(`helora: the mask table of layer ${l} (${whole.length} bytes) does not match the size and hash the server published; refused`);
       }
       renameSync(part, done);
+      this.markVerified(done, info.sha256);
       onLayer?.(l, info.bytes);
     }
   }
 
-  /** The table of one layer (read from the cache on a layer change; one layer in memory at a time). */
-  layer(layer: number): Uint32Array {
-    if (this.current?.layer === layer) return this.current.words;
+  /**
+   * The a words of every K-chunk term of one product (term t, row r at (t * rows + r) * N), from
+   * memory when kept there, else read from the cache file into memory of its own (the caller's
+   * until it drops it: nothing here reuses it).
+   */
+  product(layer: number, group: ProjectionGroup, direction: ProductDirection): Uint32Array {
+    const key = `${layer}/${group}/${direction}`;
+    const kept = this.resident.get(key);
+    if (kept) return kept;
     const info = this.layers[layer];
     if (!info) throw new Error(`helora: no mask table for layer ${layer}`);
+    const e = tableEntry(this.layout, group, direction);
+    const bytes = e.terms * e.rows * this.layout.ringDegree * 4;
+    // Filled by the read below in full, so no zeroing pass; never from the small-buffer pool (aligned, ours alone).
+    const buf = Buffer.allocUnsafeSlow(bytes);
     const fd = openSync(this.path(layer), 'r');
     try {
-      const bytes = new Uint8Array(info.bytes);
       let off = 0;
-      while (off < bytes.length) {
-        const n = readSync(fd, bytes, off, bytes.length - off, off);
+      while (off < bytes) {
+        const n = readSync(fd, buf, off, bytes - off, e.offsetWords * 4 + off);
         if (n <= 0) throw new Error(`helora: the cached mask table of layer ${layer} is shorter than ${info.bytes} bytes`);
         off += n;
       }
-      this.current = { layer, words: bytesToWords(bytes) };
-      return this.current.words;
     } finally {
       closeSync(fd);
     }
+    this.readBytes += bytes;
+    const words = bytesToWords(buf);
+    if (this.residentBytes + bytes <= this.memoryBytes) {
+      this.resident.set(key, words);
+      this.residentBytes += bytes;
+    }
+    return words;
   }
 
-  /** a of term t of one product's answer, rows [r0, r0 + rows) of its stacked result. */
-  termRows(layer: number, group: ProjectionGroup, direction: ProductDirection, term: number, r0: number, rows: number, N: number): Uint32Array {
-    const e = tableEntry(this.layout, group, direction);
-    const start = e.offsetWords + (term * e.rows + r0) * N;
-    return this.layer(layer).subarray(start, start + rows * N);
+  /** a of term t of one product's answer, rows [r0, r0 + rows) of its stacked result, within product() words. */
+  static termRows(words: Uint32Array, entry: TableEntry, term: number, r0: number, rows: number, N: number): Uint32Array {
+    const start = (term * entry.rows + r0) * N;
+    return words.subarray(start, start + rows * N);
   }
 }
