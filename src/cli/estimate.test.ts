@@ -47,8 +47,11 @@ for (const maskMode of ['fresh', 'table'] as const) test(`the estimate holds a r
     });
     assert.equal(run.totalSteps, estimate.total.optimizerSteps);
     assert.equal(run.remote!.requests, estimate.total.requests);
-    assert.equal(run.remote!.bytesUp, estimate.total.uploadBytes);
-    assert.equal(run.remote!.bytesDown, estimate.total.downloadBytes);
+    // A loaded machine can make the client resend a request (a reconnect): that traffic is counted apart, the rest is exact.
+    const r = run.remote!;
+    const why = `reconnects ${r.reconnects}, resent ${r.resentBytesUp} B up, overload answers ${r.overloadBytesDown} B down`;
+    assert.equal(r.bytesUp - r.resentBytesUp, estimate.total.uploadBytes, why);
+    assert.equal(r.bytesDown - r.overloadBytesDown, estimate.total.downloadBytes, why);
     assert.equal(run.remote!.tableBytesDown, estimate.maskTable?.bytes ?? 0);
     assert.equal(run.history.reduce((s, h) => s + h.tokens, 0), estimate.total.tokenSlots);
     // The totals are the epochs plus the session setup (GET /v1/model-info once); every micro-batch sends the same requests.

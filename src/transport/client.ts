@@ -155,6 +155,9 @@ export class RemoteSession {
   bytesUp = 0;
   bytesDown = 0;
   reconnects = 0;
+  /** Of those: request bytes sent again (after a reconnect or an overload answer), and the overload answers. */
+  resentBytesUp = 0;
+  overloadBytesDown = 0;
   info!: ModelInfo;
 
   private readonly base: { ws: string; http: string; tls: boolean };
@@ -335,7 +338,11 @@ export class RemoteSession {
       p.reject(new Error(`helora: no answer from ${this.base.ws} to request ${p.id} (op ${p.op}, layer ${p.layer}, ${p.group}) within ${timeout} ms`));
     }, timeout);
     p.answerTimer.unref();
-    if (this.sendBytes(p.bytes)) p.sentAt = performance.now();
+    const resend = p.sentAt > 0;
+    if (this.sendBytes(p.bytes)) {
+      p.sentAt = performance.now();
+      if (resend) this.resentBytesUp += p.bytes.length;
+    }
   }
 
   /** Removes a request from the pending ones and stops its timers. */
@@ -439,6 +446,7 @@ export class RemoteSession {
       const { code, message } = d.message;
       // Overload answers are retried after a pause (same bytes), until the request's deadline.
       if ((code === ServerErrorCode.RateLimited || code === ServerErrorCode.Busy) && Date.now() < p.deadline) {
+        this.overloadBytesDown += data.length;
         if (p.answerTimer) clearTimeout(p.answerTimer);
         p.answerTimer = null;
         const delay = Math.min(this.opts.maxBackoffMs ?? 5_000, (this.opts.initialBackoffMs ?? 100) * 2 ** Math.min(p.retries++, 10));
@@ -545,6 +553,9 @@ export interface RemoteStats {
   /** From sending a request to its answer (network + server queue + server compute). */
   serverWaitMs: number;
   reconnects: number;
+  /** Bytes of requests sent again (after a reconnect or a Busy / RateLimited answer) and of those overload answers: in bytesUp / bytesDown, not in an estimate. */
+  resentBytesUp: number;
+  overloadBytesDown: number;
   /** Mask-table bytes downloaded (a one-time cost, not in bytesDown). */
   tableBytesDown: number;
   /** Results checked against the public weights (integrity.ts) and the time the checks took. */
@@ -661,7 +672,8 @@ export class RemoteEncryptedProvider implements FrozenLinearProvider {
   stats(): RemoteStats {
     return {
       requests: this.requests, bytesUp: this.session.bytesUp, bytesDown: this.session.bytesDown,
-      cryptoMs: this.cryptoMs, serverWaitMs: this.serverWaitMs, reconnects: this.session.reconnects, tableBytesDown: this.tableBytesDown,
+      cryptoMs: this.cryptoMs, serverWaitMs: this.serverWaitMs, reconnects: this.session.reconnects,
+      resentBytesUp: this.session.resentBytesUp, overloadBytesDown: this.session.overloadBytesDown, tableBytesDown: this.tableBytesDown,
       integrityChecks: this.integrity?.checks ?? 0, integrityMs: this.integrity?.checkMs ?? 0,
     };
   }

@@ -39,6 +39,7 @@ test('server SIGKILLed with a request in flight and restarted on the same port: 
   servers.push(second);
   const ys = await inFlight;
   assert.ok(patient.stats().reconnects >= 1);
+  assert.ok(patient.stats().resentBytesUp > 0, 'the re-sent request is counted apart');
   // (the log line may reach us a moment after the answer)
   for (let i = 0; i < 100 && !second.logs.some((e) => e.event === 'request'); i++) await new Promise((r) => setTimeout(r, 20));
   assert.equal(second.logs.filter((e) => e.event === 'request').length, 1, 'the restarted server answered the re-sent request');
