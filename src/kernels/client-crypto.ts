@@ -6,9 +6,15 @@
  * fft-product.ts), the feature-major encoding of the inputs and the transposes of the results.
  * The two-prime NTT runs beside the FFT as the exact reference (exactNtt options and
  * exactNttProduct*; its primes and tables are in ntt-reference.ts).
+ *
+ * With the native kernels (src/kernels/native.ts: HELORA_KERNELS, HELORA_NATIVE_LEVEL) the hot
+ * loops (encryption and decryption by FFT, the results' transpose) run in the addon's C twins
+ * (src/kernels/native/client-crypto.c), on this instance's memory and tables: bit for bit the same
+ * results. Setup, secret loading, the NTT reference and the encoding stay in WebAssembly.
  */
 import { ENCRYPT_PAIR_MAX, fftProductErrorBound, fftTables } from './fft-product.js';
 import { NTT_MAX_N, NTT_PRIMES, nttSecretTables, nttSetupConstants, nttTables } from './ntt-reference.js';
+import { nativeKernels, type NativeKernels } from './native.js';
 import { instantiateWasm, WasmHeap } from './wasm.js';
 
 interface ClientCryptoExports {
@@ -50,8 +56,18 @@ export class ClientCryptoKernel {
   /** Identity of the secret currently loaded (set by the caller via loadSecret). */
   private secretOwner: object | null = null;
 
-  /** module: the build/wasm file to run (another build of client-crypto.entry.ts, for kernel comparisons). */
-  constructor(n: number, module = 'client-crypto') {
+  /** The native twins of the hot loops, or null: WebAssembly throughout. */
+  readonly native: NativeKernels | null;
+  /** The FFT state's offsets for the native twins (see NativeKernels.ccEncrypt). */
+  private readonly layout: Uint32Array;
+
+  /**
+   * module: the build/wasm file to run (another build of client-crypto.entry.ts, for kernel
+   * comparisons); native: the native kernels for the hot loops (default: this thread's backend
+   * choice, null for WebAssembly throughout).
+   */
+  constructor(n: number, module = 'client-crypto', native: NativeKernels | null = nativeKernels()) {
+    this.native = native;
     if (!Number.isInteger(n) || n < 16 || n > NTT_MAX_N || (n & (n - 1)) !== 0) {
       throw new Error(`helora: client kernel ring degree must be a power of two in [16, ${NTT_MAX_N}], got ${n}`);
     }
@@ -81,8 +97,9 @@ export class ClientCryptoKernel {
     };
     const [twist, untwist, fw, iw, fw4, iw4] = fft.map(put);
     this.fftSecret = this.heap.allocPermanent(n2 * 32);
-    this.ex.setupFft(n2, twist, untwist, fw, iw, fw4, iw4, this.fftSecret,
-      this.heap.allocPermanent(n2 * 16), this.heap.allocPermanent(2 * n * 8), this.heap.allocPermanent(6 * n * 4));
+    const [fbuf, wide, split] = [this.heap.allocPermanent(n2 * 16), this.heap.allocPermanent(2 * n * 8), this.heap.allocPermanent(6 * n * 4)];
+    this.ex.setupFft(n2, twist, untwist, fw, iw, fw4, iw4, this.fftSecret, fbuf, wide, split);
+    this.layout = Uint32Array.from([n2, twist, untwist, fw, iw, fw4, iw4, this.fftSecret, fbuf, wide, split]);
     this.pairHigh = fftProductErrorBound(n, ENCRYPT_PAIR_MAX) < 0.5;
   }
 
@@ -234,8 +251,12 @@ export class ClientCryptoKernel {
     if (p === null) throw new Error('helora: encrypt() without beginEncrypt()');
     if (this.cdtLen === 0) throw new Error('helora: no noise table loaded');
     if (!(Number.isInteger(mLimit) && mLimit >= 1 && mLimit <= 2 ** 30)) throw new Error(`helora: bad message limit ${mLimit}`);
-    const bad = this.ex.encryptPolys(p.nPolys, p.a, p.m, p.rnd, this.cdtPtr, this.cdtLen, deltaShift, upShift, p.outBytes, p.out, mLimit,
-      opts.exactNtt ? 1 : 0, p.mBytes, this.pairHigh && opts.pairs !== false ? 1 : 0);
+    const pairs = this.pairHigh && opts.pairs !== false;
+    const bad = this.native && !opts.exactNtt
+      ? this.native.ccEncrypt(this.memory(), this.layout, p.nPolys, p.a, p.m, p.rnd, this.cdtPtr, this.cdtLen, deltaShift, upShift, p.outBytes,
+        p.out, mLimit, p.mBytes, pairs)
+      : this.ex.encryptPolys(p.nPolys, p.a, p.m, p.rnd, this.cdtPtr, this.cdtLen, deltaShift, upShift, p.outBytes, p.out, mLimit,
+        opts.exactNtt ? 1 : 0, p.mBytes, pairs ? 1 : 0);
     this.pending = null;
     return bad === 0;
   }
@@ -273,6 +294,8 @@ export class ClientCryptoKernel {
     if (opts.exactNtt) {
       if (opts.accumulate) throw new Error('helora: the NTT decryption does not accumulate');
       this.ex.decryptRows(p.nRows, p.a, p.b, sh, p.y);
+    } else if (this.native) {
+      this.native.ccDecrypt(this.memory(), this.layout, p.nRows, p.a, p.b, sh, p.y, opts.accumulate === true);
     } else {
       this.ex.decryptRowsFft(p.nRows, p.a, p.b, sh, p.y, opts.accumulate ? 1 : 0);
     }
@@ -313,7 +336,13 @@ export class ClientCryptoKernel {
   transpose(): void {
     const p = this.pendingDec;
     if (p === null) throw new Error('helora: transpose() without beginDecrypt()');
-    this.ex.transposeI32(p.y, p.nRows, this.n, p.yT);
+    if (this.native) this.native.ccTranspose(this.memory(), p.y, p.nRows, this.n, p.yT);
+    else this.ex.transposeI32(p.y, p.nRows, this.n, p.yT);
+  }
+
+  /** A view of the whole WebAssembly memory (a new one: the memory's buffer changes when it grows). */
+  private memory(): Uint8Array {
+    return new Uint8Array(this.ex.memory.buffer);
   }
 }
 
