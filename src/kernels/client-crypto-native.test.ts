@@ -117,6 +117,22 @@ for (const level of levels) {
           const w = run(wasm), x = run(nat);
           assert.equal(firstDiff(x.y, w.y), -1, `sh ${sh}: y differs at ${firstDiff(x.y, w.y)}`);
           assert.equal(firstDiff(x.yT, w.yT), -1, `sh ${sh}: transpose differs`);
+          // The pool workers' path: a, b read in place (decryptFrom), the first tn tokens into a
+          // slice of a larger token-major result (transposeInto), int32 or f64.
+          const total = rows + 3, r0 = 2, t0 = 1, tn = n - 3;
+          for (const Acc of [Int32Array, Float64Array]) {
+            const into = (k: ClientCryptoKernel): Int32Array | Float64Array => {
+              const acc = new Acc((t0 + tn + 1) * total).fill(7);
+              k.beginDecrypt(rows);
+              terms.forEach(({ a, b }, term) => k.decryptFrom(a, b, sh, { accumulate: term > 0 }));
+              k.transposeInto(acc, total, r0, t0, tn);
+              return acc;
+            };
+            const wi = into(wasm), xi = into(nat);
+            assert.deepEqual(xi, wi, `sh ${sh}: decryptFrom + transposeInto (${Acc.name})`);
+            for (let t = 0; t < tn; t++) for (let r = 0; r < rows; r++) assert.equal(xi[(t0 + t) * total + r0 + r], w.y[r * n + t]);
+            assert.equal(xi[0], 7, 'outside the target range untouched');
+          }
         }
       }
     });

@@ -302,6 +302,46 @@ export class ClientCryptoKernel {
   }
 
   /**
+   * decrypt() for the rows prepared by beginDecrypt with a and b taken from the given arrays
+   * (nRows*N values each; the views' contents are ignored): the native kernel reads them in place,
+   * WebAssembly copies them into its memory first. Same results as filling the views.
+   */
+  decryptFrom(a: Uint32Array, b: Uint32Array, sh: number, opts: { accumulate?: boolean } = {}): void {
+    const p = this.pendingDec;
+    if (p === null) throw new Error('helora: decryptFrom() without beginDecrypt()');
+    const count = p.nRows * this.n;
+    if (a.length !== count || b.length !== count) throw new Error(`helora: decryptFrom needs ${count} values of a and b, got ${a.length} and ${b.length}`);
+    if (!this.native) {
+      this.heap.u32(p.a, count).set(a);
+      this.heap.u32(p.b, count).set(b);
+      this.decrypt(sh, opts);
+      return;
+    }
+    this.requireSecret();
+    if (!(sh >= 1 && sh <= 31)) throw new Error(`helora: bad decryption shift ${sh}`);
+    this.native.ccDecryptFrom(this.memory(), this.layout, p.nRows, a, b, sh, p.y, opts.accumulate === true);
+  }
+
+  /**
+   * The pending decryption's first tn tokens, token-major, into acc: acc[(t0 + t)*rows + r0 + r] =
+   * y[r][t] (the transpose() and copy a worker does into its share of the result).
+   */
+  transposeInto(acc: Int32Array | Float64Array, rows: number, r0: number, t0: number, tn: number): void {
+    const p = this.pendingDec;
+    if (p === null) throw new Error('helora: transposeInto() without beginDecrypt()');
+    if (!(Number.isInteger(tn) && tn >= 1 && tn <= this.n && r0 >= 0 && r0 + p.nRows <= rows && (t0 + tn) * rows <= acc.length)) {
+      throw new Error('helora: transposeInto target outside the result');
+    }
+    if (this.native) {
+      this.native.ccTransposeInto(this.memory(), p.y, p.nRows, this.n, acc, rows, r0, t0, tn);
+      return;
+    }
+    this.transpose();
+    const yT = this.heap.i32(p.yT, p.nRows * this.n);
+    for (let t = 0; t < tn; t++) acc.set(yT.subarray(t * p.nRows, (t + 1) * p.nRows), (t0 + t) * rows + r0);
+  }
+
+  /**
    * Token-major values (T x K) into out as feature-major rows (out[i*T + t] = values[t*K + i], same
    * element type: the order the encryption's polynomials take them) and each token's L1 norm into
    * tokenL1, for the tokens t0 .. t0 + tn - 1. The kernel's copies are wiped before returning.

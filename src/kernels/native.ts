@@ -33,6 +33,8 @@ interface Addon {
     deltaShift: number, upShift: number, outBytes: number, out: number, mLimit: number, mBytes: number, pairHigh: number): number;
   ccDecrypt(level: number, mem: Uint8Array, layout: Uint32Array, nRows: number, a: number, b: number, sh: number, y: number, accumulate: number): void;
   ccTranspose(level: number, mem: Uint8Array, src: number, rows: number, cols: number, dst: number): void;
+  ccDecryptFrom(level: number, mem: Uint8Array, layout: Uint32Array, nRows: number, a: Uint32Array, b: Uint32Array, sh: number, y: number, accumulate: number): void;
+  ccTransposeInto(mem: Uint8Array, y: number, nRows: number, n: number, acc: Int32Array | Float64Array, rows: number, r0: number, t0: number, tn: number): void;
 }
 
 /** Path of the built addon under the package root. */
@@ -138,6 +140,16 @@ export class NativeKernels {
 
   ccTranspose(mem: Uint8Array, src: number, rows: number, cols: number, dst: number): void {
     this.addon.ccTranspose(this.levelIndex, mem, src, rows, cols, dst);
+  }
+
+  /** ccDecrypt with a and b read from the caller's arrays (nRows*N values each) rather than the kernel memory. */
+  ccDecryptFrom(mem: Uint8Array, layout: Uint32Array, nRows: number, a: Uint32Array, b: Uint32Array, sh: number, y: number, accumulate: boolean): void {
+    this.addon.ccDecryptFrom(this.levelIndex, mem, layout, nRows, a, b, sh, y, accumulate ? 1 : 0);
+  }
+
+  /** acc[(t0 + t)*rows + r0 + r] = y[r*n + t] (r < nRows, t < tn) for the int32 rows at y in mem. */
+  ccTransposeInto(mem: Uint8Array, y: number, nRows: number, n: number, acc: Int32Array | Float64Array, rows: number, r0: number, t0: number, tn: number): void {
+    this.addon.ccTransposeInto(mem, y, nRows, n, acc, rows, r0, t0, tn);
   }
 
   /** The instruction peak() times at this level. */

@@ -396,6 +396,68 @@ static napi_value js_cc_decrypt(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
+/* ccDecryptFrom(level, mem, layout, nRows, a: Uint32Array, b: Uint32Array, sh, y, accumulate): ccDecrypt reading a and b
+ * (nRows*N values each) straight from the caller's arrays (e.g. shared memory) instead of the kernel memory. */
+static napi_value js_cc_decrypt_from(napi_env env, napi_callback_info info) {
+  napi_value argv[9];
+  const level_t *lv;
+  uint8_t *mem;
+  size_t len, la, lb;
+  hl_cc_layout L;
+  int64_t nr, sh, yo, acc;
+  void *a, *b;
+  if (!get_args(env, info, 9, argv) || !(lv = get_level(env, argv[0])) || !get_layout(env, argv[1], argv[2], &mem, &len, &L) ||
+      !get_int(env, argv[3], 1, 1 << 20, "nRows", &nr))
+    return NULL;
+  const uint64_t count = (uint64_t)nr * (L.n2 * 2);
+  uint8_t *y;
+  if (!get_array(env, argv[4], napi_uint32_array, count, 1, "a", &a, &la) || !get_array(env, argv[5], napi_uint32_array, count, 1, "b", &b, &lb) ||
+      !get_int(env, argv[6], 1, 31, "sh", &sh) || !get_int(env, argv[7], 0, UINT32_MAX, "y", &yo) ||
+      !get_int(env, argv[8], 0, 1, "accumulate", &acc) || !(y = region(env, mem, len, yo, count * 4, "y")))
+    return NULL;
+  lv->cc_decrypt(&L, (int)nr, a, b, (int)sh, y, (int)acc);
+  return undefined(env);
+}
+
+/* ccTransposeInto(mem, y, nRows, n, acc, rows, r0, t0, tn): acc[(t0 + t)*rows + r0 + r] = y[r*n + t] for r < nRows,
+ * t < tn (y: int32 rows in mem; acc: Int32Array or Float64Array, token-major): the decrypted rows straight into the
+ * caller's result. Memory-bound, one version for every level: blocks of 8 rows x 64 tokens. */
+static napi_value js_cc_transpose_into(napi_env env, napi_callback_info info) {
+  napi_value argv[9];
+  void *m, *acc;
+  size_t len, alen;
+  int64_t yo, nr, n, rows, r0, t0, tn;
+  bool is;
+  napi_typedarray_type type;
+  if (!get_args(env, info, 9, argv) || !get_array(env, argv[0], napi_uint8_array, 0, 0, "mem", &m, &len) ||
+      !get_int(env, argv[1], 0, UINT32_MAX, "y", &yo) || !get_int(env, argv[2], 1, 1 << 20, "nRows", &nr) ||
+      !get_int(env, argv[3], 1, 1 << 20, "n", &n) || !get_int(env, argv[5], 1, 1 << 24, "rows", &rows) ||
+      !get_int(env, argv[6], 0, 1 << 24, "r0", &r0) || !get_int(env, argv[7], 0, 1 << 24, "t0", &t0) ||
+      !get_int(env, argv[8], 1, n, "tn", &tn))
+    return NULL;
+  if (napi_is_typedarray(env, argv[4], &is) != napi_ok || !is || napi_get_typedarray_info(env, argv[4], &type, &alen, &acc, NULL, NULL) != napi_ok ||
+      (type != napi_int32_array && type != napi_float64_array))
+    return fail(env, "helora native: acc must be an Int32Array or a Float64Array"), NULL;
+  if (r0 + nr > rows || (uint64_t)(t0 + tn) * (uint64_t)rows > alen) return fail(env, "helora native: transpose target range outside acc"), NULL;
+  const uint8_t *yb = region(env, m, len, yo, (uint64_t)nr * (uint64_t)n * 4, "y");
+  if (!yb) return NULL;
+  const int32_t *y = (const int32_t *)(const void *)yb;
+  for (int64_t rb = 0; rb < nr; rb += 8) {
+    const int64_t re = rb + 8 < nr ? rb + 8 : nr;
+    for (int64_t tb = 0; tb < tn; tb += 64) {
+      const int64_t te = tb + 64 < tn ? tb + 64 : tn;
+      for (int64_t t = tb; t < te; t++) {
+        const size_t o = (size_t)(t0 + t) * (size_t)rows + (size_t)r0;
+        if (type == napi_int32_array)
+          for (int64_t r = rb; r < re; r++) ((int32_t *)acc)[o + (size_t)r] = y[(size_t)r * (size_t)n + (size_t)t];
+        else
+          for (int64_t r = rb; r < re; r++) ((double *)acc)[o + (size_t)r] = (double)y[(size_t)r * (size_t)n + (size_t)t];
+      }
+    }
+  }
+  return undefined(env);
+}
+
 /* ccTranspose(level, mem, src, rows, cols, dst): dst[c*rows + r] = src[r*cols + c] (int32) inside mem. */
 static napi_value js_cc_transpose(napi_env env, napi_callback_info info) {
   napi_value argv[6];
@@ -427,6 +489,8 @@ NAPI_MODULE_INIT() {
       {"ccEncrypt", NULL, js_cc_encrypt, NULL, NULL, NULL, napi_enumerable, NULL},
       {"ccDecrypt", NULL, js_cc_decrypt, NULL, NULL, NULL, napi_enumerable, NULL},
       {"ccTranspose", NULL, js_cc_transpose, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"ccDecryptFrom", NULL, js_cc_decrypt_from, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"ccTransposeInto", NULL, js_cc_transpose_into, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -332,6 +332,25 @@ static void split_mask34(const hl_cc_layout *L, const uint8_t *src, uint8_t *w, 
 
 /* Noise of one polynomial in place (sampleNoise in encrypt.ts): e = +-#{k : u >= cdt[k]}. */
 static void sample_noise(size_t n, uint8_t *u, const uint8_t *bits, const uint32_t *cdt, int nCdt) {
+#if defined(__AVX2__)
+  const __m256i top = _mm256_set1_epi32((int32_t)0x80000000u), signBits = _mm256_setr_epi32(1, 2, 4, 8, 1, 2, 4, 8);
+  for (size_t j = 0; j < n; j += 16) {
+    __m256i *p = (__m256i *)(void *)(u + (j << 2));
+    const __m256i u0 = _mm256_xor_si256(_mm256_loadu_si256(p), top), u1 = _mm256_xor_si256(_mm256_loadu_si256(p + 1), top);
+    __m256i m0 = _mm256_set1_epi32(nCdt), m1 = m0;
+    for (int k = 0; k < nCdt; k++) {
+      const __m256i thr = _mm256_set1_epi32((int32_t)(cdt[k] ^ 0x80000000u));
+      m0 = _mm256_add_epi32(m0, _mm256_cmpgt_epi32(thr, u0));
+      m1 = _mm256_add_epi32(m1, _mm256_cmpgt_epi32(thr, u1));
+    }
+    const uint8_t *b = bits + (j >> 2);
+    const __m256i s0 = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_setr_epi32(b[0], b[0], b[0], b[0], b[1], b[1], b[1], b[1]), signBits), _mm256_setzero_si256());
+    const __m256i s1 = _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_setr_epi32(b[2], b[2], b[2], b[2], b[3], b[3], b[3], b[3]), signBits), _mm256_setzero_si256());
+    _mm256_storeu_si256(p, _mm256_sub_epi32(_mm256_xor_si256(m0, s0), s0));
+    _mm256_storeu_si256(p + 1, _mm256_sub_epi32(_mm256_xor_si256(m1, s1), s1));
+  }
+  return;
+#endif
   for (size_t j0 = 0; j0 < n; j0 += 16) { /* n is a power of two >= 16 */
     uint32_t x[16];
     int32_t m[16];
