@@ -95,8 +95,7 @@ for (const level of levels) {
     test(`native decryption and transpose = WebAssembly bit for bit, level ${level}, N = ${n} (random and extreme a, b; accumulate)`, () => {
       const wasm = new ClientCryptoKernel(n, 'client-crypto', null);
       const nat = new ClientCryptoKernel(n, 'client-crypto', atLevel(level));
-      const rows = 7;
-      for (const s of [ternary(n), ternary(n, 1), ternary(n, -1)]) {
+      for (const [rows, s] of [[7, ternary(n)], [8, ternary(n)], [7, ternary(n, 1)], [8, ternary(n, -1)]] as const) { // 8: the 4 x 4 register blocks
         for (const k of [wasm, nat]) k.loadSecret(s, s);
         const parts = [
           () => Uint32Array.from({ length: rows * n }, () => randomInt(2 ** 32 - 1)),

@@ -10,6 +10,9 @@
 #include <node_api.h>
 #include <stdio.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "kernels.h"
 
@@ -421,7 +424,7 @@ static napi_value js_cc_decrypt_from(napi_env env, napi_callback_info info) {
 
 /* ccTransposeInto(mem, y, nRows, n, acc, rows, r0, t0, tn): acc[(t0 + t)*rows + r0 + r] = y[r*n + t] for r < nRows,
  * t < tn (y: int32 rows in mem; acc: Int32Array or Float64Array, token-major): the decrypted rows straight into the
- * caller's result. Memory-bound, one version for every level: blocks of 8 rows x 64 tokens. */
+ * caller's result. Memory-bound, one version for every level: blocks of 64 rows x 16 tokens. */
 static napi_value js_cc_transpose_into(napi_env env, napi_callback_info info) {
   napi_value argv[9];
   void *m, *acc;
@@ -442,16 +445,41 @@ static napi_value js_cc_transpose_into(napi_env env, napi_callback_info info) {
   const uint8_t *yb = region(env, m, len, yo, (uint64_t)nr * (uint64_t)n * 4, "y");
   if (!yb) return NULL;
   const int32_t *y = (const int32_t *)(const void *)yb;
-  for (int64_t rb = 0; rb < nr; rb += 8) {
-    const int64_t re = rb + 8 < nr ? rb + 8 : nr;
-    for (int64_t tb = 0; tb < tn; tb += 64) {
-      const int64_t te = tb + 64 < tn ? tb + 64 : tn;
-      for (int64_t t = tb; t < te; t++) {
-        const size_t o = (size_t)(t0 + t) * (size_t)rows + (size_t)r0;
-        if (type == napi_int32_array)
-          for (int64_t r = rb; r < re; r++) ((int32_t *)acc)[o + (size_t)r] = y[(size_t)r * (size_t)n + (size_t)t];
-        else
-          for (int64_t r = rb; r < re; r++) ((double *)acc)[o + (size_t)r] = (double)y[(size_t)r * (size_t)n + (size_t)t];
+  for (int64_t rb = 0; rb < nr; rb += 64) {
+    const int64_t re = rb + 64 < nr ? rb + 64 : nr;
+    for (int64_t tb = 0; tb < tn; tb += 16) {
+      const int64_t te = tb + 16 < tn ? tb + 16 : tn;
+      if (type == napi_int32_array) {
+#if defined(__SSE2__)
+        if (te - tb == 16 && ((re - rb) & 3) == 0) { /* 4 x 4 blocks through registers */
+          for (int64_t r = rb; r < re; r += 4) {
+            for (int64_t t = tb; t < te; t += 4) {
+              const int32_t *p = y + (size_t)r * (size_t)n + (size_t)t;
+              const __m128i x0 = _mm_loadu_si128((const __m128i *)(const void *)p);
+              const __m128i x1 = _mm_loadu_si128((const __m128i *)(const void *)(p + n));
+              const __m128i x2 = _mm_loadu_si128((const __m128i *)(const void *)(p + 2 * n));
+              const __m128i x3 = _mm_loadu_si128((const __m128i *)(const void *)(p + 3 * n));
+              const __m128i u0 = _mm_unpacklo_epi32(x0, x1), u1 = _mm_unpacklo_epi32(x2, x3);
+              const __m128i u2 = _mm_unpackhi_epi32(x0, x1), u3 = _mm_unpackhi_epi32(x2, x3);
+              int32_t *o = (int32_t *)acc + (size_t)(t0 + t) * (size_t)rows + (size_t)(r0 + r);
+              _mm_storeu_si128((__m128i *)(void *)o, _mm_unpacklo_epi64(u0, u1));
+              _mm_storeu_si128((__m128i *)(void *)(o + rows), _mm_unpackhi_epi64(u0, u1));
+              _mm_storeu_si128((__m128i *)(void *)(o + 2 * rows), _mm_unpacklo_epi64(u2, u3));
+              _mm_storeu_si128((__m128i *)(void *)(o + 3 * rows), _mm_unpackhi_epi64(u2, u3));
+            }
+          }
+          continue;
+        }
+#endif
+        for (int64_t t = tb; t < te; t++) {
+          int32_t *o = (int32_t *)acc + (size_t)(t0 + t) * (size_t)rows + (size_t)r0;
+          for (int64_t r = rb; r < re; r++) o[r] = y[(size_t)r * (size_t)n + (size_t)t];
+        }
+      } else {
+        for (int64_t t = tb; t < te; t++) {
+          double *o = (double *)acc + (size_t)(t0 + t) * (size_t)rows + (size_t)r0;
+          for (int64_t r = rb; r < re; r++) o[r] = (double)y[(size_t)r * (size_t)n + (size_t)t];
+        }
       }
     }
   }
