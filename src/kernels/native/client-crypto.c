@@ -63,8 +63,13 @@ static inline v4d folded4(const uint8_t *x, size_t j, size_t n2) {
   return (v4d){(double)a[0], (double)a[1], (double)a[2], (double)a[3]};
 #endif
 }
+#if defined(__clang__)
+static inline v2d swap2(v2d x) { return __builtin_shufflevector(x, x, 1, 0); }
+static inline v4d swap4(v4d x) { return __builtin_shufflevector(x, x, 1, 0, 3, 2); }
+#else
 static inline v2d swap2(v2d x) { return __builtin_shuffle(x, (v2l){1, 0}); }
 static inline v4d swap4(v4d x) { return __builtin_shuffle(x, (v4l){1, 0, 3, 2}); }
+#endif
 
 /* x * w for the constant stored as (wr, wr), (-wi, wi) at w: x*(wr, wr) + swap(x)*(-wi, wi). */
 static inline v2d cmul2(v2d x, const uint8_t *w) { return x * ld2(w) + swap2(x) * ld2(w + 16); }

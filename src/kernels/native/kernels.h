@@ -1,5 +1,5 @@
 /*
- * helora native kernels: declarations shared by the per-level builds of kernels.c and the N-API
+ * helora native kernels: declarations shared by the per-level builds of kernels.c and client-crypto.c and the N-API
  * binding (addon.c). kernels.c is compiled once per CPU level with -DHL_LEVEL=<name> and that
  * level's -m flags; every symbol carries the level's name so the objects link side by side and
  * addon.c picks one at run time.
