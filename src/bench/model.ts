@@ -14,10 +14,16 @@
  * the LM head stay on the main thread, as on the client.
  * Each provider runs one warm-up training step, then ONE measured step (forward, backward,
  * clip, AdamW): the full-size step takes minutes.
+ * Right after helora's fp32 step, the same LoRA step runs in PyTorch (src/bench/torch_lora_step.py
+ * under /usr/bin/python3 with Debian's python3-torch on OpenBLAS, same threads):
+ * torch_tokens_per_s_fp32 and helora_vs_torch_fp32. A missing python3 or torch fails the bench.
  */
 
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { repoRoot } from '../util/paths.js';
 import { benchLogger, flag, intOption, printResult, runBench } from './common.js';
 import { KernelEngine } from '../kernels/engine.js';
 import { matmulForward } from '../kernels/matmul-f32.js';
@@ -30,7 +36,7 @@ import { DEFAULT_ACT_BITS, dequantizeBackward, dequantizeForward, prepareBackwar
 import { stackBackwardInput } from '../linear/client.js';
 import type { QuantizedGroup } from '../linear/plain.js';
 import { LlamaModel } from '../model/llama.js';
-import { LoraAdapter } from '../model/lora.js';
+import { DEFAULT_LORA_CONFIG, LoraAdapter } from '../model/lora.js';
 import { makeSchedule } from '../train/optim.js';
 import { epochBatchSource, seededRandom, type Example } from '../train/packing.js';
 import { llamaConfigJson, randomLlamaTensors, type RandomLlamaShape } from '../train/random-init.js';
@@ -44,6 +50,9 @@ export const SMOLLM2_135M: RandomLlamaShape = {
 const GEMM_SIZE = 1024;
 const GEMM_REPEATS = 3;
 const LORA_RANK = 8;
+const LORA_DROPOUT = 0.05;
+const LR = 1e-4;
+const PYTHON = '/usr/bin/python3';
 
 const log = benchLogger('bench:model');
 
@@ -232,10 +241,10 @@ function randomExamples(count: number, len: number, vocab: number): Example[] {
 }
 
 async function trainThroughput(label: string, model: LlamaModel, config: ReturnType<typeof parseConfig>, T: number, seqLen: number): Promise<number> {
-  const lora = LoraAdapter.create(config, { rank: LORA_RANK, alpha: 2 * LORA_RANK, dropout: 0.05 }, { seed: 'bench' });
+  const lora = LoraAdapter.create(config, { rank: LORA_RANK, alpha: 2 * LORA_RANK, dropout: LORA_DROPOUT }, { seed: 'bench' });
   const perBatch = Math.max(1, Math.floor(T / seqLen));
   const data = epochBatchSource(randomExamples(4 * perBatch, Math.min(seqLen, T), config.vocabSize), { T, padId: 0, seed: 1 });
-  const trainer = new Trainer({ model, lora, data, seed: 1, schedule: makeSchedule({ kind: 'constant', lr: 1e-4 }) });
+  const trainer = new Trainer({ model, lora, data, seed: 1, schedule: makeSchedule({ kind: 'constant', lr: LR }) });
   log(`${label}: warm-up step (${T} tokens, ${lora.numParameters()} LoRA parameters)`);
   let t0 = performance.now();
   await trainer.trainStep();
@@ -246,6 +255,38 @@ async function trainThroughput(label: string, model: LlamaModel, config: ReturnT
   const tps = ev.tokens / s;
   log(`${label}: ${s.toFixed(1)} s for ${ev.tokens} tokens = ${tps.toFixed(1)} tokens/s (loss ${ev.loss.toFixed(3)})`);
   return tps;
+}
+
+/**
+ * The same LoRA training step in PyTorch (src/bench/torch_lora_step.py on Debian's python3-torch,
+ * whose BLAS is the OpenBLAS alternative): same shape, LoRA rank/alpha/dropout/targets, optimizer,
+ * clipping, token sequences (the bench's own examples) and thread count; warm-up step, then one
+ * measured step. Throws with a clear message when python3 or torch is missing: the bench's
+ * comparison must not silently disappear.
+ */
+function torchTrainThroughput(config: LlamaConfig, T: number, seqLen: number, threads: number): { tokens_per_s: number; step_s: number; loss: number; torch_version: string; lora_parameters: number } {
+  const script = join(repoRoot(), 'src', 'bench', 'torch_lora_step.py');
+  if (!existsSync(script)) throw new Error(`helora bench:model: the PyTorch baseline script ${script} is missing`);
+  const L = Math.min(seqLen, T);
+  const perBatch = Math.max(1, Math.floor(T / L));
+  const input = {
+    hidden_size: config.hiddenSize, intermediate_size: config.intermediateSize, num_layers: config.numLayers,
+    num_heads: config.numHeads, num_kv_heads: config.numKvHeads, vocab_size: config.vocabSize,
+    rope_theta: config.ropeTheta, rms_norm_eps: config.rmsNormEps,
+    rank: LORA_RANK, alpha: 2 * LORA_RANK, dropout: LORA_DROPOUT, targets: DEFAULT_LORA_CONFIG.targetModules, lr: LR, threads,
+    sequences: randomExamples(perBatch, L, config.vocabSize).map((e) => e.ids),
+  };
+  const env: NodeJS.ProcessEnv = { ...process.env, OMP_NUM_THREADS: String(threads), OPENBLAS_NUM_THREADS: String(threads) };
+  log(`torch fp32: ${perBatch} x ${L} tokens, ${threads} threads (warm-up step, then measured step)`);
+  const r = spawnSync(PYTHON, [script], { input: JSON.stringify(input), env, encoding: 'utf8', maxBuffer: 1 << 20 });
+  if (r.error || r.status !== 0) {
+    throw new Error(`helora bench:model: the PyTorch baseline failed (${PYTHON} ${script}); it needs python3 with Debian's ` +
+      `python3-torch (apt-get install python3-torch). ${r.error ? r.error.message : `exit status ${r.status}`}\n${r.stderr ?? ''}`);
+  }
+  const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { tokens_per_s: number; step_s: number; loss: number; torch_version: string; lora_parameters: number; threads: number };
+  if (!(out.tokens_per_s > 0) || out.threads !== threads) throw new Error(`helora bench:model: unexpected PyTorch baseline output ${r.stdout}`);
+  log(`torch fp32: ${out.step_s.toFixed(1)} s for ${perBatch * L} tokens = ${out.tokens_per_s.toFixed(1)} tokens/s (loss ${out.loss.toFixed(3)}, torch ${out.torch_version})`);
+  return out;
 }
 
 async function main(): Promise<void> {
@@ -298,7 +339,15 @@ async function main(): Promise<void> {
         result.pooled_check_max_abs_diff = check;
       }
       const make = pooled ?? local;
-      if (wantFp32) result.train_tokens_per_s_fp32 = await run('fp32', make.fp32);
+      if (wantFp32) {
+        result.train_tokens_per_s_fp32 = await run('fp32', make.fp32);
+        // Timed right after helora's fp32 step, in the same run and on the same threads.
+        const torch = torchTrainThroughput(config, T, seqLen, threads);
+        result.torch_tokens_per_s_fp32 = Math.round(torch.tokens_per_s * 100) / 100;
+        result.helora_vs_torch_fp32 = Math.round((result.train_tokens_per_s_fp32 as number / torch.tokens_per_s) * 1000) / 1000;
+        result.torch_note = `PyTorch ${torch.torch_version} (${PYTHON}, src/bench/torch_lora_step.py): same shape, LoRA rank ${LORA_RANK} on ` +
+          `${DEFAULT_LORA_CONFIG.targetModules.length} projections (${torch.lora_parameters} parameters), AdamW, clipping, ${threads} threads; one measured step after a warm-up`;
+      }
       if (wantInt8) result.train_tokens_per_s_int8 = await run('int8', make.int8);
     } finally {
       await pool?.close();

@@ -205,17 +205,14 @@ export function decryptAccumulate(params: RlweParams, key: SecretKey, aOut: read
   const base = sliced ? 0 : r0;
   for (let c0 = 0; c0 < nr; c0 += DECRYPT_CHUNK_ROWS) {
     const cn = Math.min(DECRYPT_CHUNK_ROWS, nr - c0);
-    const v = k.beginDecrypt(cn);
+    k.beginDecrypt(cn);
     const off = (base + c0) * n;
-    // The terms sum in the kernel's rows; their token-major transpose lands in acc a token at a time.
+    // The terms sum in the kernel's rows (read in place by the native kernel); their token-major
+    // transpose lands in acc.
     for (let term = 0; term < aOut.length; term++) {
-      v.a.set(aOut[term].subarray(off, off + cn * n));
-      v.b.set(bOut[term].subarray(off, off + cn * n));
-      k.decrypt(sh, { accumulate: term > 0 });
+      k.decryptFrom(aOut[term].subarray(off, off + cn * n), bOut[term].subarray(off, off + cn * n), sh, { accumulate: term > 0 });
     }
-    k.transpose();
-    const dst = r0 + c0;
-    for (let t = 0; t < tn; t++) acc.set(v.yT.subarray(t * cn, (t + 1) * cn), (t0 + t) * rows + dst);
+    k.transposeInto(acc, rows, r0 + c0, t0, tn);
     // y and yT stay in the kernel's scratch until the next task overwrites them, like acc in the
     // caller's reused result memory: process memory only, never sent (no extra wipe pass here).
   }

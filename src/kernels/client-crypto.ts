@@ -6,9 +6,15 @@
  * fft-product.ts), the feature-major encoding of the inputs and the transposes of the results.
  * The two-prime NTT runs beside the FFT as the exact reference (exactNtt options and
  * exactNttProduct*; its primes and tables are in ntt-reference.ts).
+ *
+ * With the native kernels (src/kernels/native.ts: HELORA_KERNELS, HELORA_NATIVE_LEVEL) the hot
+ * loops (encryption and decryption by FFT, the results' transpose) run in the addon's C twins
+ * (src/kernels/native/client-crypto.c), on this instance's memory and tables: bit for bit the same
+ * results. Setup, secret loading, the NTT reference and the encoding stay in WebAssembly.
  */
 import { ENCRYPT_PAIR_MAX, fftProductErrorBound, fftTables } from './fft-product.js';
 import { NTT_MAX_N, NTT_PRIMES, nttSecretTables, nttSetupConstants, nttTables } from './ntt-reference.js';
+import { nativeKernels, type NativeKernels } from './native.js';
 import { instantiateWasm, WasmHeap } from './wasm.js';
 
 interface ClientCryptoExports {
@@ -50,8 +56,18 @@ export class ClientCryptoKernel {
   /** Identity of the secret currently loaded (set by the caller via loadSecret). */
   private secretOwner: object | null = null;
 
-  /** module: the build/wasm file to run (another build of client-crypto.entry.ts, for kernel comparisons). */
-  constructor(n: number, module = 'client-crypto') {
+  /** The native twins of the hot loops, or null: WebAssembly throughout. */
+  readonly native: NativeKernels | null;
+  /** The FFT state's offsets for the native twins (see NativeKernels.ccEncrypt). */
+  private readonly layout: Uint32Array;
+
+  /**
+   * module: the build/wasm file to run (another build of client-crypto.entry.ts, for kernel
+   * comparisons); native: the native kernels for the hot loops (default: this thread's backend
+   * choice, null for WebAssembly throughout).
+   */
+  constructor(n: number, module = 'client-crypto', native: NativeKernels | null = nativeKernels()) {
+    this.native = native;
     if (!Number.isInteger(n) || n < 16 || n > NTT_MAX_N || (n & (n - 1)) !== 0) {
       throw new Error(`helora: client kernel ring degree must be a power of two in [16, ${NTT_MAX_N}], got ${n}`);
     }
@@ -81,8 +97,9 @@ export class ClientCryptoKernel {
     };
     const [twist, untwist, fw, iw, fw4, iw4] = fft.map(put);
     this.fftSecret = this.heap.allocPermanent(n2 * 32);
-    this.ex.setupFft(n2, twist, untwist, fw, iw, fw4, iw4, this.fftSecret,
-      this.heap.allocPermanent(n2 * 16), this.heap.allocPermanent(2 * n * 8), this.heap.allocPermanent(6 * n * 4));
+    const [fbuf, wide, split] = [this.heap.allocPermanent(n2 * 16), this.heap.allocPermanent(2 * n * 8), this.heap.allocPermanent(6 * n * 4)];
+    this.ex.setupFft(n2, twist, untwist, fw, iw, fw4, iw4, this.fftSecret, fbuf, wide, split);
+    this.layout = Uint32Array.from([n2, twist, untwist, fw, iw, fw4, iw4, this.fftSecret, fbuf, wide, split]);
     this.pairHigh = fftProductErrorBound(n, ENCRYPT_PAIR_MAX) < 0.5;
   }
 
@@ -234,8 +251,12 @@ export class ClientCryptoKernel {
     if (p === null) throw new Error('helora: encrypt() without beginEncrypt()');
     if (this.cdtLen === 0) throw new Error('helora: no noise table loaded');
     if (!(Number.isInteger(mLimit) && mLimit >= 1 && mLimit <= 2 ** 30)) throw new Error(`helora: bad message limit ${mLimit}`);
-    const bad = this.ex.encryptPolys(p.nPolys, p.a, p.m, p.rnd, this.cdtPtr, this.cdtLen, deltaShift, upShift, p.outBytes, p.out, mLimit,
-      opts.exactNtt ? 1 : 0, p.mBytes, this.pairHigh && opts.pairs !== false ? 1 : 0);
+    const pairs = this.pairHigh && opts.pairs !== false;
+    const bad = this.native && !opts.exactNtt
+      ? this.native.ccEncrypt(this.memory(), this.layout, p.nPolys, p.a, p.m, p.rnd, this.cdtPtr, this.cdtLen, deltaShift, upShift, p.outBytes,
+        p.out, mLimit, p.mBytes, pairs)
+      : this.ex.encryptPolys(p.nPolys, p.a, p.m, p.rnd, this.cdtPtr, this.cdtLen, deltaShift, upShift, p.outBytes, p.out, mLimit,
+        opts.exactNtt ? 1 : 0, p.mBytes, pairs ? 1 : 0);
     this.pending = null;
     return bad === 0;
   }
@@ -273,9 +294,51 @@ export class ClientCryptoKernel {
     if (opts.exactNtt) {
       if (opts.accumulate) throw new Error('helora: the NTT decryption does not accumulate');
       this.ex.decryptRows(p.nRows, p.a, p.b, sh, p.y);
+    } else if (this.native) {
+      this.native.ccDecrypt(this.memory(), this.layout, p.nRows, p.a, p.b, sh, p.y, opts.accumulate === true);
     } else {
       this.ex.decryptRowsFft(p.nRows, p.a, p.b, sh, p.y, opts.accumulate ? 1 : 0);
     }
+  }
+
+  /**
+   * decrypt() for the rows prepared by beginDecrypt with a and b taken from the given arrays
+   * (nRows*N values each; the views' contents are ignored): the native kernel reads them in place,
+   * WebAssembly copies them into its memory first. Same results as filling the views.
+   */
+  decryptFrom(a: Uint32Array, b: Uint32Array, sh: number, opts: { accumulate?: boolean } = {}): void {
+    const p = this.pendingDec;
+    if (p === null) throw new Error('helora: decryptFrom() without beginDecrypt()');
+    const count = p.nRows * this.n;
+    if (a.length !== count || b.length !== count) throw new Error(`helora: decryptFrom needs ${count} values of a and b, got ${a.length} and ${b.length}`);
+    if (!this.native) {
+      this.heap.u32(p.a, count).set(a);
+      this.heap.u32(p.b, count).set(b);
+      this.decrypt(sh, opts);
+      return;
+    }
+    this.requireSecret();
+    if (!(sh >= 1 && sh <= 31)) throw new Error(`helora: bad decryption shift ${sh}`);
+    this.native.ccDecryptFrom(this.memory(), this.layout, p.nRows, a, b, sh, p.y, opts.accumulate === true);
+  }
+
+  /**
+   * The pending decryption's first tn tokens, token-major, into acc: acc[(t0 + t)*rows + r0 + r] =
+   * y[r][t] (the transpose() and copy a worker does into its share of the result).
+   */
+  transposeInto(acc: Int32Array | Float64Array, rows: number, r0: number, t0: number, tn: number): void {
+    const p = this.pendingDec;
+    if (p === null) throw new Error('helora: transposeInto() without beginDecrypt()');
+    if (!(Number.isInteger(tn) && tn >= 1 && tn <= this.n && r0 >= 0 && r0 + p.nRows <= rows && (t0 + tn) * rows <= acc.length)) {
+      throw new Error('helora: transposeInto target outside the result');
+    }
+    if (this.native) {
+      this.native.ccTransposeInto(this.memory(), p.y, p.nRows, this.n, acc, rows, r0, t0, tn);
+      return;
+    }
+    this.transpose();
+    const yT = this.heap.i32(p.yT, p.nRows * this.n);
+    for (let t = 0; t < tn; t++) acc.set(yT.subarray(t * p.nRows, (t + 1) * p.nRows), (t0 + t) * rows + r0);
   }
 
   /**
@@ -313,7 +376,13 @@ export class ClientCryptoKernel {
   transpose(): void {
     const p = this.pendingDec;
     if (p === null) throw new Error('helora: transpose() without beginDecrypt()');
-    this.ex.transposeI32(p.y, p.nRows, this.n, p.yT);
+    if (this.native) this.native.ccTranspose(this.memory(), p.y, p.nRows, this.n, p.yT);
+    else this.ex.transposeI32(p.y, p.nRows, this.n, p.yT);
+  }
+
+  /** A view of the whole WebAssembly memory (a new one: the memory's buffer changes when it grows). */
+  private memory(): Uint8Array {
+    return new Uint8Array(this.ex.memory.buffer);
   }
 }
 

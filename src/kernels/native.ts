@@ -29,6 +29,12 @@ interface Addon {
     accumulate: number, bias: Float32Array | null): void;
   smallF32(level: number, op: number, target: Float32Array, x: Float32Array, y: Float32Array, bias: Float32Array | null, T: number, C: number, OC: number): void;
   peak(level: number, reps: number): number;
+  ccEncrypt(level: number, mem: Uint8Array, layout: Uint32Array, nPolys: number, a: number, m: number, rnd: number, cdt: number, nCdt: number,
+    deltaShift: number, upShift: number, outBytes: number, out: number, mLimit: number, mBytes: number, pairHigh: number): number;
+  ccDecrypt(level: number, mem: Uint8Array, layout: Uint32Array, nRows: number, a: number, b: number, sh: number, y: number, accumulate: number): void;
+  ccTranspose(level: number, mem: Uint8Array, src: number, rows: number, cols: number, dst: number): void;
+  ccDecryptFrom(level: number, mem: Uint8Array, layout: Uint32Array, nRows: number, a: Uint32Array, b: Uint32Array, sh: number, y: number, accumulate: number): void;
+  ccTransposeInto(mem: Uint8Array, y: number, nRows: number, n: number, acc: Int32Array | Float64Array, rows: number, r0: number, t0: number, tn: number): void;
 }
 
 /** Path of the built addon under the package root. */
@@ -114,6 +120,36 @@ export class NativeKernels {
   /** Multiply-accumulates of `reps` rounds of the register-only loop of this level's best dot-product instruction. */
   peak(reps: number): number {
     return this.addon.peak(this.levelIndex, reps);
+  }
+
+  /**
+   * The client crypto's hot loops (src/kernels/native/client-crypto.c), bit-identical twins of the
+   * WebAssembly kernel's encryptPolys (FFT path), decryptRowsFft and transposeI32, run on that
+   * kernel's own memory: mem is a view of the whole WebAssembly memory, layout its FFT state
+   * (n2 and the offsets of twist, untwist, fw, iw, fw4, iw4, secret, fbuf, wide, split), the other
+   * pointers offsets into it (the addon checks every region against mem). Used by ClientCryptoKernel.
+   */
+  ccEncrypt(mem: Uint8Array, layout: Uint32Array, nPolys: number, a: number, m: number, rnd: number, cdt: number, nCdt: number,
+    deltaShift: number, upShift: number, outBytes: number, out: number, mLimit: number, mBytes: number, pairHigh: boolean): number {
+    return this.addon.ccEncrypt(this.levelIndex, mem, layout, nPolys, a, m, rnd, cdt, nCdt, deltaShift, upShift, outBytes, out, mLimit, mBytes, pairHigh ? 1 : 0);
+  }
+
+  ccDecrypt(mem: Uint8Array, layout: Uint32Array, nRows: number, a: number, b: number, sh: number, y: number, accumulate: boolean): void {
+    this.addon.ccDecrypt(this.levelIndex, mem, layout, nRows, a, b, sh, y, accumulate ? 1 : 0);
+  }
+
+  ccTranspose(mem: Uint8Array, src: number, rows: number, cols: number, dst: number): void {
+    this.addon.ccTranspose(this.levelIndex, mem, src, rows, cols, dst);
+  }
+
+  /** ccDecrypt with a and b read from the caller's arrays (nRows*N values each) rather than the kernel memory. */
+  ccDecryptFrom(mem: Uint8Array, layout: Uint32Array, nRows: number, a: Uint32Array, b: Uint32Array, sh: number, y: number, accumulate: boolean): void {
+    this.addon.ccDecryptFrom(this.levelIndex, mem, layout, nRows, a, b, sh, y, accumulate ? 1 : 0);
+  }
+
+  /** acc[(t0 + t)*rows + r0 + r] = y[r*n + t] (r < nRows, t < tn) for the int32 rows at y in mem. */
+  ccTransposeInto(mem: Uint8Array, y: number, nRows: number, n: number, acc: Int32Array | Float64Array, rows: number, r0: number, t0: number, tn: number): void {
+    this.addon.ccTransposeInto(mem, y, nRows, n, acc, rows, r0, t0, tn);
   }
 
   /** The instruction peak() times at this level. */

@@ -10,6 +10,9 @@
 #include <node_api.h>
 #include <stdio.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "kernels.h"
 
@@ -19,6 +22,10 @@ typedef int (*sgemm_fn)(int, int, int, const float *, long, long, const float *,
                         const float *);
 typedef void (*small_fn)(int, float *, const float *, const float *, const float *, int, int, int);
 typedef double (*peak_fn)(long);
+typedef int (*cc_encrypt_fn)(const hl_cc_layout *, int, const uint8_t *, const uint8_t *, uint8_t *, const uint32_t *, int, int, int,
+                             int, uint8_t *, int32_t, int, int);
+typedef void (*cc_decrypt_fn)(const hl_cc_layout *, int, const uint8_t *, const uint8_t *, int, uint8_t *, int);
+typedef void (*cc_transpose_fn)(const uint8_t *, int, int, uint8_t *);
 
 typedef struct {
   const char *name;
@@ -28,6 +35,9 @@ typedef struct {
   sgemm_fn sgemm;
   small_fn small_f32;
   peak_fn peak;
+  cc_encrypt_fn cc_encrypt;
+  cc_decrypt_fn cc_decrypt;
+  cc_transpose_fn cc_transpose;
 } level_t;
 
 static int always(void) { return 1; }
@@ -51,15 +61,19 @@ __attribute__((unused)) static int has_avx512vnni(void) {
 static const level_t LEVELS[] = {
 #if defined(HL_HAVE_avx512vnni)
     {"avx512vnni", has_avx512vnni, hl_zq_avx512vnni, hl_gemm_i8_avx512vnni, hl_sgemm_avx512vnni, hl_small_f32_avx512vnni,
-     hl_peak_avx512vnni},
+     hl_peak_avx512vnni,
+     hl_cc_encrypt_avx512vnni, hl_cc_decrypt_avx512vnni, hl_cc_transpose_avx512vnni},
 #endif
 #if defined(HL_HAVE_avx512)
-    {"avx512", has_avx512, hl_zq_avx512, hl_gemm_i8_avx512, hl_sgemm_avx512, hl_small_f32_avx512, hl_peak_avx512},
+    {"avx512", has_avx512, hl_zq_avx512, hl_gemm_i8_avx512, hl_sgemm_avx512, hl_small_f32_avx512, hl_peak_avx512,
+     hl_cc_encrypt_avx512, hl_cc_decrypt_avx512, hl_cc_transpose_avx512},
 #endif
 #if defined(HL_HAVE_avx2)
-    {"avx2", has_avx2, hl_zq_avx2, hl_gemm_i8_avx2, hl_sgemm_avx2, hl_small_f32_avx2, hl_peak_avx2},
+    {"avx2", has_avx2, hl_zq_avx2, hl_gemm_i8_avx2, hl_sgemm_avx2, hl_small_f32_avx2, hl_peak_avx2,
+     hl_cc_encrypt_avx2, hl_cc_decrypt_avx2, hl_cc_transpose_avx2},
 #endif
-    {"scalar", always, hl_zq_scalar, hl_gemm_i8_scalar, hl_sgemm_scalar, hl_small_f32_scalar, hl_peak_scalar},
+    {"scalar", always, hl_zq_scalar, hl_gemm_i8_scalar, hl_sgemm_scalar, hl_small_f32_scalar, hl_peak_scalar,
+     hl_cc_encrypt_scalar, hl_cc_decrypt_scalar, hl_cc_transpose_scalar},
 };
 #define NLEVELS ((int)(sizeof LEVELS / sizeof LEVELS[0]))
 
@@ -295,6 +309,202 @@ static napi_value js_peak(napi_env env, napi_callback_info info) {
   return r;
 }
 
+/* ---- client crypto: the kernel's regions inside the WebAssembly instance's memory ---- */
+
+/* A region [off, off + bytes) of mem (len bytes), or NULL after throwing. */
+static uint8_t *region(napi_env env, uint8_t *mem, size_t len, int64_t off, uint64_t bytes, const char *what) {
+  if (off < 0 || (uint64_t)off > len || bytes > len - (uint64_t)off) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "helora native: client crypto region %s [%lld, +%llu) outside the kernel memory (%zu bytes)", what,
+             (long long)off, (unsigned long long)bytes, len);
+    fail(env, msg);
+    return NULL;
+  }
+  return mem + off;
+}
+
+/* mem (Uint8Array over the WebAssembly memory) and layout (Uint32Array: n2, then the offsets of
+ * twist, untwist, fw, iw, fw4, iw4, secret, fbuf, wide, split) into L; 0 after throwing. */
+static int get_layout(napi_env env, napi_value vmem, napi_value vlayout, uint8_t **mem, size_t *len, hl_cc_layout *L) {
+  void *m, *l;
+  size_t ll;
+  if (!get_array(env, vmem, napi_uint8_array, 0, 0, "mem", &m, len) ||
+      !get_array(env, vlayout, napi_uint32_array, 11, 1, "layout", &l, &ll))
+    return 0;
+  *mem = m;
+  const uint32_t *o = l;
+  const uint64_t n2 = o[0];
+  if (n2 < 8 || n2 > (1u << 15) || (n2 & (n2 - 1))) return fail(env, "helora native: client crypto n2 must be a power of two in [8, 2^15]");
+  L->n2 = (uint32_t)n2;
+  const uint64_t sizes[10] = {n2 * 32, n2 * 32, n2 * 16, n2 * 16, n2 * 96, n2 * 96, n2 * 32, n2 * 16, n2 * 32, n2 * 48};
+  const char *names[10] = {"twist", "untwist", "fw", "iw", "fw4", "iw4", "secret", "fbuf", "wide", "split"};
+  uint8_t *p[10];
+  for (int i = 0; i < 10; i++)
+    if (!(p[i] = region(env, *mem, *len, o[i + 1], sizes[i], names[i]))) return 0;
+  L->twist = p[0]; L->untwist = p[1]; L->fw = p[2]; L->iw = p[3]; L->fw4 = p[4]; L->iw4 = p[5]; L->secret = p[6];
+  L->fbuf = p[7]; L->wide = p[8]; L->split = p[9];
+  return 1;
+}
+
+/* ccEncrypt(level, mem, layout, nPolys, a, m, rnd, cdt, nCdt, deltaShift, upShift, outBytes, out, mLimit, mBytes, pairHigh):
+ * encryptPolys of assembly/client-crypto/encrypt.ts (FFT path) on offsets into mem; returns 0, or 1 if some |m| >= mLimit. */
+static napi_value js_cc_encrypt(napi_env env, napi_callback_info info) {
+  napi_value argv[16], r;
+  const level_t *lv;
+  uint8_t *mem;
+  size_t len;
+  hl_cc_layout L;
+  int64_t np, ao, mo, ro, co, nc, ds, us, ob, oo, lim, mb, ph;
+  if (!get_args(env, info, 16, argv) || !(lv = get_level(env, argv[0])) || !get_layout(env, argv[1], argv[2], &mem, &len, &L) ||
+      !get_int(env, argv[3], 1, 1 << 20, "nPolys", &np) || !get_int(env, argv[4], 0, UINT32_MAX, "a", &ao) ||
+      !get_int(env, argv[5], 0, UINT32_MAX, "m", &mo) || !get_int(env, argv[6], 0, UINT32_MAX, "rnd", &ro) ||
+      !get_int(env, argv[7], 0, UINT32_MAX, "cdt", &co) || !get_int(env, argv[8], 1, 64, "nCdt", &nc) ||
+      !get_int(env, argv[9], 0, 43, "deltaShift", &ds) || !get_int(env, argv[10], 1, 43, "upShift", &us) ||
+      !get_int(env, argv[11], 1, 8, "outBytes", &ob) || !get_int(env, argv[12], 0, UINT32_MAX, "out", &oo) ||
+      !get_int(env, argv[13], 1, (int64_t)1 << 30, "mLimit", &lim) || !get_int(env, argv[14], 1, 4, "mBytes", &mb) ||
+      !get_int(env, argv[15], 0, 1, "pairHigh", &ph))
+    return NULL;
+  if (mb == 3) return fail(env, "helora native: mBytes must be 1, 2 or 4"), NULL;
+  const uint64_t count = (uint64_t)np * (L.n2 * 2);
+  uint8_t *a, *m, *rnd, *cdt, *out;
+  if (!(a = region(env, mem, len, ao, count * 6, "a")) || !(m = region(env, mem, len, mo, count * (uint64_t)mb, "m")) ||
+      !(rnd = region(env, mem, len, ro, count * 4 + count / 4, "rnd")) || !(cdt = region(env, mem, len, co, (uint64_t)nc * 4, "cdt")) ||
+      !(out = region(env, mem, len, oo, count * (uint64_t)ob, "out")))
+    return NULL;
+  if (((uintptr_t)cdt & 3) != 0) return fail(env, "helora native: cdt must be 4-byte aligned"), NULL;
+  const int bad = lv->cc_encrypt(&L, (int)np, a, m, rnd, (const uint32_t *)(const void *)cdt, (int)nc, (int)ds, (int)us, (int)ob, out,
+                                 (int32_t)lim, (int)mb, (int)ph);
+  napi_create_int32(env, bad, &r);
+  return r;
+}
+
+/* ccDecrypt(level, mem, layout, nRows, a, b, sh, y, accumulate): decryptRowsFft of assembly/client-crypto/decrypt.ts. */
+static napi_value js_cc_decrypt(napi_env env, napi_callback_info info) {
+  napi_value argv[9];
+  const level_t *lv;
+  uint8_t *mem;
+  size_t len;
+  hl_cc_layout L;
+  int64_t nr, ao, bo, sh, yo, acc;
+  if (!get_args(env, info, 9, argv) || !(lv = get_level(env, argv[0])) || !get_layout(env, argv[1], argv[2], &mem, &len, &L) ||
+      !get_int(env, argv[3], 1, 1 << 20, "nRows", &nr) || !get_int(env, argv[4], 0, UINT32_MAX, "a", &ao) ||
+      !get_int(env, argv[5], 0, UINT32_MAX, "b", &bo) || !get_int(env, argv[6], 1, 31, "sh", &sh) ||
+      !get_int(env, argv[7], 0, UINT32_MAX, "y", &yo) || !get_int(env, argv[8], 0, 1, "accumulate", &acc))
+    return NULL;
+  const uint64_t bytes = (uint64_t)nr * (L.n2 * 2) * 4;
+  uint8_t *a, *b, *y;
+  if (!(a = region(env, mem, len, ao, bytes, "a")) || !(b = region(env, mem, len, bo, bytes, "b")) || !(y = region(env, mem, len, yo, bytes, "y")))
+    return NULL;
+  lv->cc_decrypt(&L, (int)nr, a, b, (int)sh, y, (int)acc);
+  return undefined(env);
+}
+
+/* ccDecryptFrom(level, mem, layout, nRows, a: Uint32Array, b: Uint32Array, sh, y, accumulate): ccDecrypt reading a and b
+ * (nRows*N values each) straight from the caller's arrays (e.g. shared memory) instead of the kernel memory. */
+static napi_value js_cc_decrypt_from(napi_env env, napi_callback_info info) {
+  napi_value argv[9];
+  const level_t *lv;
+  uint8_t *mem;
+  size_t len, la, lb;
+  hl_cc_layout L;
+  int64_t nr, sh, yo, acc;
+  void *a, *b;
+  if (!get_args(env, info, 9, argv) || !(lv = get_level(env, argv[0])) || !get_layout(env, argv[1], argv[2], &mem, &len, &L) ||
+      !get_int(env, argv[3], 1, 1 << 20, "nRows", &nr))
+    return NULL;
+  const uint64_t count = (uint64_t)nr * (L.n2 * 2);
+  uint8_t *y;
+  if (!get_array(env, argv[4], napi_uint32_array, count, 1, "a", &a, &la) || !get_array(env, argv[5], napi_uint32_array, count, 1, "b", &b, &lb) ||
+      !get_int(env, argv[6], 1, 31, "sh", &sh) || !get_int(env, argv[7], 0, UINT32_MAX, "y", &yo) ||
+      !get_int(env, argv[8], 0, 1, "accumulate", &acc) || !(y = region(env, mem, len, yo, count * 4, "y")))
+    return NULL;
+  lv->cc_decrypt(&L, (int)nr, a, b, (int)sh, y, (int)acc);
+  return undefined(env);
+}
+
+/* ccTransposeInto(mem, y, nRows, n, acc, rows, r0, t0, tn): acc[(t0 + t)*rows + r0 + r] = y[r*n + t] for r < nRows,
+ * t < tn (y: int32 rows in mem; acc: Int32Array or Float64Array, token-major): the decrypted rows straight into the
+ * caller's result. Memory-bound, one version for every level: blocks of 64 rows x 16 tokens. */
+static napi_value js_cc_transpose_into(napi_env env, napi_callback_info info) {
+  napi_value argv[9];
+  void *m, *acc;
+  size_t len, alen;
+  int64_t yo, nr, n, rows, r0, t0, tn;
+  bool is;
+  napi_typedarray_type type;
+  if (!get_args(env, info, 9, argv) || !get_array(env, argv[0], napi_uint8_array, 0, 0, "mem", &m, &len) ||
+      !get_int(env, argv[1], 0, UINT32_MAX, "y", &yo) || !get_int(env, argv[2], 1, 1 << 20, "nRows", &nr) ||
+      !get_int(env, argv[3], 1, 1 << 20, "n", &n) || !get_int(env, argv[5], 1, 1 << 24, "rows", &rows) ||
+      !get_int(env, argv[6], 0, 1 << 24, "r0", &r0) || !get_int(env, argv[7], 0, 1 << 24, "t0", &t0) ||
+      !get_int(env, argv[8], 1, n, "tn", &tn))
+    return NULL;
+  if (napi_is_typedarray(env, argv[4], &is) != napi_ok || !is || napi_get_typedarray_info(env, argv[4], &type, &alen, &acc, NULL, NULL) != napi_ok ||
+      (type != napi_int32_array && type != napi_float64_array))
+    return fail(env, "helora native: acc must be an Int32Array or a Float64Array"), NULL;
+  if (r0 + nr > rows || (uint64_t)(t0 + tn) * (uint64_t)rows > alen) return fail(env, "helora native: transpose target range outside acc"), NULL;
+  const uint8_t *yb = region(env, m, len, yo, (uint64_t)nr * (uint64_t)n * 4, "y");
+  if (!yb) return NULL;
+  const int32_t *y = (const int32_t *)(const void *)yb;
+  for (int64_t rb = 0; rb < nr; rb += 64) {
+    const int64_t re = rb + 64 < nr ? rb + 64 : nr;
+    for (int64_t tb = 0; tb < tn; tb += 16) {
+      const int64_t te = tb + 16 < tn ? tb + 16 : tn;
+      if (type == napi_int32_array) {
+#if defined(__SSE2__)
+        if (te - tb == 16 && ((re - rb) & 3) == 0) { /* 4 x 4 blocks through registers */
+          for (int64_t r = rb; r < re; r += 4) {
+            for (int64_t t = tb; t < te; t += 4) {
+              const int32_t *p = y + (size_t)r * (size_t)n + (size_t)t;
+              const __m128i x0 = _mm_loadu_si128((const __m128i *)(const void *)p);
+              const __m128i x1 = _mm_loadu_si128((const __m128i *)(const void *)(p + n));
+              const __m128i x2 = _mm_loadu_si128((const __m128i *)(const void *)(p + 2 * n));
+              const __m128i x3 = _mm_loadu_si128((const __m128i *)(const void *)(p + 3 * n));
+              const __m128i u0 = _mm_unpacklo_epi32(x0, x1), u1 = _mm_unpacklo_epi32(x2, x3);
+              const __m128i u2 = _mm_unpackhi_epi32(x0, x1), u3 = _mm_unpackhi_epi32(x2, x3);
+              int32_t *o = (int32_t *)acc + (size_t)(t0 + t) * (size_t)rows + (size_t)(r0 + r);
+              _mm_storeu_si128((__m128i *)(void *)o, _mm_unpacklo_epi64(u0, u1));
+              _mm_storeu_si128((__m128i *)(void *)(o + rows), _mm_unpackhi_epi64(u0, u1));
+              _mm_storeu_si128((__m128i *)(void *)(o + 2 * rows), _mm_unpacklo_epi64(u2, u3));
+              _mm_storeu_si128((__m128i *)(void *)(o + 3 * rows), _mm_unpackhi_epi64(u2, u3));
+            }
+          }
+          continue;
+        }
+#endif
+        for (int64_t t = tb; t < te; t++) {
+          int32_t *o = (int32_t *)acc + (size_t)(t0 + t) * (size_t)rows + (size_t)r0;
+          for (int64_t r = rb; r < re; r++) o[r] = y[(size_t)r * (size_t)n + (size_t)t];
+        }
+      } else {
+        for (int64_t t = tb; t < te; t++) {
+          double *o = (double *)acc + (size_t)(t0 + t) * (size_t)rows + (size_t)r0;
+          for (int64_t r = rb; r < re; r++) o[r] = (double)y[(size_t)r * (size_t)n + (size_t)t];
+        }
+      }
+    }
+  }
+  return undefined(env);
+}
+
+/* ccTranspose(level, mem, src, rows, cols, dst): dst[c*rows + r] = src[r*cols + c] (int32) inside mem. */
+static napi_value js_cc_transpose(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  const level_t *lv;
+  void *m;
+  size_t len;
+  int64_t so, rows, cols, d;
+  if (!get_args(env, info, 6, argv) || !(lv = get_level(env, argv[0])) || !get_array(env, argv[1], napi_uint8_array, 0, 0, "mem", &m, &len) ||
+      !get_int(env, argv[2], 0, UINT32_MAX, "src", &so) || !get_int(env, argv[3], 1, 1 << 24, "rows", &rows) ||
+      !get_int(env, argv[4], 1, 1 << 24, "cols", &cols) || !get_int(env, argv[5], 0, UINT32_MAX, "dst", &d))
+    return NULL;
+  const uint64_t bytes = (uint64_t)rows * (uint64_t)cols * 4;
+  uint8_t *src, *dst;
+  if (!(src = region(env, m, len, so, bytes, "src")) || !(dst = region(env, m, len, d, bytes, "dst"))) return NULL;
+  if ((src < dst ? dst - src : src - dst) < (ptrdiff_t)bytes) return fail(env, "helora native: transpose regions overlap"), NULL;
+  lv->cc_transpose(src, (int)rows, (int)cols, dst);
+  return undefined(env);
+}
+
 NAPI_MODULE_INIT() {
   const napi_property_descriptor props[] = {
       {"levels", NULL, js_levels, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -304,6 +514,11 @@ NAPI_MODULE_INIT() {
       {"sgemm", NULL, js_sgemm, NULL, NULL, NULL, napi_enumerable, NULL},
       {"smallF32", NULL, js_small_f32, NULL, NULL, NULL, napi_enumerable, NULL},
       {"peak", NULL, js_peak, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"ccEncrypt", NULL, js_cc_encrypt, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"ccDecrypt", NULL, js_cc_decrypt, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"ccTranspose", NULL, js_cc_transpose, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"ccDecryptFrom", NULL, js_cc_decrypt_from, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"ccTransposeInto", NULL, js_cc_transpose_into, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

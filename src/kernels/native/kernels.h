@@ -1,5 +1,5 @@
 /*
- * helora native kernels: declarations shared by the per-level builds of kernels.c and the N-API
+ * helora native kernels: declarations shared by the per-level builds of kernels.c and client-crypto.c and the N-API
  * binding (addon.c). kernels.c is compiled once per CPU level with -DHL_LEVEL=<name> and that
  * level's -m flags; every symbol carries the level's name so the objects link side by side and
  * addon.c picks one at run time.
@@ -18,6 +18,17 @@
 static inline size_t hl_packed_i8_bytes(int M, int K) {
   return (size_t)((M + 3) / 4) * (size_t)((K + 1) / 2) * 16;
 }
+
+/*
+ * The client crypto kernel's state inside the WebAssembly instance's memory (see client-crypto.c):
+ * n2 = N/2 and the FFT's tables (twist, untwist, fw, iw, fw4, iw4: fft-product.ts fftTables), the
+ * secret's transform and the scratch (fbuf n2 complex, wide 2N i64, split 6N i32).
+ */
+typedef struct {
+  uint32_t n2;
+  const uint8_t *twist, *untwist, *fw, *iw, *fw4, *iw4, *secret;
+  uint8_t *fbuf, *wide, *split;
+} hl_cc_layout;
 
 #define HL_CAT3(a, b) a##_##b
 #define HL_CAT(a, b) HL_CAT3(a, b)
@@ -41,7 +52,13 @@ static inline size_t hl_packed_i8_bytes(int M, int K) {
                            long sbk, long sbj, float *C, long sci, long scj, int acc, const float *bias); \
   void HL_CAT(hl_small_f32, lv)(int op, float *target, const float *x, const float *y, const float *bias, int T, int C, \
                                 int OC);                                                                \
-  double HL_CAT(hl_peak, lv)(long reps);
+  double HL_CAT(hl_peak, lv)(long reps);                                                              \
+  int HL_CAT(hl_cc_encrypt, lv)(const hl_cc_layout *L, int nPolys, const uint8_t *aSrc, const uint8_t *m, uint8_t *rnd, \
+                                const uint32_t *cdt, int nCdt, int deltaShift, int upShift, int outBytes, uint8_t *out, \
+                                int32_t mLimit, int mBytes, int pairHigh);                               \
+  void HL_CAT(hl_cc_decrypt, lv)(const hl_cc_layout *L, int nRows, const uint8_t *a, const uint8_t *b, int sh, uint8_t *y, \
+                                 int accumulate);                                                        \
+  void HL_CAT(hl_cc_transpose, lv)(const uint8_t *src, int rows, int cols, uint8_t *dst);
 
 /* The build defines HL_HAVE_<level> for each vector level its compiler could build. */
 HL_DECLARE(scalar)
