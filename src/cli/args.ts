@@ -1,6 +1,7 @@
 // Argument parsers shared by the helora commands: clear commander errors for malformed values.
 
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import { TRAIN_DEFAULTS } from '../train/fine-tune.js';
 import { MAX_BITS, MIN_BITS } from '../quant/quantize.js';
 import { isProjectionName, PROJECTION_NAMES, type ProjectionName } from '../model/projections.js';
 
@@ -75,4 +76,18 @@ export function layerList(v: string): number[] {
   }
   if (out.size === 0) throw new InvalidArgumentError('expected at least one layer index');
   return [...out].sort((x, y) => x - y);
+}
+
+/** The LoRA and optimizer options that `train` and `sweep` share, with the defaults of TRAIN_DEFAULTS. */
+export function addTrainingHyperparameters(cmd: Command): Command {
+  return cmd
+    .option('--batch-tokens <n>', 'tokens per micro-batch', positiveInt, TRAIN_DEFAULTS.batchTokens)
+    .option('--grad-accum <k>', 'micro-batches per optimizer step', positiveInt, TRAIN_DEFAULTS.gradAccum)
+    .option('--lr <x>', 'peak learning rate', positiveNumber, TRAIN_DEFAULTS.lr)
+    .option('--warmup <n>', 'warmup steps', nonNegativeInt, TRAIN_DEFAULTS.warmup)
+    .addOption(new Option('--schedule <kind>', 'learning-rate schedule after warmup').choices(['cosine', 'linear', 'constant']).default(TRAIN_DEFAULTS.schedule))
+    .option('--rank <r>', 'LoRA rank', positiveInt, TRAIN_DEFAULTS.rank)
+    .option('--alpha <a>', 'LoRA alpha', positiveNumber, TRAIN_DEFAULTS.alpha)
+    .option('--dropout <p>', 'LoRA dropout', probability, TRAIN_DEFAULTS.dropout)
+    .option('--targets <list>', 'LoRA target modules', targets, TRAIN_DEFAULTS.targets);
 }

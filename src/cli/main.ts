@@ -18,7 +18,7 @@ import { registerEstimateCommands } from './estimate.js';
 import { registerAuditCommands } from './audit.js';
 import { registerEvalCommand } from './eval.js';
 import { registerSweepCommand } from './sweep.js';
-import { actBitsArg, fraction, layerList, nonNegativeInt, nonNegativeNumber, port, positiveInt, positiveNumber, probability, targets } from './args.js';
+import { actBitsArg, addTrainingHyperparameters, fraction, layerList, nonNegativeInt, nonNegativeNumber, port, positiveInt, positiveNumber } from './args.js';
 
 const program = new Command();
 program
@@ -62,7 +62,7 @@ program
     process.on('SIGINT', stop);
   });
 
-program
+addTrainingHyperparameters(program
   .command('train')
   .description('LoRA fine-tuning; the frozen products run encrypted on a server (default), or locally (quantized / fp32)')
   .option('--server <url>', 'server URL, ws://host:port (encrypted mode)')
@@ -71,16 +71,7 @@ program
   .requiredOption('--out <dir>', 'output folder (loss.csv, loss.png, adapter/, checkpoints/)')
   .addOption(new Option('--mode <mode>', 'where the frozen products run').choices(TRAIN_MODES as string[]).default(TRAIN_DEFAULTS.mode))
   .option('--steps <n>', 'optimizer steps', positiveInt)
-  .option('--epochs <n>', 'epochs over the data (default 1 when --steps is not given)', positiveNumber)
-  .option('--batch-tokens <n>', 'tokens per micro-batch', positiveInt, TRAIN_DEFAULTS.batchTokens)
-  .option('--grad-accum <k>', 'micro-batches per optimizer step', positiveInt, TRAIN_DEFAULTS.gradAccum)
-  .option('--lr <x>', 'peak learning rate', positiveNumber, TRAIN_DEFAULTS.lr)
-  .option('--warmup <n>', 'warmup steps', nonNegativeInt, TRAIN_DEFAULTS.warmup)
-  .addOption(new Option('--schedule <kind>', 'learning-rate schedule after warmup').choices(['cosine', 'linear', 'constant']).default(TRAIN_DEFAULTS.schedule))
-  .option('--rank <r>', 'LoRA rank', positiveInt, TRAIN_DEFAULTS.rank)
-  .option('--alpha <a>', 'LoRA alpha', positiveNumber, TRAIN_DEFAULTS.alpha)
-  .option('--dropout <p>', 'LoRA dropout', probability, TRAIN_DEFAULTS.dropout)
-  .option('--targets <list>', 'LoRA target modules', targets, TRAIN_DEFAULTS.targets)
+  .option('--epochs <n>', 'epochs over the data (default 1 when --steps is not given)', positiveNumber))
   .option('--layers <list>', 'decoder layers that get LoRA, e.g. 8-15 (default: all); backward stops at the lowest', layerList)
   .addOption(new Option('--masks <mode>', "encrypted mode: the server's public mask tables (half the download and server work) or fresh masks per request (default: table when the server offers it)").choices(['table', 'fresh']))
   .option('--table-cache <dir>', 'folder for downloaded mask tables (default: ~/.cache/helora/mask-tables)')

@@ -10,7 +10,7 @@ import { writeFileAtomic } from '../train/run-files.js';
 import { runSweep, SWEEP_DEFAULTS, type SweepOptions, type SweepResult, type SweepRun } from '../train/sweep.js';
 import type { ProjectionName } from '../model/projections.js';
 import { DEFAULT_MAX_TOKENS } from '../transport/model-server.js';
-import { actBitsArg, fraction, layerList, nonNegativeInt, positiveInt, positiveNumber, probability, targets } from './args.js';
+import { actBitsArg, addTrainingHyperparameters, fraction, layerList, nonNegativeInt, positiveInt, positiveNumber } from './args.js';
 import { writeLossPlot, type Series } from './plot.js';
 import { fineTuneWithProgress } from './train.js';
 
@@ -88,7 +88,7 @@ export async function runSweepCommand(o: SweepCliOptions, say: (l: string) => vo
 }
 
 export function registerSweepCommand(program: Command): void {
-  program
+  addTrainingHyperparameters(program
     .command('sweep')
     .description('before a private fine-tune: short fine-tunes in fp32 and at several activation widths (quantized mode) on your data; held-out loss and bytes per token per width, and the width to use')
     .requiredOption('--model <dir>', 'model folder with its projection weights (every run is local)')
@@ -99,16 +99,7 @@ export function registerSweepCommand(program: Command): void {
     .option('--epochs <n>', 'or epochs over the data per run', positiveNumber)
     .option('--eval-data <file>', `held-out data (default: --eval-split ${SWEEP_DEFAULTS.evalSplit} of --data)`)
     .option('--eval-split <f>', 'hold out this fraction of the --data records (seeded by --seed)', fraction)
-    .option('--eval-every <n>', 'steps between held-out evaluations (default: a tenth of --steps)', positiveInt)
-    .option('--batch-tokens <n>', 'tokens per micro-batch', positiveInt, TRAIN_DEFAULTS.batchTokens)
-    .option('--grad-accum <k>', 'micro-batches per optimizer step', positiveInt, TRAIN_DEFAULTS.gradAccum)
-    .option('--lr <x>', 'peak learning rate', positiveNumber, TRAIN_DEFAULTS.lr)
-    .option('--warmup <n>', 'warmup steps', nonNegativeInt, TRAIN_DEFAULTS.warmup)
-    .addOption(new Option('--schedule <kind>', 'learning-rate schedule after warmup').choices(['cosine', 'linear', 'constant']).default(TRAIN_DEFAULTS.schedule))
-    .option('--rank <r>', 'LoRA rank', positiveInt, TRAIN_DEFAULTS.rank)
-    .option('--alpha <a>', 'LoRA alpha', positiveNumber, TRAIN_DEFAULTS.alpha)
-    .option('--dropout <p>', 'LoRA dropout', probability, TRAIN_DEFAULTS.dropout)
-    .option('--targets <list>', 'LoRA target modules', targets, TRAIN_DEFAULTS.targets)
+    .option('--eval-every <n>', 'steps between held-out evaluations (default: a tenth of --steps)', positiveInt))
     .option('--layers <list>', 'decoder layers that get LoRA, e.g. 8-15 (default: all)', layerList)
     .option('--seed <n>', 'seed of the LoRA init, data order, dropout and held-out split (the same in every run)', nonNegativeInt, TRAIN_DEFAULTS.seed)
     .addOption(new Option('--mask-mode <mode>', 'mask mode of the bytes per token (table: the server\'s public mask tables)').choices(MASK_MODES as string[]).default('table'))

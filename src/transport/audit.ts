@@ -74,16 +74,23 @@ export function folderDigest(dir: string): { sha256: string; files: Record<strin
   return { sha256: sha256Hex(listing), files };
 }
 
-/** What a client's run start records about its connection (public facts only). */
-export interface ClientRunStart {
+/** How the server's model hash was checked. */
+export type HashCheck = 'expected' | 'local-folder' | 'unverified';
+
+/** Public facts of a client's connection (remote-training.ts), for the run_start record. */
+export interface ConnectionFacts {
   modelHash: string;
-  hashCheck: string;
+  hashCheck: HashCheck;
   paramsId: number;
   actBits: number;
   masks: MaskMode;
   server: string;
   tokenId: string | null;
   resultsVerified: boolean;
+}
+
+/** What a client's run start records (public facts only). */
+export interface ClientRunStart extends ConnectionFacts {
   /** The run's settings (no secrets: no token, no key, no data). */
   settings: AuditFields;
   totalSteps: number;

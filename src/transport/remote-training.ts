@@ -12,7 +12,7 @@ import { RemoteEncryptedProvider, RemoteSession, type RemoteStats } from './clie
 import { DEFAULT_TOKENS_PER_CHECK, ResultIntegrity } from './integrity.js';
 import { checkShapeMatches, shapeOf } from './model-info.js';
 import { loadQuantizedModel, type QuantizedModel } from './model-server.js';
-import { ClientAudit } from './audit.js';
+import { ClientAudit, type ConnectionFacts, type HashCheck } from './audit.js';
 import { tokenFingerprint } from './token.js';
 import { AuditLog } from '../util/audit-log.js';
 
@@ -50,20 +50,7 @@ export interface RemoteTrainingOptions {
   auditLog?: string;
 }
 
-/** Public facts of the connection, for the audit log's run_start record. */
-export interface ConnectionFacts {
-  modelHash: string;
-  hashCheck: HashCheck;
-  paramsId: number;
-  actBits: number;
-  masks: MaskMode;
-  server: string;
-  tokenId: string | null;
-  resultsVerified: boolean;
-}
-
-/** How the server's model hash was checked. */
-export type HashCheck = 'expected' | 'local-folder' | 'unverified';
+export type { ConnectionFacts, HashCheck };
 
 /** The server a run trains through; after the run it still tells which model it had and what went over the wire. */
 export class RemoteTraining {
