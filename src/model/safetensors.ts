@@ -4,13 +4,15 @@
 // with offsets relative to the start of the data buffer. Files are untrusted: every size and
 // offset is validated before anything is allocated, and big files are read tensor by tensor.
 
-import { closeSync, fstatSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { readAt } from '../util/files.js';
 import { endianness } from 'node:os';
 
 /** Header JSON larger than this is rejected (real checkpoints have headers of a few hundred KB). */
 export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 /** Largest single read() call; Node rejects reads of 2 GiB or more. */
-const READ_CHUNK_BYTES = 1 << 30;
+/** Largest single write (one writeSync call is limited to 2 GiB). */
+const WRITE_CHUNK_BYTES = 1 << 30;
 
 /** Bytes per element of every dtype the format defines (we decode only F32, F16 and BF16). */
 const DTYPE_BYTES: Record<string, number> = {
@@ -42,13 +44,8 @@ export function shapeSize(shape: readonly number[]): number {
 }
 
 function readExact(fd: number, buf: Uint8Array, position: number, path: string): void {
-  let done = 0;
-  while (done < buf.length) {
-    const len = Math.min(READ_CHUNK_BYTES, buf.length - done);
-    const got = readSync(fd, buf, done, len, position + done);
-    if (got <= 0) fail(path, `unexpected end of file at byte ${position + done}`);
-    done += got;
-  }
+  const got = readAt(fd, buf, position);
+  if (got < buf.length) fail(path, `unexpected end of file at byte ${position + got}`);
 }
 
 interface ParsedHeader { dataStart: number; tensors: Map<string, TensorInfo>; metadata: Record<string, string> | null }
@@ -295,7 +292,7 @@ export function writeSafetensorsLazily(
 function writeAll(fd: number, buf: Uint8Array): void {
   let done = 0;
   while (done < buf.length) {
-    const len = Math.min(READ_CHUNK_BYTES, buf.length - done);
+    const len = Math.min(WRITE_CHUNK_BYTES, buf.length - done);
     done += writeSync(fd, buf, done, len);
   }
 }

@@ -7,7 +7,8 @@
  * the file and line.
  */
 
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync } from 'node:fs';
+import { readAt } from '../util/files.js';
 import { basename, extname } from 'node:path';
 import type { ChatMessage } from '../model/chat-template.js';
 import type { Example } from './packing.js';
@@ -59,13 +60,7 @@ export function readTrainingFile(path: string, opts: ReadDataOptions = {}): Data
     if (!st.isFile()) throw new Error(`helora: training data ${path} is not a regular file`);
     if (st.size > maxBytes) throw new Error(`helora: training data ${path} is ${st.size} bytes, more than the limit of ${maxBytes}`);
     buf = Buffer.alloc(st.size);
-    let off = 0;
-    while (off < st.size) {
-      const n = readSync(fd, buf, off, st.size - off, off);
-      if (n === 0) break;
-      off += n;
-    }
-    if (off !== st.size) throw new Error(`helora: training data ${path} changed while reading`);
+    if (readAt(fd, buf) !== st.size) throw new Error(`helora: training data ${path} changed while reading`);
   } finally {
     closeSync(fd);
   }

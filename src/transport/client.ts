@@ -108,6 +108,14 @@ interface PendingRequest {
   sentAt: number;
 }
 
+/** What the audit log records of a request that went out (audit.ts Exchange without its answer). */
+function sentRequestFacts(p: PendingRequest): Omit<Exchange, 'bytesDown' | 'downSha256' | 'ms'> {
+  return {
+    direction: p.op === Op.Forward ? 'forward' : 'backward', layer: p.layer, group: p.group, tokens: p.tokens, masks: p.masks, requestId: p.id,
+    bytesUp: p.bytes.length, upSha256: p.upSha256!,
+  };
+}
+
 function normalizeBase(url: string): { ws: string; http: string; tls: boolean } {
   const m = /^(wss?|https?):\/\/([^/]+)\/?$/.exec(url.trim());
   if (!m) throw new Error(`helora: server URL must look like ws://host:port or wss://host:port, got ${JSON.stringify(url)}`);
@@ -472,10 +480,7 @@ export class RemoteSession {
     }
     if (this.opts.onExchange) {
       try {
-        this.opts.onExchange({
-          direction: p.op === Op.Forward ? 'forward' : 'backward', layer: p.layer, group: p.group, tokens: p.tokens, masks: p.masks, requestId: p.id,
-          bytesUp: p.bytes.length, bytesDown: data.length, upSha256: p.upSha256!, downSha256: frameSha256(data), ms: performance.now() - p.sentAt,
-        });
+        this.opts.onExchange({ ...sentRequestFacts(p), bytesDown: data.length, downSha256: frameSha256(data), ms: performance.now() - p.sentAt });
       } catch (e) {
         // An exchange the audit log cannot record fails the run rather than going unrecorded.
         p.reject(e instanceof Error ? e : new Error(String(e)));
@@ -499,10 +504,7 @@ export class RemoteSession {
         const hook = this.opts.onFailedRequest;
         if (hook && p.sentAt > 0) {
           try {
-            hook({
-              direction: p.op === Op.Forward ? 'forward' : 'backward', layer: p.layer, group: p.group, tokens: p.tokens, masks: p.masks, requestId: p.id,
-              bytesUp: p.bytes.length, upSha256: p.upSha256!, reason: e instanceof RemoteError ? 'error_answer' : 'no_valid_answer', code: e instanceof RemoteError ? e.code : null,
-            });
+            hook({ ...sentRequestFacts(p), reason: e instanceof RemoteError ? 'error_answer' : 'no_valid_answer', code: e instanceof RemoteError ? e.code : null });
           } catch { /* the log failed: the request's own error is the one reported */ }
         }
         rejectPromise(e);

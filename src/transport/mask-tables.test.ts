@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -10,27 +10,35 @@ import { ModelServer } from './model-server.js';
 import { startServer } from './server.js';
 import { removeDir, writeTinyModel } from './test-support.js';
 
-test('mask tables: computed once per model, downloaded once, resumed from a partial file, checked against the published hash', async (t) => {
+/** A tiny model served with mask tables (torn down after the test), its table layout and the client's cache folders. */
+async function tableServer(t: TestContext) {
   const { dir, config, root } = writeTinyModel();
   const serverTables = join(root, 'server-tables');
   const model = await ModelServer.fromFolder(dir, { threads: 0, maskTables: serverTables });
   const srv = await startServer({ model, log: () => {} });
   t.after(async () => { await srv.close(); await model.close(); removeDir(root); });
-  const layout = layerTableLayout(config, RLWE_N2048_Q44, 8);
+  const cache = join(root, 'client-tables');
+  return {
+    dir, config, model, srv, serverTables, cache,
+    layout: layerTableLayout(config, RLWE_N2048_Q44, 8),
+    folder: tableFolder(cache, model.hash, RLWE_N2048_Q44),
+    serverFolder: tableFolder(serverTables, model.hash, RLWE_N2048_Q44),
+  };
+}
+
+test('mask tables: computed once per model, downloaded once, resumed from a partial file, checked against the published hash', async (t) => {
+  const { dir, config, model, srv, serverTables, cache, layout, folder, serverFolder } = await tableServer(t);
   const info = model.info.maskTables!;
   assert.equal(info.layers.length, config.numLayers);
   assert.ok(info.layers.every((l) => l.bytes === layout.bytes));
 
   // A server restarted on the same folder reads the tables back instead of computing them.
-  const serverFolder = tableFolder(serverTables, model.hash, RLWE_N2048_Q44);
   const stamp = readdirSync(serverFolder).map((f) => readFileSync(join(serverFolder, f)));
   const again = await ModelServer.fromFolder(dir, { threads: 0, maskTables: serverTables });
   assert.deepEqual(again.info.maskTables, info);
   await again.close();
   assert.deepEqual(readdirSync(serverFolder).map((f) => readFileSync(join(serverFolder, f))), stamp);
 
-  const cache = join(root, 'client-tables');
-  const folder = tableFolder(cache, model.hash, RLWE_N2048_Q44);
   const first = await RemoteEncryptedProvider.connect({ url: srv.url, masks: 'table', tableCache: cache });
   await first.close();
   assert.equal(first.tableBytesDown, layout.bytes * config.numLayers);
@@ -89,14 +97,7 @@ test('a client asking for tables from a server that offers none gets a clear err
 });
 
 test('cached tables: verified once (a marker), trusted while unchanged, hashed again and refetched when changed behind the same size and mtime', async (t) => {
-  const { dir, config, root } = writeTinyModel();
-  const model = await ModelServer.fromFolder(dir, { threads: 0, maskTables: join(root, 'server-tables') });
-  const srv = await startServer({ model, log: () => {} });
-  t.after(async () => { await srv.close(); await model.close(); removeDir(root); });
-  const layout = layerTableLayout(config, RLWE_N2048_Q44, 8);
-  const cache = join(root, 'client-tables');
-  const folder = tableFolder(cache, model.hash, RLWE_N2048_Q44);
-  const serverFolder = tableFolder(join(root, 'server-tables'), model.hash, RLWE_N2048_Q44);
+  const { config, srv, layout, cache, folder, serverFolder } = await tableServer(t);
 
   const first = await RemoteEncryptedProvider.connect({ url: srv.url, masks: 'table', tableCache: cache });
   await first.close();
@@ -140,13 +141,7 @@ test('cached tables: verified once (a marker), trusted while unchanged, hashed a
 });
 
 test('product tables: read per product (only its rows), kept in memory up to the budget, the same words either way', async (t) => {
-  const { dir, config, root } = writeTinyModel();
-  const model = await ModelServer.fromFolder(dir, { threads: 0, maskTables: join(root, 'server-tables') });
-  const srv = await startServer({ model, log: () => {} });
-  t.after(async () => { await srv.close(); await model.close(); removeDir(root); });
-  const layout = layerTableLayout(config, RLWE_N2048_Q44, 8);
-  const cache = join(root, 'client-tables');
-  const folder = tableFolder(cache, model.hash, RLWE_N2048_Q44);
+  const { config, model, srv, layout, cache, folder } = await tableServer(t);
   const key = SecretKey.generate(RLWE_N2048_Q44);
   const kept = await RemoteEncryptedProvider.connect({ url: srv.url, masks: 'table', tableCache: cache, key, tableMemoryBytes: 1 << 30 });
   const streamed = await RemoteEncryptedProvider.connect({ url: srv.url, masks: 'table', tableCache: cache, key });

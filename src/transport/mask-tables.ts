@@ -11,7 +11,7 @@
 // exactly the `a` part a fresh-mask answer of that product would carry.
 
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, truncateSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, truncateSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { maxInnerDim, type RlweParams } from '../crypto/index.js';
 import { SEED_BYTES } from '../crypto/sampling.js';
@@ -20,6 +20,7 @@ import type { ProductDirection } from '../linear/types.js';
 import { groupShapes, PROJECTION_GROUPS, type ProjectionDims, type ProjectionGroup } from '../model/projections.js';
 import { WEIGHT_BITS } from '../quant/quantize.js';
 import { HOST_LITTLE_ENDIAN } from '../util/bytes.js';
+import { readAt } from '../util/files.js';
 
 /** Version of the seed derivation and the file layout (part of the cache key). */
 export const MASK_TABLE_VERSION = 1;
@@ -291,12 +292,7 @@ export class MaskTableCache {
     const buf = Buffer.allocUnsafeSlow(bytes);
     const fd = openSync(this.path(layer), 'r');
     try {
-      let off = 0;
-      while (off < bytes) {
-        const n = readSync(fd, buf, off, bytes - off, e.offsetWords * 4 + off);
-        if (n <= 0) throw new Error(`helora: the cached mask table of layer ${layer} is shorter than ${info.bytes} bytes`);
-        off += n;
-      }
+      if (readAt(fd, buf, e.offsetWords * 4) < bytes) throw new Error(`helora: the cached mask table of layer ${layer} is shorter than ${info.bytes} bytes`);
     } finally {
       closeSync(fd);
     }
