@@ -1,6 +1,6 @@
 // Builds the native kernels (src/kernels/native/*.c) into build/native/helora.node, an N-API addon,
 // with the system C compiler ($CC, else cc, gcc or clang) and the node_api.h headers that ship
-// with this Node. kernels.c and client-crypto.c are compiled once per CPU level (the addon picks one at run time); a
+// with this Node. kernels.c, client-crypto.c and model-ops.c are compiled once per CPU level (the addon picks one at run time); a
 // vector level this compiler cannot build is left out (the others still run).
 //
 // Never fails the install: without a compiler or headers, or on a compile error, it prints one
@@ -60,7 +60,7 @@ if (arch() === 'x64') {
   );
 }
 // -O3 and no -ffast-math: the fp32 sums stay IEEE (only their order differs from WebAssembly).
-const common = ['-O3', '-fPIC', '-std=c11', '-D_ISOC11_SOURCE', '-Wall', '-Wextra', '-Wno-unused-parameter', `-I${inc}`, `-I${src}`];
+const common = ['-O3', '-fPIC', '-pthread', '-std=c11', '-D_ISOC11_SOURCE', '-Wall', '-Wextra', '-Wno-unused-parameter', `-I${inc}`, `-I${src}`];
 mkdirSync(outDir, { recursive: true });
 const objs = [];
 const built = [];
@@ -70,7 +70,7 @@ try {
   const run = (args) => execFileSync(cc, args, { stdio: verbose ? 'inherit' : ['ignore', 'ignore', 'pipe'] });
   for (const [name, flags] of levels) {
     // The client crypto is bit-identical to its WebAssembly twin: no FMA contraction there.
-    const units = [['kernels', []], ['client-crypto', ['-ffp-contract=off', '-Wno-psabi']]];
+    const units = [['kernels', []], ['client-crypto', ['-ffp-contract=off', '-Wno-psabi']], ['model-ops', ['-ffp-contract=off', '-Wno-psabi']]];
     const levelObjs = units.map(([f]) => join(outDir, `${f}-${name}.o`));
     try {
       units.forEach(([f, extra], i) => run([...common, ...flags, ...extra, `-DHL_LEVEL=${name}`, '-c', join(src, `${f}.c`), '-o', levelObjs[i]]));
@@ -84,14 +84,14 @@ try {
     built.push(name);
   }
   const have = built.filter((n) => n !== 'scalar').map((n) => `-DHL_HAVE_${n}`);
-  for (const f of ['pack', 'addon']) {
+  for (const f of ['pack', 'parallel', 'addon']) {
     const obj = join(outDir, `${f}.o`);
     run([...common, ...have, '-c', join(src, `${f}.c`), '-o', obj]);
     objs.push(obj);
   }
   // N-API symbols resolve against the running node at load time.
   const linkFlags = platform() === 'darwin' ? ['-bundle', '-undefined', 'dynamic_lookup'] : ['-shared'];
-  run([...linkFlags, ...objs, '-o', tmp]);
+  run([...linkFlags, ...objs, '-pthread', '-lm', '-o', tmp]);
   renameSync(tmp, out);
 } catch (e) {
   rmSync(tmp, { force: true });

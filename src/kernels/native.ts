@@ -12,7 +12,7 @@
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { cpus } from 'node:os';
+import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { isMainThread } from 'node:worker_threads';
 import { repoRoot } from '../util/paths.js';
@@ -26,7 +26,7 @@ interface Addon {
   gemmI8(level: number, wp: Uint8Array, M: number, K: number, x: Int8Array, N: number, out: Int32Array): void;
   sgemm(level: number, M: number, N: number, K: number, A: Float32Array, aOff: number, sai: number, sak: number,
     B: Float32Array, bOff: number, sbk: number, sbj: number, C: Float32Array, cOff: number, sci: number, scj: number,
-    accumulate: number, bias: Float32Array | null): void;
+    accumulate: number, bias: Float32Array | null, threads: number): void;
   smallF32(level: number, op: number, target: Float32Array, x: Float32Array, y: Float32Array, bias: Float32Array | null, T: number, C: number, OC: number): void;
   peak(level: number, reps: number): number;
   ccEncrypt(level: number, mem: Uint8Array, layout: Uint32Array, nPolys: number, a: number, m: number, rnd: number, cdt: number, nCdt: number,
@@ -35,6 +35,23 @@ interface Addon {
   ccTranspose(level: number, mem: Uint8Array, src: number, rows: number, cols: number, dst: number): void;
   ccDecryptFrom(level: number, mem: Uint8Array, layout: Uint32Array, nRows: number, a: Uint32Array, b: Uint32Array, sh: number, y: number, accumulate: number): void;
   ccTransposeInto(mem: Uint8Array, y: number, nRows: number, n: number, acc: Int32Array | Float64Array, rows: number, r0: number, t0: number, tn: number): void;
+  crossEntropy(level: number, logits: Float32Array, targets: Int32Array, T: number, V: number, grad: number, inv: number, losses: Float64Array, threads: number): void;
+  swiglu(level: number, op: number, n: number, gate: Float32Array, up: Float32Array, out: Float32Array, dgate: Float32Array | null, dup: Float32Array | null, threads: number): void;
+}
+
+/**
+ * Threads of the native fp32 work started from this thread: HELORA_THREADS, else every core on
+ * the main thread (the client's model work) and 1 in worker threads (a pool's worker is one of
+ * several already sharing the cores).
+ */
+function defaultThreads(): number {
+  const env = process.env.HELORA_THREADS;
+  if (env !== undefined && env !== '') {
+    const n = Number(env);
+    if (!Number.isInteger(n) || n < 1 || n > 256) throw new Error(`helora: HELORA_THREADS must be an integer in [1, 256], got ${env}`);
+    return isMainThread ? n : 1;
+  }
+  return isMainThread ? availableParallelism() : 1;
 }
 
 /** Path of the built addon under the package root. */
@@ -44,6 +61,9 @@ export function nativeAddonPath(): string {
 
 /** The native kernels at one CPU level. */
 export class NativeKernels {
+  /** Threads of sgemm, crossEntropy and swiglu (see defaultThreads). */
+  threads = defaultThreads();
+
   constructor(private readonly addon: Addon, private levelIndex: number, public level: string) {}
 
   /** The CPU levels this machine runs, best first (e.g. avx512vnni, avx512, avx2, scalar). */
@@ -105,7 +125,26 @@ export class NativeKernels {
       if (v.si < 0 || v.sj < 0 || v.offset < 0) throw new Error('helora: native sgemm needs non-negative strides and offsets');
     }
     this.addon.sgemm(this.levelIndex, M, N, K, A.data, A.offset, A.si, A.sj, B.data, B.offset, B.si, B.sj,
-      out.data, out.offset, out.si, out.sj, accumulate ? 1 : 0, bias);
+      out.data, out.offset, out.si, out.sj, accumulate ? 1 : 0, bias, this.threads);
+  }
+
+  /**
+   * Cross entropy of logits[T][V] (targets -100 = ignored, else in [0, V)): each row's loss
+   * (logsumexp - logit[target], 0 when ignored) into losses[T]; with grad the logits are replaced
+   * by the gradient of (sum of losses) * inv.
+   */
+  crossEntropy(logits: Float32Array, targets: Int32Array, T: number, V: number, grad: boolean, inv: number, losses: Float64Array): void {
+    this.addon.crossEntropy(this.levelIndex, logits, targets, T, V, grad ? 1 : 0, inv, losses, this.threads);
+  }
+
+  /** out[n] = silu(gate) * up. */
+  swigluForward(out: Float32Array, gate: Float32Array, up: Float32Array, n: number): void {
+    this.addon.swiglu(this.levelIndex, 0, n, gate, up, out, null, null, this.threads);
+  }
+
+  /** dgate, dup += the gradients of swigluForward for dout. */
+  swigluBackward(dgate: Float32Array, dup: Float32Array, dout: Float32Array, gate: Float32Array, up: Float32Array, n: number): void {
+    this.addon.swiglu(this.levelIndex, 1, n, gate, up, dout, dgate, dup, this.threads);
   }
 
   /**

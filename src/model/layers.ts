@@ -5,9 +5,14 @@
  * Conventions: forward functions overwrite their outputs; backward functions ACCUMULATE (+=)
  * into their input gradients, so residual branches can share one gradient buffer.
  * Sums run in JS doubles and are rounded once when stored.
+ *
+ * With the native kernels, fp32 SwiGLU, cross entropy and attention run there, over every core
+ * (src/kernels/native/model-ops.c); the JavaScript bodies here are their reference and the
+ * WebAssembly backend's path.
  */
 
 import { matmulBackwardInput, matmulBackwardWeight, matmulForward } from '../kernels/matmul-f32.js';
+import { nativeKernels, type NativeKernels } from '../kernels/native.js';
 import type { RopeScaling } from './config.js';
 
 /** Label value of positions that take no part in the loss (PyTorch / Hugging Face convention). */
@@ -15,6 +20,12 @@ export const IGNORE_INDEX = -100;
 
 /** fp32 in the model; fp64 in the finite-difference tests. */
 export type Vec = Float32Array | Float64Array;
+
+/** The native kernels when every array is fp32 (the fp64 finite-difference tests stay in JS). */
+function nativeF32(...arrays: Vec[]): NativeKernels | null {
+  const nk = nativeKernels();
+  return nk && arrays.every((a) => a instanceof Float32Array) ? nk : null;
+}
 
 function check(cond: boolean, msg: string): void {
   if (!cond) throw new Error('helora: ' + msg);
@@ -417,6 +428,8 @@ export function attentionBackward(dq: Float32Array, dk: Float32Array, dv: Float3
 
 /** out[n] = silu(gate) * up (n = T * intermediate). */
 export function swigluForward(out: Vec, gate: Vec, up: Vec, n: number): void {
+  const nk = nativeF32(out, gate, up);
+  if (nk) return nk.swigluForward(out as Float32Array, gate as Float32Array, up as Float32Array, n);
   for (let i = 0; i < n; i++) {
     const g = gate[i]!;
     out[i] = (g / (1 + Math.exp(-g))) * up[i]!;
@@ -425,6 +438,8 @@ export function swigluForward(out: Vec, gate: Vec, up: Vec, n: number): void {
 
 /** dgate, dup += gradients; silu'(g) = s(g) (1 + g (1 - s(g))). */
 export function swigluBackward(dgate: Vec, dup: Vec, dout: Vec, gate: Vec, up: Vec, n: number): void {
+  const nk = nativeF32(dgate, dup, dout, gate, up);
+  if (nk) return nk.swigluBackward(dgate as Float32Array, dup as Float32Array, dout as Float32Array, gate as Float32Array, up as Float32Array, n);
   for (let i = 0; i < n; i++) {
     const g = gate[i]!;
     const sg = 1 / (1 + Math.exp(-g));
@@ -448,11 +463,23 @@ export function countTargets(targets: Int32Array, T: number): number {
   return n;
 }
 
+/** The native cross entropy; the per-row losses are summed here in row order (any thread count, same sum). */
+function nativeCrossEntropy(nk: NativeKernels, losses: Vec | null, logits: Float32Array, targets: Int32Array, T: number, V: number, grad: boolean, inv: number): number {
+  const rows = new Float64Array(T);
+  nk.crossEntropy(logits, targets, T, V, grad, inv, rows);
+  let total = 0;
+  for (let t = 0; t < T; t++) total += rows[t]!;
+  if (losses) losses.set(rows);
+  return total;
+}
+
 /**
  * Per-token losses -log softmax(logits)[target] into losses[T] (0 for ignored positions);
  * returns their SUM (divide by countTargets for the mean).
  */
 export function crossEntropyForward(losses: Vec | null, logits: Vec, targets: Int32Array, T: number, V: number): number {
+  const nk = nativeF32(logits);
+  if (nk) return nativeCrossEntropy(nk, losses, logits as Float32Array, targets, T, V, false, 0);
   let total = 0;
   for (let t = 0; t < T; t++) {
     const y = targets[t]!;
@@ -475,6 +502,8 @@ export function crossEntropyForward(losses: Vec | null, logits: Vec, targets: In
  * loss = sum over counted tokens / denom; rows of ignored tokens become 0. Returns the loss SUM.
  */
 export function crossEntropyForwardBackwardInPlace(logits: Vec, targets: Int32Array, T: number, V: number, denom: number): number {
+  const nk = nativeF32(logits);
+  if (nk) return nativeCrossEntropy(nk, null, logits as Float32Array, targets, T, V, true, 1 / denom);
   let total = 0;
   const inv = 1 / denom;
   for (let t = 0; t < T; t++) {

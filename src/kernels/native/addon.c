@@ -26,6 +26,11 @@ typedef int (*cc_encrypt_fn)(const hl_cc_layout *, int, const uint8_t *, const u
                              int, uint8_t *, int32_t, int, int);
 typedef void (*cc_decrypt_fn)(const hl_cc_layout *, int, const uint8_t *, const uint8_t *, int, uint8_t *, int);
 typedef void (*cc_transpose_fn)(const uint8_t *, int, int, uint8_t *);
+typedef int (*sgemm_mt_fn)(int, int, int, const float *, long, long, const float *, long, long, float *, long, long, int,
+                           const float *, int);
+typedef void (*cross_entropy_fn)(float *, const int32_t *, int, int, int, float, double *, int);
+typedef void (*swiglu_fwd_fn)(float *, const float *, const float *, long, int);
+typedef void (*swiglu_bwd_fn)(float *, float *, const float *, const float *, const float *, long, int);
 
 typedef struct {
   const char *name;
@@ -38,6 +43,10 @@ typedef struct {
   cc_encrypt_fn cc_encrypt;
   cc_decrypt_fn cc_decrypt;
   cc_transpose_fn cc_transpose;
+  sgemm_mt_fn sgemm_mt;
+  cross_entropy_fn cross_entropy;
+  swiglu_fwd_fn swiglu_fwd;
+  swiglu_bwd_fn swiglu_bwd;
 } level_t;
 
 static int always(void) { return 1; }
@@ -62,18 +71,22 @@ static const level_t LEVELS[] = {
 #if defined(HL_HAVE_avx512vnni)
     {"avx512vnni", has_avx512vnni, hl_zq_avx512vnni, hl_gemm_i8_avx512vnni, hl_sgemm_avx512vnni, hl_small_f32_avx512vnni,
      hl_peak_avx512vnni,
-     hl_cc_encrypt_avx512vnni, hl_cc_decrypt_avx512vnni, hl_cc_transpose_avx512vnni},
+     hl_cc_encrypt_avx512vnni, hl_cc_decrypt_avx512vnni, hl_cc_transpose_avx512vnni,
+     hl_sgemm_mt_avx512vnni, hl_cross_entropy_avx512vnni, hl_swiglu_fwd_avx512vnni, hl_swiglu_bwd_avx512vnni},
 #endif
 #if defined(HL_HAVE_avx512)
     {"avx512", has_avx512, hl_zq_avx512, hl_gemm_i8_avx512, hl_sgemm_avx512, hl_small_f32_avx512, hl_peak_avx512,
-     hl_cc_encrypt_avx512, hl_cc_decrypt_avx512, hl_cc_transpose_avx512},
+     hl_cc_encrypt_avx512, hl_cc_decrypt_avx512, hl_cc_transpose_avx512,
+     hl_sgemm_mt_avx512, hl_cross_entropy_avx512, hl_swiglu_fwd_avx512, hl_swiglu_bwd_avx512},
 #endif
 #if defined(HL_HAVE_avx2)
     {"avx2", has_avx2, hl_zq_avx2, hl_gemm_i8_avx2, hl_sgemm_avx2, hl_small_f32_avx2, hl_peak_avx2,
-     hl_cc_encrypt_avx2, hl_cc_decrypt_avx2, hl_cc_transpose_avx2},
+     hl_cc_encrypt_avx2, hl_cc_decrypt_avx2, hl_cc_transpose_avx2,
+     hl_sgemm_mt_avx2, hl_cross_entropy_avx2, hl_swiglu_fwd_avx2, hl_swiglu_bwd_avx2},
 #endif
     {"scalar", always, hl_zq_scalar, hl_gemm_i8_scalar, hl_sgemm_scalar, hl_small_f32_scalar, hl_peak_scalar,
-     hl_cc_encrypt_scalar, hl_cc_decrypt_scalar, hl_cc_transpose_scalar},
+     hl_cc_encrypt_scalar, hl_cc_decrypt_scalar, hl_cc_transpose_scalar,
+     hl_sgemm_mt_scalar, hl_cross_entropy_scalar, hl_swiglu_fwd_scalar, hl_swiglu_bwd_scalar},
 };
 #define NLEVELS ((int)(sizeof LEVELS / sizeof LEVELS[0]))
 
@@ -153,6 +166,7 @@ static napi_value oom(napi_env env) {
 
 /* Sizes are capped so that every product of them below fits comfortably in 64 bits. */
 #define MAX_DIM ((int64_t)1 << 28)
+#define MAX_THREADS 256
 
 /* ---- exports ---- */
 
@@ -246,18 +260,18 @@ static uint64_t span_end(int64_t off, int64_t rows, int64_t cols, int64_t si, in
  * A[aOff + i*sai + k*sak], and likewise for B and C. Strides are non-negative.
  */
 static napi_value js_sgemm(napi_env env, napi_callback_info info) {
-  napi_value argv[18];
-  int64_t M, N, K, ao, sai, sak, bo, sbk, sbj, co, sci, scj, acc;
+  napi_value argv[19];
+  int64_t M, N, K, ao, sai, sak, bo, sbk, sbj, co, sci, scj, acc, threads;
   void *A, *B, *C, *bias = NULL;
   size_t len;
   const level_t *lv;
   const int64_t S = (int64_t)1 << 32;
-  if (!get_args(env, info, 18, argv) || !(lv = get_level(env, argv[0])) || !get_int(env, argv[1], 1, MAX_DIM, "M", &M) ||
+  if (!get_args(env, info, 19, argv) || !(lv = get_level(env, argv[0])) || !get_int(env, argv[1], 1, MAX_DIM, "M", &M) ||
       !get_int(env, argv[2], 1, MAX_DIM, "N", &N) || !get_int(env, argv[3], 0, MAX_DIM, "K", &K) ||
       !get_int(env, argv[5], 0, S, "aOff", &ao) || !get_int(env, argv[6], 0, S, "sai", &sai) || !get_int(env, argv[7], 0, S, "sak", &sak) ||
       !get_int(env, argv[9], 0, S, "bOff", &bo) || !get_int(env, argv[10], 0, S, "sbk", &sbk) || !get_int(env, argv[11], 0, S, "sbj", &sbj) ||
       !get_int(env, argv[13], 0, S, "cOff", &co) || !get_int(env, argv[14], 0, S, "sci", &sci) || !get_int(env, argv[15], 0, S, "scj", &scj) ||
-      !get_int(env, argv[16], 0, 1, "accumulate", &acc))
+      !get_int(env, argv[16], 0, 1, "accumulate", &acc) || !get_int(env, argv[18], 1, MAX_THREADS, "threads", &threads))
     return NULL;
   if (!get_array(env, argv[12], napi_float32_array, span_end(co, M, N, sci, scj), 0, "C", &C, &len)) return NULL;
   if (K > 0 && (!get_array(env, argv[4], napi_float32_array, span_end(ao, M, K, sai, sak), 0, "A", &A, &len) ||
@@ -265,8 +279,8 @@ static napi_value js_sgemm(napi_env env, napi_callback_info info) {
     return NULL;
   if (K == 0) A = B = C;
   if (!is_null(env, argv[17]) && !get_array(env, argv[17], napi_float32_array, (uint64_t)N, 0, "bias", &bias, &len)) return NULL;
-  if (lv->sgemm((int)M, (int)N, (int)K, (const float *)A + ao, sai, sak, (const float *)B + bo, sbk, sbj, (float *)C + co, sci,
-                scj, (int)acc, bias) != 0)
+  if (lv->sgemm_mt((int)M, (int)N, (int)K, (const float *)A + ao, sai, sak, (const float *)B + bo, sbk, sbj, (float *)C + co, sci,
+                   scj, (int)acc, bias, (int)threads) != 0)
     return oom(env);
   return undefined(env);
 }
@@ -505,6 +519,65 @@ static napi_value js_cc_transpose(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
+/**
+ * crossEntropy(level, logits, targets, T, V, grad, inv, losses, threads): per-row losses into
+ * losses (Float64Array[T]); with grad 1 the logits become their gradient (see kernels.h). Every
+ * target must be -100 (ignored) or in [0, V).
+ */
+static napi_value js_cross_entropy(napi_env env, napi_callback_info info) {
+  napi_value argv[9];
+  const level_t *lv;
+  int64_t T, V, grad, threads;
+  double inv;
+  void *logits, *targets, *losses;
+  size_t len;
+  if (!get_args(env, info, 9, argv) || !(lv = get_level(env, argv[0])) || !get_int(env, argv[3], 0, MAX_DIM, "T", &T) ||
+      !get_int(env, argv[4], 1, MAX_DIM, "V", &V) || !get_int(env, argv[5], 0, 1, "grad", &grad) ||
+      !get_int(env, argv[8], 1, MAX_THREADS, "threads", &threads) ||
+      !get_array(env, argv[1], napi_float32_array, (uint64_t)T * (uint64_t)V, 0, "logits", &logits, &len) ||
+      !get_array(env, argv[2], napi_int32_array, (uint64_t)T, 0, "targets", &targets, &len) ||
+      !get_array(env, argv[7], napi_float64_array, (uint64_t)T, 0, "losses", &losses, &len))
+    return NULL;
+  if (napi_get_value_double(env, argv[6], &inv) != napi_ok || !(inv == inv)) return fail(env, "helora native: inv must be a number"), NULL;
+  const int32_t *tg = targets;
+  for (int64_t t = 0; t < T; t++) {
+    if (tg[t] != -100 && (tg[t] < 0 || tg[t] >= V)) {
+      char msg[120];
+      snprintf(msg, sizeof msg, "helora: target %d at position %lld is neither -100 nor in [0, %lld)", tg[t], (long long)t, (long long)V);
+      return fail(env, msg), NULL;
+    }
+  }
+  lv->cross_entropy(logits, tg, (int)T, (int)V, (int)grad, (float)inv, losses, (int)threads);
+  return undefined(env);
+}
+
+/**
+ * swiglu(level, op, n, gate, up, out, dgate|null, dup|null, threads): op 0 out = silu(gate)*up;
+ * op 1 dgate, dup += the gradients for dout = out.
+ */
+static napi_value js_swiglu(napi_env env, napi_callback_info info) {
+  napi_value argv[9];
+  const level_t *lv;
+  int64_t op, n, threads;
+  void *gate, *up, *out, *dgate, *dup;
+  size_t len;
+  if (!get_args(env, info, 9, argv) || !(lv = get_level(env, argv[0])) || !get_int(env, argv[1], 0, 1, "op", &op) ||
+      !get_int(env, argv[2], 0, (int64_t)1 << 40, "n", &n) || !get_int(env, argv[8], 1, MAX_THREADS, "threads", &threads) ||
+      !get_array(env, argv[3], napi_float32_array, (uint64_t)n, 0, "gate", &gate, &len) ||
+      !get_array(env, argv[4], napi_float32_array, (uint64_t)n, 0, "up", &up, &len) ||
+      !get_array(env, argv[5], napi_float32_array, (uint64_t)n, 0, op == 0 ? "out" : "dout", &out, &len))
+    return NULL;
+  if (op == 0) {
+    lv->swiglu_fwd(out, gate, up, (long)n, (int)threads);
+  } else {
+    if (!get_array(env, argv[6], napi_float32_array, (uint64_t)n, 0, "dgate", &dgate, &len) ||
+        !get_array(env, argv[7], napi_float32_array, (uint64_t)n, 0, "dup", &dup, &len))
+      return NULL;
+    lv->swiglu_bwd(dgate, dup, out, gate, up, (long)n, (int)threads);
+  }
+  return undefined(env);
+}
+
 NAPI_MODULE_INIT() {
   const napi_property_descriptor props[] = {
       {"levels", NULL, js_levels, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -519,6 +592,8 @@ NAPI_MODULE_INIT() {
       {"ccTranspose", NULL, js_cc_transpose, NULL, NULL, NULL, napi_enumerable, NULL},
       {"ccDecryptFrom", NULL, js_cc_decrypt_from, NULL, NULL, NULL, napi_enumerable, NULL},
       {"ccTransposeInto", NULL, js_cc_transpose_into, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"crossEntropy", NULL, js_cross_entropy, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"swiglu", NULL, js_swiglu, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -58,7 +58,26 @@ typedef struct {
                                 int32_t mLimit, int mBytes, int pairHigh);                               \
   void HL_CAT(hl_cc_decrypt, lv)(const hl_cc_layout *L, int nRows, const uint8_t *a, const uint8_t *b, int sh, uint8_t *y, \
                                  int accumulate);                                                        \
-  void HL_CAT(hl_cc_transpose, lv)(const uint8_t *src, int rows, int cols, uint8_t *dst);
+  void HL_CAT(hl_cc_transpose, lv)(const uint8_t *src, int rows, int cols, uint8_t *dst);                 \
+  HL_DECLARE_MODEL_OPS(lv)
+
+/*
+ * The client's fp32 model work (model-ops.c), each over `threads` threads (1: the caller's alone):
+ * sgemm_mt:  hl_sgemm with rows or columns split over the threads (the same bits as one call).
+ * cross_entropy: per row t of logits[T][V], losses[t] = logsumexp - logit[target] (0 where the
+ *        target is negative: ignored); with grad the row becomes its gradient softmax*inv - inv at
+ *        the target (zeros for ignored rows).
+ * swiglu_fwd / swiglu_bwd: out = silu(gate)*up over n values; dgate, dup += its gradients.
+ */
+#define HL_DECLARE_MODEL_OPS(lv)                                                                        \
+  int HL_CAT(hl_sgemm_mt, lv)(int M, int N, int K, const float *A, long sai, long sak, const float *B,   \
+                              long sbk, long sbj, float *C, long sci, long scj, int acc, const float *bias, \
+                              int threads);                                                             \
+  void HL_CAT(hl_cross_entropy, lv)(float *logits, const int32_t *targets, int T, int V, int grad, float inv, \
+                                    double *losses, int threads);                                       \
+  void HL_CAT(hl_swiglu_fwd, lv)(float *out, const float *gate, const float *up, long n, int threads);   \
+  void HL_CAT(hl_swiglu_bwd, lv)(float *dgate, float *dup, const float *dout, const float *gate,         \
+                                 const float *up, long n, int threads);
 
 /* The build defines HL_HAVE_<level> for each vector level its compiler could build. */
 HL_DECLARE(scalar)
@@ -71,6 +90,11 @@ HL_DECLARE(avx512)
 #if defined(HL_HAVE_avx512vnni)
 HL_DECLARE(avx512vnni)
 #endif
+
+/** One unit of parallel work: task index in [0, ntasks). */
+typedef void (*hl_task_fn)(void *ctx, int task);
+/** Runs fn(ctx, 0..ntasks-1) on up to `threads` threads (the caller's included); returns when all are done. */
+void hl_parallel_for(int threads, int ntasks, hl_task_fn fn, void *ctx);
 
 /** Packs int8 w[M][K] into 4-row blocks of i16 pairs (level independent). */
 void hl_pack_i8(const int8_t *w, int M, int K, uint8_t *dst);
