@@ -37,6 +37,9 @@ interface Addon {
   ccTransposeInto(mem: Uint8Array, y: number, nRows: number, n: number, acc: Int32Array | Float64Array, rows: number, r0: number, t0: number, tn: number): void;
   crossEntropy(level: number, logits: Float32Array, targets: Int32Array, T: number, V: number, grad: number, inv: number, losses: Float64Array, threads: number): void;
   swiglu(level: number, op: number, n: number, gate: Float32Array, up: Float32Array, out: Float32Array, dgate: Float32Array | null, dup: Float32Array | null, threads: number): void;
+  lora(level: number, op: number, T: number, inDim: number, outDim: number, rank: number, scale: number, keep: number, x: Float32Array, A: Float32Array, B: Float32Array,
+    mask: Uint8Array | null, y: Float32Array, h: Float32Array, dx: Float32Array | null, gradA: Float32Array | null, gradB: Float32Array | null, threads: number): void;
+  dropoutMask(level: number, stream: Uint8Array, threshold: number, mask: Uint8Array): void;
 }
 
 /**
@@ -140,6 +143,26 @@ export class NativeKernels {
   /** out[n] = silu(gate) * up. */
   swigluForward(out: Float32Array, gate: Float32Array, up: Float32Array, n: number): void {
     this.addon.swiglu(this.levelIndex, 0, n, gate, up, out, null, null, this.threads);
+  }
+
+  /**
+   * The LoRA branch of one projection: y[T][out] += scale * (dropout(x) A^T) B^T, h[T][rank] =
+   * dropout(x) A^T; dropout keeps x * keep where mask is 1 (no mask: none). A [rank][in], B [out][rank].
+   */
+  loraForward(y: Float32Array, h: Float32Array, x: Float32Array, A: Float32Array, B: Float32Array, mask: Uint8Array | null, keep: number,
+    T: number, inDim: number, outDim: number, rank: number, scale: number): void {
+    this.addon.lora(this.levelIndex, 0, T, inDim, outDim, rank, scale, keep, x, A, B, mask, y, h, null, null, null, this.threads);
+  }
+
+  /** gradA, gradB (and dx when given) += the gradients of loraForward for dy; h as loraForward left it. */
+  loraBackward(dx: Float32Array | null, gradA: Float32Array, gradB: Float32Array, dy: Float32Array, x: Float32Array, h: Float32Array, A: Float32Array, B: Float32Array,
+    mask: Uint8Array | null, keep: number, T: number, inDim: number, outDim: number, rank: number, scale: number): void {
+    this.addon.lora(this.levelIndex, 1, T, inDim, outDim, rank, scale, keep, x, A, B, mask, dy, h, dx, gradA, gradB, this.threads);
+  }
+
+  /** mask[i] = 1 where the i-th little-endian 16-bit word of stream is >= threshold, else 0. */
+  dropoutMask(stream: Uint8Array, threshold: number, mask: Uint8Array): void {
+    this.addon.dropoutMask(this.levelIndex, stream, threshold, mask);
   }
 
   /** dgate, dup += the gradients of swigluForward for dout. */

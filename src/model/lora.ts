@@ -1,11 +1,13 @@
 /**
  * LoRA adapters on the frozen projections: y = W x + (alpha/r) · B · A · dropout(x).
  * A [r, in] starts kaiming-uniform like PEFT (bound 1/sqrt(in)), B [out, r] starts at 0.
- * The LoRA products run on the client in the clear (matmul-f32).
+ * The LoRA products run on the client in the clear: one fused native kernel per direction over
+ * every core (model-ops.c), else the matmul-f32 bodies below (their reference).
  */
 
 import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import { matmulBackwardInput, matmulBackwardWeight, matmulForward } from '../kernels/matmul-f32.js';
+import { nativeKernels } from '../kernels/native.js';
 import type { LlamaConfig } from './config.js';
 import type { TensorMap } from './frozen.js';
 import type { LoraTensors } from './peft.js';
@@ -45,10 +47,14 @@ export function loraKey(layer: number, m: ProjectionName): string {
 // (seed, label) gives the same numbers, so dropout masks can be regenerated in backward
 // instead of stored.
 
+/** Zeros to encrypt (CTR mode: the ciphertext of zeros is the keystream); grown on demand, never written. */
+let zeros = new Uint8Array(0);
+
 function keystream(seed: Uint8Array, label: string, nBytes: number): Buffer {
   const key = createHash('sha256').update(seed).update('\0helora-stream\0').update(label).digest();
   const cipher = createCipheriv('aes-256-ctr', key, Buffer.alloc(16));
-  return Buffer.concat([cipher.update(Buffer.alloc(nBytes)), cipher.final()]);
+  if (zeros.length < nBytes) zeros = new Uint8Array(nBytes);
+  return cipher.update(zeros.subarray(0, nBytes)); // CTR has no final block
 }
 
 /** n uniform uint32 values from the keystream of (seed, label). */
@@ -67,8 +73,15 @@ export function dropoutMask(seed: Uint8Array, label: string, n: number, p: numbe
   const bytes = keystream(seed, label, n * 2);
   const threshold = Math.round(p * 65536);
   const mask = new Uint8Array(n);
-  for (let i = 0; i < n; i++) mask[i] = (bytes[2 * i]! | (bytes[2 * i + 1]! << 8)) >= threshold ? 1 : 0;
+  const nk = nativeKernels();
+  if (nk) nk.dropoutMask(bytes, threshold, mask);
+  else dropoutMaskReference(bytes, threshold, mask);
   return mask;
+}
+
+/** mask[i] = 1 where the i-th little-endian 16-bit word of stream is >= threshold (the native kernel's reference). */
+export function dropoutMaskReference(stream: Uint8Array, threshold: number, mask: Uint8Array): void {
+  for (let i = 0; i < mask.length; i++) mask[i] = (stream[2 * i]! | (stream[2 * i + 1]! << 8)) >= threshold ? 1 : 0;
 }
 
 function checkLoraConfig(c: LoraConfig, numLayers: number): void {
@@ -212,6 +225,15 @@ export interface LoraDropout { mask: Uint8Array; p: number }
  * the backward needs.
  */
 export function loraLinearForward(y: Float32Array, x: Float32Array, T: number, pair: LoraPair, rank: number, scale: number, drop: LoraDropout | null): Float32Array {
+  const nk = nativeKernels();
+  if (!nk) return loraLinearForwardReference(y, x, T, pair, rank, scale, drop);
+  const h = new Float32Array(T * rank);
+  nk.loraForward(y, h, x, pair.A, pair.B, drop?.mask ?? null, drop ? 1 / (1 - drop.p) : 1, T, pair.inDim, pair.outDim, rank, scale);
+  return h;
+}
+
+/** loraLinearForward on the matmul-f32 kernels (the reference of the fused native kernel). */
+export function loraLinearForwardReference(y: Float32Array, x: Float32Array, T: number, pair: LoraPair, rank: number, scale: number, drop: LoraDropout | null): Float32Array {
   const xd = drop ? applyMask(x, drop.mask, 1 / (1 - drop.p)) : x;
   const h = new Float32Array(T * rank);
   matmulForward(h, xd, pair.A, null, T, pair.inDim, rank);
@@ -226,6 +248,13 @@ export function loraLinearForward(y: Float32Array, x: Float32Array, T: number, p
  * gradient. x is the branch input (before dropout), h the value loraLinearForward returned.
  */
 export function loraLinearBackward(dx: Float32Array | null, dy: Float32Array, x: Float32Array, h: Float32Array, T: number, pair: LoraPair, rank: number, scale: number, drop: LoraDropout | null): void {
+  const nk = nativeKernels();
+  if (!nk) return loraLinearBackwardReference(dx, dy, x, h, T, pair, rank, scale, drop);
+  nk.loraBackward(dx, pair.gradA, pair.gradB, dy, x, h, pair.A, pair.B, drop?.mask ?? null, drop ? 1 / (1 - drop.p) : 1, T, pair.inDim, pair.outDim, rank, scale);
+}
+
+/** loraLinearBackward on the matmul-f32 kernels (the reference of the fused native kernel). */
+export function loraLinearBackwardReference(dx: Float32Array | null, dy: Float32Array, x: Float32Array, h: Float32Array, T: number, pair: LoraPair, rank: number, scale: number, drop: LoraDropout | null): void {
   // dB += scale dy^T h
   const hs = new Float32Array(h.length);
   for (let i = 0; i < h.length; i++) hs[i] = scale * h[i]!;

@@ -31,6 +31,11 @@ typedef int (*sgemm_mt_fn)(int, int, int, const float *, long, long, const float
 typedef void (*cross_entropy_fn)(float *, const int32_t *, int, int, int, float, double *, int);
 typedef void (*swiglu_fwd_fn)(float *, const float *, const float *, long, int);
 typedef void (*swiglu_bwd_fn)(float *, float *, const float *, const float *, const float *, long, int);
+typedef int (*lora_fwd_fn)(float *, float *, const float *, const float *, const float *, const uint8_t *, int, int, int, int, float,
+                           float, int);
+typedef int (*lora_bwd_fn)(float *, float *, float *, const float *, const float *, const float *, const float *, const float *,
+                           const uint8_t *, int, int, int, int, float, float, int);
+typedef void (*dropout_mask_fn)(const uint8_t *, long, uint32_t, uint8_t *);
 
 typedef struct {
   const char *name;
@@ -47,6 +52,9 @@ typedef struct {
   cross_entropy_fn cross_entropy;
   swiglu_fwd_fn swiglu_fwd;
   swiglu_bwd_fn swiglu_bwd;
+  lora_fwd_fn lora_fwd;
+  lora_bwd_fn lora_bwd;
+  dropout_mask_fn dropout_mask;
 } level_t;
 
 static int always(void) { return 1; }
@@ -72,21 +80,25 @@ static const level_t LEVELS[] = {
     {"avx512vnni", has_avx512vnni, hl_zq_avx512vnni, hl_gemm_i8_avx512vnni, hl_sgemm_avx512vnni, hl_small_f32_avx512vnni,
      hl_peak_avx512vnni,
      hl_cc_encrypt_avx512vnni, hl_cc_decrypt_avx512vnni, hl_cc_transpose_avx512vnni,
-     hl_sgemm_mt_avx512vnni, hl_cross_entropy_avx512vnni, hl_swiglu_fwd_avx512vnni, hl_swiglu_bwd_avx512vnni},
+     hl_sgemm_mt_avx512vnni, hl_cross_entropy_avx512vnni, hl_swiglu_fwd_avx512vnni, hl_swiglu_bwd_avx512vnni,
+     hl_lora_fwd_avx512vnni, hl_lora_bwd_avx512vnni, hl_dropout_mask_avx512vnni},
 #endif
 #if defined(HL_HAVE_avx512)
     {"avx512", has_avx512, hl_zq_avx512, hl_gemm_i8_avx512, hl_sgemm_avx512, hl_small_f32_avx512, hl_peak_avx512,
      hl_cc_encrypt_avx512, hl_cc_decrypt_avx512, hl_cc_transpose_avx512,
-     hl_sgemm_mt_avx512, hl_cross_entropy_avx512, hl_swiglu_fwd_avx512, hl_swiglu_bwd_avx512},
+     hl_sgemm_mt_avx512, hl_cross_entropy_avx512, hl_swiglu_fwd_avx512, hl_swiglu_bwd_avx512,
+     hl_lora_fwd_avx512, hl_lora_bwd_avx512, hl_dropout_mask_avx512},
 #endif
 #if defined(HL_HAVE_avx2)
     {"avx2", has_avx2, hl_zq_avx2, hl_gemm_i8_avx2, hl_sgemm_avx2, hl_small_f32_avx2, hl_peak_avx2,
      hl_cc_encrypt_avx2, hl_cc_decrypt_avx2, hl_cc_transpose_avx2,
-     hl_sgemm_mt_avx2, hl_cross_entropy_avx2, hl_swiglu_fwd_avx2, hl_swiglu_bwd_avx2},
+     hl_sgemm_mt_avx2, hl_cross_entropy_avx2, hl_swiglu_fwd_avx2, hl_swiglu_bwd_avx2,
+     hl_lora_fwd_avx2, hl_lora_bwd_avx2, hl_dropout_mask_avx2},
 #endif
     {"scalar", always, hl_zq_scalar, hl_gemm_i8_scalar, hl_sgemm_scalar, hl_small_f32_scalar, hl_peak_scalar,
      hl_cc_encrypt_scalar, hl_cc_decrypt_scalar, hl_cc_transpose_scalar,
-     hl_sgemm_mt_scalar, hl_cross_entropy_scalar, hl_swiglu_fwd_scalar, hl_swiglu_bwd_scalar},
+     hl_sgemm_mt_scalar, hl_cross_entropy_scalar, hl_swiglu_fwd_scalar, hl_swiglu_bwd_scalar,
+     hl_lora_fwd_scalar, hl_lora_bwd_scalar, hl_dropout_mask_scalar},
 };
 #define NLEVELS ((int)(sizeof LEVELS / sizeof LEVELS[0]))
 
@@ -578,6 +590,69 @@ static napi_value js_swiglu(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
+static int get_float(napi_env env, napi_value v, const char *what, float *out) {
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok || !(d == d) || d > 3.0e38 || d < -3.0e38) {
+    char msg[100];
+    snprintf(msg, sizeof msg, "helora native: %s must be a finite number", what);
+    return fail(env, msg);
+  }
+  *out = (float)d;
+  return 1;
+}
+
+/**
+ * lora(level, op, T, in, out, rank, scale, keep, x, A, B, mask|null, y|dy, h, dx|null, gradA|null, gradB|null, threads):
+ * op 0: y += the LoRA branch, h = dropout(x) A^T; op 1: gradA, gradB (and dx when given) += the gradients
+ * for dy, with h from op 0 (see kernels.h).
+ */
+static napi_value js_lora(napi_env env, napi_callback_info info) {
+  napi_value argv[18];
+  const level_t *lv;
+  int64_t op, T, in, out, rank, threads;
+  float scale, keep;
+  void *x, *A, *B, *mask = NULL, *y, *h, *dx = NULL, *gA, *gB;
+  size_t len;
+  if (!get_args(env, info, 18, argv) || !(lv = get_level(env, argv[0])) || !get_int(env, argv[1], 0, 1, "op", &op) ||
+      !get_int(env, argv[2], 0, MAX_DIM, "T", &T) || !get_int(env, argv[3], 1, 1 << 20, "in", &in) ||
+      !get_int(env, argv[4], 1, 1 << 20, "out", &out) || !get_int(env, argv[5], 1, 256, "rank", &rank) ||
+      !get_float(env, argv[6], "scale", &scale) || !get_float(env, argv[7], "keep", &keep) ||
+      !get_int(env, argv[17], 1, MAX_THREADS, "threads", &threads) ||
+      !get_array(env, argv[8], napi_float32_array, (uint64_t)T * in, 0, "x", &x, &len) ||
+      !get_array(env, argv[9], napi_float32_array, (uint64_t)rank * in, 0, "A", &A, &len) ||
+      !get_array(env, argv[10], napi_float32_array, (uint64_t)out * rank, 0, "B", &B, &len) ||
+      (!is_null(env, argv[11]) && !get_array(env, argv[11], napi_uint8_array, (uint64_t)T * in, 0, "mask", &mask, &len)) ||
+      !get_array(env, argv[12], napi_float32_array, (uint64_t)T * out, 0, op == 0 ? "y" : "dy", &y, &len) ||
+      !get_array(env, argv[13], napi_float32_array, (uint64_t)T * rank, 0, "h", &h, &len))
+    return NULL;
+  int rc;
+  if (op == 0) {
+    rc = lv->lora_fwd(y, h, x, A, B, mask, (int)T, (int)in, (int)out, (int)rank, scale, keep, (int)threads);
+  } else {
+    if ((!is_null(env, argv[14]) && !get_array(env, argv[14], napi_float32_array, (uint64_t)T * in, 0, "dx", &dx, &len)) ||
+        !get_array(env, argv[15], napi_float32_array, (uint64_t)rank * in, 0, "gradA", &gA, &len) ||
+        !get_array(env, argv[16], napi_float32_array, (uint64_t)out * rank, 0, "gradB", &gB, &len))
+      return NULL;
+    rc = lv->lora_bwd(dx, gA, gB, y, x, h, A, B, mask, (int)T, (int)in, (int)out, (int)rank, scale, keep, (int)threads);
+  }
+  return rc != 0 ? oom(env) : undefined(env);
+}
+
+/** dropoutMask(level, stream Uint8Array[2n], threshold, mask Uint8Array[n]). */
+static napi_value js_dropout_mask(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  const level_t *lv;
+  int64_t threshold;
+  void *stream, *mask;
+  size_t slen, mlen;
+  if (!get_args(env, info, 4, argv) || !(lv = get_level(env, argv[0])) || !get_int(env, argv[2], 0, 65536, "threshold", &threshold) ||
+      !get_array(env, argv[3], napi_uint8_array, 0, 0, "mask", &mask, &mlen) ||
+      !get_array(env, argv[1], napi_uint8_array, (uint64_t)mlen * 2, 0, "stream", &stream, &slen))
+    return NULL;
+  lv->dropout_mask(stream, (long)mlen, (uint32_t)threshold, mask);
+  return undefined(env);
+}
+
 NAPI_MODULE_INIT() {
   const napi_property_descriptor props[] = {
       {"levels", NULL, js_levels, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -594,6 +669,8 @@ NAPI_MODULE_INIT() {
       {"ccTransposeInto", NULL, js_cc_transpose_into, NULL, NULL, NULL, napi_enumerable, NULL},
       {"crossEntropy", NULL, js_cross_entropy, NULL, NULL, NULL, napi_enumerable, NULL},
       {"swiglu", NULL, js_swiglu, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"lora", NULL, js_lora, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"dropoutMask", NULL, js_dropout_mask, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -68,6 +68,11 @@ typedef struct {
  *        target is negative: ignored); with grad the row becomes its gradient softmax*inv - inv at
  *        the target (zeros for ignored rows).
  * swiglu_fwd / swiglu_bwd: out = silu(gate)*up over n values; dgate, dup += its gradients.
+ * lora_fwd: y[T][out] += scale * (dropout(x) A^T) B^T with A [rank][in], B [out][rank]; h[T][rank]
+ *        = dropout(x) A^T (saved for the backward). dropout: x * keep where mask[i] != 0, else 0;
+ *        mask NULL = none. lora_bwd: gradA, gradB += the gradients for dy; dx (NULL = not
+ *        needed) += the branch's input gradient. Both return -1 when scratch memory ran out.
+ * dropout_mask: mask[i] = (16-bit little-endian word i of stream) >= threshold.
  */
 #define HL_DECLARE_MODEL_OPS(lv)                                                                        \
   int HL_CAT(hl_sgemm_mt, lv)(int M, int N, int K, const float *A, long sai, long sak, const float *B,   \
@@ -77,7 +82,14 @@ typedef struct {
                                     double *losses, int threads);                                       \
   void HL_CAT(hl_swiglu_fwd, lv)(float *out, const float *gate, const float *up, long n, int threads);   \
   void HL_CAT(hl_swiglu_bwd, lv)(float *dgate, float *dup, const float *dout, const float *gate,         \
-                                 const float *up, long n, int threads);
+                                 const float *up, long n, int threads);                                \
+  int HL_CAT(hl_lora_fwd, lv)(float *y, float *h, const float *x, const float *A, const float *B,         \
+                              const uint8_t *mask, int T, int in, int out, int rank, float scale, float keep, \
+                              int threads);                                                             \
+  int HL_CAT(hl_lora_bwd, lv)(float *dx, float *gradA, float *gradB, const float *dy, const float *x,    \
+                              const float *h, const float *A, const float *B, const uint8_t *mask, int T, \
+                              int in, int out, int rank, float scale, float keep, int threads);         \
+  void HL_CAT(hl_dropout_mask, lv)(const uint8_t *stream, long n, uint32_t threshold, uint8_t *mask);
 
 /* The build defines HL_HAVE_<level> for each vector level its compiler could build. */
 HL_DECLARE(scalar)

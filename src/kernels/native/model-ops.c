@@ -1,6 +1,7 @@
 /*
  * The client's fp32 work besides its GEMMs' inner loops, compiled once per CPU level like
- * kernels.c: cross entropy over the LM head's logits, SwiGLU, and the GEMM split over threads.
+ * kernels.c: cross entropy over the LM head's logits, SwiGLU, the LoRA branch, dropout masks, and
+ * the GEMM split over threads.
  * The JavaScript versions in src/model/layers.ts stay the reference (and the WebAssembly
  * backend's path); these agree with them to float rounding, not bit for bit: exp is a float
  * polynomial here, Math.exp in double there.
@@ -15,6 +16,7 @@
 #include "kernels.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #ifndef HL_LEVEL
@@ -279,4 +281,136 @@ int FN(hl_sgemm_mt)(int M, int N, int K, const float *A, long sai, long sak, con
   sgemm_job j = {M, N, K, splitN, chunk, (len + chunk - 1) / chunk, A, B, bias, C, sai, sak, sbk, sbj, sci, scj, acc, 0};
   hl_parallel_for(threads, j.tasks, sgemm_task, &j);
   return j.failed ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* LoRA branch: y += scale * (dropout(x) A^T) B^T and its gradients                            */
+
+typedef struct {
+  float *y, *dx, *h, *gradA, *gradB, *partial;
+  const float *x, *dy, *A, *Bt, *hIn;
+  const uint8_t *mask;
+  int T, in, out, rank;
+  float scale, keep;
+} lora_job;
+
+/* Tokens per task: fixed, so the gradient partial sums (one per task, added in task order) are
+ * the same for any thread count. */
+#define LORA_TB 64
+#define LORA_MAX_RANK 256
+
+/* xd = dropout(x row) into buf (x itself when there is no mask). */
+static const float *dropped_row(const lora_job *j, int t, float *buf) {
+  const float *x = j->x + (size_t)t * j->in;
+  if (!j->mask) return x;
+  const uint8_t *m = j->mask + (size_t)t * j->in;
+  for (int c = 0; c < j->in; c++) buf[c] = m[c] ? x[c] * j->keep : 0.0f;
+  return buf;
+}
+
+/* sum_c a[c] b[c] in VW lanes, then across them. */
+static inline float dot(const float *a, const float *b, int n) {
+  vf s = {0};
+  int c = 0;
+  for (; c + VW <= n; c += VW) s += vload(a + c) * vload(b + c);
+  float r = hsum(s);
+  for (; c < n; c++) r += a[c] * b[c];
+  return r;
+}
+
+/* y[c] += s * x[c]. */
+static inline void axpy(float *y, float s, const float *x, int n) {
+  const vf vs = vsplat(s);
+  int c = 0;
+  for (; c + VW <= n; c += VW) vstore(y + c, vload(y + c) + vs * vload(x + c));
+  for (; c < n; c++) y[c] += s * x[c];
+}
+
+static void lora_fwd_task(void *ctx, int task) {
+  const lora_job *j = ctx;
+  float buf[j->mask ? j->in : 1], acc[j->out];
+  for (int t = task * LORA_TB; t < MIN(j->T, (task + 1) * LORA_TB); t++) {
+    const float *xd = dropped_row(j, t, buf);
+    float *h = j->h + (size_t)t * j->rank;
+    for (int r = 0; r < j->rank; r++) h[r] = dot(xd, j->A + (size_t)r * j->in, j->in);
+    memset(acc, 0, sizeof acc);
+    for (int r = 0; r < j->rank; r++) axpy(acc, h[r], j->Bt + (size_t)r * j->out, j->out);
+    axpy(j->y + (size_t)t * j->out, j->scale, acc, j->out);
+  }
+}
+
+static void lora_bwd_task(void *ctx, int task) {
+  const lora_job *j = ctx;
+  const int in = j->in, out = j->out, rank = j->rank;
+  float *gA = j->partial + (size_t)task * rank * (in + out), *gBt = gA + (size_t)rank * in;
+  memset(gA, 0, (size_t)rank * (in + out) * 4);
+  float buf[j->mask ? in : 1], dxd[j->dx ? in : 1], dh[LORA_MAX_RANK];
+  for (int t = task * LORA_TB; t < MIN(j->T, (task + 1) * LORA_TB); t++) {
+    const float *dy = j->dy + (size_t)t * out, *h = j->hIn + (size_t)t * rank;
+    for (int r = 0; r < rank; r++) {
+      dh[r] = j->scale * dot(dy, j->Bt + (size_t)r * out, out);
+      axpy(gBt + (size_t)r * out, j->scale * h[r], dy, out);
+    }
+    const float *xd = dropped_row(j, t, buf);
+    for (int r = 0; r < rank; r++) axpy(gA + (size_t)r * in, dh[r], xd, in);
+    if (j->dx) {
+      memset(dxd, 0, sizeof dxd);
+      for (int r = 0; r < rank; r++) axpy(dxd, dh[r], j->A + (size_t)r * in, in);
+      float *dx = j->dx + (size_t)t * in;
+      if (j->mask) {
+        const uint8_t *m = j->mask + (size_t)t * in;
+        for (int c = 0; c < in; c++) if (m[c]) dx[c] += dxd[c] * j->keep;
+      } else {
+        for (int c = 0; c < in; c++) dx[c] += dxd[c];
+      }
+    }
+  }
+}
+
+/* B [out][rank] -> Bt [rank][out], so both products run along out in vector lanes. */
+static float *transpose_b(const float *B, int out, int rank) {
+  float *Bt = malloc((size_t)out * rank * 4 + 4);
+  if (!Bt) return NULL;
+  for (int o = 0; o < out; o++)
+    for (int r = 0; r < rank; r++) Bt[(size_t)r * out + o] = B[(size_t)o * rank + r];
+  return Bt;
+}
+
+int FN(hl_lora_fwd)(float *y, float *h, const float *x, const float *A, const float *B, const uint8_t *mask, int T, int in, int out,
+                    int rank, float scale, float keep, int threads) {
+  float *Bt = transpose_b(B, out, rank);
+  if (!Bt) return -1;
+  lora_job j = {.y = y, .h = h, .x = x, .A = A, .Bt = Bt, .mask = mask, .T = T, .in = in, .out = out, .rank = rank, .scale = scale, .keep = keep};
+  hl_parallel_for(threads, (T + LORA_TB - 1) / LORA_TB, lora_fwd_task, &j);
+  free(Bt);
+  return 0;
+}
+
+int FN(hl_lora_bwd)(float *dx, float *gradA, float *gradB, const float *dy, const float *x, const float *h, const float *A, const float *B,
+                    const uint8_t *mask, int T, int in, int out, int rank, float scale, float keep, int threads) {
+  const int tasks = (T + LORA_TB - 1) / LORA_TB;
+  float *Bt = transpose_b(B, out, rank);
+  float *partial = malloc((size_t)tasks * rank * (in + out) * 4 + 4);
+  if (!Bt || !partial) {
+    free(Bt);
+    free(partial);
+    return -1;
+  }
+  lora_job j = {.dx = dx, .partial = partial, .x = x, .dy = dy, .A = A, .Bt = Bt, .hIn = h, .mask = mask, .T = T, .in = in,
+                .out = out, .rank = rank, .scale = scale, .keep = keep};
+  hl_parallel_for(threads, tasks, lora_bwd_task, &j);
+  for (int k = 0; k < tasks; k++) {
+    const float *gA = partial + (size_t)k * rank * (in + out), *gBt = gA + (size_t)rank * in;
+    for (size_t i = 0; i < (size_t)rank * in; i++) gradA[i] += gA[i];
+    for (int o = 0; o < out; o++)
+      for (int r = 0; r < rank; r++) gradB[(size_t)o * rank + r] += gBt[(size_t)r * out + o];
+  }
+  free(Bt);
+  free(partial);
+  return 0;
+}
+
+/* mask[i] = 1 where the i-th little-endian 16-bit word of stream is >= threshold (keep), else 0. */
+void FN(hl_dropout_mask)(const uint8_t *stream, long n, uint32_t threshold, uint8_t *mask) {
+  for (long i = 0; i < n; i++) mask[i] = (uint32_t)(stream[2 * i] | (stream[2 * i + 1] << 8)) >= threshold;
 }
