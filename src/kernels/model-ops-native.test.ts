@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadNativeKernels, type NativeKernels } from './native.js';
-import { crossEntropyBackward, crossEntropyForward, IGNORE_INDEX, swigluBackward, swigluForward } from '../model/layers.js';
+import { crossEntropyBackward, crossEntropyForward, IGNORE_INDEX, rmsnormBackward, rmsnormForward, swigluBackward, swigluForward } from '../model/layers.js';
 import { dropoutMaskReference, loraLinearBackwardReference, loraLinearForwardReference, type LoraPair } from '../model/lora.js';
 import { seededRandom } from '../train/packing.js';
 import { randomBytes } from 'node:crypto';
@@ -154,6 +154,28 @@ for (const level of levels) {
     }
   });
 
+  test(`native RMSNorm = the JavaScript reference to float rounding, level ${level}; threads give the same bits`, () => {
+    const rnd = seededRandom(9);
+    for (const [T, C] of [[1, 1], [37, 576], [5, 13]] as const) {
+      const x = randomF32(T * C, rnd, 3), w = randomF32(C, rnd, 2), dout = randomF32(T * C, rnd, 1), dinp0 = randomF32(T * C, rnd, 1);
+      if (T > 1) x.fill(0, 0, C); // an all-zero row: rstd = 1/sqrt(eps)
+      const out = new Float64Array(T * C), rstd = new Float64Array(T), dinp = Float64Array.from(dinp0);
+      rmsnormForward(out, rstd, Float64Array.from(x), Float64Array.from(w), T, C, 1e-5);
+      rmsnormBackward(dinp, null, Float64Array.from(dout), Float64Array.from(x), Float64Array.from(w), rstd, T, C);
+      const runs: Float32Array[][] = [];
+      for (const threads of [1, 2]) {
+        const k = atLevel(level, threads);
+        const o = new Float32Array(T * C), r = new Float32Array(T), d = dinp0.slice();
+        k.rmsnormForward(o, r, x, w, T, C, 1e-5);
+        k.rmsnormBackward(d, dout, x, w, r, T, C);
+        assert.ok(maxRelDiff(o, out) < 1e-5 && maxRelDiff(r, rstd) < 1e-5, `T = ${T}, C = ${C}: forward differs`);
+        assert.ok(maxRelDiff(d, dinp) < 1e-5, `T = ${T}, C = ${C}: backward differs by ${maxRelDiff(d, dinp)}`);
+        runs.push([o, r, d]);
+      }
+      assert.deepEqual(runs[1], runs[0]);
+    }
+  });
+
   test(`native dropout mask = the JavaScript reference bit for bit, level ${level}`, () => {
     for (const [n, threshold] of [[1, 0], [1000, 3277], [4097, 65535], [17, 65536]] as const) {
       const stream = randomBytes(2 * n);
@@ -178,6 +200,7 @@ test('native model ops reject bad sizes and targets with clear errors', () => {
   assert.throws(() => k.loraForward(new Float32Array(6), new Float32Array(4), new Float32Array(8), pair.A, pair.B, new Uint8Array(7), 1, 2, 4, 3, 2, 1), /mask has 7 elements, expected at least 8/);
   assert.throws(() => k.loraBackward(null, pair.gradA, new Float32Array(5), new Float32Array(6), new Float32Array(8), new Float32Array(4), pair.A, pair.B, null, 1, 2, 4, 3, 2, 1), /gradB has 5 elements/);
   assert.throws(() => k.loraForward(new Float32Array(6), new Float32Array(4), new Float32Array(8), pair.A, pair.B, null, NaN, 2, 4, 3, 2, 1), /keep must be a finite number/);
+  assert.throws(() => k.rmsnormBackward(new Float32Array(6), new Float32Array(6), new Float32Array(6), new Float32Array(3), new Float32Array(1), 2, 3), /rstd has 1 elements/);
   assert.throws(() => k.dropoutMask(new Uint8Array(3), 5, new Uint8Array(2)), /stream has 3 elements, expected at least 4/);
   k.threads = 0;
   assert.throws(() => k.swigluForward(new Float32Array(4), new Float32Array(4), new Float32Array(4), 4), /threads must be an integer in \[1, 256\]/);

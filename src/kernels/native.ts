@@ -40,6 +40,8 @@ interface Addon {
   lora(level: number, op: number, T: number, inDim: number, outDim: number, rank: number, scale: number, keep: number, x: Float32Array, A: Float32Array, B: Float32Array,
     mask: Uint8Array | null, y: Float32Array, h: Float32Array, dx: Float32Array | null, gradA: Float32Array | null, gradB: Float32Array | null, threads: number): void;
   dropoutMask(level: number, stream: Uint8Array, threshold: number, mask: Uint8Array): void;
+  rmsnorm(level: number, op: number, T: number, C: number, inp: Float32Array, weight: Float32Array, a: Float32Array, rstd: Float32Array | null,
+    dout: Float32Array | null, eps: number, threads: number): void;
 }
 
 /**
@@ -158,6 +160,16 @@ export class NativeKernels {
   loraBackward(dx: Float32Array | null, gradA: Float32Array, gradB: Float32Array, dy: Float32Array, x: Float32Array, h: Float32Array, A: Float32Array, B: Float32Array,
     mask: Uint8Array | null, keep: number, T: number, inDim: number, outDim: number, rank: number, scale: number): void {
     this.addon.lora(this.levelIndex, 1, T, inDim, outDim, rank, scale, keep, x, A, B, mask, dy, h, dx, gradA, gradB, this.threads);
+  }
+
+  /** out[T][C] = weight * x / sqrt(mean(x^2) + eps) per row; rstd[t] = that row's 1/sqrt(..) when given. */
+  rmsnormForward(out: Float32Array, rstd: Float32Array | null, inp: Float32Array, weight: Float32Array, T: number, C: number, eps: number): void {
+    this.addon.rmsnorm(this.levelIndex, 0, T, C, inp, weight, out, rstd, null, eps, this.threads);
+  }
+
+  /** dinp += the input gradient of rmsnormForward for dout (the weight's gradient is not computed). */
+  rmsnormBackward(dinp: Float32Array, dout: Float32Array, inp: Float32Array, weight: Float32Array, rstd: Float32Array, T: number, C: number): void {
+    this.addon.rmsnorm(this.levelIndex, 1, T, C, inp, weight, dinp, rstd, dout, 0, this.threads);
   }
 
   /** mask[i] = 1 where the i-th little-endian 16-bit word of stream is >= threshold, else 0. */

@@ -6,7 +6,7 @@
  * into their input gradients, so residual branches can share one gradient buffer.
  * Sums run in JS doubles and are rounded once when stored.
  *
- * With the native kernels, fp32 SwiGLU, cross entropy and attention run there, over every core
+ * With the native kernels, fp32 RMSNorm, SwiGLU, cross entropy and attention run there, over every core
  * (src/kernels/native/model-ops.c); the JavaScript bodies here are their reference and the
  * WebAssembly backend's path.
  */
@@ -48,6 +48,8 @@ export function embeddingForward(out: Vec, tokens: Int32Array, table: Vec, T: nu
 
 /** out[T,C] = weight * x * rstd; writes rstd[T] (saved for backward). */
 export function rmsnormForward(out: Vec, rstd: Vec | null, inp: Vec, weight: Vec, T: number, C: number, eps: number): void {
+  const nk = nativeF32(out, inp, weight, ...(rstd ? [rstd] : []));
+  if (nk) return nk.rmsnormForward(out as Float32Array, rstd as Float32Array | null, inp as Float32Array, weight as Float32Array, T, C, eps);
   for (let t = 0; t < T; t++) {
     const o = t * C;
     let ss = 0;
@@ -63,6 +65,8 @@ export function rmsnormForward(out: Vec, rstd: Vec | null, inp: Vec, weight: Vec
  * With n = x*r: dx_i = r*(w_i dy_i) - x_i r^3/C * sum_j(w_j dy_j x_j).
  */
 export function rmsnormBackward(dinp: Vec, dweight: Vec | null, dout: Vec, inp: Vec, weight: Vec, rstd: Vec, T: number, C: number): void {
+  const nk = dweight ? null : nativeF32(dinp, dout, inp, weight, rstd);
+  if (nk) return nk.rmsnormBackward(dinp as Float32Array, dout as Float32Array, inp as Float32Array, weight as Float32Array, rstd as Float32Array, T, C);
   for (let t = 0; t < T; t++) {
     const o = t * C;
     const r = rstd[t]!;

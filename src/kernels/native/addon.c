@@ -36,6 +36,8 @@ typedef int (*lora_fwd_fn)(float *, float *, const float *, const float *, const
 typedef int (*lora_bwd_fn)(float *, float *, float *, const float *, const float *, const float *, const float *, const float *,
                            const uint8_t *, int, int, int, int, float, float, int);
 typedef void (*dropout_mask_fn)(const uint8_t *, long, uint32_t, uint8_t *);
+typedef void (*rmsnorm_fwd_fn)(float *, float *, const float *, const float *, int, int, float, int);
+typedef void (*rmsnorm_bwd_fn)(float *, const float *, const float *, const float *, const float *, int, int, int);
 
 typedef struct {
   const char *name;
@@ -55,6 +57,8 @@ typedef struct {
   lora_fwd_fn lora_fwd;
   lora_bwd_fn lora_bwd;
   dropout_mask_fn dropout_mask;
+  rmsnorm_fwd_fn rmsnorm_fwd;
+  rmsnorm_bwd_fn rmsnorm_bwd;
 } level_t;
 
 static int always(void) { return 1; }
@@ -81,24 +85,24 @@ static const level_t LEVELS[] = {
      hl_peak_avx512vnni,
      hl_cc_encrypt_avx512vnni, hl_cc_decrypt_avx512vnni, hl_cc_transpose_avx512vnni,
      hl_sgemm_mt_avx512vnni, hl_cross_entropy_avx512vnni, hl_swiglu_fwd_avx512vnni, hl_swiglu_bwd_avx512vnni,
-     hl_lora_fwd_avx512vnni, hl_lora_bwd_avx512vnni, hl_dropout_mask_avx512vnni},
+     hl_lora_fwd_avx512vnni, hl_lora_bwd_avx512vnni, hl_dropout_mask_avx512vnni, hl_rmsnorm_fwd_avx512vnni, hl_rmsnorm_bwd_avx512vnni},
 #endif
 #if defined(HL_HAVE_avx512)
     {"avx512", has_avx512, hl_zq_avx512, hl_gemm_i8_avx512, hl_sgemm_avx512, hl_small_f32_avx512, hl_peak_avx512,
      hl_cc_encrypt_avx512, hl_cc_decrypt_avx512, hl_cc_transpose_avx512,
      hl_sgemm_mt_avx512, hl_cross_entropy_avx512, hl_swiglu_fwd_avx512, hl_swiglu_bwd_avx512,
-     hl_lora_fwd_avx512, hl_lora_bwd_avx512, hl_dropout_mask_avx512},
+     hl_lora_fwd_avx512, hl_lora_bwd_avx512, hl_dropout_mask_avx512, hl_rmsnorm_fwd_avx512, hl_rmsnorm_bwd_avx512},
 #endif
 #if defined(HL_HAVE_avx2)
     {"avx2", has_avx2, hl_zq_avx2, hl_gemm_i8_avx2, hl_sgemm_avx2, hl_small_f32_avx2, hl_peak_avx2,
      hl_cc_encrypt_avx2, hl_cc_decrypt_avx2, hl_cc_transpose_avx2,
      hl_sgemm_mt_avx2, hl_cross_entropy_avx2, hl_swiglu_fwd_avx2, hl_swiglu_bwd_avx2,
-     hl_lora_fwd_avx2, hl_lora_bwd_avx2, hl_dropout_mask_avx2},
+     hl_lora_fwd_avx2, hl_lora_bwd_avx2, hl_dropout_mask_avx2, hl_rmsnorm_fwd_avx2, hl_rmsnorm_bwd_avx2},
 #endif
     {"scalar", always, hl_zq_scalar, hl_gemm_i8_scalar, hl_sgemm_scalar, hl_small_f32_scalar, hl_peak_scalar,
      hl_cc_encrypt_scalar, hl_cc_decrypt_scalar, hl_cc_transpose_scalar,
      hl_sgemm_mt_scalar, hl_cross_entropy_scalar, hl_swiglu_fwd_scalar, hl_swiglu_bwd_scalar,
-     hl_lora_fwd_scalar, hl_lora_bwd_scalar, hl_dropout_mask_scalar},
+     hl_lora_fwd_scalar, hl_lora_bwd_scalar, hl_dropout_mask_scalar, hl_rmsnorm_fwd_scalar, hl_rmsnorm_bwd_scalar},
 };
 #define NLEVELS ((int)(sizeof LEVELS / sizeof LEVELS[0]))
 
@@ -653,6 +657,31 @@ static napi_value js_dropout_mask(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
+/**
+ * rmsnorm(level, op, T, C, inp, w, a, rstd|null, dout|null, eps, threads): op 0 a = out and rstd
+ * (when given) written; op 1 a = dinp += the input gradient for dout with the saved rstd.
+ */
+static napi_value js_rmsnorm(napi_env env, napi_callback_info info) {
+  napi_value argv[11];
+  const level_t *lv;
+  int64_t op, T, C, threads;
+  float eps;
+  void *inp, *w, *a, *rstd = NULL, *dout = NULL;
+  size_t len;
+  if (!get_args(env, info, 11, argv) || !(lv = get_level(env, argv[0])) || !get_int(env, argv[1], 0, 1, "op", &op) ||
+      !get_int(env, argv[2], 0, MAX_DIM, "T", &T) || !get_int(env, argv[3], 1, MAX_DIM, "C", &C) ||
+      !get_float(env, argv[9], "eps", &eps) || !get_int(env, argv[10], 1, MAX_THREADS, "threads", &threads) ||
+      !get_array(env, argv[4], napi_float32_array, (uint64_t)T * C, 0, "inp", &inp, &len) ||
+      !get_array(env, argv[5], napi_float32_array, (uint64_t)C, 0, "weight", &w, &len) ||
+      !get_array(env, argv[6], napi_float32_array, (uint64_t)T * C, 0, op == 0 ? "out" : "dinp", &a, &len) ||
+      ((op == 1 || !is_null(env, argv[7])) && !get_array(env, argv[7], napi_float32_array, (uint64_t)T, 0, "rstd", &rstd, &len)) ||
+      (op == 1 && !get_array(env, argv[8], napi_float32_array, (uint64_t)T * C, 0, "dout", &dout, &len)))
+    return NULL;
+  if (op == 0) lv->rmsnorm_fwd(a, rstd, inp, w, (int)T, (int)C, eps, (int)threads);
+  else lv->rmsnorm_bwd(a, dout, inp, w, rstd, (int)T, (int)C, (int)threads);
+  return undefined(env);
+}
+
 NAPI_MODULE_INIT() {
   const napi_property_descriptor props[] = {
       {"levels", NULL, js_levels, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -671,6 +700,7 @@ NAPI_MODULE_INIT() {
       {"swiglu", NULL, js_swiglu, NULL, NULL, NULL, napi_enumerable, NULL},
       {"lora", NULL, js_lora, NULL, NULL, NULL, napi_enumerable, NULL},
       {"dropoutMask", NULL, js_dropout_mask, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"rmsnorm", NULL, js_rmsnorm, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

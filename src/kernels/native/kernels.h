@@ -73,6 +73,8 @@ typedef struct {
  *        mask NULL = none. lora_bwd: gradA, gradB += the gradients for dy; dx (NULL = not
  *        needed) += the branch's input gradient. Both return -1 when scratch memory ran out.
  * dropout_mask: mask[i] = (16-bit little-endian word i of stream) >= threshold.
+ * rmsnorm_fwd: out[T][C] = w * x * rstd per row, rstd[t] = 1/sqrt(mean(x^2) + eps) (rstd NULL: not
+ *        kept); rmsnorm_bwd: dinp += the input gradient for dout (the weight is frozen here).
  */
 #define HL_DECLARE_MODEL_OPS(lv)                                                                        \
   int HL_CAT(hl_sgemm_mt, lv)(int M, int N, int K, const float *A, long sai, long sak, const float *B,   \
@@ -89,7 +91,11 @@ typedef struct {
   int HL_CAT(hl_lora_bwd, lv)(float *dx, float *gradA, float *gradB, const float *dy, const float *x,    \
                               const float *h, const float *A, const float *B, const uint8_t *mask, int T, \
                               int in, int out, int rank, float scale, float keep, int threads);         \
-  void HL_CAT(hl_dropout_mask, lv)(const uint8_t *stream, long n, uint32_t threshold, uint8_t *mask);
+  void HL_CAT(hl_dropout_mask, lv)(const uint8_t *stream, long n, uint32_t threshold, uint8_t *mask);     \
+  void HL_CAT(hl_rmsnorm_fwd, lv)(float *out, float *rstd, const float *inp, const float *w, int T, int C,  \
+                                  float eps, int threads);                                              \
+  void HL_CAT(hl_rmsnorm_bwd, lv)(float *dinp, const float *dout, const float *inp, const float *w,       \
+                                  const float *rstd, int T, int C, int threads);
 
 /* The build defines HL_HAVE_<level> for each vector level its compiler could build. */
 HL_DECLARE(scalar)

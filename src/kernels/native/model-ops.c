@@ -414,3 +414,59 @@ int FN(hl_lora_bwd)(float *dx, float *gradA, float *gradB, const float *dy, cons
 void FN(hl_dropout_mask)(const uint8_t *stream, long n, uint32_t threshold, uint8_t *mask) {
   for (long i = 0; i < n; i++) mask[i] = (uint32_t)(stream[2 * i] | (stream[2 * i + 1] << 8)) >= threshold;
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* RMSNorm: out = w * x * rstd, rstd = 1 / sqrt(mean(x^2) + eps)                                */
+
+typedef struct {
+  float *out, *rstd, *dinp;
+  const float *inp, *w, *dout, *rstdIn;
+  int T, C;
+  float eps;
+} rms_job;
+
+#define RMS_ROWS 16
+
+static void rms_fwd_task(void *ctx, int task) {
+  const rms_job *j = ctx;
+  const int C = j->C;
+  for (int t = task * RMS_ROWS; t < MIN(j->T, (task + 1) * RMS_ROWS); t++) {
+    const float *x = j->inp + (size_t)t * C;
+    float *o = j->out + (size_t)t * C;
+    const float r = (float)(1.0 / sqrt((double)dot(x, x, C) / C + j->eps));
+    if (j->rstd) j->rstd[t] = r;
+    const vf vr = vsplat(r);
+    int c = 0;
+    for (; c + VW <= C; c += VW) vstore(o + c, vload(j->w + c) * (vload(x + c) * vr));
+    for (; c < C; c++) o[c] = j->w[c] * (x[c] * r);
+  }
+}
+
+static void rms_bwd_task(void *ctx, int task) {
+  const rms_job *j = ctx;
+  const int C = j->C;
+  for (int t = task * RMS_ROWS; t < MIN(j->T, (task + 1) * RMS_ROWS); t++) {
+    const float *x = j->inp + (size_t)t * C, *dy = j->dout + (size_t)t * C;
+    float *dx = j->dinp + (size_t)t * C;
+    const float r = j->rstdIn[t];
+    vf s = {0};
+    int c = 0;
+    for (; c + VW <= C; c += VW) s += vload(j->w + c) * vload(dy + c) * vload(x + c);
+    float d = hsum(s);
+    for (; c < C; c++) d += j->w[c] * dy[c] * x[c];
+    const float k = d * r * r * r / C;
+    const vf vr = vsplat(r), vk = vsplat(k);
+    for (c = 0; c + VW <= C; c += VW) vstore(dx + c, vload(dx + c) + (vr * vload(j->w + c) * vload(dy + c) - vload(x + c) * vk));
+    for (; c < C; c++) dx[c] += r * j->w[c] * dy[c] - x[c] * k;
+  }
+}
+
+void FN(hl_rmsnorm_fwd)(float *out, float *rstd, const float *inp, const float *w, int T, int C, float eps, int threads) {
+  rms_job j = {.out = out, .rstd = rstd, .inp = inp, .w = w, .T = T, .C = C, .eps = eps};
+  hl_parallel_for(threads, (T + RMS_ROWS - 1) / RMS_ROWS, rms_fwd_task, &j);
+}
+
+void FN(hl_rmsnorm_bwd)(float *dinp, const float *dout, const float *inp, const float *w, const float *rstd, int T, int C, int threads) {
+  rms_job j = {.dinp = dinp, .inp = inp, .w = w, .dout = dout, .rstdIn = rstd, .T = T, .C = C};
+  hl_parallel_for(threads, (T + RMS_ROWS - 1) / RMS_ROWS, rms_bwd_task, &j);
+}
