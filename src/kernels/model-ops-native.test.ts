@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { loadNativeKernels, type NativeKernels } from './native.js';
 import { crossEntropyBackward, crossEntropyForward, IGNORE_INDEX, rmsnormBackward, rmsnormForward, swigluBackward, swigluForward } from '../model/layers.js';
 import { dropoutMaskReference, loraLinearBackwardReference, loraLinearForwardReference, type LoraPair } from '../model/lora.js';
+import { dequantizeBackwardRangeReference, dequantizeForwardRangeReference, prepareBackwardInput, quantizePerToken, quantizeRowsReference, symmetricQmax } from '../quant/quantize.js';
 import { seededRandom } from '../train/packing.js';
 import { randomBytes } from 'node:crypto';
 
@@ -176,6 +177,49 @@ for (const level of levels) {
     }
   });
 
+  test(`native quantization and dequantization = quantize.ts bit for bit, level ${level}; threads give the same bits`, () => {
+    const rnd = seededRandom(13);
+    for (const [rows, cols, bits] of [[37, 576, 8], [5, 1, 8], [20, 33, 16], [3, 100, 2], [17, 64, 5]] as const) {
+      const x = randomF32(rows * cols, rnd, 4);
+      x.fill(0, 0, cols); // a zero row
+      if (rows > 2) {
+        x.fill(1e-45, cols, 2 * cols); // a row whose scale underflows
+        for (let c = 0; c < cols; c++) x[2 * cols + c] = (c % 7) - 3 + 0.5; // ties: half to even
+      }
+      x[rows * cols - 1] = 3e38;
+      const qmax = symmetricQmax(bits);
+      const want = bits <= 8 ? new Int8Array(rows * cols) : new Int16Array(rows * cols), wantScales = new Float32Array(rows);
+      quantizeRowsReference(x, rows, cols, bits, want, wantScales);
+      const colScale = randomF32(cols, rnd, 0.01);
+      const scaled = Float32Array.from(x, (v, i) => v * colScale[i % cols]!);
+      const wantS = bits <= 8 ? new Int8Array(rows * cols) : new Int16Array(rows * cols), wantSScales = new Float32Array(rows);
+      quantizeRowsReference(scaled, rows, cols, bits, wantS, wantSScales);
+      for (const threads of [1, 2]) {
+        const k = atLevel(level, threads);
+        const got = bits <= 8 ? new Int8Array(rows * cols).fill(9) : new Int16Array(rows * cols).fill(9), scales = new Float32Array(rows);
+        assert.equal(k.quantizeRows(x, null, rows, cols, qmax, got, scales), -1);
+        assert.deepEqual(got, want);
+        assert.deepEqual(scales, wantScales);
+        assert.equal(k.quantizeRows(x, colScale, rows, cols, qmax, got, scales), -1);
+        assert.deepEqual(got, wantS);
+        assert.deepEqual(scales, wantSScales);
+      }
+      const T = rows, OC = cols;
+      const acc32 = Int32Array.from({ length: T * OC }, () => Math.floor((rnd() * 2 - 1) * 2 ** 31));
+      const acc64 = Float64Array.from({ length: T * OC }, () => Math.floor((rnd() * 2 - 1) * 2 ** 52));
+      for (const acc of [acc32, acc64]) {
+        const yWant = new Float32Array(T * OC).fill(7), yGot = yWant.slice();
+        const [t0, tn, o0, on] = [1, Math.max(0, T - 2), Math.min(1, OC - 1), Math.max(1, OC - 2)];
+        dequantizeForwardRangeReference(acc, wantScales, colScale, OC, yWant, t0, tn, o0, on);
+        atLevel(level, 1).dequantize(acc, wantScales, colScale, OC, yGot, t0, tn, o0, on);
+        assert.deepEqual(yGot, yWant);
+        dequantizeBackwardRangeReference(acc, wantScales, OC, yWant, 0, T, 0, OC);
+        atLevel(level, 1).dequantize(acc, wantScales, null, OC, yGot, 0, T, 0, OC);
+        assert.deepEqual(yGot, yWant);
+      }
+    }
+  });
+
   test(`native dropout mask = the JavaScript reference bit for bit, level ${level}`, () => {
     for (const [n, threshold] of [[1, 0], [1000, 3277], [4097, 65535], [17, 65536]] as const) {
       const stream = randomBytes(2 * n);
@@ -202,6 +246,12 @@ test('native model ops reject bad sizes and targets with clear errors', () => {
   assert.throws(() => k.loraForward(new Float32Array(6), new Float32Array(4), new Float32Array(8), pair.A, pair.B, null, NaN, 2, 4, 3, 2, 1), /keep must be a finite number/);
   assert.throws(() => k.rmsnormBackward(new Float32Array(6), new Float32Array(6), new Float32Array(6), new Float32Array(3), new Float32Array(1), 2, 3), /rstd has 1 elements/);
   assert.throws(() => k.dropoutMask(new Uint8Array(3), 5, new Uint8Array(2)), /stream has 3 elements, expected at least 4/);
+  const q = new Int8Array(6), sc = new Float32Array(2);
+  assert.equal(k.quantizeRows(Float32Array.from([1, 2, NaN, 4, Infinity, 6]), null, 2, 3, 127, q, sc), 2);
+  assert.equal(k.quantizeRows(Float32Array.from([1, 2, 3, 4, 5, 6]), Float32Array.from([1, 3e38, 1]), 2, 3, 127, q, sc), -3, 'x[1] * colScale[1] overflows: -(1 + 2)');
+  assert.throws(() => k.quantizeRows(new Float32Array(6), null, 2, 3, 200, q, sc), /Int8Array \(qmax <= 127\)/);
+  assert.throws(() => k.dequantize(new Int32Array(5), sc, null, 3, new Float32Array(6), 0, 2, 0, 3), /acc is shorter/);
+  assert.throws(() => k.dequantize(new Int32Array(6), sc, null, 3, new Float32Array(6), 0, 2, 1, 3), /on must be an integer in \[0, 2\]/);
   k.threads = 0;
   assert.throws(() => k.swigluForward(new Float32Array(4), new Float32Array(4), new Float32Array(4), 4), /threads must be an integer in \[1, 256\]/);
 });

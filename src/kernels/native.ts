@@ -42,6 +42,10 @@ interface Addon {
   dropoutMask(level: number, stream: Uint8Array, threshold: number, mask: Uint8Array): void;
   rmsnorm(level: number, op: number, T: number, C: number, inp: Float32Array, weight: Float32Array, a: Float32Array, rstd: Float32Array | null,
     dout: Float32Array | null, eps: number, threads: number): void;
+  quantizeRows(level: number, x: Float32Array, colScale: Float32Array | null, rows: number, cols: number, qmax: number, out: Int8Array | Int16Array,
+    scales: Float32Array, threads: number): number;
+  dequantize(level: number, acc: Int32Array | Float64Array, sx: Float32Array, sw: Float32Array | null, OC: number, y: Float32Array,
+    t0: number, tn: number, o0: number, on: number): void;
 }
 
 /**
@@ -170,6 +174,20 @@ export class NativeKernels {
   /** dinp += the input gradient of rmsnormForward for dout (the weight's gradient is not computed). */
   rmsnormBackward(dinp: Float32Array, dout: Float32Array, inp: Float32Array, weight: Float32Array, rstd: Float32Array, T: number, C: number): void {
     this.addon.rmsnorm(this.levelIndex, 1, T, C, inp, weight, dinp, rstd, dout, 0, this.threads);
+  }
+
+  /**
+   * Per-row symmetric quantization of x[rows][cols] (each column times colScale first, in float,
+   * when given) to |q| <= qmax: bit for bit quantize.ts. Returns -1; or the first index of a
+   * non-finite x value; or -(index + 2) for a non-finite product (nothing is then guaranteed about out).
+   */
+  quantizeRows(x: Float32Array, colScale: Float32Array | null, rows: number, cols: number, qmax: number, out: Int8Array | Int16Array, scales: Float32Array): number {
+    return this.addon.quantizeRows(this.levelIndex, x, colScale, rows, cols, qmax, out, scales, this.threads);
+  }
+
+  /** y[t][o] = fround((acc * sx[t]) * sw[o]) (sw null: fround(acc * sx[t])) for t in [t0, t0+tn), o in [o0, o0+on). */
+  dequantize(acc: Int32Array | Float64Array, sx: Float32Array, sw: Float32Array | null, OC: number, y: Float32Array, t0: number, tn: number, o0: number, on: number): void {
+    this.addon.dequantize(this.levelIndex, acc, sx, sw, OC, y, t0, tn, o0, on);
   }
 
   /** mask[i] = 1 where the i-th little-endian 16-bit word of stream is >= threshold, else 0. */

@@ -8,6 +8,7 @@
 // reproduce results bit for bit: y = fround((acc * sx[t]) * sw[o]) evaluated in double precision.
 
 import { gemmInt8 } from '../kernels/gemm-int8.js';
+import { nativeKernels } from '../kernels/native.js';
 
 /** Per-row (per-token) quantized activations: values[T*C] row-major, one scale per row. */
 export interface QuantizedActivations {
@@ -75,13 +76,14 @@ function checkLen(a: ArrayLike<number>, expected: number, what: string): void {
 /** Finite-input check with the position of the first bad value, so a NaN in training is traceable. */
 function checkFinite(x: ArrayLike<number>, cols: number, what: string): void {
   for (let i = 0; i < x.length; i++) {
-    const v = x[i];
-    if (!Number.isFinite(v)) {
-      const r = cols > 0 ? Math.floor(i / cols) : 0;
-      const c = cols > 0 ? i % cols : 0;
-      throw new Error(`helora: cannot quantize ${what}: non-finite value ${v} at [${r}, ${c}] (expected finite numbers)`);
-    }
+    if (!Number.isFinite(x[i])) throw nonFinite(x[i]!, i, cols, what);
   }
+}
+
+function nonFinite(v: number, i: number, cols: number, what: string): Error {
+  const r = cols > 0 ? Math.floor(i / cols) : 0;
+  const c = cols > 0 ? i % cols : 0;
+  return new Error(`helora: cannot quantize ${what}: non-finite value ${v} at [${r}, ${c}] (expected finite numbers)`);
 }
 
 /** Largest |q| of symmetric `bits`-wide quantization (127 for 8 bits: -128 is never used). */
@@ -89,8 +91,8 @@ export function symmetricQmax(bits: number): number {
   return 2 ** (bits - 1) - 1;
 }
 
-/** Quantizes each row of x (rows x cols) with its own scale max|row| / qmax. */
-function quantizeRows(
+/** Quantizes each row of x (rows x cols) with its own scale max|row| / qmax (the native kernel's reference). */
+export function quantizeRowsReference(
   x: ArrayLike<number>, rows: number, cols: number, bits: number, out: Int8Array | Int16Array, scales: Float32Array,
 ): void {
   const qmax = symmetricQmax(bits);
@@ -128,10 +130,16 @@ function quantizePerTokenAs(x: Float32Array, T: number, C: number, bits: number,
   checkDim(T, 'T');
   checkDim(C, 'C');
   checkLen(x, T * C, what);
-  checkFinite(x, C, what);
   const values = bits <= 8 ? new Int8Array(T * C) : new Int16Array(T * C);
   const scales = new Float32Array(T);
-  quantizeRows(x, T, C, bits, values, scales);
+  const nk = nativeKernels();
+  if (nk) {
+    const bad = nk.quantizeRows(x, null, T, C, symmetricQmax(bits), values, scales);
+    if (bad >= 0) throw nonFinite(x[bad]!, bad, C, what);
+  } else {
+    checkFinite(x, C, what);
+    quantizeRowsReference(x, T, C, bits, values, scales);
+  }
   return { values, scales, rows: T, cols: C, bits };
 }
 
@@ -148,7 +156,7 @@ export function quantizePerTensor(x: Float32Array, T: number, C: number, bits = 
   const values = bits <= 8 ? new Int8Array(T * C) : new Int16Array(T * C);
   const one = new Float32Array(1);
   // Quantize as one long row, then repeat its scale per token.
-  quantizeRows(x, 1, T * C, bits, values, one);
+  quantizeRowsReference(x, 1, T * C, bits, values, one);
   const scales = new Float32Array(T).fill(one[0]);
   return { values, scales, rows: T, cols: C, bits };
 }
@@ -190,7 +198,7 @@ export function quantizeWeightsPerChannel(w: Float32Array, rows: number, cols: n
   checkFinite(w, cols, 'weights');
   const values = new Int8Array(rows * cols);
   const scales = new Float32Array(rows);
-  quantizeRows(w, rows, cols, WEIGHT_BITS, values, scales);
+  quantizeRowsReference(w, rows, cols, WEIGHT_BITS, values, scales);
   for (let r = 0; r < rows; r++) {
     if (scales[r] > MAX_WEIGHT_SCALE) {
       throw new Error(`helora: weight row ${r} has |w| up to ${scales[r] * symmetricQmax(WEIGHT_BITS)}, above the supported ${MAX_WEIGHT_SCALE * symmetricQmax(WEIGHT_BITS)}`);
@@ -224,6 +232,14 @@ export function dequantizeForward(
  */
 export function dequantizeForwardRange(acc: Int32Array | Float64Array, xScales: Float32Array, sw: Float32Array, OC: number,
   y: Float32Array, t0: number, tn: number, o0: number, on: number): void {
+  const nk = nativeKernels();
+  if (nk) return nk.dequantize(acc, xScales, sw, OC, y, t0, tn, o0, on);
+  dequantizeForwardRangeReference(acc, xScales, sw, OC, y, t0, tn, o0, on);
+}
+
+/** dequantizeForwardRange in TypeScript (the native kernel's reference). */
+export function dequantizeForwardRangeReference(acc: Int32Array | Float64Array, xScales: Float32Array, sw: Float32Array, OC: number,
+  y: Float32Array, t0: number, tn: number, o0: number, on: number): void {
   for (let t = t0; t < t0 + tn; t++) {
     const sx = xScales[t];
     const base = t * OC;
@@ -240,6 +256,16 @@ export function prepareBackwardInput(
   checkDim(OC, 'OC');
   checkLen(dy, T * OC, 'gradient');
   checkLen(wScales, OC, 'weight scales');
+  const nk = nativeKernels();
+  if (nk) {
+    // One pass: the product, its check and the quantization (bit for bit the loop below).
+    const values = bits <= 8 ? new Int8Array(T * OC) : new Int16Array(T * OC);
+    const scales = new Float32Array(T);
+    const bad = nk.quantizeRows(dy, wScales, T, OC, symmetricQmax(bits), values, scales);
+    if (bad >= 0) throw nonFinite(dy[bad]!, bad, OC, 'gradient');
+    if (bad <= -2) throw nonFinite(Math.fround(dy[-bad - 2]! * wScales[(-bad - 2) % OC]!), -bad - 2, OC, 'gradient * weight scale');
+    return { values, scales, rows: T, cols: OC, bits };
+  }
   checkFinite(dy, OC, 'gradient');
   const scaled = new Float32Array(T * OC);
   for (let t = 0; t < T; t++) {
@@ -263,6 +289,14 @@ export function dequantizeBackward(acc: Int32Array | Float64Array, dyScales: Flo
 
 /** dequantizeBackward for tokens [t0, t0 + tn) and inputs [i0, i0 + n) only, into dx (T x C); shapes checked by the caller. */
 export function dequantizeBackwardRange(acc: Int32Array | Float64Array, dyScales: Float32Array, C: number,
+  dx: Float32Array, t0: number, tn: number, i0: number, n: number): void {
+  const nk = nativeKernels();
+  if (nk) return nk.dequantize(acc, dyScales, null, C, dx, t0, tn, i0, n);
+  dequantizeBackwardRangeReference(acc, dyScales, C, dx, t0, tn, i0, n);
+}
+
+/** dequantizeBackwardRange in TypeScript (the native kernel's reference). */
+export function dequantizeBackwardRangeReference(acc: Int32Array | Float64Array, dyScales: Float32Array, C: number,
   dx: Float32Array, t0: number, tn: number, i0: number, n: number): void {
   for (let t = t0; t < t0 + tn; t++) {
     const s = dyScales[t];

@@ -38,6 +38,8 @@ typedef int (*lora_bwd_fn)(float *, float *, float *, const float *, const float
 typedef void (*dropout_mask_fn)(const uint8_t *, long, uint32_t, uint8_t *);
 typedef void (*rmsnorm_fwd_fn)(float *, float *, const float *, const float *, int, int, float, int);
 typedef void (*rmsnorm_bwd_fn)(float *, const float *, const float *, const float *, const float *, int, int, int);
+typedef long (*quantize_rows_fn)(const float *, const float *, int, int, int, int8_t *, int16_t *, float *, int *, int);
+typedef void (*dequantize_fn)(const int32_t *, const double *, const float *, const float *, int, float *, int, int, int, int);
 
 typedef struct {
   const char *name;
@@ -59,6 +61,8 @@ typedef struct {
   dropout_mask_fn dropout_mask;
   rmsnorm_fwd_fn rmsnorm_fwd;
   rmsnorm_bwd_fn rmsnorm_bwd;
+  quantize_rows_fn quantize_rows;
+  dequantize_fn dequantize;
 } level_t;
 
 static int always(void) { return 1; }
@@ -85,24 +89,28 @@ static const level_t LEVELS[] = {
      hl_peak_avx512vnni,
      hl_cc_encrypt_avx512vnni, hl_cc_decrypt_avx512vnni, hl_cc_transpose_avx512vnni,
      hl_sgemm_mt_avx512vnni, hl_cross_entropy_avx512vnni, hl_swiglu_fwd_avx512vnni, hl_swiglu_bwd_avx512vnni,
-     hl_lora_fwd_avx512vnni, hl_lora_bwd_avx512vnni, hl_dropout_mask_avx512vnni, hl_rmsnorm_fwd_avx512vnni, hl_rmsnorm_bwd_avx512vnni},
+     hl_lora_fwd_avx512vnni, hl_lora_bwd_avx512vnni, hl_dropout_mask_avx512vnni, hl_rmsnorm_fwd_avx512vnni, hl_rmsnorm_bwd_avx512vnni,
+     hl_quantize_rows_avx512vnni, hl_dequantize_avx512vnni},
 #endif
 #if defined(HL_HAVE_avx512)
     {"avx512", has_avx512, hl_zq_avx512, hl_gemm_i8_avx512, hl_sgemm_avx512, hl_small_f32_avx512, hl_peak_avx512,
      hl_cc_encrypt_avx512, hl_cc_decrypt_avx512, hl_cc_transpose_avx512,
      hl_sgemm_mt_avx512, hl_cross_entropy_avx512, hl_swiglu_fwd_avx512, hl_swiglu_bwd_avx512,
-     hl_lora_fwd_avx512, hl_lora_bwd_avx512, hl_dropout_mask_avx512, hl_rmsnorm_fwd_avx512, hl_rmsnorm_bwd_avx512},
+     hl_lora_fwd_avx512, hl_lora_bwd_avx512, hl_dropout_mask_avx512, hl_rmsnorm_fwd_avx512, hl_rmsnorm_bwd_avx512,
+     hl_quantize_rows_avx512, hl_dequantize_avx512},
 #endif
 #if defined(HL_HAVE_avx2)
     {"avx2", has_avx2, hl_zq_avx2, hl_gemm_i8_avx2, hl_sgemm_avx2, hl_small_f32_avx2, hl_peak_avx2,
      hl_cc_encrypt_avx2, hl_cc_decrypt_avx2, hl_cc_transpose_avx2,
      hl_sgemm_mt_avx2, hl_cross_entropy_avx2, hl_swiglu_fwd_avx2, hl_swiglu_bwd_avx2,
-     hl_lora_fwd_avx2, hl_lora_bwd_avx2, hl_dropout_mask_avx2, hl_rmsnorm_fwd_avx2, hl_rmsnorm_bwd_avx2},
+     hl_lora_fwd_avx2, hl_lora_bwd_avx2, hl_dropout_mask_avx2, hl_rmsnorm_fwd_avx2, hl_rmsnorm_bwd_avx2,
+     hl_quantize_rows_avx2, hl_dequantize_avx2},
 #endif
     {"scalar", always, hl_zq_scalar, hl_gemm_i8_scalar, hl_sgemm_scalar, hl_small_f32_scalar, hl_peak_scalar,
      hl_cc_encrypt_scalar, hl_cc_decrypt_scalar, hl_cc_transpose_scalar,
      hl_sgemm_mt_scalar, hl_cross_entropy_scalar, hl_swiglu_fwd_scalar, hl_swiglu_bwd_scalar,
-     hl_lora_fwd_scalar, hl_lora_bwd_scalar, hl_dropout_mask_scalar, hl_rmsnorm_fwd_scalar, hl_rmsnorm_bwd_scalar},
+     hl_lora_fwd_scalar, hl_lora_bwd_scalar, hl_dropout_mask_scalar, hl_rmsnorm_fwd_scalar, hl_rmsnorm_bwd_scalar,
+     hl_quantize_rows_scalar, hl_dequantize_scalar},
 };
 #define NLEVELS ((int)(sizeof LEVELS / sizeof LEVELS[0]))
 
@@ -682,6 +690,68 @@ static napi_value js_rmsnorm(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
+/**
+ * quantizeRows(level, x, colScale|null, rows, cols, qmax, out Int8Array|Int16Array, scales, threads):
+ * returns -1, or the first index of a non-finite value (x), or -(index + 2) for a non-finite
+ * x * colScale (see kernels.h).
+ */
+static napi_value js_quantize_rows(napi_env env, napi_callback_info info) {
+  napi_value argv[9];
+  const level_t *lv;
+  int64_t rows, cols, qmax, threads;
+  void *x, *cs = NULL, *out, *scales;
+  size_t len, outLen;
+  bool is;
+  napi_typedarray_type type;
+  if (!get_args(env, info, 9, argv) || !(lv = get_level(env, argv[0])) || !get_int(env, argv[3], 0, MAX_DIM, "rows", &rows) ||
+      !get_int(env, argv[4], 0, MAX_DIM, "cols", &cols) || !get_int(env, argv[5], 1, 32767, "qmax", &qmax) ||
+      !get_int(env, argv[8], 1, MAX_THREADS, "threads", &threads) ||
+      !get_array(env, argv[1], napi_float32_array, (uint64_t)rows * cols, 0, "x", &x, &len) ||
+      (!is_null(env, argv[2]) && !get_array(env, argv[2], napi_float32_array, (uint64_t)cols, 0, "colScale", &cs, &len)) ||
+      !get_array(env, argv[7], napi_float32_array, (uint64_t)rows, 0, "scales", &scales, &len))
+    return NULL;
+  if (napi_is_typedarray(env, argv[6], &is) != napi_ok || !is ||
+      napi_get_typedarray_info(env, argv[6], &type, &outLen, &out, NULL, NULL) != napi_ok ||
+      !((type == napi_int8_array && qmax <= 127) || type == napi_int16_array))
+    return fail(env, "helora native: out must be an Int8Array (qmax <= 127) or an Int16Array"), NULL;
+  if (outLen < (uint64_t)rows * cols) return fail(env, "helora native: out is shorter than rows * cols"), NULL;
+  int inProduct = 0;
+  const long bad = lv->quantize_rows(x, cs, (int)rows, (int)cols, (int)qmax, type == napi_int8_array ? out : NULL,
+                                     type == napi_int16_array ? out : NULL, scales, &inProduct, (int)threads);
+  if (bad == -2) return oom(env);
+  napi_value r;
+  napi_create_double(env, bad < 0 ? -1.0 : inProduct ? -(double)bad - 2.0 : (double)bad, &r);
+  return r;
+}
+
+/** dequantize(level, acc Int32Array|Float64Array, sx, sw|null, OC, y, t0, tn, o0, on): see kernels.h. */
+static napi_value js_dequantize(napi_env env, napi_callback_info info) {
+  napi_value argv[10];
+  const level_t *lv;
+  int64_t OC, t0, tn, o0, on;
+  void *acc, *sx, *sw = NULL, *y;
+  size_t len, accLen;
+  bool is;
+  napi_typedarray_type type;
+  if (!get_args(env, info, 10, argv) || !(lv = get_level(env, argv[0])) || !get_int(env, argv[4], 1, MAX_DIM, "OC", &OC) ||
+      !get_int(env, argv[6], 0, MAX_DIM, "t0", &t0) || !get_int(env, argv[7], 0, MAX_DIM, "tn", &tn) ||
+      !get_int(env, argv[8], 0, OC, "o0", &o0) || !get_int(env, argv[9], 0, OC - o0, "on", &on))
+    return NULL;
+  const uint64_t need = (uint64_t)(t0 + tn) * (uint64_t)OC;
+  if (napi_is_typedarray(env, argv[1], &is) != napi_ok || !is ||
+      napi_get_typedarray_info(env, argv[1], &type, &accLen, &acc, NULL, NULL) != napi_ok ||
+      (type != napi_int32_array && type != napi_float64_array))
+    return fail(env, "helora native: acc must be an Int32Array or a Float64Array"), NULL;
+  if (accLen < need) return fail(env, "helora native: acc is shorter than the token range"), NULL;
+  if (!get_array(env, argv[2], napi_float32_array, (uint64_t)(t0 + tn), 0, "sx", &sx, &len) ||
+      (!is_null(env, argv[3]) && !get_array(env, argv[3], napi_float32_array, (uint64_t)OC, 0, "sw", &sw, &len)) ||
+      !get_array(env, argv[5], napi_float32_array, need, 0, "y", &y, &len))
+    return NULL;
+  lv->dequantize(type == napi_int32_array ? acc : NULL, type == napi_float64_array ? acc : NULL, sx, sw, (int)OC, y, (int)t0, (int)tn,
+                 (int)o0, (int)on);
+  return undefined(env);
+}
+
 NAPI_MODULE_INIT() {
   const napi_property_descriptor props[] = {
       {"levels", NULL, js_levels, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -701,6 +771,8 @@ NAPI_MODULE_INIT() {
       {"lora", NULL, js_lora, NULL, NULL, NULL, napi_enumerable, NULL},
       {"dropoutMask", NULL, js_dropout_mask, NULL, NULL, NULL, napi_enumerable, NULL},
       {"rmsnorm", NULL, js_rmsnorm, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"quantizeRows", NULL, js_quantize_rows, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"dequantize", NULL, js_dequantize, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

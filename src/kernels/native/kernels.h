@@ -75,6 +75,12 @@ typedef struct {
  * dropout_mask: mask[i] = (16-bit little-endian word i of stream) >= threshold.
  * rmsnorm_fwd: out[T][C] = w * x * rstd per row, rstd[t] = 1/sqrt(mean(x^2) + eps) (rstd NULL: not
  *        kept); rmsnorm_bwd: dinp += the input gradient for dout (the weight is frozen here).
+ * quantize_rows: symmetric per-row quantization of x (times colScale[c] per column first, in
+ *        float, when given) to |q| <= qmax into q8 or q16, scales[r] = fround(max|row| / qmax);
+ *        bit for bit src/quant/quantize.ts. Returns -1, or the first index whose value (or, with
+ *        *badInProduct set, whose product) is not finite, or -2 when memory ran out.
+ * dequantize: y[t][o] = fround((acc * sx[t]) * sw[o]) in double (sw NULL: without it) over a token
+ *        and output range; acc is acc32 or acc64.
  */
 #define HL_DECLARE_MODEL_OPS(lv)                                                                        \
   int HL_CAT(hl_sgemm_mt, lv)(int M, int N, int K, const float *A, long sai, long sak, const float *B,   \
@@ -95,7 +101,11 @@ typedef struct {
   void HL_CAT(hl_rmsnorm_fwd, lv)(float *out, float *rstd, const float *inp, const float *w, int T, int C,  \
                                   float eps, int threads);                                              \
   void HL_CAT(hl_rmsnorm_bwd, lv)(float *dinp, const float *dout, const float *inp, const float *w,       \
-                                  const float *rstd, int T, int C, int threads);
+                                  const float *rstd, int T, int C, int threads);                         \
+  long HL_CAT(hl_quantize_rows, lv)(const float *x, const float *colScale, int rows, int cols, int qmax,   \
+                                    int8_t *q8, int16_t *q16, float *scales, int *badInProduct, int threads); \
+  void HL_CAT(hl_dequantize, lv)(const int32_t *acc32, const double *acc64, const float *sx, const float *sw, \
+                                 int OC, float *y, int t0, int tn, int o0, int on);
 
 /* The build defines HL_HAVE_<level> for each vector level its compiler could build. */
 HL_DECLARE(scalar)

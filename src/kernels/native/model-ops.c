@@ -470,3 +470,108 @@ void FN(hl_rmsnorm_bwd)(float *dinp, const float *dout, const float *inp, const 
   rms_job j = {.dinp = dinp, .inp = inp, .w = w, .dout = dout, .rstdIn = rstd, .T = T, .C = C};
   hl_parallel_for(threads, (T + RMS_ROWS - 1) / RMS_ROWS, rms_bwd_task, &j);
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* Per-row symmetric quantization and dequantization (src/quant/quantize.ts, bit for bit: the   */
+/* same IEEE operations element by element, in double where the TypeScript computes in double) */
+
+typedef struct {
+  const float *x, *colScale;
+  int rows, cols, qmax;
+  int8_t *q8;
+  int16_t *q16;
+  float *scales;
+  long *firstBad; /* per task: first non-finite index of x (or of x * colScale), LONG_MAX if none */
+  int *badInProduct;
+} quant_job;
+
+#define QUANT_ROWS 16
+
+static void quant_task(void *ctx, int task) {
+  const quant_job *j = ctx;
+  const int cols = j->cols;
+  j->firstBad[task] = -1;
+  float *row = j->colScale ? malloc((size_t)cols * 4 + 4) : NULL;
+  for (int r = task * QUANT_ROWS; r < MIN(j->rows, (task + 1) * QUANT_ROWS); r++) {
+    const float *x = j->x + (size_t)r * cols;
+    if (j->colScale) {
+      if (!row) { j->firstBad[task] = -2; return; }
+      for (int c = 0; c < cols; c++) {
+        if (!isfinite(x[c])) { j->firstBad[task] = (long)r * cols + c; return; }
+      }
+      for (int c = 0; c < cols; c++) row[c] = x[c] * j->colScale[c];
+      for (int c = 0; c < cols; c++) {
+        if (!isfinite(row[c])) { j->firstBad[task] = (long)r * cols + c; j->badInProduct[task] = 1; free(row); return; }
+      }
+      x = row;
+    }
+    float m = 0;
+    int finite = 1;
+    for (int c = 0; c < cols; c++) {
+      const float a = fabsf(x[c]);
+      finite &= isfinite(x[c]) != 0;
+      m = a > m ? a : m;
+    }
+    if (!finite) {
+      for (int c = 0; c < cols; c++) if (!isfinite(x[c])) { j->firstBad[task] = (long)r * cols + c; break; }
+      free(row);
+      return;
+    }
+    const float s = (float)((double)m / j->qmax);
+    j->scales[r] = s;
+    const size_t base = (size_t)r * cols;
+    if (s == 0) {
+      /* A zero row, or one whose scale underflows: zeros (the arrays arrive zeroed, rows may not be). */
+      if (j->q8) memset(j->q8 + base, 0, (size_t)cols);
+      else memset(j->q16 + base, 0, (size_t)cols * 2);
+      continue;
+    }
+    const double ds = s, lim = j->qmax, magic = 6755399441055744.0;
+    for (int c = 0; c < cols; c++) {
+      double q = ((double)x[c] / ds + magic) - magic;
+      q = q > lim ? lim : q < -lim ? -lim : q;
+      if (j->q8) j->q8[base + c] = (int8_t)q;
+      else j->q16[base + c] = (int16_t)q;
+    }
+  }
+  free(row);
+}
+
+long FN(hl_quantize_rows)(const float *x, const float *colScale, int rows, int cols, int qmax, int8_t *q8, int16_t *q16, float *scales,
+                          int *badInProduct, int threads) {
+  const int tasks = (rows + QUANT_ROWS - 1) / QUANT_ROWS;
+  long *firstBad = malloc((size_t)tasks * sizeof(long) + sizeof(long));
+  int *inProduct = calloc((size_t)tasks + 1, sizeof(int));
+  if (!firstBad || !inProduct) {
+    free(firstBad);
+    free(inProduct);
+    return -2;
+  }
+  quant_job j = {x, colScale, rows, cols, qmax, q8, q16, scales, firstBad, inProduct};
+  hl_parallel_for(threads, tasks, quant_task, &j);
+  long bad = -1;
+  *badInProduct = 0;
+  for (int k = 0; k < tasks; k++) {
+    if (firstBad[k] == -2) { bad = -2; break; }
+    if (firstBad[k] >= 0) { bad = firstBad[k]; *badInProduct = inProduct[k]; break; }
+  }
+  free(firstBad);
+  free(inProduct);
+  return bad;
+}
+
+/* y[t][o] = fround((acc * sx[t]) * sw[o]) (sw NULL: fround(acc * sx[t])) for t in [t0, t0+tn), o in [o0, o0+on). */
+void FN(hl_dequantize)(const int32_t *acc32, const double *acc64, const float *sx, const float *sw, int OC, float *y, int t0, int tn, int o0,
+                       int on) {
+  for (int t = t0; t < t0 + tn; t++) {
+    const double s = sx[t];
+    const size_t base = (size_t)t * OC;
+    if (sw) {
+      if (acc32) for (int o = o0; o < o0 + on; o++) y[base + o] = (float)(((double)acc32[base + o] * s) * (double)sw[o]);
+      else for (int o = o0; o < o0 + on; o++) y[base + o] = (float)((acc64[base + o] * s) * (double)sw[o]);
+    } else {
+      if (acc32) for (int o = o0; o < o0 + on; o++) y[base + o] = (float)((double)acc32[base + o] * s);
+      else for (int o = o0; o < o0 + on; o++) y[base + o] = (float)(acc64[base + o] * s);
+    }
+  }
+}
