@@ -292,6 +292,7 @@ typedef struct {
   const uint8_t *mask;
   int T, in, out, rank;
   float scale, keep;
+  int failed; /* set by a task whose scratch allocation failed */
 } lora_job;
 
 /* Tokens per task: fixed, so the gradient partial sums (one per task, added in task order) are
@@ -327,24 +328,27 @@ static inline void axpy(float *y, float s, const float *x, int n) {
 }
 
 static void lora_fwd_task(void *ctx, int task) {
-  const lora_job *j = ctx;
-  float buf[j->mask ? j->in : 1], acc[j->out];
+  lora_job *j = ctx;
+  float *buf = malloc(((size_t)(j->mask ? j->in : 0) + j->out) * 4 + 4), *acc = buf + (j->mask ? j->in : 0);
+  if (!buf) { __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED); return; }
   for (int t = task * LORA_TB; t < MIN(j->T, (task + 1) * LORA_TB); t++) {
     const float *xd = dropped_row(j, t, buf);
     float *h = j->h + (size_t)t * j->rank;
     for (int r = 0; r < j->rank; r++) h[r] = dot(xd, j->A + (size_t)r * j->in, j->in);
-    memset(acc, 0, sizeof acc);
+    memset(acc, 0, (size_t)j->out * 4);
     for (int r = 0; r < j->rank; r++) axpy(acc, h[r], j->Bt + (size_t)r * j->out, j->out);
     axpy(j->y + (size_t)t * j->out, j->scale, acc, j->out);
   }
+  free(buf);
 }
 
 static void lora_bwd_task(void *ctx, int task) {
-  const lora_job *j = ctx;
+  lora_job *j = ctx;
   const int in = j->in, out = j->out, rank = j->rank;
   float *gA = j->partial + (size_t)task * rank * (in + out), *gBt = gA + (size_t)rank * in;
   memset(gA, 0, (size_t)rank * (in + out) * 4);
-  float buf[j->mask ? in : 1], dxd[j->dx ? in : 1], dh[LORA_MAX_RANK];
+  float *buf = malloc((size_t)2 * in * 4 + 4), *dxd = buf + in, dh[LORA_MAX_RANK];
+  if (!buf) { __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED); return; }
   for (int t = task * LORA_TB; t < MIN(j->T, (task + 1) * LORA_TB); t++) {
     const float *dy = j->dy + (size_t)t * out, *h = j->hIn + (size_t)t * rank;
     for (int r = 0; r < rank; r++) {
@@ -354,7 +358,7 @@ static void lora_bwd_task(void *ctx, int task) {
     const float *xd = dropped_row(j, t, buf);
     for (int r = 0; r < rank; r++) axpy(gA + (size_t)r * in, dh[r], xd, in);
     if (j->dx) {
-      memset(dxd, 0, sizeof dxd);
+      memset(dxd, 0, (size_t)in * 4);
       for (int r = 0; r < rank; r++) axpy(dxd, dh[r], j->A + (size_t)r * in, in);
       float *dx = j->dx + (size_t)t * in;
       if (j->mask) {
@@ -365,6 +369,7 @@ static void lora_bwd_task(void *ctx, int task) {
       }
     }
   }
+  free(buf);
 }
 
 /* B [out][rank] -> Bt [rank][out], so both products run along out in vector lanes. */
@@ -383,7 +388,7 @@ int FN(hl_lora_fwd)(float *y, float *h, const float *x, const float *A, const fl
   lora_job j = {.y = y, .h = h, .x = x, .A = A, .Bt = Bt, .mask = mask, .T = T, .in = in, .out = out, .rank = rank, .scale = scale, .keep = keep};
   hl_parallel_for(threads, (T + LORA_TB - 1) / LORA_TB, lora_fwd_task, &j);
   free(Bt);
-  return 0;
+  return j.failed ? -1 : 0;
 }
 
 int FN(hl_lora_bwd)(float *dx, float *gradA, float *gradB, const float *dy, const float *x, const float *h, const float *A, const float *B,
@@ -399,6 +404,11 @@ int FN(hl_lora_bwd)(float *dx, float *gradA, float *gradB, const float *dy, cons
   lora_job j = {.dx = dx, .partial = partial, .x = x, .dy = dy, .A = A, .Bt = Bt, .hIn = h, .mask = mask, .T = T, .in = in,
                 .out = out, .rank = rank, .scale = scale, .keep = keep};
   hl_parallel_for(threads, tasks, lora_bwd_task, &j);
+  if (j.failed) {
+    free(Bt);
+    free(partial);
+    return -1;
+  }
   for (int k = 0; k < tasks; k++) {
     const float *gA = partial + (size_t)k * rank * (in + out), *gBt = gA + (size_t)rank * in;
     for (size_t i = 0; i < (size_t)rank * in; i++) gradA[i] += gA[i];
