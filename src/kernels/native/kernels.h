@@ -68,6 +68,10 @@ typedef struct {
  *        target is negative: ignored); with grad the row becomes its gradient softmax*inv - inv at
  *        the target (zeros for ignored rows).
  * swiglu_fwd / swiglu_bwd: out = silu(gate)*up over n values; dgate, dup += its gradients.
+ * attn_fwd / attn_bwd (attention.c): grouped-query causal attention with a packing mask, as
+ *        attentionForwardReference / attentionBackwardReference in src/model/layers.ts: q, out,
+ *        dout, dq [T][nH*hd]; k, v, dk, dv [T][nKv*hd]; lse [nH][T] (may be NULL in forward);
+ *        seq [T] sequence ids; backward adds into dq, dk, dv.
  */
 #define HL_DECLARE_MODEL_OPS(lv)                                                                        \
   int HL_CAT(hl_sgemm_mt, lv)(int M, int N, int K, const float *A, long sai, long sak, const float *B,   \
@@ -77,7 +81,12 @@ typedef struct {
                                     double *losses, int threads);                                       \
   void HL_CAT(hl_swiglu_fwd, lv)(float *out, const float *gate, const float *up, long n, int threads);   \
   void HL_CAT(hl_swiglu_bwd, lv)(float *dgate, float *dup, const float *dout, const float *gate,         \
-                                 const float *up, long n, int threads);
+                                 const float *up, long n, int threads);                                 \
+  int HL_CAT(hl_attn_fwd, lv)(const float *q, const float *k, const float *v, const int32_t *seq, int T, int nH, \
+                              int nKv, int hd, float *out, float *lse, int threads);                    \
+  int HL_CAT(hl_attn_bwd, lv)(const float *q, const float *k, const float *v, const float *out, const float *lse, \
+                              const float *dout, const int32_t *seq, int T, int nH, int nKv, int hd, float *dq, \
+                              float *dk, float *dv, int threads);
 
 /* The build defines HL_HAVE_<level> for each vector level its compiler could build. */
 HL_DECLARE(scalar)
