@@ -1,7 +1,7 @@
 // The native attention (src/kernels/native/attention.c) at every CPU level this machine runs,
 // against attentionForwardReference / attentionBackwardReference: packed sequences of odd lengths,
 // ids that come back, GQA groups 1 and 3, head dims 64 and odd ones; the same bits for 1 and 2
-// threads; wrong sizes refused. Without the addon these tests fail unless HELORA_KERNELS=wasm.
+// or 3 threads; wrong sizes refused. Without the addon these tests fail unless HELORA_KERNELS=wasm.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { attentionBackwardReference, attentionForwardReference, type AttentionDims } from '../model/layers.js';
@@ -49,14 +49,18 @@ function close(got: Float32Array, want: Float32Array, what: string, tol = 2e-5):
   assert.ok(m > 0 && e <= tol * Math.max(1, m), `${what}: max err ${e} at ${at} (max |value| ${m})`);
 }
 
-interface Case { lengths: number[]; back?: boolean; nHeads: number; nKvHeads: number; headDim: number }
+interface Case { lengths: number[]; back?: boolean; nHeads: number; nKvHeads: number; headDim: number; qScale?: number }
 
 const cases: Case[] = [
   { lengths: [1, 5, 64, 65, 130], nHeads: 3, nKvHeads: 1, headDim: 64 },
   { lengths: [1, 5, 64, 65, 130], nHeads: 2, nKvHeads: 2, headDim: 24 },
   { lengths: [130, 1, 65, 5, 64], nHeads: 6, nKvHeads: 2, headDim: 40 },
   { lengths: [70, 3, 20, 40], back: true, nHeads: 3, nKvHeads: 1, headDim: 17 },
-  { lengths: [200], nHeads: 4, nKvHeads: 4, headDim: 64 },
+  { lengths: [200], nHeads: 4, nKvHeads: 4, headDim: 64 }, // few (head, sequence) tasks: backward cuts the sequence into parts
+  { lengths: [300], nHeads: 1, nKvHeads: 1, headDim: 16 },
+  { lengths: [1], nHeads: 8, nKvHeads: 1, headDim: 1 },
+  { lengths: [3, 66, 2], nHeads: 8, nKvHeads: 1, headDim: 1 },
+  { lengths: [100, 29], nHeads: 2, nKvHeads: 1, headDim: 32, qScale: 8 }, // sharp softmax rows
 ];
 
 function inputs(c: Case, seed: number) {
@@ -65,7 +69,7 @@ function inputs(c: Case, seed: number) {
   const T = seqIds.length;
   const d: AttentionDims = { T, nHeads: c.nHeads, nKvHeads: c.nKvHeads, headDim: c.headDim };
   const nq = T * c.nHeads * c.headDim, nkv = T * c.nKvHeads * c.headDim;
-  return { seqIds, T, d, q: randn(nq, r, 1.5), k: randn(nkv, r, 1.5), v: randn(nkv, r), dout: randn(nq, r), nq, nkv };
+  return { seqIds, T, d, q: randn(nq, r, 1.5 * (c.qScale ?? 1)), k: randn(nkv, r, 1.5), v: randn(nkv, r), dout: randn(nq, r), nq, nkv };
 }
 
 for (const level of levels) {
@@ -83,7 +87,7 @@ for (const level of levels) {
         attentionBackwardReference(g1[0]!, g1[1]!, g1[2]!, x.dout, x.q, x.k, x.v, o1, l1, x.seqIds, x.d);
 
         let first: Float32Array[] | null = null;
-        for (const t of [1, 2]) {
+        for (const t of [1, 2, 3]) {
           nk!.threads = t;
           const o2 = new Float32Array(x.nq).fill(NaN), l2 = new Float32Array(c.nHeads * x.T).fill(NaN);
           nk!.attentionForward(o2, l2, x.q, x.k, x.v, x.seqIds, x.T, c.nHeads, c.nKvHeads, c.headDim);
@@ -99,7 +103,7 @@ for (const level of levels) {
           close(g2[2]!, g1[2]!, `${label} dv`);
           const all = [o2, l2, ...g2];
           if (!first) first = all;
-          else all.forEach((a, i) => assert.deepEqual(a, first![i], `${label}: 2 threads differ from 1 (array ${i})`));
+          else all.forEach((a, i) => assert.deepEqual(a, first![i], `${label}: ${t} threads differ from 1 (array ${i})`));
         }
       }
     } finally {

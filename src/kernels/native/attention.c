@@ -10,9 +10,10 @@
  * loops over these blocks (the packed GEMM's per-call packing and scratch would cost more than
  * they save at 64 rows):
  *   forward task (head, block): S = (q scale) K^T, softmax, O = P V;
- *   backward task (head, segment): every block of the segment; dQ rows are the task's own, dK and
- *   dV go to per-head scratch rows that only this task writes, and a last pass adds each kv
- *   head's group of scratch rows into dk, dv in head order.
+ *   backward task (head, part of a segment): its blocks; dQ rows are the task's own, dK and dV
+ *   go to per-head scratch rows that only this task writes, and a last pass adds each kv head's
+ *   group of scratch rows into dk, dv in a fixed order. Segments are cut into parts only when
+ *   there are few of them (a long sequence), at the cost of scratch rows per part.
  * A segment is a stretch of tokens whose queries see no key outside it (a run of one id, or for
  * ids that come back, everything between their first and last token), so tasks never share rows
  * and every result depends on task indices alone: the same bits for any thread count.
@@ -160,8 +161,19 @@ typedef struct {
 typedef struct {
   int b0, b1; /* its blocks */
   int t0, t1; /* its tokens */
-  long work;  /* sum of block areas: larger segments are handed out first */
+  int p0, p1; /* its parts (backward) */
+  long work;  /* sum of block areas */
 } seg_t;
+
+/*
+ * Backward: a segment's blocks in one or more parts (several when there are few segments, so
+ * that there are tasks enough for the threads). A part's dK, dV rows are its own: keys
+ * [segment start, t1) at row offset off of each head's scratch.
+ */
+typedef struct {
+  int b0, b1, seg, t1;
+  long off, work;
+} part_t;
 
 typedef struct {
   /* inputs */
@@ -174,12 +186,15 @@ typedef struct {
   /* plan */
   blk_t *blk;
   seg_t *seg;
-  int nblk, nseg;
-  int *order; /* forward: blocks by size, largest first; backward: segments */
+  part_t *part;
+  int *seg_of; /* token -> segment */
+  int nblk, nseg, npart;
+  long R; /* backward scratch rows per head */
+  int *order; /* forward: blocks by size, largest first; backward: parts */
   long *work;
   /* per kv head copies: K^T and V^T [nKv][hd][Tp]; K and V rows padded [nKv][T][hdp] */
   float *Kt, *Vt, *Kp, *Vp;
-  /* backward: per-head dK, dV rows [nH][T][hdp] */
+  /* backward: per-head dK, dV rows [nH][R][hdp] */
   float *dKs, *dVs;
   int failed;
 } attn_job;
@@ -217,7 +232,7 @@ static int plan(attn_job *J) {
   }
   free(ids);
   /* A segment may start at b when no token from b on sees a key before b. */
-  int *boundary = (int *)malloc((size_t)T * sizeof *boundary);
+  int *boundary = malloc((size_t)T * sizeof *boundary);
   if (!boundary) {
     free(starts);
     return -1;
@@ -233,7 +248,7 @@ static int plan(attn_job *J) {
     const int s0 = starts[t0];
     int contig = 1;
     for (int s = s0; s < t0 && contig; s++) contig = seq[s] == seq[t0];
-    if (boundary[t0]) J->seg[J->nseg++] = (seg_t){J->nblk, J->nblk, t0, t0, 0};
+    if (boundary[t0]) J->seg[J->nseg++] = (seg_t){J->nblk, J->nblk, t0, t0, 0, 0, 0};
     seg_t *g = &J->seg[J->nseg - 1];
     g->b1 = J->nblk + 1;
     g->t1 = t1;
@@ -268,9 +283,52 @@ static int order_by_work(int *order, const long *work, int n) {
   return 0;
 }
 
+#define PART_TASKS 32 /* split segments while there are fewer (head, segment) tasks than this */
+#define MAX_PARTS 4   /* parts per segment at most (each adds up to a segment of scratch rows) */
+
+static long area(const blk_t *b) { return (long)(b->t1 - b->t0) * (b->t1 - b->s0); }
+
+/* Cuts each segment's blocks into parts of about equal work (from the shapes alone, never the thread count). */
+static int split_parts(attn_job *J) {
+  const int tasks = J->nH * J->nseg;
+  const int want = MIN(MAX_PARTS, (PART_TASKS + tasks - 1) / tasks);
+  J->part = malloc((size_t)J->nblk * sizeof *J->part);
+  J->seg_of = malloc((size_t)J->T * sizeof *J->seg_of);
+  if (!J->part || !J->seg_of) return -1;
+  long off = 0;
+  J->npart = 0;
+  for (int si = 0; si < J->nseg; si++) {
+    seg_t *g = &J->seg[si];
+    const int P = MIN(want, g->b1 - g->b0);
+    long done = 0;
+    g->p0 = J->npart;
+    for (int p = 0, b = g->b0; p < P; p++) {
+      const long target = g->work * (p + 1) / P;
+      long w = 0;
+      int b1 = b;
+      /* at least one block, and one left for each later part; the last part takes the rest */
+      do {
+        w += area(&J->blk[b1]);
+        b1++;
+      } while (b1 < g->b1 - (P - 1 - p) && (p == P - 1 || done + w < target));
+      const int t1 = J->blk[b1 - 1].t1;
+      J->part[J->npart++] = (part_t){b, b1, si, t1, off, w};
+      off += t1 - g->t0;
+      done += w;
+      b = b1;
+    }
+    g->p1 = J->npart;
+    for (int t = g->t0; t < g->t1; t++) J->seg_of[t] = si;
+  }
+  J->R = off;
+  return 0;
+}
+
 static void free_job(attn_job *J) {
   free(J->blk);
   free(J->seg);
+  free(J->part);
+  free(J->seg_of);
   free(J->order);
   free(J->work);
   free(J->Kt);
@@ -407,23 +465,26 @@ static void fwd_task(void *ctx, int task) {
 static void bwd_task(void *ctx, int task) {
   attn_job *J = ctx;
   const int h = task % J->nH;
-  const seg_t *g = &J->seg[J->order[task / J->nH]];
+  const part_t *pt = &J->part[J->order[task / J->nH]];
+  const seg_t *g = &J->seg[pt->seg];
   const int T = J->T, hd = J->hd, hdp = J->hdp, kvh = h / J->group, nH = J->nH;
-  float *dK = J->dKs + (long)h * T * hdp, *dV = J->dVs + (long)h * T * hdp;
-  memset(dK + (long)g->t0 * hdp, 0, (size_t)(g->t1 - g->t0) * hdp * 4);
-  memset(dV + (long)g->t0 * hdp, 0, (size_t)(g->t1 - g->t0) * hdp * 4);
-  const int maxLk = g->t1 - g->t0, Bqp = round_up(BQ, MR), ldmax = round_up(maxLk + MR, NC);
+  /* row r of dK, dV: key g->t0 + r */
+  const int rows = pt->t1 - g->t0;
+  float *dK = J->dKs + ((long)h * J->R + pt->off) * hdp, *dV = J->dVs + ((long)h * J->R + pt->off) * hdp;
+  memset(dK, 0, (size_t)rows * hdp * 4);
+  memset(dV, 0, (size_t)rows * hdp * 4);
+  const int Bqp = round_up(BQ, MR), ldmax = round_up(rows + MR, NC);
   float *Q = malloc((size_t)Bqp * hdp * 4), *dO = malloc((size_t)Bqp * hdp * 4), *dQ = malloc((size_t)Bqp * hdp * 4);
   float *P = malloc((size_t)Bqp * ldmax * 4), *dS = malloc((size_t)Bqp * ldmax * 4);
   if (!Q || !dO || !dQ || !P || !dS) {
     __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
     goto done;
   }
-  for (int bi = g->b0; bi < g->b1; bi++) {
+  for (int bi = pt->b0; bi < pt->b1; bi++) {
     const blk_t *b = &J->blk[bi];
     /* This block's dq rows, and the next block's inputs, arrive while this block computes. */
     prefetch_rows(J->dq, nH, hd, h, b->t0, b->t1, 1);
-    if (bi + 1 < g->b1) {
+    if (bi + 1 < pt->b1) {
       const blk_t *nb = b + 1;
       prefetch_rows(J->q, nH, hd, h, nb->t0, nb->t1, 0);
       prefetch_rows(J->dout, nH, hd, h, nb->t0, nb->t1, 0);
@@ -470,8 +531,8 @@ static void bwd_task(void *ctx, int task) {
       for (int c = 0; c < hd; c++) dst[c] += s[c] * J->scale;
     }
     /* dK += dS^T (q scale), dV += P^T dO */
-    keys_update(dS, lds, Bq, Lk, diag, Q, hdp, hdp, dK + (long)b->s0 * hdp, hdp);
-    keys_update(P, lds, Bq, Lk, diag, dO, hdp, hdp, dV + (long)b->s0 * hdp, hdp);
+    keys_update(dS, lds, Bq, Lk, diag, Q, hdp, hdp, dK + (long)(b->s0 - g->t0) * hdp, hdp);
+    keys_update(P, lds, Bq, Lk, diag, dO, hdp, hdp, dV + (long)(b->s0 - g->t0) * hdp, hdp);
   }
 done:
   free(Q);
@@ -483,7 +544,10 @@ done:
 
 #define RED_ROWS 64
 
-/* dk, dv rows of one kv head += its group's per-head rows, in head order (task = kv head, rows). */
+/*
+ * dk, dv rows of one kv head += its group's per-head rows of every part that holds the key, in
+ * head then part order (task = kv head, rows).
+ */
 static void reduce_task(void *ctx, int task) {
   attn_job *J = ctx;
   const int chunks = (J->T + RED_ROWS - 1) / RED_ROWS, kvh = task / chunks, t0 = task % chunks * RED_ROWS;
@@ -492,11 +556,16 @@ static void reduce_task(void *ctx, int task) {
     const float *src = m ? J->dVs : J->dKs;
     float *dst = m ? J->dv : J->dk;
     for (int t = t0; t < t1; t++) {
+      const seg_t *g = &J->seg[J->seg_of[t]];
       float acc[hdp];
-      memcpy(acc, src + ((long)kvh * J->group * J->T + t) * hdp, (size_t)hdp * 4);
-      for (int g = 1; g < J->group; g++) {
-        const float *s = src + ((long)(kvh * J->group + g) * J->T + t) * hdp;
-        for (int c = 0; c < hdp; c++) acc[c] += s[c];
+      memset(acc, 0, sizeof acc);
+      for (int h = kvh * J->group; h < (kvh + 1) * J->group; h++) {
+        for (int p = g->p0; p < g->p1; p++) {
+          const part_t *pt = &J->part[p];
+          if (t >= pt->t1) continue;
+          const float *s = src + ((long)h * J->R + pt->off + (t - g->t0)) * hdp;
+          for (int c = 0; c < hdp; c++) acc[c] += s[c];
+        }
       }
       float *d = dst + ((long)t * J->nKv + kvh) * hd;
       for (int c = 0; c < hd; c++) d[c] += acc[c];
@@ -562,13 +631,14 @@ int FN(hl_attn_bwd)(const float *q, const float *k, const float *v, const float 
   J.Kt = malloc((size_t)nKv * hd * J.Tp * 4);
   J.Vt = malloc((size_t)nKv * hd * J.Tp * 4);
   J.Kp = malloc((size_t)nKv * T * J.hdp * 4);
-  J.dKs = malloc((size_t)nH * T * J.hdp * 4);
-  J.dVs = malloc((size_t)nH * T * J.hdp * 4);
+  if (split_parts(&J) != 0) goto done;
+  J.dKs = malloc((size_t)nH * J.R * J.hdp * 4);
+  J.dVs = malloc((size_t)nH * J.R * J.hdp * 4);
   if (!J.Kt || !J.Vt || !J.Kp || !J.dKs || !J.dVs) goto done;
   hl_parallel_for(threads, nKv, prep_task, &J);
-  for (int i = 0; i < J.nseg; i++) J.work[i] = J.seg[i].work;
-  if (order_by_work(J.order, J.work, J.nseg) != 0) goto done;
-  hl_parallel_for(threads, nH * J.nseg, bwd_task, &J);
+  for (int i = 0; i < J.npart; i++) J.work[i] = J.part[i].work;
+  if (order_by_work(J.order, J.work, J.npart) != 0) goto done;
+  hl_parallel_for(threads, nH * J.npart, bwd_task, &J);
   if (J.failed) goto done;
   hl_parallel_for(threads, nKv * ((T + RED_ROWS - 1) / RED_ROWS), reduce_task, &J);
   rc = 0;
