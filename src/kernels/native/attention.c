@@ -482,14 +482,6 @@ static void bwd_task(void *ctx, int task) {
   }
   for (int bi = pt->b0; bi < pt->b1; bi++) {
     const blk_t *b = &J->blk[bi];
-    /* This block's dq rows, and the next block's inputs, arrive while this block computes. */
-    prefetch_rows(J->dq, nH, hd, h, b->t0, b->t1, 1);
-    if (bi + 1 < pt->b1) {
-      const blk_t *nb = b + 1;
-      prefetch_rows(J->q, nH, hd, h, nb->t0, nb->t1, 0);
-      prefetch_rows(J->dout, nH, hd, h, nb->t0, nb->t1, 0);
-      prefetch_rows(J->out_in, nH, hd, h, nb->t0, nb->t1, 0);
-    }
     const int Bq = b->t1 - b->t0, Lk = b->t1 - b->s0, diag = b->t0 - b->s0;
     const int bqp = round_up(Bq, MR), lds = round_up(Lk + MR, NC);
     gather(Q, hdp, J->q, nH, hd, h, b->t0, Bq, bqp, J->scale);
@@ -523,12 +515,21 @@ static void bwd_task(void *ctx, int task) {
       memset(p + n, 0, (size_t)(lds - n) * 4);
       memset(ds + n, 0, (size_t)(lds - n) * 4);
     }
+    /* The rows of dq (and below, the next block's inputs) arrive while the products run: late
+     * enough that the products' operands do not push them out of the caches again. */
+    prefetch_rows(J->dq, nH, hd, h, b->t0, b->t1, 1);
     /* dQ = scale dS K */
     prob_values(dS, lds, bqp, Lk, diag, J->Kp + ((long)kvh * T + b->s0) * hdp, hdp, hdp, dQ, hdp);
     for (int i = 0; i < Bq; i++) {
       float *dst = J->dq + ((long)(b->t0 + i) * nH + h) * hd;
       const float *s = dQ + (long)i * hdp;
       for (int c = 0; c < hd; c++) dst[c] += s[c] * J->scale;
+    }
+    if (bi + 1 < pt->b1) {
+      const blk_t *nb = b + 1;
+      prefetch_rows(J->q, nH, hd, h, nb->t0, nb->t1, 0);
+      prefetch_rows(J->dout, nH, hd, h, nb->t0, nb->t1, 0);
+      prefetch_rows(J->out_in, nH, hd, h, nb->t0, nb->t1, 0);
     }
     /* dK += dS^T (q scale), dV += P^T dO */
     keys_update(dS, lds, Bq, Lk, diag, Q, hdp, hdp, dK + (long)(b->s0 - g->t0) * hdp, hdp);
