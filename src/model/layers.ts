@@ -7,7 +7,7 @@
  * Sums run in JS doubles and are rounded once when stored.
  *
  * With the native kernels, fp32 SwiGLU, cross entropy and attention run there, over every core
- * (src/kernels/native/model-ops.c); the JavaScript bodies here are their reference and the
+ * (src/kernels/native/model-ops.c, attention.c); the JavaScript bodies here are their reference and the
  * WebAssembly backend's path.
  */
 

@@ -37,8 +37,39 @@
 #define MR 6       /* rows per register tile */
 #define NC (2 * VW) /* key columns per tile of the score products */
 #define TPAD 64    /* zero columns after T in the transposed K and V (>= NC + MR) */
+#define KCH 128    /* keys per chunk of the backward */
 
 static inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
+
+/*
+ * vexp (vmath.h) with its polynomial and range reduction fused where the level has FMA: the
+ * softmax's exp is a sizable share of the work here, and attention promises agreement with the
+ * reference to rounding only, not the same bits at every level.
+ */
+static inline vf vexp_fused(vf x0) {
+  const vf lo = vsplat(-87.33654f), hi = vsplat(88.72283f);
+  const vi keep = x0 >= lo;
+  const vi nan = x0 != x0;
+  vf x = vmax(x0, lo);
+  x = -vmax(-x, -hi);
+  const vf shifter = vsplat(12582912.0f);
+  const vf t = vfma(x, vsplat(1.44269504088896341f), shifter);
+  const vf n = t - shifter;
+  const vf r = vfma(n, vsplat(2.12194440e-4f), vfma(n, vsplat(-0.693359375f), x));
+  vf p = vsplat(1.0f / 5040);
+  p = vfma(p, r, vsplat(1.0f / 720));
+  p = vfma(p, r, vsplat(1.0f / 120));
+  p = vfma(p, r, vsplat(1.0f / 24));
+  p = vfma(p, r, vsplat(1.0f / 6));
+  p = vfma(p, r, vsplat(0.5f));
+  p = vfma(p, r, vsplat(1.0f));
+  p = vfma(p, r, vsplat(1.0f));
+  const vi ni = (vi)t - (vi)shifter;
+  const vi half = ni >> 1;
+  const vf s1 = (vf)((half + 127) << 23), s2 = (vf)((ni - half + 127) << 23);
+  const vf e = p * s1 * s2;
+  return (vf)(((vi)e & keep & ~nan) | ((vi)(x0 + x0) & nan));
+}
 
 /* ------------------------------------------------------------------------------------------ */
 /* Block products                                                                               */
@@ -100,17 +131,20 @@ static inline __attribute__((always_inline)) void pv_tile(int nv, int add, const
 #define PV_KEYS 64 /* keys per pass: their V rows stay in L1 while every row tile uses them */
 
 /*
- * O[i][c] = sum_j P[i][j] V[j][c] for rows [0, rows) (a multiple of MR), c < hdp (a multiple of
- * VW); row tile i needs keys j < diag + i + MR only (P is zero past each row's last key).
+ * O[i][c] (+)= sum_j P[i][j] V[j][c] for rows [0, rows) (a multiple of MR), c < hdp (a multiple of
+ * VW); row tile i needs keys j < diag + i + MR only (P is zero past each row's last key). Without
+ * accumulate, diag >= 0 (every row tile has a key).
  */
-static void prob_values(const float *P, long ldp, int rows, int lk, int diag, const float *V, long ldv, int hdp, float *O, long ldo) {
+static void prob_values(const float *P, long ldp, int rows, int lk, int diag, const float *V, long ldv, int hdp, float *O, long ldo,
+                        int accumulate) {
   for (int j0 = 0; j0 < lk; j0 += PV_KEYS) {
     for (int i = 0; i < rows; i += MR) {
       const int jn = MIN(lk, diag + i + MR), j1 = MIN(jn, j0 + PV_KEYS);
       if (j0 >= jn) continue;
       int c = 0;
-      for (; c + 2 * VW <= hdp; c += 2 * VW) pv_tile(2, j0 > 0, P + i * ldp, ldp, j0, j1, V + c, ldv, O + i * ldo + c, ldo);
-      if (c < hdp) pv_tile(1, j0 > 0, P + i * ldp, ldp, j0, j1, V + c, ldv, O + i * ldo + c, ldo);
+      const int add = accumulate || j0 > 0;
+      for (; c + 2 * VW <= hdp; c += 2 * VW) pv_tile(2, add, P + i * ldp, ldp, j0, j1, V + c, ldv, O + i * ldo + c, ldo);
+      if (c < hdp) pv_tile(1, add, P + i * ldp, ldp, j0, j1, V + c, ldv, O + i * ldo + c, ldo);
     }
   }
 }
@@ -393,10 +427,10 @@ static void prefetch_rows(const float *x, int nHx, int hd, int h, int t0, int t1
 }
 
 /* Keys of a non-contiguous block whose id differs: -inf in row[0, n). */
-static void mask_ids(const attn_job *J, const blk_t *b, float *row, int n) {
+static void mask_ids(const attn_job *J, const blk_t *b, int k0, float *row, int n) {
   const int32_t sid = J->seq[b->t0];
   for (int j = 0; j < n; j++)
-    if (J->seq[b->s0 + j] != sid) row[j] = -INFINITY;
+    if (J->seq[b->s0 + k0 + j] != sid) row[j] = -INFINITY;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -416,7 +450,7 @@ static void fwd_block(const attn_job *J, int h, const blk_t *b, float *Q, float 
       continue;
     }
     const int n = diag + i + 1, vend = n - n % VW; /* keys [0, n) visible (ids permitting) */
-    if (!b->contig) mask_ids(J, b, row, n);
+    if (!b->contig) mask_ids(J, b, 0, row, n);
     vf m = vsplat(-INFINITY);
     for (int j = 0; j < vend; j += VW) m = vmax(m, vload(row + j));
     if (vend < n) m = vmax(m, vload_tail(row + vend, n - vend, -INFINITY));
@@ -424,12 +458,12 @@ static void fwd_block(const attn_job *J, int h, const blk_t *b, float *Q, float 
     const vf vmx = vsplat(max);
     vf sum = {0};
     for (int j = 0; j < vend; j += VW) {
-      const vf e = vexp(vload(row + j) - vmx);
+      const vf e = vexp_fused(vload(row + j) - vmx);
       sum += e;
       vstore(row + j, e);
     }
     if (vend < n) {
-      const vf e = vexp(vload_tail(row + vend, n - vend, -INFINITY) - vmx);
+      const vf e = vexp_fused(vload_tail(row + vend, n - vend, -INFINITY) - vmx);
       sum += e;
       vstore_tail(row + vend, e, n - vend);
     }
@@ -438,7 +472,7 @@ static void fwd_block(const attn_job *J, int h, const blk_t *b, float *Q, float 
     inv[i] = 1.0f / total;
     if (J->lse) J->lse[(long)h * T + b->t0 + i] = max + logf(total);
   }
-  prob_values(S, lds, Bqp, Lk, diag, J->Vp + ((long)kvh * T + b->s0) * hdp, hdp, hdp, O, hdp);
+  prob_values(S, lds, Bqp, Lk, diag, J->Vp + ((long)kvh * T + b->s0) * hdp, hdp, hdp, O, hdp, 0);
   for (int i = 0; i < Bq; i++) {
     float *dst = J->out + ((long)(b->t0 + i) * J->nH + h) * hd;
     const float *o = O + (long)i * hdp;
@@ -473,7 +507,7 @@ static void bwd_task(void *ctx, int task) {
   float *dK = J->dKs + ((long)h * J->R + pt->off) * hdp, *dV = J->dVs + ((long)h * J->R + pt->off) * hdp;
   memset(dK, 0, (size_t)rows * hdp * 4);
   memset(dV, 0, (size_t)rows * hdp * 4);
-  const int Bqp = round_up(BQ, MR), ldmax = round_up(rows + MR, NC);
+  const int Bqp = round_up(BQ, MR), ldmax = round_up(MIN(rows, KCH) + MR, NC);
   float *Q = malloc((size_t)Bqp * hdp * 4), *dO = malloc((size_t)Bqp * hdp * 4), *dQ = malloc((size_t)Bqp * hdp * 4);
   float *P = malloc((size_t)Bqp * ldmax * 4), *dS = malloc((size_t)Bqp * ldmax * 4);
   if (!Q || !dO || !dQ || !P || !dS) {
@@ -482,58 +516,60 @@ static void bwd_task(void *ctx, int task) {
   }
   for (int bi = pt->b0; bi < pt->b1; bi++) {
     const blk_t *b = &J->blk[bi];
-    const int Bq = b->t1 - b->t0, Lk = b->t1 - b->s0, diag = b->t0 - b->s0;
-    const int bqp = round_up(Bq, MR), lds = round_up(Lk + MR, NC);
+    const int Bq = b->t1 - b->t0, Lk = b->t1 - b->s0, bqp = round_up(Bq, MR);
     gather(Q, hdp, J->q, nH, hd, h, b->t0, Bq, bqp, J->scale);
     gather(dO, hdp, J->dout, nH, hd, h, b->t0, Bq, bqp, 1.0f);
-    const long kt = (long)kvh * hd * J->Tp + b->s0;
-    scores(Q, hdp, bqp, hd, J->Kt + kt, J->Tp, P, lds, diag, Lk);
-    scores(dO, hdp, bqp, hd, J->Vt + kt, J->Tp, dS, lds, diag, Lk);
-    for (int i = 0; i < bqp; i++) {
-      float *p = P + (long)i * lds, *ds = dS + (long)i * lds;
-      if (i >= Bq) {
-        memset(p, 0, (size_t)lds * 4);
-        memset(ds, 0, (size_t)lds * 4);
-        continue;
-      }
-      const int t = b->t0 + i, n = diag + i + 1, vend = n - n % VW;
-      const float *o = J->out_in + ((long)t * nH + h) * hd, *dy = dO + (long)i * hdp;
-      vf dsum = {0}; /* rowsum(dO * O) */
+    float D[BQ], L[BQ]; /* rowsum(dO * O) and lse per query */
+    for (int i = 0; i < Bq; i++) {
+      const float *o = J->out_in + ((long)(b->t0 + i) * nH + h) * hd, *dy = dO + (long)i * hdp;
+      vf dsum = {0};
       for (int c = 0; c < hd; c += VW) dsum += vload(dy + c) * (c + VW <= hd ? vload(o + c) : vload_tail(o + c, hd - c, 0));
-      const vf vl = vsplat(J->lse_in[(long)h * T + t]), vD = vsplat(hsum(dsum));
-      if (!b->contig) mask_ids(J, b, p, n);
-      for (int j = 0; j < vend; j += VW) {
-        const vf e = vexp(vload(p + j) - vl);
-        vstore(p + j, e);
-        vstore(ds + j, e * (vload(ds + j) - vD));
-      }
-      if (vend < n) {
-        const vf e = vexp(vload_tail(p + vend, n - vend, -INFINITY) - vl);
-        vstore_tail(p + vend, e, n - vend);
-        vstore_tail(ds + vend, e * (vload_tail(ds + vend, n - vend, 0) - vD), n - vend);
-      }
-      memset(p + n, 0, (size_t)(lds - n) * 4);
-      memset(ds + n, 0, (size_t)(lds - n) * 4);
+      D[i] = hsum(dsum);
+      L[i] = J->lse_in[(long)h * T + b->t0 + i];
     }
-    /* The rows of dq (and below, the next block's inputs) arrive while the products run: late
-     * enough that the products' operands do not push them out of the caches again. */
     prefetch_rows(J->dq, nH, hd, h, b->t0, b->t1, 1);
-    /* dQ = scale dS K */
-    prob_values(dS, lds, bqp, Lk, diag, J->Kp + ((long)kvh * T + b->s0) * hdp, hdp, hdp, dQ, hdp);
+    /* Keys in chunks of KCH, so each chunk's operands stay in L2 through its five products. */
+    for (int k0 = 0; k0 < Lk; k0 += KCH) {
+      const int lk = MIN(KCH, Lk - k0), diag = b->t0 - b->s0 - k0, lds = round_up(lk + MR, NC);
+      const long kt = (long)kvh * hd * J->Tp + b->s0 + k0, kp = ((long)kvh * T + b->s0 + k0) * hdp;
+      scores(Q, hdp, bqp, hd, J->Kt + kt, J->Tp, P, lds, diag, lk);
+      scores(dO, hdp, bqp, hd, J->Vt + kt, J->Tp, dS, lds, diag, lk);
+      for (int i = 0; i < bqp; i++) {
+        float *p = P + (long)i * lds, *ds = dS + (long)i * lds;
+        const int n = i < Bq ? MAX(0, MIN(lk, diag + i + 1)) : 0, vend = n - n % VW; /* keys [0, n) visible */
+        if (n > 0) {
+          const vf vl = vsplat(L[i]), vD = vsplat(D[i]);
+          if (!b->contig) mask_ids(J, b, k0, p, n);
+          for (int j = 0; j < vend; j += VW) {
+            const vf e = vexp_fused(vload(p + j) - vl);
+            vstore(p + j, e);
+            vstore(ds + j, e * (vload(ds + j) - vD));
+          }
+          if (vend < n) {
+            const vf e = vexp_fused(vload_tail(p + vend, n - vend, -INFINITY) - vl);
+            vstore_tail(p + vend, e, n - vend);
+            vstore_tail(ds + vend, e * (vload_tail(ds + vend, n - vend, 0) - vD), n - vend);
+          }
+        }
+        memset(p + n, 0, (size_t)(lds - n) * 4);
+        memset(ds + n, 0, (size_t)(lds - n) * 4);
+      }
+      /* dQ (+)= dS K (scaled below), dK += dS^T (q scale), dV += P^T dO */
+      prob_values(dS, lds, bqp, lk, diag, J->Kp + kp, hdp, hdp, dQ, hdp, k0 > 0);
+      keys_update(dS, lds, Bq, lk, diag, Q, hdp, hdp, dK + (long)(b->s0 + k0 - g->t0) * hdp, hdp);
+      keys_update(P, lds, Bq, lk, diag, dO, hdp, hdp, dV + (long)(b->s0 + k0 - g->t0) * hdp, hdp);
+    }
     for (int i = 0; i < Bq; i++) {
       float *dst = J->dq + ((long)(b->t0 + i) * nH + h) * hd;
       const float *s = dQ + (long)i * hdp;
       for (int c = 0; c < hd; c++) dst[c] += s[c] * J->scale;
     }
-    if (bi + 1 < pt->b1) {
+    if (bi + 1 < pt->b1) { /* the next block's inputs arrive while this one finishes */
       const blk_t *nb = b + 1;
       prefetch_rows(J->q, nH, hd, h, nb->t0, nb->t1, 0);
       prefetch_rows(J->dout, nH, hd, h, nb->t0, nb->t1, 0);
       prefetch_rows(J->out_in, nH, hd, h, nb->t0, nb->t1, 0);
     }
-    /* dK += dS^T (q scale), dV += P^T dO */
-    keys_update(dS, lds, Bq, Lk, diag, Q, hdp, hdp, dK + (long)(b->s0 - g->t0) * hdp, hdp);
-    keys_update(P, lds, Bq, Lk, diag, dO, hdp, hdp, dV + (long)(b->s0 - g->t0) * hdp, hdp);
   }
 done:
   free(Q);
