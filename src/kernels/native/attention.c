@@ -10,10 +10,11 @@
  * loops over these blocks (the packed GEMM's per-call packing and scratch would cost more than
  * they save at 64 rows):
  *   forward task (head, block): S = (q scale) K^T, softmax, O = P V;
- *   backward task (head, part of a segment): its blocks; dQ rows are the task's own, dK and dV
- *   go to per-head scratch rows that only this task writes, and a last pass adds each kv head's
- *   group of scratch rows into dk, dv in a fixed order. Segments are cut into parts only when
- *   there are few of them (a long sequence), at the cost of scratch rows per part.
+ *   backward task (head, part of a segment): its blocks, each over keys in chunks of KCH
+ *   (S, P, dP, dS, then dQ += dS K, dK += dS^T Q, dV += P^T dO); dQ rows are the task's own,
+ *   dK and dV go to per-head scratch rows that only this task writes, and a last pass adds each
+ *   kv head's group of scratch rows into dk, dv in a fixed order. Segments are cut into parts
+ *   only when there are few of them (a long sequence), at the cost of scratch rows per part.
  * A segment is a stretch of tokens whose queries see no key outside it (a run of one id, or for
  * ids that come back, everything between their first and last token), so tasks never share rows
  * and every result depends on task indices alone: the same bits for any thread count.
