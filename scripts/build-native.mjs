@@ -1,6 +1,6 @@
 // Builds the native kernels (src/kernels/native/*.c) into build/native/helora.node, an N-API addon,
 // with the system C compiler ($CC, else cc, gcc or clang) and the node_api.h headers that ship
-// with this Node. kernels.c, client-crypto.c and model-ops.c are compiled once per CPU level (the addon picks one at run time); a
+// with this Node. kernels.c, client-crypto.c, model-ops.c and attention.c are compiled once per CPU level (the addon picks one at run time); a
 // vector level this compiler cannot build is left out (the others still run).
 //
 // Never fails the install: without a compiler or headers, or on a compile error, it prints one
@@ -70,7 +70,7 @@ try {
   const run = (args) => execFileSync(cc, args, { stdio: verbose ? 'inherit' : ['ignore', 'ignore', 'pipe'] });
   for (const [name, flags] of levels) {
     // The client crypto is bit-identical to its WebAssembly twin: no FMA contraction there.
-    const units = [['kernels', []], ['client-crypto', ['-ffp-contract=off', '-Wno-psabi']], ['model-ops', ['-ffp-contract=off', '-Wno-psabi']]];
+    const units = [['kernels', []], ['client-crypto', ['-ffp-contract=off', '-Wno-psabi']], ['model-ops', ['-ffp-contract=off', '-Wno-psabi']], ['attention', ['-ffp-contract=off', '-Wno-psabi']]];
     const levelObjs = units.map(([f]) => join(outDir, `${f}-${name}.o`));
     try {
       units.forEach(([f, extra], i) => run([...common, ...flags, ...extra, `-DHL_LEVEL=${name}`, '-c', join(src, `${f}.c`), '-o', levelObjs[i]]));

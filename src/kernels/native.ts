@@ -46,6 +46,9 @@ interface Addon {
     scales: Float32Array, threads: number): number;
   dequantize(level: number, acc: Int32Array | Float64Array, sx: Float32Array, sw: Float32Array | null, OC: number, y: Float32Array,
     t0: number, tn: number, o0: number, on: number): void;
+  attention(level: number, op: number, T: number, nH: number, nKv: number, hd: number, seqIds: Int32Array, q: Float32Array, k: Float32Array,
+    v: Float32Array, out: Float32Array, lse: Float32Array | null, dout: Float32Array | null, dq: Float32Array | null, dk: Float32Array | null,
+    dv: Float32Array | null, threads: number): void;
 }
 
 /**
@@ -70,7 +73,7 @@ export function nativeAddonPath(): string {
 
 /** The native kernels at one CPU level. */
 export class NativeKernels {
-  /** Threads of sgemm, crossEntropy and swiglu (see defaultThreads). */
+  /** Threads of sgemm, crossEntropy, swiglu and attention (see defaultThreads). */
   threads = defaultThreads();
 
   constructor(private readonly addon: Addon, private levelIndex: number, public level: string) {}
@@ -198,6 +201,24 @@ export class NativeKernels {
   /** dgate, dup += the gradients of swigluForward for dout. */
   swigluBackward(dgate: Float32Array, dup: Float32Array, dout: Float32Array, gate: Float32Array, up: Float32Array, n: number): void {
     this.addon.swiglu(this.levelIndex, 1, n, gate, up, dout, dgate, dup, this.threads);
+  }
+
+  /**
+   * Grouped-query causal attention with a packing mask (attentionForwardReference in
+   * src/model/layers.ts): out[T, nH*hd] and, when given, lse[nH*T] from q[T, nH*hd] and
+   * k, v[T, nKv*hd]; key s is visible to query t iff s <= t and seqIds[s] == seqIds[t].
+   */
+  attentionForward(out: Float32Array, lse: Float32Array | null, q: Float32Array, k: Float32Array, v: Float32Array, seqIds: Int32Array,
+    T: number, nH: number, nKv: number, hd: number): void {
+    if (T === 0) return;
+    this.addon.attention(this.levelIndex, 0, T, nH, nKv, hd, seqIds, q, k, v, out, lse, null, null, null, null, this.threads);
+  }
+
+  /** dq, dk, dv += the gradients of attentionForward for dout, given its out and lse. */
+  attentionBackward(dq: Float32Array, dk: Float32Array, dv: Float32Array, dout: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array,
+    out: Float32Array, lse: Float32Array, seqIds: Int32Array, T: number, nH: number, nKv: number, hd: number): void {
+    if (T === 0) return;
+    this.addon.attention(this.levelIndex, 1, T, nH, nKv, hd, seqIds, q, k, v, out, lse, dout, dq, dk, dv, this.threads);
   }
 
   /**

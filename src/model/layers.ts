@@ -7,7 +7,7 @@
  * Sums run in JS doubles and are rounded once when stored.
  *
  * With the native kernels, fp32 RMSNorm, SwiGLU, cross entropy and attention run there, over every core
- * (src/kernels/native/model-ops.c); the JavaScript bodies here are their reference and the
+ * (src/kernels/native/model-ops.c, attention.c); the JavaScript bodies here are their reference and the
  * WebAssembly backend's path.
  */
 
@@ -327,13 +327,16 @@ function visible(seqIds: Int32Array, t: number, s: number, sid: number): boolean
 }
 
 /**
- * Blocked attention on the matmul kernels (same math as attentionForwardReference): per head and
+ * Attention for fp32 training: with the native kernels src/kernels/native/attention.c, else (the
+ * WebAssembly path) blocked on the matmul kernels (same math as attentionForwardReference): per head and
  * query block, S = (q/sqrt(hd)) K^T over the block's key range, masked softmax, O = P V.
  * q: [T, nHeads*hd]; k, v: [T, nKvHeads*hd]; lse: [nHeads*T] or null.
  */
 export function attentionForward(out: Float32Array, lse: Float32Array | null, q: Float32Array, k: Float32Array, v: Float32Array, seqIds: Int32Array, d: AttentionDims): void {
   checkAttn(d);
   const { T, nHeads: nH, nKvHeads: nKv, headDim: hd } = d;
+  const nk = nativeF32(out, q, k, v);
+  if (nk) return nk.attentionForward(out, lse, q, k, v, seqIds, T, nH, nKv, hd);
   const group = nH / nKv, scale = 1 / Math.sqrt(hd), B = ATTN_QUERY_BLOCK;
   const blocks = queryBlocks(seqIds, T, B);
   const Kh = new Float32Array(T * hd), Vh = new Float32Array(T * hd);
@@ -370,12 +373,14 @@ export function attentionForward(out: Float32Array, lse: Float32Array | null, q:
 }
 
 /**
- * dq, dk, dv += gradients of attentionForward (blocked, on the matmul kernels). Probabilities are
+ * dq, dk, dv += gradients of attentionForward (native, else blocked on the matmul kernels). Probabilities are
  * recomputed from the saved lse: P = exp(S - lse); dS = P (dO V^T - rowsum(dO * O)).
  */
 export function attentionBackward(dq: Float32Array, dk: Float32Array, dv: Float32Array, dout: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array, seqIds: Int32Array, d: AttentionDims): void {
   checkAttn(d);
   const { T, nHeads: nH, nKvHeads: nKv, headDim: hd } = d;
+  const nk = nativeF32(dq, dk, dv, dout, q, k, v, out, lse);
+  if (nk) return nk.attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, seqIds, T, nH, nKv, hd);
   const group = nH / nKv, scale = 1 / Math.sqrt(hd), B = ATTN_QUERY_BLOCK;
   const blocks = queryBlocks(seqIds, T, B);
   const Kh = new Float32Array(T * hd), Vh = new Float32Array(T * hd), dKh = new Float32Array(T * hd), dVh = new Float32Array(T * hd);

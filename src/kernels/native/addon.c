@@ -40,6 +40,9 @@ typedef void (*rmsnorm_fwd_fn)(float *, float *, const float *, const float *, i
 typedef void (*rmsnorm_bwd_fn)(float *, const float *, const float *, const float *, const float *, int, int, int);
 typedef long (*quantize_rows_fn)(const float *, const float *, int, int, int, int8_t *, int16_t *, float *, int *, int);
 typedef void (*dequantize_fn)(const int32_t *, const double *, const float *, const float *, int, float *, int, int, int, int);
+typedef int (*attn_fwd_fn)(const float *, const float *, const float *, const int32_t *, int, int, int, int, float *, float *, int);
+typedef int (*attn_bwd_fn)(const float *, const float *, const float *, const float *, const float *, const float *, const int32_t *,
+                           int, int, int, int, float *, float *, float *, int);
 
 typedef struct {
   const char *name;
@@ -63,6 +66,8 @@ typedef struct {
   rmsnorm_bwd_fn rmsnorm_bwd;
   quantize_rows_fn quantize_rows;
   dequantize_fn dequantize;
+  attn_fwd_fn attn_fwd;
+  attn_bwd_fn attn_bwd;
 } level_t;
 
 static int always(void) { return 1; }
@@ -90,27 +95,31 @@ static const level_t LEVELS[] = {
      hl_cc_encrypt_avx512vnni, hl_cc_decrypt_avx512vnni, hl_cc_transpose_avx512vnni,
      hl_sgemm_mt_avx512vnni, hl_cross_entropy_avx512vnni, hl_swiglu_fwd_avx512vnni, hl_swiglu_bwd_avx512vnni,
      hl_lora_fwd_avx512vnni, hl_lora_bwd_avx512vnni, hl_dropout_mask_avx512vnni, hl_rmsnorm_fwd_avx512vnni, hl_rmsnorm_bwd_avx512vnni,
-     hl_quantize_rows_avx512vnni, hl_dequantize_avx512vnni},
+     hl_quantize_rows_avx512vnni, hl_dequantize_avx512vnni,
+     hl_attn_fwd_avx512vnni, hl_attn_bwd_avx512vnni},
 #endif
 #if defined(HL_HAVE_avx512)
     {"avx512", has_avx512, hl_zq_avx512, hl_gemm_i8_avx512, hl_sgemm_avx512, hl_small_f32_avx512, hl_peak_avx512,
      hl_cc_encrypt_avx512, hl_cc_decrypt_avx512, hl_cc_transpose_avx512,
      hl_sgemm_mt_avx512, hl_cross_entropy_avx512, hl_swiglu_fwd_avx512, hl_swiglu_bwd_avx512,
      hl_lora_fwd_avx512, hl_lora_bwd_avx512, hl_dropout_mask_avx512, hl_rmsnorm_fwd_avx512, hl_rmsnorm_bwd_avx512,
-     hl_quantize_rows_avx512, hl_dequantize_avx512},
+     hl_quantize_rows_avx512, hl_dequantize_avx512,
+     hl_attn_fwd_avx512, hl_attn_bwd_avx512},
 #endif
 #if defined(HL_HAVE_avx2)
     {"avx2", has_avx2, hl_zq_avx2, hl_gemm_i8_avx2, hl_sgemm_avx2, hl_small_f32_avx2, hl_peak_avx2,
      hl_cc_encrypt_avx2, hl_cc_decrypt_avx2, hl_cc_transpose_avx2,
      hl_sgemm_mt_avx2, hl_cross_entropy_avx2, hl_swiglu_fwd_avx2, hl_swiglu_bwd_avx2,
      hl_lora_fwd_avx2, hl_lora_bwd_avx2, hl_dropout_mask_avx2, hl_rmsnorm_fwd_avx2, hl_rmsnorm_bwd_avx2,
-     hl_quantize_rows_avx2, hl_dequantize_avx2},
+     hl_quantize_rows_avx2, hl_dequantize_avx2,
+     hl_attn_fwd_avx2, hl_attn_bwd_avx2},
 #endif
     {"scalar", always, hl_zq_scalar, hl_gemm_i8_scalar, hl_sgemm_scalar, hl_small_f32_scalar, hl_peak_scalar,
      hl_cc_encrypt_scalar, hl_cc_decrypt_scalar, hl_cc_transpose_scalar,
      hl_sgemm_mt_scalar, hl_cross_entropy_scalar, hl_swiglu_fwd_scalar, hl_swiglu_bwd_scalar,
      hl_lora_fwd_scalar, hl_lora_bwd_scalar, hl_dropout_mask_scalar, hl_rmsnorm_fwd_scalar, hl_rmsnorm_bwd_scalar,
-     hl_quantize_rows_scalar, hl_dequantize_scalar},
+     hl_quantize_rows_scalar, hl_dequantize_scalar,
+     hl_attn_fwd_scalar, hl_attn_bwd_scalar},
 };
 #define NLEVELS ((int)(sizeof LEVELS / sizeof LEVELS[0]))
 
@@ -752,6 +761,48 @@ static napi_value js_dequantize(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
+/**
+ * attention(level, op, T, nH, nKv, hd, seqIds, q, k, v, out, lse|null, dout|null, dq|null, dk|null, dv|null, threads):
+ * op 0 out (and lse when given) = causal attention of q, k, v under the packing mask seqIds; op 1
+ * dq, dk, dv += its gradients for dout, from the forward's out and lse (see kernels.h).
+ */
+static napi_value js_attention(napi_env env, napi_callback_info info) {
+  napi_value argv[17];
+  const level_t *lv;
+  int64_t op, T, nH, nKv, hd, threads;
+  void *seq, *q, *k, *v, *out, *lse = NULL, *dout, *dq, *dk, *dv;
+  size_t len;
+  if (!get_args(env, info, 17, argv) || !(lv = get_level(env, argv[0])) || !get_int(env, argv[1], 0, 1, "op", &op) ||
+      !get_int(env, argv[2], 1, 1 << 24, "T", &T) || !get_int(env, argv[3], 1, 1 << 16, "nHeads", &nH) ||
+      !get_int(env, argv[4], 1, 1 << 16, "nKvHeads", &nKv) || !get_int(env, argv[5], 1, 1 << 16, "headDim", &hd) ||
+      !get_int(env, argv[16], 1, MAX_THREADS, "threads", &threads))
+    return NULL;
+  if (nH % nKv != 0) return fail(env, "helora native: attention heads must be a multiple of kv heads"), NULL;
+  const uint64_t nq = (uint64_t)T * (uint64_t)nH * (uint64_t)hd, nk = (uint64_t)T * (uint64_t)nKv * (uint64_t)hd;
+  if (nq > ((uint64_t)1 << 34)) return fail(env, "helora native: attention T * nHeads * headDim is too large"), NULL;
+  if (!get_array(env, argv[6], napi_int32_array, (uint64_t)T, 0, "seqIds", &seq, &len) ||
+      !get_array(env, argv[7], napi_float32_array, nq, 0, "q", &q, &len) ||
+      !get_array(env, argv[8], napi_float32_array, nk, 0, "k", &k, &len) ||
+      !get_array(env, argv[9], napi_float32_array, nk, 0, "v", &v, &len) ||
+      !get_array(env, argv[10], napi_float32_array, nq, 0, "out", &out, &len))
+    return NULL;
+  const uint64_t nl = (uint64_t)nH * (uint64_t)T;
+  int rc;
+  if (op == 0) {
+    if (!is_null(env, argv[11]) && !get_array(env, argv[11], napi_float32_array, nl, 0, "lse", &lse, &len)) return NULL;
+    rc = lv->attn_fwd(q, k, v, seq, (int)T, (int)nH, (int)nKv, (int)hd, out, lse, (int)threads);
+  } else {
+    if (!get_array(env, argv[11], napi_float32_array, nl, 0, "lse", &lse, &len) ||
+        !get_array(env, argv[12], napi_float32_array, nq, 0, "dout", &dout, &len) ||
+        !get_array(env, argv[13], napi_float32_array, nq, 0, "dq", &dq, &len) ||
+        !get_array(env, argv[14], napi_float32_array, nk, 0, "dk", &dk, &len) ||
+        !get_array(env, argv[15], napi_float32_array, nk, 0, "dv", &dv, &len))
+      return NULL;
+    rc = lv->attn_bwd(q, k, v, out, lse, dout, seq, (int)T, (int)nH, (int)nKv, (int)hd, dq, dk, dv, (int)threads);
+  }
+  return rc == 0 ? undefined(env) : oom(env);
+}
+
 NAPI_MODULE_INIT() {
   const napi_property_descriptor props[] = {
       {"levels", NULL, js_levels, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -773,6 +824,7 @@ NAPI_MODULE_INIT() {
       {"rmsnorm", NULL, js_rmsnorm, NULL, NULL, NULL, napi_enumerable, NULL},
       {"quantizeRows", NULL, js_quantize_rows, NULL, NULL, NULL, napi_enumerable, NULL},
       {"dequantize", NULL, js_dequantize, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"attention", NULL, js_attention, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

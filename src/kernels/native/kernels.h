@@ -81,6 +81,10 @@ typedef struct {
  *        *badInProduct set, whose product) is not finite, or -2 when memory ran out.
  * dequantize: y[t][o] = fround((acc * sx[t]) * sw[o]) in double (sw NULL: without it) over a token
  *        and output range; acc is acc32 or acc64.
+ * attn_fwd / attn_bwd (attention.c): grouped-query causal attention with a packing mask, as
+ *        attentionForwardReference / attentionBackwardReference in src/model/layers.ts: q, out,
+ *        dout, dq [T][nH*hd]; k, v, dk, dv [T][nKv*hd]; lse [nH][T] (may be NULL in forward);
+ *        seq [T] sequence ids; backward adds into dq, dk, dv.
  */
 #define HL_DECLARE_MODEL_OPS(lv)                                                                        \
   int HL_CAT(hl_sgemm_mt, lv)(int M, int N, int K, const float *A, long sai, long sak, const float *B,   \
@@ -105,7 +109,12 @@ typedef struct {
   long HL_CAT(hl_quantize_rows, lv)(const float *x, const float *colScale, int rows, int cols, int qmax,   \
                                     int8_t *q8, int16_t *q16, float *scales, int *badInProduct, int threads); \
   void HL_CAT(hl_dequantize, lv)(const int32_t *acc32, const double *acc64, const float *sx, const float *sw, \
-                                 int OC, float *y, int t0, int tn, int o0, int on);
+                                 int OC, float *y, int t0, int tn, int o0, int on);                      \
+  int HL_CAT(hl_attn_fwd, lv)(const float *q, const float *k, const float *v, const int32_t *seq, int T, int nH, \
+                              int nKv, int hd, float *out, float *lse, int threads);                    \
+  int HL_CAT(hl_attn_bwd, lv)(const float *q, const float *k, const float *v, const float *out, const float *lse, \
+                              const float *dout, const int32_t *seq, int T, int nH, int nKv, int hd, float *dq, \
+                              float *dk, float *dv, int threads);
 
 /* The build defines HL_HAVE_<level> for each vector level its compiler could build. */
 HL_DECLARE(scalar)

@@ -6,8 +6,8 @@
  * backend's path); these agree with them to float rounding, not bit for bit: exp is a float
  * polynomial here, Math.exp in double there.
  *
- * Vectors are GCC vector extensions (8 floats; 16 under AVX-512), so one body serves every level
- * and the compiler picks the instructions. Built with -ffp-contract=off: the polynomial is the
+ * Vectors are GCC vector extensions (vmath.h: 8 floats; 16 under AVX-512), so one body serves every
+ * level and the compiler picks the instructions. Built with -ffp-contract=off: the polynomial is the
  * same sequence of IEEE operations in every lane at every level, so each level computes the same
  * exp bit for bit and only sums whose lane count differs can round differently.
  * Every result depends on its task index alone, never on which thread ran it: the same answer
@@ -19,87 +19,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "vmath.h"
+
 #ifndef HL_LEVEL
 #error "compile with -DHL_LEVEL=<level name>"
 #endif
 #define FN(name) HL_CAT(name, HL_LEVEL)
 HL_DECLARE(HL_LEVEL) /* this level's hl_sgemm (kernels.c) */
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
-
-#if defined(__AVX512F__)
-#define VW 16
-#else
-#define VW 8
-#endif
-typedef float vf __attribute__((vector_size(VW * 4)));
-typedef int32_t vi __attribute__((vector_size(VW * 4)));
-
-static inline vf vload(const float *p) {
-  vf v;
-  memcpy(&v, p, sizeof v);
-  return v;
-}
-static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
-static inline vf vsplat(float x) { return (vf){0} + x; }
-static inline vf vmax(vf a, vf b) {
-  const vi gt = a > b;
-  return (vf)((gt & (vi)a) | (~gt & (vi)b));
-}
-
-/*
- * e^x per lane: x = n ln2 + r with |r| <= ln2/2 (ln2 in two parts so n ln2 is exact enough), e^r
- * by its degree-7 Taylor polynomial (truncation ~5e-9 relative on that range), times 2^n built in
- * the exponent bits. Below -87.3 the result is 0 (e^x < FLT_MIN: the softmax weight of a masked or
- * far-off logit), from 88.72 on +inf (as expf); NaN stays NaN.
- */
-static inline vf vexp(vf x0) {
-  const vf lo = vsplat(-87.33654f), hi = vsplat(88.72283f);
-  const vi keep = x0 >= lo;
-  const vi nan = x0 != x0;
-  vf x = vmax(x0, lo);
-  x = -vmax(-x, -hi);
-  const vf shifter = vsplat(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
-  const vf t = x * vsplat(1.44269504088896341f) + shifter;
-  const vf n = t - shifter;
-  const vf r = (x - n * vsplat(0.693359375f)) - n * vsplat(-2.12194440e-4f);
-  vf p = vsplat(1.0f / 5040);
-  p = p * r + vsplat(1.0f / 720);
-  p = p * r + vsplat(1.0f / 120);
-  p = p * r + vsplat(1.0f / 24);
-  p = p * r + vsplat(1.0f / 6);
-  p = p * r + vsplat(0.5f);
-  p = p * r + vsplat(1.0f);
-  p = p * r + vsplat(1.0f);
-  /* n in [-126, 128]: split 2^n into two factors so n = 128 does not overflow the exponent field. */
-  const vi ni = (vi)t - (vi)shifter;
-  const vi half = ni >> 1;
-  const vf s1 = (vf)((half + 127) << 23), s2 = (vf)((ni - half + 127) << 23);
-  const vf e = p * s1 * s2;
-  return (vf)(((vi)e & keep & ~nan) | ((vi)(x0 + x0) & nan));
-}
-
-static inline float hsum(vf v) {
-  float s = 0;
-  for (int i = 0; i < VW; i++) s += v[i];
-  return s;
-}
-static inline float hmax(vf v) {
-  float m = v[0];
-  for (int i = 1; i < VW; i++) m = v[i] > m ? v[i] : m;
-  return m;
-}
-
-/* The scalar tail of a row through the same lane arithmetic: pad to one vector. */
-static inline vf vload_tail(const float *p, int n, float pad) {
-  float buf[VW];
-  for (int i = 0; i < VW; i++) buf[i] = i < n ? p[i] : pad;
-  return vload(buf);
-}
-static inline void vstore_tail(float *p, vf v, int n) {
-  float buf[VW];
-  vstore(buf, v);
-  memcpy(p, buf, (size_t)n * 4);
-}
 
 /* ------------------------------------------------------------------------------------------ */
 /* Cross entropy                                                                               */
