@@ -118,6 +118,9 @@ HL_DECLARE(avx512)
 #if defined(HL_HAVE_avx512vnni)
 HL_DECLARE(avx512vnni)
 #endif
+#if defined(HL_HAVE_neon)
+HL_DECLARE(neon)
+#endif
 
 /** One unit of parallel work: task index in [0, ntasks). */
 typedef void (*hl_task_fn)(void *ctx, int task);
