@@ -1,7 +1,7 @@
 // Checks that the AArch64 build of the native kernels computes what the x86-64 build computes,
 // on an x86-64 machine: builds the self-test harness (src/kernels/native/selftest.c) twice, with
 // the system compiler at every x86-64 level build-native.mjs builds and with aarch64-linux-gnu-gcc
-// (static; levels scalar and neon), runs the first natively and the second under qemu-aarch64, and
+// (static; levels scalar, neon and dotprod), runs the first natively and the second under qemu-aarch64, and
 // compares: integer (bit-for-bit) outputs must hash the same on both architectures at every level;
 // fp32 outputs must agree with the x86-64 scalar level within the harness's tolerance.
 // Each harness also checks its own levels against its scalar level (exit 1 on a mismatch).
@@ -177,7 +177,8 @@ if (!cross) {
   console.log(`check-arm64: host is ${arch()}, not x86-64: checked this build's levels against its scalar level only (${x.rows.length} results)`);
   process.exit(0);
 }
-const a = runHarness('arm64', qemu, [arm.bin]);
+// -cpu max: the emulated CPU has every extension QEMU knows (dotprod included), so every arm64 level runs.
+const a = runHarness('arm64', qemu, ['-cpu', 'max', arm.bin]);
 console.log(`arm64 (${crossCc}, under ${qemu}): ${a.levels}; ran in ${a.secs.toFixed(1)} s`);
 
 // Cross-architecture comparison, test by test.

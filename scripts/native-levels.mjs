@@ -14,7 +14,11 @@ export function levelsFor(arch) {
   } else if (arch === 'arm64') {
     // NEON (Advanced SIMD) is baseline on AArch64: no -march needed. HL_NEON selects the intrinsics
     // in kernels.c; the scalar level sees __ARM_NEON as well and must stay portable C.
-    levels.push(['neon', ['-DHL_NEON']]);
+    levels.push(
+      ['neon', ['-DHL_NEON']],
+      // ARMv8.2 dot product (sdot); the addon checks HWCAP_ASIMDDP at run time.
+      ['dotprod', ['-march=armv8.2-a+dotprod', '-DHL_NEON', '-DHL_DOTPROD']],
+    );
   }
   return levels;
 }

@@ -75,6 +75,9 @@ static const level_t LEVELS[] = {
 #if defined(HL_HAVE_neon)
     LEVEL(neon, always),
 #endif
+#if defined(HL_HAVE_dotprod)
+    LEVEL(dotprod, hl_has_dotprod),
+#endif
 };
 #define NLEVELS ((int)(sizeof LEVELS / sizeof LEVELS[0]))
 
