@@ -26,6 +26,8 @@ typedef struct {
   int (*gemm_i8)(const uint8_t *, int, int, const int8_t *, int, int32_t *);
   int (*sgemm)(int, int, int, const float *, long, long, const float *, long, long, float *, long, long, int, const float *);
   void (*small_f32)(int, float *, const float *, const float *, const float *, int, int, int);
+  int (*cc_encrypt)(const hl_cc_layout *, int, const uint8_t *, const uint8_t *, uint8_t *, const uint32_t *, int, int, int, int,
+                    uint8_t *, int32_t, int, int);
   void (*cc_decrypt)(const hl_cc_layout *, int, const uint8_t *, const uint8_t *, int, uint8_t *, int);
   void (*cc_transpose)(const uint8_t *, int, int, uint8_t *);
   int (*sgemm_mt)(int, int, int, const float *, long, long, const float *, long, long, float *, long, long, int, const float *, int);
@@ -43,7 +45,7 @@ typedef struct {
 } level_t;
 
 #define LEVEL(n, sup)                                                                                                  \
-  {#n, sup, hl_zq_##n, hl_gemm_i8_##n, hl_sgemm_##n, hl_small_f32_##n, hl_cc_decrypt_##n, hl_cc_transpose_##n,         \
+  {#n, sup, hl_zq_##n, hl_gemm_i8_##n, hl_sgemm_##n, hl_small_f32_##n, hl_cc_encrypt_##n, hl_cc_decrypt_##n, hl_cc_transpose_##n,         \
    hl_sgemm_mt_##n, hl_cross_entropy_##n, hl_swiglu_fwd_##n, hl_swiglu_bwd_##n, hl_lora_fwd_##n, hl_lora_bwd_##n,      \
    hl_dropout_mask_##n, hl_rmsnorm_fwd_##n, hl_rmsnorm_bwd_##n, hl_quantize_rows_##n, hl_dequantize_##n}
 
@@ -364,24 +366,71 @@ static void t_transpose(const level_t *L, const int *p, out_t *o) {
 }
 
 /*
- * Client decryption (FFT in IEEE double, bit-identical at every level and to WebAssembly): n2,
- * rows, shift, accumulate. The FFT tables are pseudo-random doubles instead of twiddles (the
- * kernel's arithmetic does not depend on their values; all stay finite), so the result is not
- * a decryption but must still be the same bits everywhere.
+ * The client crypto's state for ring degree 2 n2 (client-crypto.c): the FFT tables are
+ * pseudo-random doubles instead of twiddles (the kernels' arithmetic does not depend on their
+ * values; all stay finite), so results are not decryptions or ciphertexts, but the kernels are
+ * IEEE double operations in a fixed order and must give the same bits everywhere.
  */
+typedef struct {
+  double *tab[7];
+  uint8_t *fbuf, *wide, *split;
+  hl_cc_layout lay;
+} cc_state;
+
+static void cc_init(cc_state *c, size_t n2) {
+  const size_t n = 2 * n2;
+  const size_t tabLen[7] = {n2 * 4, n2 * 4, n2 * 4, n2 * 4, n2 * 16, n2 * 16, n2 * 4 + 16};
+  for (int i = 0; i < 7; i++) {
+    c->tab[i] = xmalloc(tabLen[i] * 8);
+    const double s = i == 6 ? 1.0 / (double)n2 : 0.7; /* the secret's table has 1/(n/2) folded in */
+    for (size_t j = 0; j < tabLen[i]; j++) c->tab[i][j] = s * (double)uf(1.0f);
+  }
+  c->fbuf = xmalloc(n2 * 16), c->wide = xmalloc(n * 16), c->split = xmalloc(n * 24);
+  const hl_cc_layout lay = {(uint32_t)n2, (uint8_t *)c->tab[0], (uint8_t *)c->tab[1], (uint8_t *)c->tab[2], (uint8_t *)c->tab[3],
+                            (uint8_t *)c->tab[4], (uint8_t *)c->tab[5], (uint8_t *)c->tab[6], c->fbuf, c->wide, c->split};
+  c->lay = lay;
+}
+static void cc_free(cc_state *c) {
+  for (int i = 0; i < 7; i++) free(c->tab[i]);
+  free(c->fbuf), free(c->wide), free(c->split);
+}
+
+/* Client encryption: n2, polynomials, message bytes (1, 2, 4), pairs, deltaShift, upShift, outBytes, an out-of-range message. */
+static void t_encrypt(const level_t *L, const int *p, out_t *o) {
+  const size_t n2 = (size_t)p[0], n = 2 * n2;
+  const int nPolys = p[1], mBytes = p[2], outBytes = p[6];
+  const int32_t mLimit = mBytes == 1 ? 100 : 20000;
+  cc_state c;
+  cc_init(&c, n2);
+  const size_t vals = (size_t)nPolys * n;
+  uint8_t *a = xmalloc(vals * 6), *m = xmalloc(vals * (size_t)mBytes), *rnd = xmalloc(vals * 4 + vals / 4 + 16);
+  uint8_t *out = xmalloc(vals * (size_t)outBytes + 8);
+  fill_bytes(a, vals * 6);
+  fill_bytes(rnd, vals * 4 + vals / 4 + 16);
+  for (size_t i = 0; i < vals; i++) {
+    const int32_t v = (int32_t)(next() % (uint64_t)(2 * mLimit)) - mLimit;
+    if (mBytes == 1) m[i] = (uint8_t)(int8_t)v;
+    else if (mBytes == 2) { const int16_t h = (int16_t)v; memcpy(m + 2 * i, &h, 2); }
+    else memcpy(m + 4 * i, &v, 4);
+  }
+  if (p[7] && mBytes == 2) { const int16_t h = 30000; memcpy(m + 2 * 5, &h, 2); }
+  uint32_t cdt[12];
+  for (int k = 0; k < 12; k++) cdt[k] = 0x10000000u * (uint32_t)(k + 3) + (uint32_t)(next() >> 40); /* ascending thresholds */
+  const int32_t bad = L->cc_encrypt(&c.lay, nPolys, a, m, rnd, cdt, 12, p[4], p[5], outBytes, out, mLimit, mBytes, p[3]);
+  out_init(o, 1);
+  out_add(o, &bad, 4);
+  out_add(o, out, vals * (size_t)outBytes);
+  out_add(o, rnd, vals * 4); /* the noise drawn in place */
+  cc_free(&c);
+  free(a), free(m), free(rnd), free(out);
+}
+
+/* Client decryption: n2, rows, shift, accumulate. */
 static void t_decrypt(const level_t *L, const int *p, out_t *o) {
   const size_t n2 = (size_t)p[0], n = 2 * n2;
   const int rows = p[1];
-  double *tab[7];
-  const size_t tabLen[7] = {n2 * 4, n2 * 4, n2 * 4, n2 * 4, n2 * 16, n2 * 16, n2 * 4 + 16};
-  for (int i = 0; i < 7; i++) {
-    tab[i] = xmalloc(tabLen[i] * 8);
-    const double s = i == 6 ? 1.0 / (double)n2 : 0.7;
-    for (size_t j = 0; j < tabLen[i]; j++) tab[i][j] = s * (double)uf(1.0f);
-  }
-  uint8_t *fbuf = xmalloc(n2 * 16), *wide = xmalloc(n * 16), *split = xmalloc(n * 24);
-  const hl_cc_layout lay = {(uint32_t)n2, (uint8_t *)tab[0], (uint8_t *)tab[1], (uint8_t *)tab[2], (uint8_t *)tab[3],
-                            (uint8_t *)tab[4], (uint8_t *)tab[5], (uint8_t *)tab[6], fbuf, wide, split};
+  cc_state c;
+  cc_init(&c, n2);
   uint8_t *a = xmalloc((size_t)rows * n * 4), *b = xmalloc((size_t)rows * n * 4), *y = xmalloc((size_t)rows * n * 4);
   for (size_t i = 0; i < (size_t)rows * n; i++) {
     const int32_t v = (int32_t)(next() >> 40) - (1 << 23); /* 24-bit coefficients */
@@ -389,11 +438,11 @@ static void t_decrypt(const level_t *L, const int *p, out_t *o) {
   }
   fill_bytes(b, (size_t)rows * n * 4);
   fill_bytes(y, (size_t)rows * n * 4);
-  L->cc_decrypt(&lay, rows, a, b, p[2], y, p[3]);
+  L->cc_decrypt(&c.lay, rows, a, b, p[2], y, p[3]);
   out_init(o, 1);
   out_add(o, y, (size_t)rows * n * 4);
-  for (int i = 0; i < 7; i++) free(tab[i]);
-  free(fbuf), free(wide), free(split), free(a), free(b), free(y);
+  cc_free(&c);
+  free(a), free(b), free(y);
 }
 
 /* Shapes: odd sizes and tails everywhere; K up to 8195 (two Z_2^44 K chunks); small enough that
@@ -432,6 +481,9 @@ static const test_t TESTS[] = {
     {"dequantize.acc32.9x37", t_dequantize, {9, 37, 0, 1}},
     {"dequantize.acc64.9x37", t_dequantize, {9, 37, 1, 0}},
     {"cc_transpose.37x29", t_transpose, {37, 29}},
+    {"cc_encrypt.n2_64.m8", t_encrypt, {64, 3, 1, 0, 20, 12, 4, 0}},
+    {"cc_encrypt.n2_128.pairs.m16.bad", t_encrypt, {128, 3, 2, 1, 16, 8, 5, 1}},
+    {"cc_encrypt.n2_32.pairs.m32", t_encrypt, {32, 4, 4, 1, 12, 20, 3, 0}},
     {"cc_decrypt.n2_64", t_decrypt, {64, 3, 12, 0}},
     {"cc_decrypt.n2_128.acc", t_decrypt, {128, 2, 9, 1}},
 };
