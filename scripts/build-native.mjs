@@ -12,6 +12,7 @@ import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { arch, platform } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { commonFlags, haveFlags, levelUnits, levelsFor, sharedUnits } from './native-levels.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const src = join(root, 'src/kernels/native');
@@ -50,17 +51,8 @@ if (!cc) skip('no C compiler found (set CC)');
 const inc = findHeaders();
 if (!inc) skip(`node_api.h not found under ${join(dirname(process.execPath), '../include/node')}`);
 
-// Level name -> flags (scalar everywhere; the x86-64 vector levels only there).
-const levels = [['scalar', []]];
-if (arch() === 'x64') {
-  levels.push(
-    ['avx2', ['-mavx2', '-mfma']],
-    ['avx512', ['-mavx2', '-mfma', '-mavx512f', '-mavx512bw', '-mavx512vl']],
-    ['avx512vnni', ['-mavx2', '-mfma', '-mavx512f', '-mavx512bw', '-mavx512vl', '-mavx512vnni']],
-  );
-}
-// -O3 and no -ffast-math: the fp32 sums stay IEEE (only their order differs from WebAssembly).
-const common = ['-O3', '-fPIC', '-pthread', '-std=c11', '-D_ISOC11_SOURCE', '-Wall', '-Wextra', '-Wno-unused-parameter', `-I${inc}`, `-I${src}`];
+const levels = levelsFor(arch());
+const common = [...commonFlags, '-fPIC', `-I${inc}`, `-I${src}`];
 mkdirSync(outDir, { recursive: true });
 const objs = [];
 const built = [];
@@ -69,8 +61,7 @@ const tmp = `${out}.tmp-${process.pid}`;
 try {
   const run = (args) => execFileSync(cc, args, { stdio: verbose ? 'inherit' : ['ignore', 'ignore', 'pipe'] });
   for (const [name, flags] of levels) {
-    // The client crypto is bit-identical to its WebAssembly twin: no FMA contraction there.
-    const units = [['kernels', []], ['client-crypto', ['-ffp-contract=off', '-Wno-psabi']], ['model-ops', ['-ffp-contract=off', '-Wno-psabi']], ['attention', ['-ffp-contract=off', '-Wno-psabi']]];
+    const units = levelUnits;
     const levelObjs = units.map(([f]) => join(outDir, `${f}-${name}.o`));
     try {
       units.forEach(([f, extra], i) => run([...common, ...flags, ...extra, `-DHL_LEVEL=${name}`, '-c', join(src, `${f}.c`), '-o', levelObjs[i]]));
@@ -83,8 +74,8 @@ try {
     objs.push(...levelObjs);
     built.push(name);
   }
-  const have = built.filter((n) => n !== 'scalar').map((n) => `-DHL_HAVE_${n}`);
-  for (const f of ['pack', 'parallel', 'addon']) {
+  const have = haveFlags(built);
+  for (const f of [...sharedUnits, 'addon']) {
     const obj = join(outDir, `${f}.o`);
     run([...common, ...have, '-c', join(src, `${f}.c`), '-o', obj]);
     objs.push(obj);

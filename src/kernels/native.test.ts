@@ -33,6 +33,7 @@ test('the native kernels are built and loaded wherever a C compiler exists', () 
   assert.ok(nk, `native kernels missing although a C compiler exists: ${loaded.error}`);
   assert.ok(levels.includes('scalar'), `levels ${levels.join(', ')}`);
   if (process.arch === 'x64') assert.ok(levels.length >= 2, `an x86-64 build should offer a vector level, got ${levels.join(', ')}`);
+  if (process.arch === 'arm64') assert.ok(levels.includes('neon'), `an arm64 build should offer neon, got ${levels.join(', ')}`);
 });
 
 test('the wrappers run the backend HELORA_KERNELS selects', () => {

@@ -78,7 +78,7 @@ export class NativeKernels {
 
   constructor(private readonly addon: Addon, private levelIndex: number, public level: string) {}
 
-  /** The CPU levels this machine runs, best first (e.g. avx512vnni, avx512, avx2, scalar). */
+  /** The CPU levels this machine runs, best first (e.g. avx512vnni, avx512, avx2, scalar; on arm64 dotprod, neon, scalar). */
   levels(): string[] {
     return this.addon.levels().map((l) => l.name);
   }
@@ -267,7 +267,7 @@ export class NativeKernels {
 
   /** The instruction peak() times at this level. */
   peakInstruction(): string {
-    return { avx512vnni: 'vpdpbusd zmm', avx512: 'vpmaddwd+vpaddd zmm', avx2: 'vpmaddwd+vpaddd ymm' }[this.level] ?? 'scalar multiply-add';
+    return { avx512vnni: 'vpdpbusd zmm', avx512: 'vpmaddwd+vpaddd zmm', avx2: 'vpmaddwd+vpaddd ymm', dotprod: 'sdot q', neon: 'smlal2 q' }[this.level] ?? 'scalar multiply-add';
   }
 }
 

@@ -114,6 +114,23 @@ static const level_t LEVELS[] = {
      hl_quantize_rows_avx2, hl_dequantize_avx2,
      hl_attn_fwd_avx2, hl_attn_bwd_avx2},
 #endif
+#if defined(HL_HAVE_dotprod)
+    {"dotprod", hl_has_dotprod, hl_zq_dotprod, hl_gemm_i8_dotprod, hl_sgemm_dotprod, hl_small_f32_dotprod, hl_peak_dotprod,
+     hl_cc_encrypt_dotprod, hl_cc_decrypt_dotprod, hl_cc_transpose_dotprod,
+     hl_sgemm_mt_dotprod, hl_cross_entropy_dotprod, hl_swiglu_fwd_dotprod, hl_swiglu_bwd_dotprod,
+     hl_lora_fwd_dotprod, hl_lora_bwd_dotprod, hl_dropout_mask_dotprod, hl_rmsnorm_fwd_dotprod, hl_rmsnorm_bwd_dotprod,
+     hl_quantize_rows_dotprod, hl_dequantize_dotprod,
+     hl_attn_fwd_dotprod, hl_attn_bwd_dotprod},
+#endif
+#if defined(HL_HAVE_neon)
+    /* NEON is baseline on AArch64: always there. */
+    {"neon", always, hl_zq_neon, hl_gemm_i8_neon, hl_sgemm_neon, hl_small_f32_neon, hl_peak_neon,
+     hl_cc_encrypt_neon, hl_cc_decrypt_neon, hl_cc_transpose_neon,
+     hl_sgemm_mt_neon, hl_cross_entropy_neon, hl_swiglu_fwd_neon, hl_swiglu_bwd_neon,
+     hl_lora_fwd_neon, hl_lora_bwd_neon, hl_dropout_mask_neon, hl_rmsnorm_fwd_neon, hl_rmsnorm_bwd_neon,
+     hl_quantize_rows_neon, hl_dequantize_neon,
+     hl_attn_fwd_neon, hl_attn_bwd_neon},
+#endif
     {"scalar", always, hl_zq_scalar, hl_gemm_i8_scalar, hl_sgemm_scalar, hl_small_f32_scalar, hl_peak_scalar,
      hl_cc_encrypt_scalar, hl_cc_decrypt_scalar, hl_cc_transpose_scalar,
      hl_sgemm_mt_scalar, hl_cross_entropy_scalar, hl_swiglu_fwd_scalar, hl_swiglu_bwd_scalar,

@@ -4,6 +4,8 @@
  *   avx2        -mavx2 -mfma:                     vpmaddwd + vpaddd ymm, vfmadd231ps ymm
  *   avx512      -mavx512f -mavx512bw -mfma:       vpmaddwd + vpaddd zmm, vfmadd231ps zmm
  *   avx512vnni  the above and -mavx512vnni:       vpdpwssd zmm (fused multiply-add of s16 pairs)
+ *   neon        AArch64 baseline (arm64 builds):  smlal/smlal2 by lane (s16 -> s32), fmla q
+ *   dotprod     neon and -march=armv8.2-a+dotprod: sdot by lane on the limbs' bytes (see kern16)
  * The levels share the blocking drivers (gemm16, hl_sgemm) and differ only in their micro-kernels:
  * the fp32 tiles are one body over the vector macros below; the full int16 tiles of AVX2 and
  * AVX-512 are short asm blocks (GCC 12 adds register moves to the intrinsics version), and
@@ -22,6 +24,14 @@
 #include <string.h>
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
+#endif
+/* The neon level defines HL_NEON (NEON is baseline on AArch64, so the scalar level would see
+ * __ARM_NEON too and must stay the portable reference). */
+#if defined(HL_NEON)
+#if !defined(__aarch64__)
+#error "HL_NEON needs an AArch64 target"
+#endif
+#include <arm_neon.h>
 #endif
 
 #ifndef HL_LEVEL
@@ -77,6 +87,28 @@ typedef __m256 vf;
 #define VF_BCAST(p) _mm256_broadcast_ss(p)
 #define VF_FMA(acc, a, b) _mm256_fmadd_ps((a), (b), (acc))
 /* int16 tile: 4 rows x 1 panel of 16 tokens (8 accumulators); f32 tile: 6 rows x 16 columns (12). */
+#define ZQ_TILE_P 1
+#define SG_MR 6
+#elif defined(HL_NEON)
+/* AArch64: 32 q registers. The int16 tile has its own kernel (kern16 below); these serve the fp32
+ * tile (6 rows x 16 columns: 24 accumulators, 4 B vectors, 1 broadcast) and hl_peak. */
+#define HL_VEC 1
+typedef int32x4_t vi;
+typedef float32x4_t vf;
+#define VB 16
+#define VI_ZERO() vdupq_n_s32(0)
+#define VI_LOAD(p) vld1q_s32((const int32_t *)(const void *)(p))
+#define VI_STORE(p, v) vst1q_s32((int32_t *)(void *)(p), (v))
+#define VI_BCAST32(p) vdupq_n_s32(load_i32(p))
+/* pmaddwd's semantics: products of s16 pairs summed per s32 lane, wrapping. */
+#define VI_MADD(acc, w, x)                                                                           \
+  vaddq_s32((acc), vpaddq_s32(vmull_s16(vget_low_s16(vreinterpretq_s16_s32(w)), vget_low_s16(vreinterpretq_s16_s32(x))), \
+                              vmull_high_s16(vreinterpretq_s16_s32(w), vreinterpretq_s16_s32(x))))
+#define VF_ZERO() vdupq_n_f32(0.0f)
+#define VF_LOAD(p) vld1q_f32(p)
+#define VF_STORE(p, v) vst1q_f32((p), (v))
+#define VF_BCAST(p) vld1q_dup_f32(p)
+#define VF_FMA(acc, a, b) vfmaq_f32((acc), (a), (b))
 #define ZQ_TILE_P 1
 #define SG_MR 6
 #else
@@ -145,6 +177,115 @@ static void kern16(const uint8_t *a, const uint8_t *x, size_t xs, int32_t *c, si
   VI_STORE(c + 2 * ldc, c20), VI_STORE(c + 2 * ldc + 8, c21), VI_STORE(c + 3 * ldc, c30), VI_STORE(c + 3 * ldc + 8, c31);
 }
 #undef ZQ_ROW
+#elif defined(HL_NEON)
+/*
+ * NEON: a 4 x 16 tile in 16 accumulators. ld2 splits a panel row's i16 pairs into the k-even and
+ * k-odd limbs of 8 tokens; smlal/smlal2 by lane multiply 4 of them by one weight (the 4 rows' 8
+ * weights sit in one register) and add in s32. Both products of a pair go into the same lane one
+ * after the other: the sum mod 2^32 is pmaddwd + paddd's (addition wraps, so its order does not
+ * matter), bit for bit the other levels' result.
+ */
+#define N_ROW(r, lw, lx)                                        \
+  c##r##0 = vmlal_laneq_s16(c##r##0, vget_low_s16(lx.val[0]), lw, 2 * r); \
+  c##r##0 = vmlal_laneq_s16(c##r##0, vget_low_s16(lx.val[1]), lw, 2 * r + 1); \
+  c##r##1 = vmlal_high_laneq_s16(c##r##1, lx.val[0], lw, 2 * r);         \
+  c##r##1 = vmlal_high_laneq_s16(c##r##1, lx.val[1], lw, 2 * r + 1);
+#define N_ROW2(r, lw)                                                   \
+  c##r##2 = vmlal_laneq_s16(c##r##2, vget_low_s16(x1.val[0]), lw, 2 * r); \
+  c##r##2 = vmlal_laneq_s16(c##r##2, vget_low_s16(x1.val[1]), lw, 2 * r + 1); \
+  c##r##3 = vmlal_high_laneq_s16(c##r##3, x1.val[0], lw, 2 * r);          \
+  c##r##3 = vmlal_high_laneq_s16(c##r##3, x1.val[1], lw, 2 * r + 1);
+static void kern16_smlal(const uint8_t *a, const uint8_t *x, int32_t *c, size_t ldc, int n, int first) {
+#define N_LD(r, v) (first ? vdupq_n_s32(0) : vld1q_s32(c + (r) * ldc + (v) * 4))
+  int32x4_t c00 = N_LD(0, 0), c01 = N_LD(0, 1), c02 = N_LD(0, 2), c03 = N_LD(0, 3);
+  int32x4_t c10 = N_LD(1, 0), c11 = N_LD(1, 1), c12 = N_LD(1, 2), c13 = N_LD(1, 3);
+  int32x4_t c20 = N_LD(2, 0), c21 = N_LD(2, 1), c22 = N_LD(2, 2), c23 = N_LD(2, 3);
+  int32x4_t c30 = N_LD(3, 0), c31 = N_LD(3, 1), c32 = N_LD(3, 2), c33 = N_LD(3, 3);
+#undef N_LD
+  for (int q = 0; q < n; q++) {
+    const int16x8_t w = vld1q_s16((const int16_t *)(const void *)a);
+    const int16x8x2_t x0 = vld2q_s16((const int16_t *)(const void *)x);        /* tokens 0-7 */
+    const int16x8x2_t x1 = vld2q_s16((const int16_t *)(const void *)(x + 32)); /* tokens 8-15 */
+    N_ROW(0, w, x0) N_ROW(1, w, x0) N_ROW(2, w, x0) N_ROW(3, w, x0)
+    N_ROW2(0, w) N_ROW2(1, w) N_ROW2(2, w) N_ROW2(3, w)
+    a += 16;
+    x += 64;
+  }
+#define N_ST(r, v, val) vst1q_s32(c + (r) * ldc + (v) * 4, val)
+  N_ST(0, 0, c00), N_ST(0, 1, c01), N_ST(0, 2, c02), N_ST(0, 3, c03);
+  N_ST(1, 0, c10), N_ST(1, 1, c11), N_ST(1, 2, c12), N_ST(1, 3, c13);
+  N_ST(2, 0, c20), N_ST(2, 1, c21), N_ST(2, 2, c22), N_ST(2, 3, c23);
+  N_ST(3, 0, c30), N_ST(3, 1, c31), N_ST(3, 2, c32), N_ST(3, 3, c33);
+#undef N_ST
+}
+#undef N_ROW
+#undef N_ROW2
+
+#if defined(HL_DOTPROD)
+/*
+ * dotprod: sdot multiplies 4 s8 pairs per s32 lane, so the s16 limbs go in as bytes: x = 256 hi
+ * + lo with hi = x >> 8 (signed) and lo the low byte, unsigned; lo ^ 0x80 = lo - 128 is a signed
+ * byte, so  sum w x = 256 sum w hi + sum w (lo ^ 0x80) + 128 sum w,  every term exact mod 2^32
+ * (the weights are int8: every packed W comes from int8 weights, see hl_pack_i8 and
+ * ZqWeights.pack). Per two k-pairs (a quad) each row's 4 weights narrow into one 32-bit lane of a
+ * register and each token's 4 lo (hi) bytes into one lane of another: sdot by lane then adds the
+ * quad's products for 4 tokens. Half a panel (8 tokens) at a time keeps the lo and hi sums of
+ * 4 rows (16 accumulators) in registers; an odd last pair goes through smlal.
+ */
+static void kern16(const uint8_t *a, const uint8_t *x, size_t xs, int32_t *c, size_t ldc, int n, int first, int np) {
+  (void)xs;
+  (void)np;
+  const int nq = n / 2;
+  /* The quads' weights as bytes (row r in lane r), shared by both halves; n <= KC16 pairs. */
+  int8x16_t wq[KC16 / 2];
+  int32x4_t wsum = vdupq_n_s32(0);
+  for (int i = 0; i < nq; i++) {
+    const int8x8_t n0 = vmovn_s16(vld1q_s16((const int16_t *)(const void *)(a + 32 * i)));
+    const int8x8_t n1 = vmovn_s16(vld1q_s16((const int16_t *)(const void *)(a + 32 * i + 16)));
+    const int16x4x2_t z = vzip_s16(vreinterpret_s16_s8(n0), vreinterpret_s16_s8(n1));
+    wq[i] = vreinterpretq_s8_s16(vcombine_s16(z.val[0], z.val[1]));
+    wsum = vdotq_s32(wsum, wq[i], vdupq_n_s8(1));
+  }
+  const uint8x16_t flip = vdupq_n_u8(0x80);
+  for (int h = 0; nq > 0 && h < 2; h++) {
+    int32x4_t l[4][2], hi[4][2];
+    for (int r = 0; r < 4; r++) l[r][0] = l[r][1] = hi[r][0] = hi[r][1] = vdupq_n_s32(0);
+    const uint8_t *xp = x + 32 * h;
+    for (int i = 0; i < nq; i++, xp += 128) {
+      /* bytes of 8 tokens' pairs: [0] the low bytes (x0, x1 per token), [1] the high bytes */
+      const uint8x16x2_t p0 = vld2q_u8(xp), p1 = vld2q_u8(xp + 64);
+      const uint16x8_t l0 = vreinterpretq_u16_u8(p0.val[0]), l1 = vreinterpretq_u16_u8(p1.val[0]);
+      const uint16x8_t h0 = vreinterpretq_u16_u8(p0.val[1]), h1 = vreinterpretq_u16_u8(p1.val[1]);
+      const int8x16_t lo0 = vreinterpretq_s8_u8(veorq_u8(vreinterpretq_u8_u16(vzip1q_u16(l0, l1)), flip));
+      const int8x16_t lo1 = vreinterpretq_s8_u8(veorq_u8(vreinterpretq_u8_u16(vzip2q_u16(l0, l1)), flip));
+      const int8x16_t hi0 = vreinterpretq_s8_u16(vzip1q_u16(h0, h1)), hi1 = vreinterpretq_s8_u16(vzip2q_u16(h0, h1));
+      const int8x16_t w = wq[i];
+#define D_ROW(r)                                        \
+  l[r][0] = vdotq_laneq_s32(l[r][0], lo0, w, r);        \
+  l[r][1] = vdotq_laneq_s32(l[r][1], lo1, w, r);        \
+  hi[r][0] = vdotq_laneq_s32(hi[r][0], hi0, w, r);      \
+  hi[r][1] = vdotq_laneq_s32(hi[r][1], hi1, w, r);
+      D_ROW(0) D_ROW(1) D_ROW(2) D_ROW(3)
+#undef D_ROW
+    }
+#define D_OUT(r)                                                                                            \
+  for (int v = 0; v < 2; v++) {                                                                              \
+    int32_t *cp = c + (r) * ldc + 8 * h + 4 * v;                                                             \
+    int32x4_t s = vaddq_s32(vaddq_s32(vshlq_n_s32(hi[r][v], 8), l[r][v]), vdupq_n_s32(128 * vgetq_lane_s32(wsum, r))); \
+    vst1q_s32(cp, first ? s : vaddq_s32(s, vld1q_s32(cp)));                                                  \
+  }
+    D_OUT(0) D_OUT(1) D_OUT(2) D_OUT(3)
+#undef D_OUT
+  }
+  if (n & 1) kern16_smlal(a + 32 * nq, x + 128 * nq, c, ldc, 1, first && nq == 0);
+}
+#else
+static void kern16(const uint8_t *a, const uint8_t *x, size_t xs, int32_t *c, size_t ldc, int n, int first, int np) {
+  (void)xs;
+  (void)np;
+  kern16_smlal(a, x, c, ldc, n, first);
+}
+#endif
 #elif defined(HL_VEC)
 #define VPP (64 / VB) /* vectors per 16-token panel */
 
@@ -777,6 +918,14 @@ double FN(hl_peak)(long reps) {
   /* vpdpbusd: 64 u8 x s8 multiply-accumulates per zmm instruction (the widest on this level). */
 #define PEAK_OP(acc) acc = _mm512_dpbusd_epi32(acc, acc, y)
   const double per = 64;
+#elif defined(HL_DOTPROD)
+  /* sdot: 16 s8 multiply-accumulates into s32 per instruction. */
+#define PEAK_OP(acc) acc = vdotq_s32(acc, vreinterpretq_s8_s32(acc), vreinterpretq_s8_s32(y))
+  const double per = 16;
+#elif defined(HL_NEON)
+  /* smlal2: 4 s16 multiply-accumulates into s32 per instruction (kern16's instruction). */
+#define PEAK_OP(acc) acc = vmlal_high_s16(acc, vreinterpretq_s16_s32(acc), vreinterpretq_s16_s32(y))
+  const double per = 4;
 #else
 #define PEAK_OP(acc) acc = VI_MADD(acc, acc, y)
   const double per = VB / 2;

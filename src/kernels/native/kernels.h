@@ -127,6 +127,23 @@ HL_DECLARE(avx512)
 #if defined(HL_HAVE_avx512vnni)
 HL_DECLARE(avx512vnni)
 #endif
+#if defined(HL_HAVE_neon)
+HL_DECLARE(neon)
+#endif
+#if defined(HL_HAVE_dotprod)
+HL_DECLARE(dotprod)
+#if defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+/** The dotprod level's run-time check: the kernel reports the ARMv8.2 dot product instructions. */
+static inline int hl_has_dotprod(void) { return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0; }
+#else
+/* (no portable check elsewhere: the level stays off) */
+static inline int hl_has_dotprod(void) { return 0; }
+#endif
+#endif
 
 /** One unit of parallel work: task index in [0, ntasks). */
 typedef void (*hl_task_fn)(void *ctx, int task);
