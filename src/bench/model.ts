@@ -11,7 +11,8 @@
  *
  * The frozen products are what the server computes; the pooled providers below shard them over
  * worker threads (same integers as LocalQuantizedProvider for int8). Norms, attention, LoRA and
- * the LM head stay on the main thread, as on the client.
+ * the LM head stay with the main thread, as on the client: with the native kernels they run on
+ * --threads threads started from it.
  * Each provider runs one warm-up training step, then ONE measured step (forward, backward,
  * clip, AdamW): the full-size step takes minutes.
  * Right after helora's fp32 step, the same LoRA step runs in PyTorch (src/bench/torch_lora_step.py
@@ -27,7 +28,7 @@ import { repoRoot } from '../util/paths.js';
 import { benchLogger, flag, intOption, printResult, runBench } from './common.js';
 import { KernelEngine } from '../kernels/engine.js';
 import { matmulForward } from '../kernels/matmul-f32.js';
-import { kernelBackend, loadNativeKernels } from '../kernels/native.js';
+import { kernelBackend, loadNativeKernels, nativeKernels } from '../kernels/native.js';
 import { KernelPool } from '../kernels/pool.js';
 import { parseConfig, type LlamaConfig } from '../model/config.js';
 import { LocalFp32Provider, LocalQuantizedProvider, groupWeights, type FrozenLinearProvider, type TensorMap } from '../model/frozen.js';
@@ -163,9 +164,9 @@ async function maxProviderDiff(a: FrozenLinearProvider, b: FrozenLinearProvider,
   return worst;
 }
 
-/** numpy's sgemm (Debian numpy on libblas.so.3 = OpenBLAS) on one thread, n^3, best of `repeats`; null when unavailable. */
-function openblasGflops(n: number, repeats: number): number | null {
-  const env: NodeJS.ProcessEnv = { ...process.env, OPENBLAS_NUM_THREADS: '1' };
+/** numpy's sgemm (Debian numpy on libblas.so.3 = OpenBLAS) on `threads` threads, n^3, best of `repeats`; null when unavailable. */
+function openblasGflops(n: number, repeats: number, threads: number): number | null {
+  const env: NodeJS.ProcessEnv = { ...process.env, OPENBLAS_NUM_THREADS: String(threads) };
   // The baseline runs with OpenBLAS's own CPU detection and cache sizes.
   delete env.OPENBLAS_CORETYPE;
   delete env.OPENBLAS_L2_SIZE;
@@ -189,16 +190,19 @@ function openblasGflops(n: number, repeats: number): number | null {
 
 /**
  * fp32 GEMM n^3 on one thread: the backend the model uses (matmulForward), each backend
- * explicitly, and numpy/OpenBLAS, in GEMM_REPEATS interleaved rounds (best of each).
+ * explicitly, and numpy/OpenBLAS, in GEMM_REPEATS interleaved rounds (best of each); then the
+ * native GEMM and OpenBLAS on `threads` threads (the client's own GEMMs run on every core).
  */
-function gemmComparison(): Record<string, unknown> {
+function gemmComparison(threads: number): Record<string, unknown> {
   const n = GEMM_SIZE;
   const rnd = seededRandom(1);
   const a = Float32Array.from({ length: n * n }, () => rnd() - 0.5);
   const w = Float32Array.from({ length: n * n }, () => rnd() - 0.5);
   const out = new Float32Array(n * n);
   const native = loadNativeKernels().kernels;
+  const shared = nativeKernels();
   const wasm = new KernelEngine();
+  const nativeOp = (): void => native!.sgemm(n, n, n, { data: a, offset: 0, si: n, sj: 1 }, { data: w, offset: 0, si: 1, sj: n }, { data: out, offset: 0, si: n, sj: 1 }, false, null);
   const ops: Record<string, () => void> = {
     model: () => matmulForward(out, a, w, null, n, n, n),
     wasm: () => {
@@ -208,28 +212,48 @@ function gemmComparison(): Record<string, unknown> {
       wasm.gemmF32Packed(ap, bp, n, n, n, { data: out, offset: 0, si: n, sj: 1 }, false, null);
     },
   };
-  if (native) ops.native = () => native.sgemm(n, n, n, { data: a, offset: 0, si: n, sj: 1 }, { data: w, offset: 0, si: 1, sj: n }, { data: out, offset: 0, si: n, sj: 1 }, false, null);
+  if (native) ops.native = nativeOp;
+  const sharedThreads = shared?.threads ?? 1;
+  if (native) native.threads = 1;
+  if (shared) shared.threads = 1;
   for (const op of Object.values(ops)) op(); // warm-up (compiles, sizes the wasm heap)
   const best: Record<string, number> = {};
   let openblas: number | null = null;
+  let nativeMt = Infinity;
+  let openblasMt: number | null = null;
   for (let r = 0; r < GEMM_REPEATS; r++) {
     for (const [name, op] of Object.entries(ops)) {
       const t0 = performance.now();
       op();
       best[name] = Math.min(best[name] ?? Infinity, performance.now() - t0);
     }
-    const o = openblasGflops(n, 3);
+    const o = openblasGflops(n, 3, 1);
     if (o !== null) openblas = Math.max(openblas ?? 0, o);
+    if (native && threads > 1) {
+      native.threads = threads;
+      const t0 = performance.now();
+      nativeOp();
+      nativeMt = Math.min(nativeMt, performance.now() - t0);
+      native.threads = 1;
+      const om = openblasGflops(n, 3, threads);
+      if (om !== null) openblasMt = Math.max(openblasMt ?? 0, om);
+    }
   }
-  const gflops = (ms: number | undefined): number | null => (ms === undefined ? null : Math.round((2 * n ** 3) / (ms / 1000) / 1e7) / 100);
+  if (shared) shared.threads = sharedThreads;
+  const gflops = (ms: number | undefined): number | null => (ms === undefined || ms === Infinity ? null : Math.round((2 * n ** 3) / (ms / 1000) / 1e7) / 100);
+  const ratio = (x: number | null, y: number | null): number | null => (x === null || y === null ? null : Math.round((x / y) * 1000) / 1000);
   const r = {
     gemm_gflops: gflops(best.model),
     gemm_backend: kernelBackend(),
     gemm_gflops_native: gflops(best.native),
     gemm_gflops_wasm: gflops(best.wasm),
     openblas_gflops: openblas === null ? null : Math.round(openblas * 100) / 100,
-    native_vs_openblas: openblas === null || best.native === undefined ? null : Math.round((gflops(best.native)! / openblas) * 1000) / 1000,
-    gemm_note: `fp32 ${n}^3 on one thread, best of ${GEMM_REPEATS} interleaved rounds; openblas_gflops: numpy sgemm via /usr/bin/python3 with OPENBLAS_NUM_THREADS=1`,
+    native_vs_openblas: ratio(gflops(best.native), openblas),
+    gemm_threads: threads,
+    gemm_gflops_native_threads: gflops(nativeMt),
+    openblas_gflops_threads: openblasMt === null ? null : Math.round(openblasMt * 100) / 100,
+    native_vs_openblas_threads: ratio(gflops(nativeMt), openblasMt),
+    gemm_note: `fp32 ${n}^3 on one thread, best of ${GEMM_REPEATS} interleaved rounds; openblas_gflops: numpy sgemm via /usr/bin/python3 with OPENBLAS_NUM_THREADS=1; the _threads figures on ${threads} threads (native: rows or columns split over threads; OpenBLAS with OPENBLAS_NUM_THREADS=${threads})`,
   };
   log(`fp32 GEMM ${n}^3: ${JSON.stringify(r)}`);
   return r;
@@ -303,8 +327,11 @@ async function main(): Promise<void> {
     seq_len: Math.min(seqLen, T),
     lora_rank: LORA_RANK,
   };
+  // The client's own native work (LM head, attention, LoRA, norms, loss) on the same threads as the pool and PyTorch.
+  const nk = nativeKernels();
+  if (nk) nk.threads = threads;
 
-  if (!flag(args, 'no-gemm')) Object.assign(result, gemmComparison());
+  if (!flag(args, 'no-gemm')) Object.assign(result, gemmComparison(threads));
 
   const wantFp32 = !flag(args, 'no-fp32');
   const wantInt8 = !flag(args, 'no-int8');
