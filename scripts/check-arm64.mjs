@@ -10,7 +10,11 @@
 // and qemu-aarch64 (Debian qemu-user); $CC, $CROSS_CC and $QEMU_AARCH64 override the names.
 // A missing tool is an error (exit 1), never a silent skip. On a non-x86-64 host only the native
 // harness runs (its levels against its scalar level) and the script says so.
-// Usage: node scripts/check-arm64.mjs [--keep]   (--keep: leave build/check-arm64 in place)
+// Usage: node scripts/check-arm64.mjs [--keep] [--host-only [--static]]
+//   --keep: leave build/check-arm64 in place; --host-only: only the native harness (its levels against
+//   its scalar level); --static: link it statically, so build/check-arm64/x64/selftest (with --keep)
+//   runs on another x86-64 machine without a compiler, e.g. to execute the AVX-512 levels on a CPU
+//   that has them.
 import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { arch, availableParallelism } from 'node:os';
@@ -44,7 +48,9 @@ function have(cmd, args = ['--version']) {
 
 const hostCc = [process.env.CC, 'cc', 'gcc', 'clang'].filter(Boolean).find((c) => have(c));
 if (!hostCc) fail('no C compiler found (set CC)');
-const cross = arch() === 'x64';
+const hostOnly = process.argv.includes('--host-only');
+const hostLink = process.argv.includes('--static') ? ['-static'] : [];
+const cross = arch() === 'x64' && !hostOnly;
 const crossCc = process.env.CROSS_CC || 'aarch64-linux-gnu-gcc';
 const qemu = process.env.QEMU_AARCH64 || 'qemu-aarch64';
 if (cross) {
@@ -155,7 +161,7 @@ function maxRel(x, r) {
 }
 
 const tb = Date.now();
-const builds = [buildHarness(cross ? 'x64' : arch(), hostCc, arch(), [])];
+const builds = [buildHarness(arch() === 'x64' ? 'x64' : arch(), hostCc, arch(), hostLink)];
 if (cross) builds.push(buildHarness('arm64', crossCc, 'arm64', ['-static']));
 const [host, arm] = await Promise.all(builds);
 if (cross) {
@@ -171,10 +177,11 @@ if (cross) {
 }
 const buildSecs = (Date.now() - tb) / 1000;
 
-const x = runHarness(cross ? 'x64' : arch(), host.bin, []);
+const x = runHarness(arch() === 'x64' ? 'x64' : arch(), host.bin, []);
 console.log(`native (${arch()}, ${hostCc}): ${x.levels}${host.dropped.length ? `; not buildable: ${host.dropped.join(', ')}` : ''}; ran in ${x.secs.toFixed(1)} s`);
 if (!cross) {
-  console.log(`check-arm64: host is ${arch()}, not x86-64: checked this build's levels against its scalar level only (${x.rows.length} results)`);
+  const why = hostOnly ? '--host-only' : `host is ${arch()}, not x86-64`;
+  console.log(`check-arm64: ${why}: checked this build's levels against its scalar level only (${x.rows.length} results)`);
   process.exit(0);
 }
 // -cpu max: the emulated CPU has every extension QEMU knows (dotprod included), so every arm64 level runs.
