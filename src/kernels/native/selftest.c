@@ -42,12 +42,16 @@ typedef struct {
   void (*rmsnorm_bwd)(float *, const float *, const float *, const float *, const float *, int, int, int);
   long (*quantize_rows)(const float *, const float *, int, int, int, int8_t *, int16_t *, float *, int *, int);
   void (*dequantize)(const int32_t *, const double *, const float *, const float *, int, float *, int, int, int, int);
+  int (*attn_fwd)(const float *, const float *, const float *, const int32_t *, int, int, int, int, float *, float *, int);
+  int (*attn_bwd)(const float *, const float *, const float *, const float *, const float *, const float *, const int32_t *, int, int,
+                  int, int, float *, float *, float *, int);
 } level_t;
 
 #define LEVEL(n, sup)                                                                                                  \
   {#n, sup, hl_zq_##n, hl_gemm_i8_##n, hl_sgemm_##n, hl_small_f32_##n, hl_cc_encrypt_##n, hl_cc_decrypt_##n, hl_cc_transpose_##n,         \
    hl_sgemm_mt_##n, hl_cross_entropy_##n, hl_swiglu_fwd_##n, hl_swiglu_bwd_##n, hl_lora_fwd_##n, hl_lora_bwd_##n,      \
-   hl_dropout_mask_##n, hl_rmsnorm_fwd_##n, hl_rmsnorm_bwd_##n, hl_quantize_rows_##n, hl_dequantize_##n}
+   hl_dropout_mask_##n, hl_rmsnorm_fwd_##n, hl_rmsnorm_bwd_##n, hl_quantize_rows_##n, hl_dequantize_##n,              \
+   hl_attn_fwd_##n, hl_attn_bwd_##n}
 
 static int always(void) { return 1; }
 #if defined(__x86_64__)
@@ -282,6 +286,29 @@ static void t_rmsnorm(const level_t *L, const int *p, out_t *o) {
   free(inp), free(w), free(dout), free(out), free(rstd);
 }
 
+/* Attention: T, heads, kv heads, head dim, packed sequence length (0: one sequence), backward, threads. */
+static void t_attention(const level_t *L, const int *p, out_t *o) {
+  const int T = p[0], nH = p[1], nKv = p[2], hd = p[3], seqLen = p[4], threads = p[6];
+  const size_t nq = (size_t)T * nH * hd, nk = (size_t)T * nKv * hd;
+  float *q = fvec(nq, 1.0f), *k = fvec(nk, 1.0f), *v = fvec(nk, 1.0f), *out = fvec(nq, 1.0f), *lse = fvec((size_t)nH * T, 1.0f);
+  int32_t *seq = xmalloc((size_t)T * 4);
+  for (int t = 0; t < T; t++) seq[t] = seqLen > 0 ? t / seqLen : 0;
+  out_init(o, 0);
+  check_rc("attn_fwd", L->attn_fwd(q, k, v, seq, T, nH, nKv, hd, out, lse, threads));
+  if (p[5]) {
+    float *dout = fvec(nq, 1.0f), *dq = fvec(nq, 1.0f), *dk = fvec(nk, 1.0f), *dv = fvec(nk, 1.0f);
+    check_rc("attn_bwd", L->attn_bwd(q, k, v, out, lse, dout, seq, T, nH, nKv, hd, dq, dk, dv, threads));
+    out_add(o, dq, nq * 4);
+    out_add(o, dk, nk * 4);
+    out_add(o, dv, nk * 4);
+    free(dout), free(dq), free(dk), free(dv);
+  } else {
+    out_add(o, out, nq * 4);
+    out_add(o, lse, (size_t)nH * T * 4);
+  }
+  free(q), free(k), free(v), free(out), free(lse), free(seq);
+}
+
 /* LoRA branch: T, in, out, rank, dropout (mask + keep 0.9), backward, threads. */
 static void t_lora(const level_t *L, const int *p, out_t *o) {
   const int T = p[0], in = p[1], outD = p[2], rank = p[3], drop = p[4], threads = p[6];
@@ -474,6 +501,9 @@ static const test_t TESTS[] = {
     {"lora_fwd.9x67x45r8", t_lora, {9, 67, 45, 8, 0, 0, 1}},
     {"lora_fwd.dropout.33x67x45r8", t_lora, {33, 67, 45, 8, 1, 0, 2}},
     {"lora_bwd.dropout.33x67x45r8", t_lora, {33, 67, 45, 8, 1, 1, 2}},
+    {"attention_fwd.150x6x2x24.seq67", t_attention, {150, 6, 2, 24, 67, 0, 2}},
+    {"attention_bwd.150x6x2x24.seq67", t_attention, {150, 6, 2, 24, 67, 1, 2}},
+    {"attention_bwd.70x3x3x17", t_attention, {70, 3, 3, 17, 0, 1, 1}},
     {"dropout_mask.1001", t_dropout, {1001, 40000}},
     {"quantize_rows.q8.21x77", t_quantize, {21, 77, 127, 0, 0, 1}},
     {"quantize_rows.q16.colscale.21x77", t_quantize, {21, 77, 32767, 1, 0, 2}},
