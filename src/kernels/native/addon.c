@@ -16,127 +16,33 @@
 
 #include "kernels.h"
 
-typedef int (*zq_fn)(const uint8_t *, int, int, const uint8_t *, const uint8_t *, int, uint32_t *, uint32_t *);
-typedef int (*gemm_i8_fn)(const uint8_t *, int, int, const int8_t *, int, int32_t *);
-typedef int (*sgemm_fn)(int, int, int, const float *, long, long, const float *, long, long, float *, long, long, int,
-                        const float *);
-typedef void (*small_fn)(int, float *, const float *, const float *, const float *, int, int, int);
-typedef double (*peak_fn)(long);
-typedef int (*cc_encrypt_fn)(const hl_cc_layout *, int, const uint8_t *, const uint8_t *, uint8_t *, const uint32_t *, int, int, int,
-                             int, uint8_t *, int32_t, int, int);
-typedef void (*cc_decrypt_fn)(const hl_cc_layout *, int, const uint8_t *, const uint8_t *, int, uint8_t *, int);
-typedef void (*cc_transpose_fn)(const uint8_t *, int, int, uint8_t *);
-typedef int (*sgemm_mt_fn)(int, int, int, const float *, long, long, const float *, long, long, float *, long, long, int,
-                           const float *, int);
-typedef void (*cross_entropy_fn)(float *, const int32_t *, int, int, int, float, double *, int);
-typedef void (*swiglu_fwd_fn)(float *, const float *, const float *, long, int);
-typedef void (*swiglu_bwd_fn)(float *, float *, const float *, const float *, const float *, long, int);
-typedef int (*lora_fwd_fn)(float *, float *, const float *, const float *, const float *, const uint8_t *, int, int, int, int, float,
-                           float, int);
-typedef int (*lora_bwd_fn)(float *, float *, float *, const float *, const float *, const float *, const float *, const float *,
-                           const uint8_t *, int, int, int, int, float, float, int);
-typedef void (*dropout_mask_fn)(const uint8_t *, long, uint32_t, uint8_t *);
-typedef void (*rmsnorm_fwd_fn)(float *, float *, const float *, const float *, int, int, float, int);
-typedef void (*rmsnorm_bwd_fn)(float *, const float *, const float *, const float *, const float *, int, int, int);
-typedef long (*quantize_rows_fn)(const float *, const float *, int, int, int, int8_t *, int16_t *, float *, int *, int);
-typedef void (*dequantize_fn)(const int32_t *, const double *, const float *, const float *, int, float *, int, int, int, int);
-typedef int (*attn_fwd_fn)(const float *, const float *, const float *, const int32_t *, int, int, int, int, float *, float *, int);
-typedef int (*attn_bwd_fn)(const float *, const float *, const float *, const float *, const float *, const float *, const int32_t *,
-                           int, int, int, int, float *, float *, float *, int);
-
 typedef struct {
   const char *name;
   int (*supported)(void);
-  zq_fn zq;
-  gemm_i8_fn gemm_i8;
-  sgemm_fn sgemm;
-  small_fn small_f32;
-  peak_fn peak;
-  cc_encrypt_fn cc_encrypt;
-  cc_decrypt_fn cc_decrypt;
-  cc_transpose_fn cc_transpose;
-  sgemm_mt_fn sgemm_mt;
-  cross_entropy_fn cross_entropy;
-  swiglu_fwd_fn swiglu_fwd;
-  swiglu_bwd_fn swiglu_bwd;
-  lora_fwd_fn lora_fwd;
-  lora_bwd_fn lora_bwd;
-  dropout_mask_fn dropout_mask;
-  rmsnorm_fwd_fn rmsnorm_fwd;
-  rmsnorm_bwd_fn rmsnorm_bwd;
-  quantize_rows_fn quantize_rows;
-  dequantize_fn dequantize;
-  attn_fwd_fn attn_fwd;
-  attn_bwd_fn attn_bwd;
+  hl_level_fns fn;
 } level_t;
 
 static int always(void) { return 1; }
-#if defined(__x86_64__)
-/* (unused when the compiler could not build the level) */
-__attribute__((unused)) static int has_avx2(void) {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
-__attribute__((unused)) static int has_avx512(void) {
-  __builtin_cpu_init();
-  return has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
-}
-__attribute__((unused)) static int has_avx512vnni(void) {
-  __builtin_cpu_init();
-  return has_avx512() && __builtin_cpu_supports("avx512vnni");
-}
-#endif
 
 /* Best first. */
 static const level_t LEVELS[] = {
 #if defined(HL_HAVE_avx512vnni)
-    {"avx512vnni", has_avx512vnni, hl_zq_avx512vnni, hl_gemm_i8_avx512vnni, hl_sgemm_avx512vnni, hl_small_f32_avx512vnni,
-     hl_peak_avx512vnni,
-     hl_cc_encrypt_avx512vnni, hl_cc_decrypt_avx512vnni, hl_cc_transpose_avx512vnni,
-     hl_sgemm_mt_avx512vnni, hl_cross_entropy_avx512vnni, hl_swiglu_fwd_avx512vnni, hl_swiglu_bwd_avx512vnni,
-     hl_lora_fwd_avx512vnni, hl_lora_bwd_avx512vnni, hl_dropout_mask_avx512vnni, hl_rmsnorm_fwd_avx512vnni, hl_rmsnorm_bwd_avx512vnni,
-     hl_quantize_rows_avx512vnni, hl_dequantize_avx512vnni,
-     hl_attn_fwd_avx512vnni, hl_attn_bwd_avx512vnni},
+    {"avx512vnni", hl_has_avx512vnni, HL_LEVEL_FNS(avx512vnni)},
 #endif
 #if defined(HL_HAVE_avx512)
-    {"avx512", has_avx512, hl_zq_avx512, hl_gemm_i8_avx512, hl_sgemm_avx512, hl_small_f32_avx512, hl_peak_avx512,
-     hl_cc_encrypt_avx512, hl_cc_decrypt_avx512, hl_cc_transpose_avx512,
-     hl_sgemm_mt_avx512, hl_cross_entropy_avx512, hl_swiglu_fwd_avx512, hl_swiglu_bwd_avx512,
-     hl_lora_fwd_avx512, hl_lora_bwd_avx512, hl_dropout_mask_avx512, hl_rmsnorm_fwd_avx512, hl_rmsnorm_bwd_avx512,
-     hl_quantize_rows_avx512, hl_dequantize_avx512,
-     hl_attn_fwd_avx512, hl_attn_bwd_avx512},
+    {"avx512", hl_has_avx512, HL_LEVEL_FNS(avx512)},
 #endif
 #if defined(HL_HAVE_avx2)
-    {"avx2", has_avx2, hl_zq_avx2, hl_gemm_i8_avx2, hl_sgemm_avx2, hl_small_f32_avx2, hl_peak_avx2,
-     hl_cc_encrypt_avx2, hl_cc_decrypt_avx2, hl_cc_transpose_avx2,
-     hl_sgemm_mt_avx2, hl_cross_entropy_avx2, hl_swiglu_fwd_avx2, hl_swiglu_bwd_avx2,
-     hl_lora_fwd_avx2, hl_lora_bwd_avx2, hl_dropout_mask_avx2, hl_rmsnorm_fwd_avx2, hl_rmsnorm_bwd_avx2,
-     hl_quantize_rows_avx2, hl_dequantize_avx2,
-     hl_attn_fwd_avx2, hl_attn_bwd_avx2},
+    {"avx2", hl_has_avx2, HL_LEVEL_FNS(avx2)},
 #endif
 #if defined(HL_HAVE_dotprod)
-    {"dotprod", hl_has_dotprod, hl_zq_dotprod, hl_gemm_i8_dotprod, hl_sgemm_dotprod, hl_small_f32_dotprod, hl_peak_dotprod,
-     hl_cc_encrypt_dotprod, hl_cc_decrypt_dotprod, hl_cc_transpose_dotprod,
-     hl_sgemm_mt_dotprod, hl_cross_entropy_dotprod, hl_swiglu_fwd_dotprod, hl_swiglu_bwd_dotprod,
-     hl_lora_fwd_dotprod, hl_lora_bwd_dotprod, hl_dropout_mask_dotprod, hl_rmsnorm_fwd_dotprod, hl_rmsnorm_bwd_dotprod,
-     hl_quantize_rows_dotprod, hl_dequantize_dotprod,
-     hl_attn_fwd_dotprod, hl_attn_bwd_dotprod},
+    {"dotprod", hl_has_dotprod, HL_LEVEL_FNS(dotprod)},
 #endif
 #if defined(HL_HAVE_neon)
     /* NEON is baseline on AArch64: always there. */
-    {"neon", always, hl_zq_neon, hl_gemm_i8_neon, hl_sgemm_neon, hl_small_f32_neon, hl_peak_neon,
-     hl_cc_encrypt_neon, hl_cc_decrypt_neon, hl_cc_transpose_neon,
-     hl_sgemm_mt_neon, hl_cross_entropy_neon, hl_swiglu_fwd_neon, hl_swiglu_bwd_neon,
-     hl_lora_fwd_neon, hl_lora_bwd_neon, hl_dropout_mask_neon, hl_rmsnorm_fwd_neon, hl_rmsnorm_bwd_neon,
-     hl_quantize_rows_neon, hl_dequantize_neon,
-     hl_attn_fwd_neon, hl_attn_bwd_neon},
+    {"neon", always, HL_LEVEL_FNS(neon)},
 #endif
-    {"scalar", always, hl_zq_scalar, hl_gemm_i8_scalar, hl_sgemm_scalar, hl_small_f32_scalar, hl_peak_scalar,
-     hl_cc_encrypt_scalar, hl_cc_decrypt_scalar, hl_cc_transpose_scalar,
-     hl_sgemm_mt_scalar, hl_cross_entropy_scalar, hl_swiglu_fwd_scalar, hl_swiglu_bwd_scalar,
-     hl_lora_fwd_scalar, hl_lora_bwd_scalar, hl_dropout_mask_scalar, hl_rmsnorm_fwd_scalar, hl_rmsnorm_bwd_scalar,
-     hl_quantize_rows_scalar, hl_dequantize_scalar,
-     hl_attn_fwd_scalar, hl_attn_bwd_scalar},
+    {"scalar", always, HL_LEVEL_FNS(scalar)},
 };
 #define NLEVELS ((int)(sizeof LEVELS / sizeof LEVELS[0]))
 
@@ -278,7 +184,7 @@ static napi_value js_zq(napi_env env, napi_callback_info info) {
   if (doB && (!get_array(env, argv[5], napi_uint8_array, (uint64_t)cols * N * 5, 1, "b", &b, &len) ||
               !get_array(env, argv[8], napi_uint32_array, (uint64_t)rows * N, 1, "bOut", &bo, &len)))
     return NULL;
-  if (lv->zq(w, (int)rows, (int)cols, a, b, (int)N, ao, bo) != 0) return oom(env);
+  if (lv->fn.zq(w, (int)rows, (int)cols, a, b, (int)N, ao, bo) != 0) return oom(env);
   return undefined(env);
 }
 
@@ -295,7 +201,7 @@ static napi_value js_gemm_i8(napi_env env, napi_callback_info info) {
       !get_array(env, argv[4], napi_int8_array, (uint64_t)K * N, 1, "x", &x, &len) ||
       !get_array(env, argv[6], napi_int32_array, (uint64_t)M * N, 1, "out", &out, &len))
     return NULL;
-  if (lv->gemm_i8(w, (int)M, (int)K, x, (int)N, out) != 0) return oom(env);
+  if (lv->fn.gemm_i8(w, (int)M, (int)K, x, (int)N, out) != 0) return oom(env);
   return undefined(env);
 }
 
@@ -329,7 +235,7 @@ static napi_value js_sgemm(napi_env env, napi_callback_info info) {
     return NULL;
   if (K == 0) A = B = C;
   if (!is_null(env, argv[17]) && !get_array(env, argv[17], napi_float32_array, (uint64_t)N, 0, "bias", &bias, &len)) return NULL;
-  if (lv->sgemm_mt((int)M, (int)N, (int)K, (const float *)A + ao, sai, sak, (const float *)B + bo, sbk, sbj, (float *)C + co, sci,
+  if (lv->fn.sgemm_mt((int)M, (int)N, (int)K, (const float *)A + ao, sai, sak, (const float *)B + bo, sbk, sbj, (float *)C + co, sci,
                    scj, (int)acc, bias, (int)threads) != 0)
     return oom(env);
   return undefined(env);
@@ -358,7 +264,7 @@ static napi_value js_small_f32(napi_env env, napi_callback_info info) {
     return NULL;
   if (!is_null(env, argv[5]) && (op != 0 || !get_array(env, argv[5], napi_float32_array, (uint64_t)OC, 0, "bias", &bias, &len)))
     return op != 0 ? (fail(env, "helora native: only the forward takes a bias"), NULL) : NULL;
-  lv->small_f32((int)op, target, x, y, bias, (int)T, (int)C, (int)OC);
+  lv->fn.small_f32((int)op, target, x, y, bias, (int)T, (int)C, (int)OC);
   return undefined(env);
 }
 
@@ -369,7 +275,7 @@ static napi_value js_peak(napi_env env, napi_callback_info info) {
   const level_t *lv;
   if (!get_args(env, info, 2, argv) || !(lv = get_level(env, argv[0])) || !get_int(env, argv[1], 1, (int64_t)1 << 40, "reps", &reps))
     return NULL;
-  napi_create_double(env, lv->peak((long)reps), &r);
+  napi_create_double(env, lv->fn.peak((long)reps), &r);
   return r;
 }
 
@@ -436,7 +342,7 @@ static napi_value js_cc_encrypt(napi_env env, napi_callback_info info) {
       !(out = region(env, mem, len, oo, count * (uint64_t)ob, "out")))
     return NULL;
   if (((uintptr_t)cdt & 3) != 0) return fail(env, "helora native: cdt must be 4-byte aligned"), NULL;
-  const int bad = lv->cc_encrypt(&L, (int)np, a, m, rnd, (const uint32_t *)(const void *)cdt, (int)nc, (int)ds, (int)us, (int)ob, out,
+  const int bad = lv->fn.cc_encrypt(&L, (int)np, a, m, rnd, (const uint32_t *)(const void *)cdt, (int)nc, (int)ds, (int)us, (int)ob, out,
                                  (int32_t)lim, (int)mb, (int)ph);
   napi_create_int32(env, bad, &r);
   return r;
@@ -459,7 +365,7 @@ static napi_value js_cc_decrypt(napi_env env, napi_callback_info info) {
   uint8_t *a, *b, *y;
   if (!(a = region(env, mem, len, ao, bytes, "a")) || !(b = region(env, mem, len, bo, bytes, "b")) || !(y = region(env, mem, len, yo, bytes, "y")))
     return NULL;
-  lv->cc_decrypt(&L, (int)nr, a, b, (int)sh, y, (int)acc);
+  lv->fn.cc_decrypt(&L, (int)nr, a, b, (int)sh, y, (int)acc);
   return undefined(env);
 }
 
@@ -482,7 +388,7 @@ static napi_value js_cc_decrypt_from(napi_env env, napi_callback_info info) {
       !get_int(env, argv[6], 1, 31, "sh", &sh) || !get_int(env, argv[7], 0, UINT32_MAX, "y", &yo) ||
       !get_int(env, argv[8], 0, 1, "accumulate", &acc) || !(y = region(env, mem, len, yo, count * 4, "y")))
     return NULL;
-  lv->cc_decrypt(&L, (int)nr, a, b, (int)sh, y, (int)acc);
+  lv->fn.cc_decrypt(&L, (int)nr, a, b, (int)sh, y, (int)acc);
   return undefined(env);
 }
 
@@ -565,7 +471,7 @@ static napi_value js_cc_transpose(napi_env env, napi_callback_info info) {
   uint8_t *src, *dst;
   if (!(src = region(env, m, len, so, bytes, "src")) || !(dst = region(env, m, len, d, bytes, "dst"))) return NULL;
   if ((src < dst ? dst - src : src - dst) < (ptrdiff_t)bytes) return fail(env, "helora native: transpose regions overlap"), NULL;
-  lv->cc_transpose(src, (int)rows, (int)cols, dst);
+  lv->fn.cc_transpose(src, (int)rows, (int)cols, dst);
   return undefined(env);
 }
 
@@ -597,7 +503,7 @@ static napi_value js_cross_entropy(napi_env env, napi_callback_info info) {
       return fail(env, msg), NULL;
     }
   }
-  lv->cross_entropy(logits, tg, (int)T, (int)V, (int)grad, (float)inv, losses, (int)threads);
+  lv->fn.cross_entropy(logits, tg, (int)T, (int)V, (int)grad, (float)inv, losses, (int)threads);
   return undefined(env);
 }
 
@@ -618,12 +524,12 @@ static napi_value js_swiglu(napi_env env, napi_callback_info info) {
       !get_array(env, argv[5], napi_float32_array, (uint64_t)n, 0, op == 0 ? "out" : "dout", &out, &len))
     return NULL;
   if (op == 0) {
-    lv->swiglu_fwd(out, gate, up, (long)n, (int)threads);
+    lv->fn.swiglu_fwd(out, gate, up, (long)n, (int)threads);
   } else {
     if (!get_array(env, argv[6], napi_float32_array, (uint64_t)n, 0, "dgate", &dgate, &len) ||
         !get_array(env, argv[7], napi_float32_array, (uint64_t)n, 0, "dup", &dup, &len))
       return NULL;
-    lv->swiglu_bwd(dgate, dup, out, gate, up, (long)n, (int)threads);
+    lv->fn.swiglu_bwd(dgate, dup, out, gate, up, (long)n, (int)threads);
   }
   return undefined(env);
 }
@@ -665,13 +571,13 @@ static napi_value js_lora(napi_env env, napi_callback_info info) {
     return NULL;
   int rc;
   if (op == 0) {
-    rc = lv->lora_fwd(y, h, x, A, B, mask, (int)T, (int)in, (int)out, (int)rank, scale, keep, (int)threads);
+    rc = lv->fn.lora_fwd(y, h, x, A, B, mask, (int)T, (int)in, (int)out, (int)rank, scale, keep, (int)threads);
   } else {
     if ((!is_null(env, argv[14]) && !get_array(env, argv[14], napi_float32_array, (uint64_t)T * in, 0, "dx", &dx, &len)) ||
         !get_array(env, argv[15], napi_float32_array, (uint64_t)rank * in, 0, "gradA", &gA, &len) ||
         !get_array(env, argv[16], napi_float32_array, (uint64_t)out * rank, 0, "gradB", &gB, &len))
       return NULL;
-    rc = lv->lora_bwd(dx, gA, gB, y, x, h, A, B, mask, (int)T, (int)in, (int)out, (int)rank, scale, keep, (int)threads);
+    rc = lv->fn.lora_bwd(dx, gA, gB, y, x, h, A, B, mask, (int)T, (int)in, (int)out, (int)rank, scale, keep, (int)threads);
   }
   return rc != 0 ? oom(env) : undefined(env);
 }
@@ -687,7 +593,7 @@ static napi_value js_dropout_mask(napi_env env, napi_callback_info info) {
       !get_array(env, argv[3], napi_uint8_array, 0, 0, "mask", &mask, &mlen) ||
       !get_array(env, argv[1], napi_uint8_array, (uint64_t)mlen * 2, 0, "stream", &stream, &slen))
     return NULL;
-  lv->dropout_mask(stream, (long)mlen, (uint32_t)threshold, mask);
+  lv->fn.dropout_mask(stream, (long)mlen, (uint32_t)threshold, mask);
   return undefined(env);
 }
 
@@ -711,8 +617,8 @@ static napi_value js_rmsnorm(napi_env env, napi_callback_info info) {
       ((op == 1 || !is_null(env, argv[7])) && !get_array(env, argv[7], napi_float32_array, (uint64_t)T, 0, "rstd", &rstd, &len)) ||
       (op == 1 && !get_array(env, argv[8], napi_float32_array, (uint64_t)T * C, 0, "dout", &dout, &len)))
     return NULL;
-  if (op == 0) lv->rmsnorm_fwd(a, rstd, inp, w, (int)T, (int)C, eps, (int)threads);
-  else lv->rmsnorm_bwd(a, dout, inp, w, rstd, (int)T, (int)C, (int)threads);
+  if (op == 0) lv->fn.rmsnorm_fwd(a, rstd, inp, w, (int)T, (int)C, eps, (int)threads);
+  else lv->fn.rmsnorm_bwd(a, dout, inp, w, rstd, (int)T, (int)C, (int)threads);
   return undefined(env);
 }
 
@@ -742,7 +648,7 @@ static napi_value js_quantize_rows(napi_env env, napi_callback_info info) {
     return fail(env, "helora native: out must be an Int8Array (qmax <= 127) or an Int16Array"), NULL;
   if (outLen < (uint64_t)rows * cols) return fail(env, "helora native: out is shorter than rows * cols"), NULL;
   int inProduct = 0;
-  const long bad = lv->quantize_rows(x, cs, (int)rows, (int)cols, (int)qmax, type == napi_int8_array ? out : NULL,
+  const long bad = lv->fn.quantize_rows(x, cs, (int)rows, (int)cols, (int)qmax, type == napi_int8_array ? out : NULL,
                                      type == napi_int16_array ? out : NULL, scales, &inProduct, (int)threads);
   if (bad == -2) return oom(env);
   napi_value r;
@@ -773,7 +679,7 @@ static napi_value js_dequantize(napi_env env, napi_callback_info info) {
       (!is_null(env, argv[3]) && !get_array(env, argv[3], napi_float32_array, (uint64_t)OC, 0, "sw", &sw, &len)) ||
       !get_array(env, argv[5], napi_float32_array, need, 0, "y", &y, &len))
     return NULL;
-  lv->dequantize(type == napi_int32_array ? acc : NULL, type == napi_float64_array ? acc : NULL, sx, sw, (int)OC, y, (int)t0, (int)tn,
+  lv->fn.dequantize(type == napi_int32_array ? acc : NULL, type == napi_float64_array ? acc : NULL, sx, sw, (int)OC, y, (int)t0, (int)tn,
                  (int)o0, (int)on);
   return undefined(env);
 }
@@ -807,7 +713,7 @@ static napi_value js_attention(napi_env env, napi_callback_info info) {
   int rc;
   if (op == 0) {
     if (!is_null(env, argv[11]) && !get_array(env, argv[11], napi_float32_array, nl, 0, "lse", &lse, &len)) return NULL;
-    rc = lv->attn_fwd(q, k, v, seq, (int)T, (int)nH, (int)nKv, (int)hd, out, lse, (int)threads);
+    rc = lv->fn.attn_fwd(q, k, v, seq, (int)T, (int)nH, (int)nKv, (int)hd, out, lse, (int)threads);
   } else {
     if (!get_array(env, argv[11], napi_float32_array, nl, 0, "lse", &lse, &len) ||
         !get_array(env, argv[12], napi_float32_array, nq, 0, "dout", &dout, &len) ||
@@ -815,7 +721,7 @@ static napi_value js_attention(napi_env env, napi_callback_info info) {
         !get_array(env, argv[14], napi_float32_array, nk, 0, "dk", &dk, &len) ||
         !get_array(env, argv[15], napi_float32_array, nk, 0, "dv", &dv, &len))
       return NULL;
-    rc = lv->attn_bwd(q, k, v, out, lse, dout, seq, (int)T, (int)nH, (int)nKv, (int)hd, dq, dk, dv, (int)threads);
+    rc = lv->fn.attn_bwd(q, k, v, out, lse, dout, seq, (int)T, (int)nH, (int)nKv, (int)hd, dq, dk, dv, (int)threads);
   }
   return rc == 0 ? undefined(env) : oom(env);
 }

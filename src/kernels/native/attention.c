@@ -47,30 +47,7 @@ static inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
  * softmax's exp is a sizable share of the work here, and attention promises agreement with the
  * reference to rounding only, not the same bits at every level.
  */
-static inline vf vexp_fused(vf x0) {
-  const vf lo = vsplat(-87.33654f), hi = vsplat(88.72283f);
-  const vi keep = x0 >= lo;
-  const vi nan = x0 != x0;
-  vf x = vmax(x0, lo);
-  x = -vmax(-x, -hi);
-  const vf shifter = vsplat(12582912.0f);
-  const vf t = vfma(x, vsplat(1.44269504088896341f), shifter);
-  const vf n = t - shifter;
-  const vf r = vfma(n, vsplat(2.12194440e-4f), vfma(n, vsplat(-0.693359375f), x));
-  vf p = vsplat(1.0f / 5040);
-  p = vfma(p, r, vsplat(1.0f / 720));
-  p = vfma(p, r, vsplat(1.0f / 120));
-  p = vfma(p, r, vsplat(1.0f / 24));
-  p = vfma(p, r, vsplat(1.0f / 6));
-  p = vfma(p, r, vsplat(0.5f));
-  p = vfma(p, r, vsplat(1.0f));
-  p = vfma(p, r, vsplat(1.0f));
-  const vi ni = (vi)t - (vi)shifter;
-  const vi half = ni >> 1;
-  const vf s1 = (vf)((half + 127) << 23), s2 = (vf)((ni - half + 127) << 23);
-  const vf e = p * s1 * s2;
-  return (vf)(((vi)e & keep & ~nan) | ((vi)(x0 + x0) & nan));
-}
+HL_DEFINE_VEXP(vexp_fused, vfma)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Block products                                                                               */

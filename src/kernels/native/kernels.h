@@ -145,6 +145,57 @@ static inline int hl_has_dotprod(void) { return 0; }
 #endif
 #endif
 
+/*
+ * One level's entry points, in one table that addon.c and selftest.c both index: adding a kernel
+ * means a field here and its name in HL_LEVEL_FNS, so no level row can miss it.
+ */
+typedef struct {
+  int (*zq)(const uint8_t *, int, int, const uint8_t *, const uint8_t *, int, uint32_t *, uint32_t *);
+  int (*gemm_i8)(const uint8_t *, int, int, const int8_t *, int, int32_t *);
+  int (*sgemm)(int, int, int, const float *, long, long, const float *, long, long, float *, long, long, int, const float *);
+  void (*small_f32)(int, float *, const float *, const float *, const float *, int, int, int);
+  double (*peak)(long);
+  int (*cc_encrypt)(const hl_cc_layout *, int, const uint8_t *, const uint8_t *, uint8_t *, const uint32_t *, int, int, int, int,
+                    uint8_t *, int32_t, int, int);
+  void (*cc_decrypt)(const hl_cc_layout *, int, const uint8_t *, const uint8_t *, int, uint8_t *, int);
+  void (*cc_transpose)(const uint8_t *, int, int, uint8_t *);
+  int (*sgemm_mt)(int, int, int, const float *, long, long, const float *, long, long, float *, long, long, int, const float *, int);
+  void (*cross_entropy)(float *, const int32_t *, int, int, int, float, double *, int);
+  void (*swiglu_fwd)(float *, const float *, const float *, long, int);
+  void (*swiglu_bwd)(float *, float *, const float *, const float *, const float *, long, int);
+  int (*lora_fwd)(float *, float *, const float *, const float *, const float *, const uint8_t *, int, int, int, int, float, float, int);
+  int (*lora_bwd)(float *, float *, float *, const float *, const float *, const float *, const float *, const float *, const uint8_t *,
+                  int, int, int, int, float, float, int);
+  void (*dropout_mask)(const uint8_t *, long, uint32_t, uint8_t *);
+  void (*rmsnorm_fwd)(float *, float *, const float *, const float *, int, int, float, int);
+  void (*rmsnorm_bwd)(float *, const float *, const float *, const float *, const float *, int, int, int);
+  long (*quantize_rows)(const float *, const float *, int, int, int, int8_t *, int16_t *, float *, int *, int);
+  void (*dequantize)(const int32_t *, const double *, const float *, const float *, int, float *, int, int, int, int);
+  int (*attn_fwd)(const float *, const float *, const float *, const int32_t *, int, int, int, int, float *, float *, int);
+  int (*attn_bwd)(const float *, const float *, const float *, const float *, const float *, const float *, const int32_t *, int, int,
+                  int, int, float *, float *, float *, int);
+} hl_level_fns;
+
+/* The initializer of level lv's table (field order above). */
+#define HL_LEVEL_FNS(lv)                                                                                          \
+  {HL_CAT(hl_zq, lv), HL_CAT(hl_gemm_i8, lv), HL_CAT(hl_sgemm, lv), HL_CAT(hl_small_f32, lv), HL_CAT(hl_peak, lv),       \
+   HL_CAT(hl_cc_encrypt, lv), HL_CAT(hl_cc_decrypt, lv), HL_CAT(hl_cc_transpose, lv), HL_CAT(hl_sgemm_mt, lv),           \
+   HL_CAT(hl_cross_entropy, lv), HL_CAT(hl_swiglu_fwd, lv), HL_CAT(hl_swiglu_bwd, lv), HL_CAT(hl_lora_fwd, lv),          \
+   HL_CAT(hl_lora_bwd, lv), HL_CAT(hl_dropout_mask, lv), HL_CAT(hl_rmsnorm_fwd, lv), HL_CAT(hl_rmsnorm_bwd, lv),         \
+   HL_CAT(hl_quantize_rows, lv), HL_CAT(hl_dequantize, lv), HL_CAT(hl_attn_fwd, lv), HL_CAT(hl_attn_bwd, lv)}
+
+#if defined(__x86_64__)
+/* The x86-64 levels' run-time checks (unused where the compiler could not build the level). */
+__attribute__((unused)) static int hl_has_avx2(void) {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+__attribute__((unused)) static int hl_has_avx512(void) {
+  return hl_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+}
+__attribute__((unused)) static int hl_has_avx512vnni(void) { return hl_has_avx512() && __builtin_cpu_supports("avx512vnni"); }
+#endif
+
 /** One unit of parallel work: task index in [0, ntasks). */
 typedef void (*hl_task_fn)(void *ctx, int task);
 /** Runs fn(ctx, 0..ntasks-1) on up to `threads` threads (the caller's included); returns when all are done. */

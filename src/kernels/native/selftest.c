@@ -22,61 +22,23 @@
 typedef struct {
   const char *name;
   int (*supported)(void);
-  int (*zq)(const uint8_t *, int, int, const uint8_t *, const uint8_t *, int, uint32_t *, uint32_t *);
-  int (*gemm_i8)(const uint8_t *, int, int, const int8_t *, int, int32_t *);
-  int (*sgemm)(int, int, int, const float *, long, long, const float *, long, long, float *, long, long, int, const float *);
-  void (*small_f32)(int, float *, const float *, const float *, const float *, int, int, int);
-  int (*cc_encrypt)(const hl_cc_layout *, int, const uint8_t *, const uint8_t *, uint8_t *, const uint32_t *, int, int, int, int,
-                    uint8_t *, int32_t, int, int);
-  void (*cc_decrypt)(const hl_cc_layout *, int, const uint8_t *, const uint8_t *, int, uint8_t *, int);
-  void (*cc_transpose)(const uint8_t *, int, int, uint8_t *);
-  int (*sgemm_mt)(int, int, int, const float *, long, long, const float *, long, long, float *, long, long, int, const float *, int);
-  void (*cross_entropy)(float *, const int32_t *, int, int, int, float, double *, int);
-  void (*swiglu_fwd)(float *, const float *, const float *, long, int);
-  void (*swiglu_bwd)(float *, float *, const float *, const float *, const float *, long, int);
-  int (*lora_fwd)(float *, float *, const float *, const float *, const float *, const uint8_t *, int, int, int, int, float, float, int);
-  int (*lora_bwd)(float *, float *, float *, const float *, const float *, const float *, const float *, const float *, const uint8_t *,
-                  int, int, int, int, float, float, int);
-  void (*dropout_mask)(const uint8_t *, long, uint32_t, uint8_t *);
-  void (*rmsnorm_fwd)(float *, float *, const float *, const float *, int, int, float, int);
-  void (*rmsnorm_bwd)(float *, const float *, const float *, const float *, const float *, int, int, int);
-  long (*quantize_rows)(const float *, const float *, int, int, int, int8_t *, int16_t *, float *, int *, int);
-  void (*dequantize)(const int32_t *, const double *, const float *, const float *, int, float *, int, int, int, int);
-  int (*attn_fwd)(const float *, const float *, const float *, const int32_t *, int, int, int, int, float *, float *, int);
-  int (*attn_bwd)(const float *, const float *, const float *, const float *, const float *, const float *, const int32_t *, int, int,
-                  int, int, float *, float *, float *, int);
+  hl_level_fns fn;
 } level_t;
-
-#define LEVEL(n, sup)                                                                                                  \
-  {#n, sup, hl_zq_##n, hl_gemm_i8_##n, hl_sgemm_##n, hl_small_f32_##n, hl_cc_encrypt_##n, hl_cc_decrypt_##n, hl_cc_transpose_##n,         \
-   hl_sgemm_mt_##n, hl_cross_entropy_##n, hl_swiglu_fwd_##n, hl_swiglu_bwd_##n, hl_lora_fwd_##n, hl_lora_bwd_##n,      \
-   hl_dropout_mask_##n, hl_rmsnorm_fwd_##n, hl_rmsnorm_bwd_##n, hl_quantize_rows_##n, hl_dequantize_##n,              \
-   hl_attn_fwd_##n, hl_attn_bwd_##n}
+#define LEVEL(n, sup) {#n, sup, HL_LEVEL_FNS(n)}
 
 static int always(void) { return 1; }
-#if defined(__x86_64__)
-/* As addon.c's checks (unused when the compiler could not build the level). */
-__attribute__((unused)) static int has_avx2(void) {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
-__attribute__((unused)) static int has_avx512(void) {
-  return has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
-}
-__attribute__((unused)) static int has_avx512vnni(void) { return has_avx512() && __builtin_cpu_supports("avx512vnni"); }
-#endif
 
 /* Scalar first: the reference the others are compared with. */
 static const level_t LEVELS[] = {
     LEVEL(scalar, always),
 #if defined(HL_HAVE_avx2)
-    LEVEL(avx2, has_avx2),
+    LEVEL(avx2, hl_has_avx2),
 #endif
 #if defined(HL_HAVE_avx512)
-    LEVEL(avx512, has_avx512),
+    LEVEL(avx512, hl_has_avx512),
 #endif
 #if defined(HL_HAVE_avx512vnni)
-    LEVEL(avx512vnni, has_avx512vnni),
+    LEVEL(avx512vnni, hl_has_avx512vnni),
 #endif
 #if defined(HL_HAVE_neon)
     LEVEL(neon, always),
@@ -164,7 +126,7 @@ static void t_gemm_i8(const level_t *L, const int *p, out_t *o) {
   uint8_t *wp = xmalloc(hl_packed_i8_bytes(M, K));
   hl_pack_i8(w, M, K, wp);
   int32_t *out = xmalloc((size_t)M * N * 4);
-  check_rc("gemm_i8", L->gemm_i8(wp, M, K, x, N, out));
+  check_rc("gemm_i8", L->fn.gemm_i8(wp, M, K, x, N, out));
   out_init(o, 1);
   out_add(o, out, (size_t)M * N * 4);
   free(w), free(x), free(wp), free(out);
@@ -186,7 +148,7 @@ static void t_zq(const level_t *L, const int *p, out_t *o) {
     fill_bytes(b, words * 5);
   }
   uint32_t *aOut = xmalloc((size_t)rows * N * 4), *bOut = xmalloc((size_t)rows * N * 4);
-  check_rc("zq", L->zq(wp, rows, cols, parts & 1 ? a : NULL, parts & 2 ? b : NULL, N, parts & 1 ? aOut : NULL,
+  check_rc("zq", L->fn.zq(wp, rows, cols, parts & 1 ? a : NULL, parts & 2 ? b : NULL, N, parts & 1 ? aOut : NULL,
                        parts & 2 ? bOut : NULL));
   out_init(o, 1);
   if (parts & 1) out_add(o, aOut, (size_t)rows * N * 4);
@@ -206,8 +168,8 @@ static void t_sgemm(const level_t *L, const int *p, out_t *o) {
   const long scj = lay & 4 ? 2 : 1, sci = lay & 4 ? 2L * N + 3 : N;
   const size_t cn = (size_t)M * sci + 4;
   float *C = fvec(cn, 2.0f);
-  if (threads) check_rc("sgemm_mt", L->sgemm_mt(M, N, K, A, sai, sak, B, sbk, sbj, C, sci, scj, acc, hasBias ? bias : NULL, threads));
-  else check_rc("sgemm", L->sgemm(M, N, K, A, sai, sak, B, sbk, sbj, C, sci, scj, acc, hasBias ? bias : NULL));
+  if (threads) check_rc("sgemm_mt", L->fn.sgemm_mt(M, N, K, A, sai, sak, B, sbk, sbj, C, sci, scj, acc, hasBias ? bias : NULL, threads));
+  else check_rc("sgemm", L->fn.sgemm(M, N, K, A, sai, sak, B, sbk, sbj, C, sci, scj, acc, hasBias ? bias : NULL));
   out_init(o, 0);
   out_add(o, C, cn * 4); /* the gaps between strided elements too: they must stay untouched */
   free(A), free(B), free(bias), free(C);
@@ -222,7 +184,7 @@ static void t_small(const level_t *L, const int *p, out_t *o) {
   if (op != 0) x[3] = 0.0f; /* a zero gradient is skipped */
   const size_t tn = op == 0 ? (size_t)T * OC : op == 1 ? (size_t)T * C : (size_t)OC * C;
   float *target = fvec(tn, 1.0f);
-  L->small_f32(op, target, x, y, p[4] ? bias : NULL, T, C, OC);
+  L->fn.small_f32(op, target, x, y, p[4] ? bias : NULL, T, C, OC);
   out_init(o, 0);
   out_add(o, target, tn * 4);
   free(x), free(y), free(bias), free(target);
@@ -236,7 +198,7 @@ static void t_cross_entropy(const level_t *L, const int *p, out_t *o) {
   for (int t = 0; t < T; t++) targets[t] = t == 1 ? -1 : (int32_t)(next() % (uint64_t)V);
   logits[(size_t)2 * V + 5] = -1e30f; /* a masked logit: e^x underflows to 0 */
   double *losses = xmalloc((size_t)T * 8);
-  L->cross_entropy(logits, targets, T, V, grad, 1.0f / (float)(T - 1), losses, p[3]);
+  L->fn.cross_entropy(logits, targets, T, V, grad, 1.0f / (float)(T - 1), losses, p[3]);
   out_init(o, 0);
   if (grad) out_add(o, logits, (size_t)T * V * 4);
   for (int t = 0; t < T; t++) {
@@ -254,11 +216,11 @@ static void t_swiglu(const level_t *L, const int *p, out_t *o) {
   gate[0] = 100.0f, gate[1] = -100.0f; /* saturated sigmoid */
   out_init(o, 0);
   if (p[1]) {
-    L->swiglu_bwd(a, b, dout, gate, up, n, p[2]);
+    L->fn.swiglu_bwd(a, b, dout, gate, up, n, p[2]);
     out_add(o, a, (size_t)n * 4);
     out_add(o, b, (size_t)n * 4);
   } else {
-    L->swiglu_fwd(a, gate, up, n, p[2]);
+    L->fn.swiglu_fwd(a, gate, up, n, p[2]);
     out_add(o, a, (size_t)n * 4);
   }
   free(gate), free(up), free(dout), free(a), free(b);
@@ -276,10 +238,10 @@ static void t_rmsnorm(const level_t *L, const int *p, out_t *o) {
       for (int c = 0; c < C; c++) s += (double)inp[(size_t)t * C + c] * inp[(size_t)t * C + c];
       rstd[t] = (float)(1.0 / sqrt(s / C + 1e-5));
     }
-    L->rmsnorm_bwd(out, dout, inp, w, rstd, T, C, p[3]);
+    L->fn.rmsnorm_bwd(out, dout, inp, w, rstd, T, C, p[3]);
     out_add(o, out, (size_t)T * C * 4);
   } else {
-    L->rmsnorm_fwd(out, rstd, inp, w, T, C, 1e-5f, p[3]);
+    L->fn.rmsnorm_fwd(out, rstd, inp, w, T, C, 1e-5f, p[3]);
     out_add(o, out, (size_t)T * C * 4);
     out_add(o, rstd, (size_t)T * 4);
   }
@@ -294,10 +256,10 @@ static void t_attention(const level_t *L, const int *p, out_t *o) {
   int32_t *seq = xmalloc((size_t)T * 4);
   for (int t = 0; t < T; t++) seq[t] = seqLen > 0 ? t / seqLen : 0;
   out_init(o, 0);
-  check_rc("attn_fwd", L->attn_fwd(q, k, v, seq, T, nH, nKv, hd, out, lse, threads));
+  check_rc("attn_fwd", L->fn.attn_fwd(q, k, v, seq, T, nH, nKv, hd, out, lse, threads));
   if (p[5]) {
     float *dout = fvec(nq, 1.0f), *dq = fvec(nq, 1.0f), *dk = fvec(nk, 1.0f), *dv = fvec(nk, 1.0f);
-    check_rc("attn_bwd", L->attn_bwd(q, k, v, out, lse, dout, seq, T, nH, nKv, hd, dq, dk, dv, threads));
+    check_rc("attn_bwd", L->fn.attn_bwd(q, k, v, out, lse, dout, seq, T, nH, nKv, hd, dq, dk, dv, threads));
     out_add(o, dq, nq * 4);
     out_add(o, dk, nk * 4);
     out_add(o, dv, nk * 4);
@@ -320,12 +282,12 @@ static void t_lora(const level_t *L, const int *p, out_t *o) {
   const float scale = 2.0f, keep = drop ? 1.0f / 0.9f : 1.0f;
   out_init(o, 0);
   if (p[5]) {
-    check_rc("lora_bwd", L->lora_bwd(dx, gA, gB, dy, x, h, A, B, drop ? mask : NULL, T, in, outD, rank, scale, keep, threads));
+    check_rc("lora_bwd", L->fn.lora_bwd(dx, gA, gB, dy, x, h, A, B, drop ? mask : NULL, T, in, outD, rank, scale, keep, threads));
     out_add(o, dx, (size_t)T * in * 4);
     out_add(o, gA, (size_t)rank * in * 4);
     out_add(o, gB, (size_t)outD * rank * 4);
   } else {
-    check_rc("lora_fwd", L->lora_fwd(y, h, x, A, B, drop ? mask : NULL, T, in, outD, rank, scale, keep, threads));
+    check_rc("lora_fwd", L->fn.lora_fwd(y, h, x, A, B, drop ? mask : NULL, T, in, outD, rank, scale, keep, threads));
     out_add(o, y, (size_t)T * outD * 4);
     out_add(o, h, (size_t)T * rank * 4);
   }
@@ -336,7 +298,7 @@ static void t_lora(const level_t *L, const int *p, out_t *o) {
 static void t_dropout(const level_t *L, const int *p, out_t *o) {
   uint8_t *stream = xmalloc((size_t)p[0] * 2), *mask = xmalloc((size_t)p[0]);
   fill_bytes(stream, (size_t)p[0] * 2);
-  L->dropout_mask(stream, p[0], (uint32_t)p[1], mask);
+  L->fn.dropout_mask(stream, p[0], (uint32_t)p[1], mask);
   out_init(o, 1);
   out_add(o, mask, (size_t)p[0]);
   free(stream), free(mask);
@@ -352,7 +314,7 @@ static void t_quantize(const level_t *L, const int *p, out_t *o) {
   int8_t *q8 = xmalloc((size_t)rows * cols);
   int16_t *q16 = xmalloc((size_t)rows * cols * 2);
   int bad = -7;
-  const long first = L->quantize_rows(x, p[3] ? cs : NULL, rows, cols, qmax, qmax <= 127 ? q8 : NULL, qmax <= 127 ? NULL : q16,
+  const long first = L->fn.quantize_rows(x, p[3] ? cs : NULL, rows, cols, qmax, qmax <= 127 ? q8 : NULL, qmax <= 127 ? NULL : q16,
                                       scales, &bad, p[5]);
   out_init(o, 1);
   const int64_t r[2] = {first, bad};
@@ -375,7 +337,7 @@ static void t_dequantize(const level_t *L, const int *p, out_t *o) {
     a64[i] = (double)(int64_t)(next() >> 20) - (double)(1LL << 43);
   }
   float *sx = fvec((size_t)T, 1e-3f), *sw = fvec((size_t)OC, 1e-2f), *y = fvec((size_t)T * OC, 1.0f);
-  L->dequantize(p[2] ? NULL : a32, p[2] ? a64 : NULL, sx, p[3] ? sw : NULL, OC, y, 1, T - 2, 2, OC - 3);
+  L->fn.dequantize(p[2] ? NULL : a32, p[2] ? a64 : NULL, sx, p[3] ? sw : NULL, OC, y, 1, T - 2, 2, OC - 3);
   out_init(o, 1);
   out_add(o, y, (size_t)T * OC * 4);
   free(a32), free(a64), free(sx), free(sw), free(y);
@@ -386,7 +348,7 @@ static void t_transpose(const level_t *L, const int *p, out_t *o) {
   const size_t n = (size_t)p[0] * p[1] * 4;
   uint8_t *src = xmalloc(n), *dst = xmalloc(n);
   fill_bytes(src, n);
-  L->cc_transpose(src, p[0], p[1], dst);
+  L->fn.cc_transpose(src, p[0], p[1], dst);
   out_init(o, 1);
   out_add(o, dst, n);
   free(src), free(dst);
@@ -443,7 +405,7 @@ static void t_encrypt(const level_t *L, const int *p, out_t *o) {
   if (p[7] && mBytes == 2) { const int16_t h = 30000; memcpy(m + 2 * 5, &h, 2); }
   uint32_t cdt[12];
   for (int k = 0; k < 12; k++) cdt[k] = 0x10000000u * (uint32_t)(k + 3) + (uint32_t)(next() >> 40); /* ascending thresholds */
-  const int32_t bad = L->cc_encrypt(&c.lay, nPolys, a, m, rnd, cdt, 12, p[4], p[5], outBytes, out, mLimit, mBytes, p[3]);
+  const int32_t bad = L->fn.cc_encrypt(&c.lay, nPolys, a, m, rnd, cdt, 12, p[4], p[5], outBytes, out, mLimit, mBytes, p[3]);
   out_init(o, 1);
   out_add(o, &bad, 4);
   out_add(o, out, vals * (size_t)outBytes);
@@ -465,7 +427,7 @@ static void t_decrypt(const level_t *L, const int *p, out_t *o) {
   }
   fill_bytes(b, (size_t)rows * n * 4);
   fill_bytes(y, (size_t)rows * n * 4);
-  L->cc_decrypt(&c.lay, rows, a, b, p[2], y, p[3]);
+  L->fn.cc_decrypt(&c.lay, rows, a, b, p[2], y, p[3]);
   out_init(o, 1);
   out_add(o, y, (size_t)rows * n * 4);
   cc_free(&c);

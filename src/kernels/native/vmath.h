@@ -43,37 +43,45 @@ static inline vf vmax(vf a, vf b) {
   return (vf)((gt & (vi)a) | (~gt & (vi)b));
 }
 
+/* a*b + c rounded twice (no contraction: this unit is built with -ffp-contract=off). */
+static inline vf vmuladd(vf a, vf b, vf c) { return a * b + c; }
+
 /*
  * e^x per lane: x = n ln2 + r with |r| <= ln2/2 (ln2 in two parts so n ln2 is exact enough), e^r
  * by its degree-7 Taylor polynomial (truncation ~5e-9 relative on that range), times 2^n built in
  * the exponent bits. Below -87.3 the result is 0 (e^x < FLT_MIN: the softmax weight of a masked or
- * far-off logit), from 88.72 on +inf (as expf); NaN stays NaN.
+ * far-off logit), from 88.72 on +inf (as expf); NaN stays NaN. HL_DEFINE_VEXP(name, madd) defines
+ * it over a multiply-add: vmuladd gives the same bits at every level (vexp below), a fused one
+ * is faster where the level has FMA and agrees to rounding.
  */
-static inline vf vexp(vf x0) {
-  const vf lo = vsplat(-87.33654f), hi = vsplat(88.72283f);
-  const vi keep = x0 >= lo;
-  const vi nan = x0 != x0;
-  vf x = vmax(x0, lo);
-  x = -vmax(-x, -hi);
-  const vf shifter = vsplat(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
-  const vf t = x * vsplat(1.44269504088896341f) + shifter;
-  const vf n = t - shifter;
-  const vf r = (x - n * vsplat(0.693359375f)) - n * vsplat(-2.12194440e-4f);
-  vf p = vsplat(1.0f / 5040);
-  p = p * r + vsplat(1.0f / 720);
-  p = p * r + vsplat(1.0f / 120);
-  p = p * r + vsplat(1.0f / 24);
-  p = p * r + vsplat(1.0f / 6);
-  p = p * r + vsplat(0.5f);
-  p = p * r + vsplat(1.0f);
-  p = p * r + vsplat(1.0f);
-  /* n in [-126, 128]: split 2^n into two factors so n = 128 does not overflow the exponent field. */
-  const vi ni = (vi)t - (vi)shifter;
-  const vi half = ni >> 1;
-  const vf s1 = (vf)((half + 127) << 23), s2 = (vf)((ni - half + 127) << 23);
-  const vf e = p * s1 * s2;
-  return (vf)(((vi)e & keep & ~nan) | ((vi)(x0 + x0) & nan));
-}
+#define HL_DEFINE_VEXP(name, madd)                                                                \
+  static inline vf name(vf x0) {                                                                  \
+    const vf lo = vsplat(-87.33654f), hi = vsplat(88.72283f);                                     \
+    const vi keep = x0 >= lo;                                                                     \
+    const vi nan = x0 != x0;                                                                      \
+    vf x = vmax(x0, lo);                                                                          \
+    x = -vmax(-x, -hi);                                                                           \
+    const vf shifter = vsplat(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */      \
+    const vf t = madd(x, vsplat(1.44269504088896341f), shifter);                                  \
+    const vf n = t - shifter;                                                                     \
+    const vf r = madd(n, vsplat(2.12194440e-4f), madd(n, vsplat(-0.693359375f), x));              \
+    vf p = vsplat(1.0f / 5040);                                                                   \
+    p = madd(p, r, vsplat(1.0f / 720));                                                           \
+    p = madd(p, r, vsplat(1.0f / 120));                                                           \
+    p = madd(p, r, vsplat(1.0f / 24));                                                            \
+    p = madd(p, r, vsplat(1.0f / 6));                                                             \
+    p = madd(p, r, vsplat(0.5f));                                                                 \
+    p = madd(p, r, vsplat(1.0f));                                                                 \
+    p = madd(p, r, vsplat(1.0f));                                                                 \
+    /* n in [-126, 128]: 2^n as two factors so n = 128 does not overflow the exponent field. */  \
+    const vi ni = (vi)t - (vi)shifter;                                                            \
+    const vi half = ni >> 1;                                                                      \
+    const vf s1 = (vf)((half + 127) << 23), s2 = (vf)((ni - half + 127) << 23);                   \
+    const vf e = p * s1 * s2;                                                                     \
+    return (vf)(((vi)e & keep & ~nan) | ((vi)(x0 + x0) & nan));                                   \
+  }
+
+HL_DEFINE_VEXP(vexp, vmuladd)
 
 static inline float hsum(vf v) {
   float s = 0;
