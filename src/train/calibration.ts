@@ -48,38 +48,39 @@ export interface Calibration {
 }
 
 /**
- * Defaults from the README's measured figures (`npm run bench:train`: SmolLM2-135M shape, 2048-token
- * micro-batch of four 512-token sequences, LoRA rank 8 on all seven projections, server and client
- * on one 2-core Xeon over loopback): server_s 78.2, crypto_s 29.7, client_compute_s 64.0 per step,
- * and the same step in fp32 at 21.23 tokens/s (96.5 s: the client's 64.0 s plus the frozen
- * products). Each rate is the count the estimate gives for that step divided by the measured time.
+ * Defaults from the README's measured figures (`npm run bench:train -- --demo-steps 0`: SmolLM2-135M
+ * shape, 2048-token micro-batch of four 512-token sequences, LoRA rank 8 on all seven projections,
+ * public mask tables, native kernels, server and client on one idle 2-core AMD EPYC (AVX2) over
+ * loopback): server_s 19.8, crypto_s 19.5, client_compute_s 10.5 per step, and the same step in fp32 at
+ * 107.42 tokens/s (19.07 s: the client's 10.5 s plus the frozen products). Each rate is the count the
+ * estimate gives for that step divided by the measured time.
  */
 export function readmeCalibration(): Calibration {
   const dims = NAMED_SHAPES['smollm2-135m']!;
   const T = 2048;
-  const requests = microBatchRequests(dims, T, { params: DEFAULT_PARAMS, actBits: 8, maxTokensPerRequest: 4096, maskMode: 'fresh' });
+  const requests = microBatchRequests(dims, T, { params: DEFAULT_PARAMS, actBits: 8, maxTokensPerRequest: 4096, maskMode: 'table' });
   const serverMacs = requests.reduce((s, r) => s + r.serverMacs, 0);
   const cryptoValues = requests.reduce((s, r) => s + r.encryptedValues + r.decryptedValues, 0);
   const client = clientMacs(dims, { T, seqLens: [512, 512, 512, 512], realTokens: T }, { targets: PROJECTION_NAMES, rank: 8 });
-  const serverMacsPerS = serverMacs / 78.2;
-  const fp32StepS = T / 21.23;
+  const serverBOnlyMacsPerS = serverMacs / 19.8;
+  const fp32StepS = T / 107.42;
   return {
     format: CALIBRATION_FORMAT,
     version: CALIBRATION_VERSION,
-    source: 'README measured figures (npm run bench:train, SmolLM2-135M shape, 2-core Intel Xeon, Node 20)',
-    created: '2026-12-01T00:00:00.000Z',
-    machine: { cpu: 'Intel(R) Xeon(R) Processor', cores: 2, threads: 2, node: 'v20.20.2' },
+    source: 'README measured figures (npm run bench:train, SmolLM2-135M shape, table mode, native kernels, 2-core AMD EPYC, Node 20)',
+    created: '2026-12-02T00:00:00.000Z',
+    machine: { cpu: 'AMD EPYC', cores: 2, threads: 2, node: 'v20.20.2' },
     rates: {
-      serverMacsPerS,
-      serverBOnlyMacsPerS: 2 * serverMacsPerS,
-      cryptoValuesPerS: cryptoValues / 29.7,
-      clientMacsPerS: client / 64.0,
-      localFrozenMacsPerS: frozenProductMacs(dims, T) / (fp32StepS - 64.0),
+      serverMacsPerS: serverBOnlyMacsPerS / 2,
+      serverBOnlyMacsPerS,
+      cryptoValuesPerS: cryptoValues / 19.5,
+      clientMacsPerS: client / 10.5,
+      localFrozenMacsPerS: frozenProductMacs(dims, T) / (fp32StepS - 10.5),
       requestOverheadS: 0,
     },
     notes: [
-      'server, crypto and client rates: counts of one bench:train step divided by its measured server_s, crypto_s and client_compute_s; local frozen products: the fp32 step time (2048 / 21.23 tokens/s) minus client_compute_s',
-      'serverBOnlyMacsPerS assumed twice serverMacsPerS (the b part alone is 3 of the 6 limb GEMMs); no kernel measures it yet',
+      'server, crypto and client rates: counts of one table-mode bench:train step divided by its measured server_s, crypto_s and client_compute_s; local frozen products: the fp32 step time (2048 / 107.42 tokens/s) minus client_compute_s',
+      'serverMacsPerS (fresh masks: a and b parts) assumed half of serverBOnlyMacsPerS (6 limb GEMMs against 3)',
       'requestOverheadS not measured by the README benchmarks: 0',
     ],
   };

@@ -119,14 +119,14 @@ test('client MACs: LM head, causal attention per sequence and LoRA from the shap
 test('calibration files are validated; the README defaults reproduce the README step they come from; calibrate runs', async () => {
   const readme = readmeCalibration();
   assert.deepEqual(parseCalibration(JSON.stringify(readme)), readme);
-  // bench:train: server_s 78.2 for one SmolLM2-135M step of 2048 tokens (four 512-token sequences).
+  // bench:train (table mode): server_s 19.8 for one SmolLM2-135M step of 2048 tokens (four 512-token sequences).
   const step = estimateRun({
     dims: NAMED_SHAPES['smollm2-135m']!, plan: { microBatches: [{ T: 2048, seqLens: [512, 512, 512, 512], realTokens: 2048, epoch: 0 }], gradAccum: 1, optimizerSteps: 1, source: 'data' },
-    wire, lora: { targets: PROJECTION_NAMES, rank: 8 }, cost: { bandwidthBytesPerS: 1e9, rttS: 0, serverPricePerHour: 0, egressPricePerGB: 0 },
+    wire: { ...wire, maskMode: 'table' }, lora: { targets: PROJECTION_NAMES, rank: 8 }, cost: { bandwidthBytesPerS: 1e9, rttS: 0, serverPricePerHour: 0, egressPricePerGB: 0 },
     serverCalibration: readme, clientCalibration: readme,
   }).total;
-  assert.ok(Math.abs(step.serverS - 78.2) < 1e-9 && Math.abs(step.cryptoS - 29.7) < 1e-9 && Math.abs(step.clientComputeS - 64.0) < 1e-9);
-  assert.ok(Math.abs(2048 / step.localFp32.wallS - 21.23) < 1e-9);
+  assert.ok(Math.abs(step.serverS - 19.8) < 1e-9 && Math.abs(step.cryptoS - 19.5) < 1e-9 && Math.abs(step.clientComputeS - 10.5) < 1e-9);
+  assert.ok(Math.abs(2048 / step.localFp32.wallS - 107.42) < 1e-9);
   const bad = (f: (c: any) => void): string => { const c = structuredClone(readme) as any; f(c); return JSON.stringify(c); };
   assert.throws(() => parseCalibration('nope'), /not JSON/);
   assert.throws(() => parseCalibration(bad((c) => { c.format = 'x'; })), /format/);

@@ -1,10 +1,11 @@
 /*
  * The client's fp32 work besides its GEMMs' inner loops, compiled once per CPU level like
- * kernels.c: cross entropy over the LM head's logits, SwiGLU, the LoRA branch, dropout masks, and
- * the GEMM split over threads.
- * The JavaScript versions in src/model/layers.ts stay the reference (and the WebAssembly
+ * kernels.c: cross entropy over the LM head's logits, SwiGLU, RMSNorm, the LoRA branch, dropout
+ * masks, per-token quantization and dequantization, and the GEMM split over threads.
+ * The JavaScript versions (src/model/layers.ts, lora.ts) stay the reference (and the WebAssembly
  * backend's path); these agree with them to float rounding, not bit for bit: exp is a float
- * polynomial here, Math.exp in double there.
+ * polynomial here, Math.exp in double there, and sums run in another order. The quantization is
+ * the exception: bit for bit src/quant/quantize.ts.
  *
  * Vectors are GCC vector extensions (vmath.h: 8 floats; 16 under AVX-512), so one body serves every
  * level and the compiler picks the instructions. Built with -ffp-contract=off: the polynomial is the
