@@ -60,7 +60,13 @@ test('HELORA_KERNELS: one log line names the backend and level; a bad value or l
   if (!nk) return;
   const scalar = selectIn({ HELORA_KERNELS: 'native', HELORA_NATIVE_LEVEL: 'scalar' });
   assert.equal(scalar.status, 0, scalar.stderr);
-  assert.match(scalar.stderr, /^helora: kernels: native scalar \(.*\)\n$/);
+  assert.match(scalar.stderr, /^helora: kernels: native scalar \(.*\), fp32 work on \d+ threads?\n$/);
+  const one = selectIn({ HELORA_KERNELS: 'native', HELORA_THREADS: '1' });
+  assert.equal(one.status, 0, one.stderr);
+  assert.match(one.stderr, /, fp32 work on 1 thread\n$/);
+  const badThreads = selectIn({ HELORA_THREADS: 'lots' });
+  assert.notEqual(badThreads.status, 0);
+  assert.match(badThreads.stderr, /HELORA_THREADS must be an integer in \[1, 256\], got lots/);
   const badLevel = selectIn({ HELORA_KERNELS: 'native', HELORA_NATIVE_LEVEL: 'avx9000' });
   assert.notEqual(badLevel.status, 0);
   assert.match(badLevel.stderr, /HELORA_KERNELS=native but the native kernels are unavailable: .*level avx9000 is not supported/);

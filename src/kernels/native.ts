@@ -292,6 +292,7 @@ export function loadNativeKernels(): { kernels: NativeKernels | null; error: str
 /** The native kernels when this thread runs them, null when it runs WebAssembly (see the file comment). */
 export function nativeKernels(): NativeKernels | null {
   if (chosen) return chosen.native;
+  defaultThreads(); // a bad HELORA_THREADS is an error here, not a reason to fall back to WebAssembly
   const mode = process.env.HELORA_KERNELS ?? '';
   if (mode !== '' && mode !== 'wasm' && mode !== 'native') throw new Error(`helora: HELORA_KERNELS must be wasm or native, got ${mode}`);
   let native: NativeKernels | null = null;
@@ -306,7 +307,7 @@ export function nativeKernels(): NativeKernels | null {
   if (isMainThread) {
     const cpu = cpus()[0]?.model ?? 'unknown CPU';
     process.stderr.write(native
-      ? `helora: kernels: native ${native.level} (${cpu})\n`
+      ? `helora: kernels: native ${native.level} (${cpu}), fp32 work on ${native.threads} thread${native.threads === 1 ? '' : 's'}\n`
       : `helora: kernels: WebAssembly SIMD (${why})\n`);
   }
   return native;
