@@ -89,6 +89,16 @@ static int get_array(napi_env env, napi_value v, napi_typedarray_type want, uint
   return 1;
 }
 
+/* A typed array of type a or b (which one into *type); msg is the error when it is neither. */
+static int get_array_either(napi_env env, napi_value v, napi_typedarray_type a, napi_typedarray_type b, const char *msg, void **data,
+                            size_t *len, napi_typedarray_type *type) {
+  bool is;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is || napi_get_typedarray_info(env, v, type, len, data, NULL, NULL) != napi_ok ||
+      (*type != a && *type != b))
+    return fail(env, msg);
+  return 1;
+}
+
 static int get_args(napi_env env, napi_callback_info info, size_t n, napi_value *argv) {
   size_t argc = n;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != n) {
@@ -123,6 +133,7 @@ static napi_value oom(napi_env env) {
 /* Sizes are capped so that every product of them below fits comfortably in 64 bits. */
 #define MAX_DIM ((int64_t)1 << 28)
 #define MAX_THREADS 256
+#define ACC_TYPES "helora native: acc must be an Int32Array or a Float64Array"
 
 /* ---- exports ---- */
 
@@ -400,7 +411,6 @@ static napi_value js_cc_transpose_into(napi_env env, napi_callback_info info) {
   void *m, *acc;
   size_t len, alen;
   int64_t yo, nr, n, rows, r0, t0, tn;
-  bool is;
   napi_typedarray_type type;
   if (!get_args(env, info, 9, argv) || !get_array(env, argv[0], napi_uint8_array, 0, 0, "mem", &m, &len) ||
       !get_int(env, argv[1], 0, UINT32_MAX, "y", &yo) || !get_int(env, argv[2], 1, 1 << 20, "nRows", &nr) ||
@@ -408,9 +418,7 @@ static napi_value js_cc_transpose_into(napi_env env, napi_callback_info info) {
       !get_int(env, argv[6], 0, 1 << 24, "r0", &r0) || !get_int(env, argv[7], 0, 1 << 24, "t0", &t0) ||
       !get_int(env, argv[8], 1, n, "tn", &tn))
     return NULL;
-  if (napi_is_typedarray(env, argv[4], &is) != napi_ok || !is || napi_get_typedarray_info(env, argv[4], &type, &alen, &acc, NULL, NULL) != napi_ok ||
-      (type != napi_int32_array && type != napi_float64_array))
-    return fail(env, "helora native: acc must be an Int32Array or a Float64Array"), NULL;
+  if (!get_array_either(env, argv[4], napi_int32_array, napi_float64_array, ACC_TYPES, &acc, &alen, &type)) return NULL;
   if (r0 + nr > rows || (uint64_t)(t0 + tn) * (uint64_t)rows > alen) return fail(env, "helora native: transpose target range outside acc"), NULL;
   const uint8_t *yb = region(env, m, len, yo, (uint64_t)nr * (uint64_t)n * 4, "y");
   if (!yb) return NULL;
@@ -633,7 +641,6 @@ static napi_value js_quantize_rows(napi_env env, napi_callback_info info) {
   int64_t rows, cols, qmax, threads;
   void *x, *cs = NULL, *out, *scales;
   size_t len, outLen;
-  bool is;
   napi_typedarray_type type;
   if (!get_args(env, info, 9, argv) || !(lv = get_level(env, argv[0])) || !get_int(env, argv[3], 0, MAX_DIM, "rows", &rows) ||
       !get_int(env, argv[4], 0, MAX_DIM, "cols", &cols) || !get_int(env, argv[5], 1, 32767, "qmax", &qmax) ||
@@ -642,10 +649,9 @@ static napi_value js_quantize_rows(napi_env env, napi_callback_info info) {
       (!is_null(env, argv[2]) && !get_array(env, argv[2], napi_float32_array, (uint64_t)cols, 0, "colScale", &cs, &len)) ||
       !get_array(env, argv[7], napi_float32_array, (uint64_t)rows, 0, "scales", &scales, &len))
     return NULL;
-  if (napi_is_typedarray(env, argv[6], &is) != napi_ok || !is ||
-      napi_get_typedarray_info(env, argv[6], &type, &outLen, &out, NULL, NULL) != napi_ok ||
-      !((type == napi_int8_array && qmax <= 127) || type == napi_int16_array))
-    return fail(env, "helora native: out must be an Int8Array (qmax <= 127) or an Int16Array"), NULL;
+  const char *outTypes = "helora native: out must be an Int8Array (qmax <= 127) or an Int16Array";
+  if (!get_array_either(env, argv[6], napi_int8_array, napi_int16_array, outTypes, &out, &outLen, &type)) return NULL;
+  if (type == napi_int8_array && qmax > 127) return fail(env, outTypes), NULL;
   if (outLen < (uint64_t)rows * cols) return fail(env, "helora native: out is shorter than rows * cols"), NULL;
   int inProduct = 0;
   const long bad = lv->fn.quantize_rows(x, cs, (int)rows, (int)cols, (int)qmax, type == napi_int8_array ? out : NULL,
@@ -663,17 +669,13 @@ static napi_value js_dequantize(napi_env env, napi_callback_info info) {
   int64_t OC, t0, tn, o0, on;
   void *acc, *sx, *sw = NULL, *y;
   size_t len, accLen;
-  bool is;
   napi_typedarray_type type;
   if (!get_args(env, info, 10, argv) || !(lv = get_level(env, argv[0])) || !get_int(env, argv[4], 1, MAX_DIM, "OC", &OC) ||
       !get_int(env, argv[6], 0, MAX_DIM, "t0", &t0) || !get_int(env, argv[7], 0, MAX_DIM, "tn", &tn) ||
       !get_int(env, argv[8], 0, OC, "o0", &o0) || !get_int(env, argv[9], 0, OC - o0, "on", &on))
     return NULL;
   const uint64_t need = (uint64_t)(t0 + tn) * (uint64_t)OC;
-  if (napi_is_typedarray(env, argv[1], &is) != napi_ok || !is ||
-      napi_get_typedarray_info(env, argv[1], &type, &accLen, &acc, NULL, NULL) != napi_ok ||
-      (type != napi_int32_array && type != napi_float64_array))
-    return fail(env, "helora native: acc must be an Int32Array or a Float64Array"), NULL;
+  if (!get_array_either(env, argv[1], napi_int32_array, napi_float64_array, ACC_TYPES, &acc, &accLen, &type)) return NULL;
   if (accLen < need) return fail(env, "helora native: acc is shorter than the token range"), NULL;
   if (!get_array(env, argv[2], napi_float32_array, (uint64_t)(t0 + tn), 0, "sx", &sx, &len) ||
       (!is_null(env, argv[3]) && !get_array(env, argv[3], napi_float32_array, (uint64_t)OC, 0, "sw", &sw, &len)) ||

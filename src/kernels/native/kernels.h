@@ -150,30 +150,28 @@ static inline int hl_has_dotprod(void) { return 0; }
  * means a field here and its name in HL_LEVEL_FNS, so no level row can miss it.
  */
 typedef struct {
-  int (*zq)(const uint8_t *, int, int, const uint8_t *, const uint8_t *, int, uint32_t *, uint32_t *);
-  int (*gemm_i8)(const uint8_t *, int, int, const int8_t *, int, int32_t *);
-  int (*sgemm)(int, int, int, const float *, long, long, const float *, long, long, float *, long, long, int, const float *);
-  void (*small_f32)(int, float *, const float *, const float *, const float *, int, int, int);
-  double (*peak)(long);
-  int (*cc_encrypt)(const hl_cc_layout *, int, const uint8_t *, const uint8_t *, uint8_t *, const uint32_t *, int, int, int, int,
-                    uint8_t *, int32_t, int, int);
-  void (*cc_decrypt)(const hl_cc_layout *, int, const uint8_t *, const uint8_t *, int, uint8_t *, int);
-  void (*cc_transpose)(const uint8_t *, int, int, uint8_t *);
-  int (*sgemm_mt)(int, int, int, const float *, long, long, const float *, long, long, float *, long, long, int, const float *, int);
-  void (*cross_entropy)(float *, const int32_t *, int, int, int, float, double *, int);
-  void (*swiglu_fwd)(float *, const float *, const float *, long, int);
-  void (*swiglu_bwd)(float *, float *, const float *, const float *, const float *, long, int);
-  int (*lora_fwd)(float *, float *, const float *, const float *, const float *, const uint8_t *, int, int, int, int, float, float, int);
-  int (*lora_bwd)(float *, float *, float *, const float *, const float *, const float *, const float *, const float *, const uint8_t *,
-                  int, int, int, int, float, float, int);
-  void (*dropout_mask)(const uint8_t *, long, uint32_t, uint8_t *);
-  void (*rmsnorm_fwd)(float *, float *, const float *, const float *, int, int, float, int);
-  void (*rmsnorm_bwd)(float *, const float *, const float *, const float *, const float *, int, int, int);
-  long (*quantize_rows)(const float *, const float *, int, int, int, int8_t *, int16_t *, float *, int *, int);
-  void (*dequantize)(const int32_t *, const double *, const float *, const float *, int, float *, int, int, int, int);
-  int (*attn_fwd)(const float *, const float *, const float *, const int32_t *, int, int, int, int, float *, float *, int);
-  int (*attn_bwd)(const float *, const float *, const float *, const float *, const float *, const float *, const int32_t *, int, int,
-                  int, int, float *, float *, float *, int);
+  /* Each field has the type of the scalar level's entry point (every level declares the same signatures). */
+  __typeof__(hl_zq_scalar) *zq;
+  __typeof__(hl_gemm_i8_scalar) *gemm_i8;
+  __typeof__(hl_sgemm_scalar) *sgemm;
+  __typeof__(hl_small_f32_scalar) *small_f32;
+  __typeof__(hl_peak_scalar) *peak;
+  __typeof__(hl_cc_encrypt_scalar) *cc_encrypt;
+  __typeof__(hl_cc_decrypt_scalar) *cc_decrypt;
+  __typeof__(hl_cc_transpose_scalar) *cc_transpose;
+  __typeof__(hl_sgemm_mt_scalar) *sgemm_mt;
+  __typeof__(hl_cross_entropy_scalar) *cross_entropy;
+  __typeof__(hl_swiglu_fwd_scalar) *swiglu_fwd;
+  __typeof__(hl_swiglu_bwd_scalar) *swiglu_bwd;
+  __typeof__(hl_lora_fwd_scalar) *lora_fwd;
+  __typeof__(hl_lora_bwd_scalar) *lora_bwd;
+  __typeof__(hl_dropout_mask_scalar) *dropout_mask;
+  __typeof__(hl_rmsnorm_fwd_scalar) *rmsnorm_fwd;
+  __typeof__(hl_rmsnorm_bwd_scalar) *rmsnorm_bwd;
+  __typeof__(hl_quantize_rows_scalar) *quantize_rows;
+  __typeof__(hl_dequantize_scalar) *dequantize;
+  __typeof__(hl_attn_fwd_scalar) *attn_fwd;
+  __typeof__(hl_attn_bwd_scalar) *attn_bwd;
 } hl_level_fns;
 
 /* The initializer of level lv's table (field order above). */
