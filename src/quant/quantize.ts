@@ -125,21 +125,39 @@ export function quantizePerToken(x: Float32Array, T: number, C: number, bits = D
   return quantizePerTokenAs(x, T, C, bits, 'activations');
 }
 
-function quantizePerTokenAs(x: Float32Array, T: number, C: number, bits: number, what: string): QuantizedActivations {
+/**
+ * Per-token quantization of x, or of x times colScale per column (the backward's folded weight
+ * scale: the product rounded to f32, then quantized) when given; a non-finite value is reported
+ * with its position, in x as `what`, in the product as `what * weight scale`.
+ */
+function quantizePerTokenAs(x: Float32Array, T: number, C: number, bits: number, what: string, colScale: Float32Array | null = null): QuantizedActivations {
   checkBits(bits);
   checkDim(T, 'T');
   checkDim(C, 'C');
   checkLen(x, T * C, what);
   const values = bits <= 8 ? new Int8Array(T * C) : new Int16Array(T * C);
   const scales = new Float32Array(T);
+  const productWhat = `${what} * weight scale`;
   const nk = nativeKernels();
   if (nk) {
-    const bad = nk.quantizeRows(x, null, T, C, symmetricQmax(bits), values, scales);
+    // One pass: the product, its check and the quantization (bit for bit the loops below).
+    const bad = nk.quantizeRows(x, colScale, T, C, symmetricQmax(bits), values, scales);
     if (bad >= 0) throw nonFinite(x[bad]!, bad, C, what);
-  } else {
-    checkFinite(x, C, what);
-    quantizeRowsReference(x, T, C, bits, values, scales);
+    if (bad <= -2) throw nonFinite(Math.fround(x[-bad - 2]! * colScale![(-bad - 2) % C]!), -bad - 2, C, productWhat);
+    return { values, scales, rows: T, cols: C, bits };
   }
+  checkFinite(x, C, what);
+  let q = x;
+  if (colScale) {
+    q = new Float32Array(T * C);
+    for (let t = 0; t < T; t++) {
+      const base = t * C;
+      for (let c = 0; c < C; c++) q[base + c] = x[base + c] * colScale[c];
+    }
+    // The product overflows f32 only for absurd gradients; that is reported, never quantized as Infinity.
+    checkFinite(q, C, productWhat);
+  }
+  quantizeRowsReference(q, T, C, bits, values, scales);
   return { values, scales, rows: T, cols: C, bits };
 }
 
@@ -256,24 +274,7 @@ export function prepareBackwardInput(
   checkDim(OC, 'OC');
   checkLen(dy, T * OC, 'gradient');
   checkLen(wScales, OC, 'weight scales');
-  const nk = nativeKernels();
-  if (nk) {
-    // One pass: the product, its check and the quantization (bit for bit the loop below).
-    const values = bits <= 8 ? new Int8Array(T * OC) : new Int16Array(T * OC);
-    const scales = new Float32Array(T);
-    const bad = nk.quantizeRows(dy, wScales, T, OC, symmetricQmax(bits), values, scales);
-    if (bad >= 0) throw nonFinite(dy[bad]!, bad, OC, 'gradient');
-    if (bad <= -2) throw nonFinite(Math.fround(dy[-bad - 2]! * wScales[(-bad - 2) % OC]!), -bad - 2, OC, 'gradient * weight scale');
-    return { values, scales, rows: T, cols: OC, bits };
-  }
-  checkFinite(dy, OC, 'gradient');
-  const scaled = new Float32Array(T * OC);
-  for (let t = 0; t < T; t++) {
-    const base = t * OC;
-    for (let o = 0; o < OC; o++) scaled[base + o] = dy[base + o] * wScales[o];
-  }
-  // The product overflows f32 only for absurd gradients; that is reported, never quantized as Infinity.
-  return quantizePerTokenAs(scaled, T, OC, bits, 'gradient * weight scale');
+  return quantizePerTokenAs(dy, T, OC, bits, 'gradient', wScales);
 }
 
 /** dx[t,i] = fround(acc[t,i] * s[t]); acc is T x C row-major. */
