@@ -60,6 +60,8 @@ typedef __m512 vf;
 #define VI_BCAST32(p) _mm512_set1_epi32(load_i32(p))
 #if defined(__AVX512VNNI__)
 #define VI_MADD(acc, w, x) _mm512_dpwssd_epi32((acc), (w), (x))
+/* four unsigned X bytes times four signed weight bytes per lane (the byte-limb path below) */
+#define VI_MADD_U8(acc, w, x) _mm512_dpbusd_epi32((acc), (x), (w))
 #else
 #define VI_MADD(acc, w, x) _mm512_add_epi32((acc), _mm512_madd_epi16((w), (x)))
 #endif
@@ -114,6 +116,10 @@ typedef float32x4_t vf;
 #else
 #define ZQ_TILE_P 1
 #define SG_MR 4
+#endif
+
+#ifndef VI_MADD_U8
+#define VI_MADD_U8(acc, w, x) (acc) /* (the byte path exists only with VNNI) */
 #endif
 
 static inline int32_t load_i32(const void *p) {
@@ -289,8 +295,9 @@ static void kern16(const uint8_t *a, const uint8_t *x, size_t xs, int32_t *c, si
 #elif defined(HL_VEC)
 #define VPP (64 / VB) /* vectors per 16-token panel */
 
+/* u8: the steps are four X bytes (unsigned) times four weight bytes (signed), vpdpbusd; else i16 pairs. */
 static inline __attribute__((always_inline)) void kern16_np(const uint8_t *a, const uint8_t *x, size_t xs, int32_t *c,
-                                                            size_t ldc, int n, int first, const int np) {
+                                                            size_t ldc, int n, int first, const int np, const int u8) {
   vi acc[4][ZQ_TILE_P * VPP];
   const int nv = np * VPP;
 #pragma GCC unroll 4
@@ -306,7 +313,7 @@ static inline __attribute__((always_inline)) void kern16_np(const uint8_t *a, co
     for (int r = 0; r < 4; r++) {
       const vi w = VI_BCAST32(a + 4 * r);
 #pragma GCC unroll 4
-      for (int v = 0; v < nv; v++) acc[r][v] = VI_MADD(acc[r][v], w, xv[v]);
+      for (int v = 0; v < nv; v++) acc[r][v] = u8 ? VI_MADD_U8(acc[r][v], w, xv[v]) : VI_MADD(acc[r][v], w, xv[v]);
     }
     a += 16;
     x += 64;
@@ -326,40 +333,51 @@ static inline __attribute__((always_inline)) void kern16_np(const uint8_t *a, co
  */
 #if defined(__AVX512VNNI__)
 #define Z_MADD(xr, c) "vpdpwssd %%zmm" #xr ", %%zmm27, %[" #c "]\n\t"
+/* vpdpbusd: the X bytes (zmm28-31) are the unsigned operand, the broadcast weights the signed one. */
+#define Z_MADD_U8(xr, c) "vpdpbusd %%zmm27, %%zmm" #xr ", %[" #c "]\n\t"
 #else
 #define Z_MADD(xr, c) "vpmaddwd %%zmm" #xr ", %%zmm27, %%zmm26\n\tvpaddd %%zmm26, %[" #c "], %[" #c "]\n\t"
 #endif
-#define Z_ROW(off, c0, c1, c2, c3) \
-  "vpbroadcastd " #off "(%[a]), %%zmm27\n\t" Z_MADD(28, c0) Z_MADD(29, c1) Z_MADD(30, c2) Z_MADD(31, c3)
-#define Z_TWO_ROWS(off0, off1, c0, c1)                                                                          \
+#define Z_ROW(M, off, c0, c1, c2, c3) \
+  "vpbroadcastd " #off "(%[a]), %%zmm27\n\t" M(28, c0) M(29, c1) M(30, c2) M(31, c3)
+#define Z_TWO_ROWS(M, off0, off1, c0, c1)                                                                       \
   __asm__("vmovdqu64 (%[x]), %%zmm28\n\t"                                                                      \
           "vmovdqu64 (%[x],%[xs]), %%zmm29\n\t"                                                                \
           "vmovdqu64 (%[x],%[xs],2), %%zmm30\n\t"                                                              \
           "vmovdqu64 (%[x],%[xs3]), %%zmm31\n\t"                                                               \
-          Z_ROW(off0, a0, a1, a2, a3) Z_ROW(off1, b0, b1, b2, b3)                                              \
+          Z_ROW(M, off0, a0, a1, a2, a3) Z_ROW(M, off1, b0, b1, b2, b3)                                        \
           : [a0] "+v"(c0##0), [a1] "+v"(c0##1), [a2] "+v"(c0##2), [a3] "+v"(c0##3), [b0] "+v"(c1##0),          \
             [b1] "+v"(c1##1), [b2] "+v"(c1##2), [b3] "+v"(c1##3)                                                \
           : [a] "r"(a), [x] "r"(x), [xs] "r"(xs), [xs3] "r"(xs3)                                              \
           : "xmm26", "xmm27", "xmm28", "xmm29", "xmm30", "xmm31", "memory")
-static void kern16_4(const uint8_t *a, const uint8_t *x, size_t xs, int32_t *c, size_t ldc, int n, int first) {
-#define Z_LD(r, v) (first ? VI_ZERO() : VI_LOAD(c + (r) * ldc + (v) * 16))
-  vi r00 = Z_LD(0, 0), r01 = Z_LD(0, 1), r02 = Z_LD(0, 2), r03 = Z_LD(0, 3), r10 = Z_LD(1, 0), r11 = Z_LD(1, 1);
-  vi r12 = Z_LD(1, 2), r13 = Z_LD(1, 3), r20 = Z_LD(2, 0), r21 = Z_LD(2, 1), r22 = Z_LD(2, 2), r23 = Z_LD(2, 3);
-  vi r30 = Z_LD(3, 0), r31 = Z_LD(3, 1), r32 = Z_LD(3, 2), r33 = Z_LD(3, 3);
-#undef Z_LD
-  const size_t xs3 = 3 * xs;
-  for (int q = 0; q < n; q++) {
-    Z_TWO_ROWS(0, 4, r0, r1);
-    Z_TWO_ROWS(8, 12, r2, r3);
-    a += 16;
-    x += 64;
+/* One body for both step kinds (an i16 pair or four bytes per 32-bit lane: 16 bytes of W and 64 of
+ * each X panel per step either way); M is the multiply-accumulate. */
+#define Z_KERN4(name, M)                                                                                       \
+  static void name(const uint8_t *a, const uint8_t *x, size_t xs, int32_t *c, size_t ldc, int n, int first) {    \
+    vi r00 = Z_LD(0, 0), r01 = Z_LD(0, 1), r02 = Z_LD(0, 2), r03 = Z_LD(0, 3), r10 = Z_LD(1, 0), r11 = Z_LD(1, 1); \
+    vi r12 = Z_LD(1, 2), r13 = Z_LD(1, 3), r20 = Z_LD(2, 0), r21 = Z_LD(2, 1), r22 = Z_LD(2, 2), r23 = Z_LD(2, 3); \
+    vi r30 = Z_LD(3, 0), r31 = Z_LD(3, 1), r32 = Z_LD(3, 2), r33 = Z_LD(3, 3);                                 \
+    const size_t xs3 = 3 * xs;                                                                                 \
+    for (int q = 0; q < n; q++) {                                                                              \
+      Z_TWO_ROWS(M, 0, 4, r0, r1);                                                                             \
+      Z_TWO_ROWS(M, 8, 12, r2, r3);                                                                            \
+      a += 16;                                                                                                 \
+      x += 64;                                                                                                 \
+    }                                                                                                          \
+    Z_ST(0, 0, r00), Z_ST(0, 1, r01), Z_ST(0, 2, r02), Z_ST(0, 3, r03), Z_ST(1, 0, r10), Z_ST(1, 1, r11);        \
+    Z_ST(1, 2, r12), Z_ST(1, 3, r13), Z_ST(2, 0, r20), Z_ST(2, 1, r21), Z_ST(2, 2, r22), Z_ST(2, 3, r23);        \
+    Z_ST(3, 0, r30), Z_ST(3, 1, r31), Z_ST(3, 2, r32), Z_ST(3, 3, r33);                                        \
   }
+#define Z_LD(r, v) (first ? VI_ZERO() : VI_LOAD(c + (r) * ldc + (v) * 16))
 #define Z_ST(r, v, val) VI_STORE(c + (r) * ldc + (v) * 16, val)
-  Z_ST(0, 0, r00), Z_ST(0, 1, r01), Z_ST(0, 2, r02), Z_ST(0, 3, r03), Z_ST(1, 0, r10), Z_ST(1, 1, r11);
-  Z_ST(1, 2, r12), Z_ST(1, 3, r13), Z_ST(2, 0, r20), Z_ST(2, 1, r21), Z_ST(2, 2, r22), Z_ST(2, 3, r23);
-  Z_ST(3, 0, r30), Z_ST(3, 1, r31), Z_ST(3, 2, r32), Z_ST(3, 3, r33);
+Z_KERN4(kern16_4, Z_MADD)
+#if defined(__AVX512VNNI__)
+Z_KERN4(kern8_4, Z_MADD_U8)
+#undef Z_MADD_U8
+#endif
+#undef Z_LD
 #undef Z_ST
-}
+#undef Z_KERN4
 #undef Z_TWO_ROWS
 #undef Z_ROW
 #undef Z_MADD
@@ -368,13 +386,13 @@ static void kern16(const uint8_t *a, const uint8_t *x, size_t xs, int32_t *c, si
 #if ZQ_TILE_P == 4
   switch (np) {
     case 4: kern16_4(a, x, xs, c, ldc, n, first); return;
-    case 3: kern16_np(a, x, xs, c, ldc, n, first, 3); return;
-    case 2: kern16_np(a, x, xs, c, ldc, n, first, 2); return;
-    default: kern16_np(a, x, xs, c, ldc, n, first, 1); return;
+    case 3: kern16_np(a, x, xs, c, ldc, n, first, 3, 0); return;
+    case 2: kern16_np(a, x, xs, c, ldc, n, first, 2, 0); return;
+    default: kern16_np(a, x, xs, c, ldc, n, first, 1, 0); return;
   }
 #else
   (void)np;
-  kern16_np(a, x, xs, c, ldc, n, first, 1);
+  kern16_np(a, x, xs, c, ldc, n, first, 1, 0);
 #endif
 }
 #else
@@ -475,15 +493,33 @@ static inline __m256i load_halves(const uint8_t *lo, const uint8_t *hi) {
 }
 #define SHUF16(...) _mm256_setr_epi8(__VA_ARGS__, __VA_ARGS__)
 
-static inline void limbs_a8(const uint8_t *p, __m256i *l) {
+/* The a words of eight tokens: bits 0-31 in lo, bits 32-43 in hi (one token per 32-bit lane). */
+static inline void words_a8(const uint8_t *p, __m256i *lo, __m256i *hi) {
   const __m256i v0 = load_halves(p, p + 24), v1 = load_halves(p + 8, p + 32);
-  const __m256i lo = _mm256_or_si256(
+  *lo = _mm256_or_si256(
       _mm256_shuffle_epi8(v0, SHUF16(0, 1, 2, 3, 6, 7, 8, 9, 12, 13, 14, 15, -1, -1, -1, -1)),
       _mm256_shuffle_epi8(v1, SHUF16(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 10, 11, 12, 13)));
-  const __m256i hi = _mm256_and_si256(
+  *hi = _mm256_and_si256(
       _mm256_or_si256(_mm256_shuffle_epi8(v0, SHUF16(4, 5, -1, -1, 10, 11, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1)),
                       _mm256_shuffle_epi8(v1, SHUF16(-1, -1, -1, -1, -1, -1, -1, -1, 8, 9, -1, -1, 14, 15, -1, -1))),
       _mm256_set1_epi32(0x0fff));
+}
+
+/* The b words of eight tokens: bits 0-31 in lo, bits 32-39 in hi. */
+static inline void words_b8(const uint8_t *p, __m256i *lo, __m256i *hi) {
+  const __m256i v0 = load_halves(p, p + 20), v1 = load_halves(p + 4, p + 24);
+  *lo = _mm256_or_si256(
+      _mm256_shuffle_epi8(v0, SHUF16(0, 1, 2, 3, 5, 6, 7, 8, 10, 11, 12, 13, -1, -1, -1, -1)),
+      _mm256_shuffle_epi8(v1, SHUF16(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 11, 12, 13, 14)));
+  *hi = _mm256_or_si256(
+      _mm256_shuffle_epi8(v0, SHUF16(4, -1, -1, -1, 9, -1, -1, -1, 14, -1, -1, -1, -1, -1, -1, -1)),
+      _mm256_shuffle_epi8(v1, SHUF16(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 15, -1, -1, -1)));
+}
+#undef SHUF16
+
+static inline void limbs_a8(const uint8_t *p, __m256i *l) {
+  __m256i lo, hi;
+  words_a8(p, &lo, &hi);
   const __m256i one = _mm256_set1_epi32(1);
   l[0] = _mm256_srai_epi32(_mm256_slli_epi32(lo, 20), 20);
   const __m256i r = _mm256_add_epi32(_mm256_srli_epi32(_mm256_add_epi32(_mm256_srli_epi32(lo, 11), one), 1), _mm256_slli_epi32(hi, 20));
@@ -492,20 +528,14 @@ static inline void limbs_a8(const uint8_t *p, __m256i *l) {
 }
 
 static inline void limbs_b8(const uint8_t *p, __m256i *l) {
-  const __m256i v0 = load_halves(p, p + 20), v1 = load_halves(p + 4, p + 24);
-  const __m256i lo = _mm256_or_si256(
-      _mm256_shuffle_epi8(v0, SHUF16(0, 1, 2, 3, 5, 6, 7, 8, 10, 11, 12, 13, -1, -1, -1, -1)),
-      _mm256_shuffle_epi8(v1, SHUF16(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 11, 12, 13, 14)));
-  const __m256i hi = _mm256_or_si256(
-      _mm256_shuffle_epi8(v0, SHUF16(4, -1, -1, -1, 9, -1, -1, -1, 14, -1, -1, -1, -1, -1, -1, -1)),
-      _mm256_shuffle_epi8(v1, SHUF16(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 15, -1, -1, -1)));
+  __m256i lo, hi;
+  words_b8(p, &lo, &hi);
   const __m256i one = _mm256_set1_epi32(1);
   l[0] = _mm256_srai_epi32(_mm256_slli_epi32(lo, 24), 24);
   const __m256i s = _mm256_add_epi32(_mm256_srli_epi32(_mm256_add_epi32(_mm256_srli_epi32(lo, 7), one), 1), _mm256_slli_epi32(hi, 24));
   l[1] = _mm256_srai_epi32(_mm256_slli_epi32(s, 16), 16);
   l[2] = _mm256_srai_epi32(_mm256_add_epi32(s, _mm256_set1_epi32(0x8000)), 16);
 }
-#undef SHUF16
 
 /* One limb of eight tokens as i16 pairs (row k low, row k+1 high): 32 bytes of one panel row. */
 static inline void store_pair8(uint8_t *X, size_t xs, int q, int col, __m256i u, __m256i v) {
@@ -592,6 +622,9 @@ static void zq_recombine(const int32_t *C, size_t ldc, int rows, int tb, int tbp
       const int32_t *l = c + (size_t)part * 3 * tbp;
       int64_t *ac = acc ? acc + ((size_t)o * parts + part) * tbAcc : NULL;
       uint32_t *out = (isB ? bOut : aOut) + (size_t)o * N + t0;
+      /* Each row's strip is a different page: ask for the lines of a later row now. */
+      if (final && o + 8 < rows)
+        for (int t = 0; t < tb; t += 16) __builtin_prefetch(out + 8 * (size_t)N + t, 1);
       if (final && !addAcc) {
         /* One K chunk: the multiples of 2^12 pass through the rounding, so in wrapping 32 bits
          * out = L1 + (L2 << 16) + ((L0 * 2^s0 + 2^11) >> 12), the last term exact in int32
@@ -612,8 +645,281 @@ static void zq_recombine(const int32_t *C, size_t ldc, int rows, int tb, int tbp
   }
 }
 
+#if defined(__AVX512VNNI__)
+/* ------------------------------------------------------------------------------------------ */
+/* Byte limbs on vpdpbusd (avx512vnni)                                                         */
+/*
+ * vpdpbusd multiplies four unsigned bytes by four signed bytes per 32-bit lane: twice the
+ * multiply-accumulates of vpdpwssd per instruction. The Z_2^44 operands split into bytes without
+ * any arithmetic (a: 6 bytes, the sixth masked to 4 bits; b: 5 bytes, weight 2^(8j+4)), and each
+ * byte limb's sum is exact in int32 (255 * 127 * 8192 < 2^31), so the product costs 11 byte-limb
+ * GEMMs (5.5 vpdpwssd-equivalents) instead of 6 int16 ones; b alone (table mode) 5 instead of 3
+ * (2.5). The int8 GEMM feeds x + 128 (x ^ 0x80, unsigned) and subtracts 128 * sum(w) per row.
+ * The results are the other levels' bit for bit (everything is exact mod 2^32 / 2^44).
+ *
+ * W arrives in the shared pair layout; each call first narrows all of it into quads (16 bytes per
+ * step: rows 4r..4r+3, each w[4Q..4Q+3] as s8; half the bytes, so every later sweep of W streams
+ * half as much). X "16-token byte panels": for panel p and quad Q, 64 bytes = 16 tokens, each
+ * 4 bytes (k = 4Q..4Q+3).
+ */
+#define KC8 128 /* quads per K slice: a tile's X (4 panels x 128 quads x 64 B) stays in L1 */
+
+/* W in pair blocks (K2 pairs per block, Mb blocks) -> quad blocks of K4 = ceil(K2/2) quads (a missing
+ * last pair is zero); rowsum (if given) = each row's sum of weights. NULL when memory ran out. */
+static uint8_t *narrow_w(const uint8_t *W, int Mb, int K2, int32_t *rowsum) {
+  const int K4 = (K2 + 1) / 2;
+  uint8_t *dst = scratch((size_t)Mb * K4 * 16);
+  if (!dst) return NULL;
+  const __m128i ones = _mm_set1_epi8(1);
+  for (int rb = 0; rb < Mb; rb++) {
+    const uint8_t *w = W + (size_t)rb * K2 * 16;
+    uint8_t *d = dst + (size_t)rb * K4 * 16;
+    __m128i rs = _mm_setzero_si128();
+    for (int Q = 0; Q < K4; Q++) {
+      const int q = 2 * Q;
+      const __m128i v0 = _mm_loadu_si128((const __m128i *)(w + (size_t)q * 16));
+      const __m128i v1 = q + 1 < K2 ? _mm_loadu_si128((const __m128i *)(w + (size_t)(q + 1) * 16)) : _mm_setzero_si128();
+      /* [r0k0 r0k1 r1k0 r1k1 ... | r0k2 r0k3 r1k2 r1k3 ...] (|w| <= 127: no saturation) -> rows' quads */
+      const __m128i b = _mm_packs_epi16(v0, v1);
+      const __m128i quad = _mm_unpacklo_epi16(b, _mm_srli_si128(b, 8));
+      _mm_storeu_si128((__m128i *)(d + (size_t)Q * 16), quad);
+      if (rowsum) rs = _mm_dpbusd_epi32(rs, ones, quad);
+    }
+    if (rowsum) _mm_storeu_si128((__m128i *)(rowsum + rb * 4), rs);
+  }
+  return dst;
+}
+
+static void kern8(const uint8_t *a, const uint8_t *x, size_t xs, int32_t *c, size_t ldc, int n, int first, int np) {
+  switch (np) {
+    case 4: kern8_4(a, x, xs, c, ldc, n, first); return;
+    case 3: kern16_np(a, x, xs, c, ldc, n, first, 3, 1); return;
+    case 2: kern16_np(a, x, xs, c, ldc, n, first, 2, 1); return;
+    default: kern16_np(a, x, xs, c, ldc, n, first, 1, 1); return;
+  }
+}
+
+/* C[4*Mb][16*NP] = W · X over K4 quads; W: quad blocks of wBlock bytes (from this K range on). */
+static void gemm8(const uint8_t *W, size_t wBlock, const uint8_t *X, int K4, int32_t *C, int Mb, int NP, size_t ldc) {
+  const size_t xs = (size_t)K4 * 64;
+  for (int Q0 = 0; Q0 < K4; Q0 += KC8) {
+    const int n = MIN(KC8, K4 - Q0);
+    for (int rb0 = 0; rb0 < Mb; rb0 += MCB) {
+      const int rb1 = MIN(Mb, rb0 + MCB);
+      for (int p = 0; p < NP; p += ZQ_TILE_P) {
+        const int np = MIN(ZQ_TILE_P, NP - p);
+        const uint8_t *x = X + (size_t)p * xs + (size_t)Q0 * 64;
+        for (int rb = rb0; rb < rb1; rb++) {
+          int32_t *ct = C + (size_t)rb * 4 * ldc + (size_t)p * ZQ_PW;
+          for (int r = 0; r < 4; r++)
+            for (int v = 0; v < np; v++) __builtin_prefetch(ct + r * ldc + v * ZQ_PW, 1);
+          kern8(W + (size_t)rb * wBlock + (size_t)Q0 * 16, x, xs, ct, ldc, n, Q0 == 0, np);
+        }
+      }
+    }
+  }
+}
+
+/* Rows r0..r3 (8 tokens, 4 bytes each per 32-bit lane) -> L[j]: byte j of the 4 rows per token. */
+static inline void transpose_bytes8(__m256i r0, __m256i r1, __m256i r2, __m256i r3, __m256i *L) {
+  const __m256i u01l = _mm256_unpacklo_epi8(r0, r1), u01h = _mm256_unpackhi_epi8(r0, r1);
+  const __m256i u23l = _mm256_unpacklo_epi8(r2, r3), u23h = _mm256_unpackhi_epi8(r2, r3);
+  /* per 128-bit half: v_t = token t's bytes 0..3, each the 4 rows' */
+  const __m256i v0 = _mm256_unpacklo_epi16(u01l, u23l), v1 = _mm256_unpackhi_epi16(u01l, u23l);
+  const __m256i v2 = _mm256_unpacklo_epi16(u01h, u23h), v3 = _mm256_unpackhi_epi16(u01h, u23h);
+  const __m256i w0 = _mm256_unpacklo_epi32(v0, v1), w1 = _mm256_unpackhi_epi32(v0, v1);
+  const __m256i w2 = _mm256_unpacklo_epi32(v2, v3), w3 = _mm256_unpackhi_epi32(v2, v3);
+  L[0] = _mm256_unpacklo_epi64(w0, w2);
+  L[1] = _mm256_unpackhi_epi64(w0, w2);
+  L[2] = _mm256_unpacklo_epi64(w1, w3);
+  L[3] = _mm256_unpackhi_epi64(w1, w3);
+}
+
+/* 32 bytes (8 tokens of one quad) into byte panel column col (a multiple of 8). */
+static inline void store_quad8(uint8_t *X, size_t xs, int Q, int col, __m256i v) {
+  _mm256_storeu_si256((__m256i *)(X + (size_t)(col / ZQ_PW) * xs + (size_t)Q * 64 + (size_t)(col % ZQ_PW) * 4), v);
+}
+
+/* Byte j of the 44-bit a word / 40-bit b word at p. */
+static inline uint8_t byte_a(const uint8_t *p, int j) { return j == 5 ? p[5] & 0x0f : p[j]; }
+
+/*
+ * Byte-limb panels of rows [k0, k1) and tokens [t0, t0+tb): column j*tbp + t holds byte j of a
+ * (j < 6) and bBase + j*tbp + t byte j of b (j < 5); rows past k1 in the last quad are zero.
+ */
+static void zq_decompose_u8(const uint8_t *a, const uint8_t *b, int N, int t0, int tb, int tbp, int k0, int k1,
+                            uint8_t *X) {
+  const int K4c = (k1 - k0 + 3) / 4;
+  const size_t xs = (size_t)K4c * 64;
+  const int bBase = a ? 6 * tbp : 0;
+  for (int Q = 0; Q < K4c; Q++) {
+    const int k = k0 + 4 * Q;
+    const int rows = MIN(4, k1 - k);
+    int t = 0;
+    for (; t + 8 <= tb; t += 8) {
+      __m256i lo[4], hi[4], L[4];
+      for (int part = 0; part < 2; part++) {
+        const uint8_t *src = part ? b : a;
+        if (!src) continue;
+        const int wb = part ? 5 : 6, base = part ? bBase : 0;
+        for (int r = 0; r < 4; r++) {
+          if (r < rows) {
+            const uint8_t *p = src + ((size_t)(k + r) * N + t0 + t) * wb;
+            if (part) words_b8(p, &lo[r], &hi[r]);
+            else words_a8(p, &lo[r], &hi[r]);
+          } else {
+            lo[r] = hi[r] = _mm256_setzero_si256();
+          }
+        }
+        transpose_bytes8(lo[0], lo[1], lo[2], lo[3], L);
+        for (int j = 0; j < 4; j++) store_quad8(X, xs, Q, base + j * tbp + t, L[j]);
+        transpose_bytes8(hi[0], hi[1], hi[2], hi[3], L);
+        for (int j = 4; j < wb; j++) store_quad8(X, xs, Q, base + j * tbp + t, L[j - 4]);
+      }
+    }
+    for (; t < tb; t++) {
+      for (int part = 0; part < 2; part++) {
+        const uint8_t *src = part ? b : a;
+        if (!src) continue;
+        const int wb = part ? 5 : 6, base = part ? bBase : 0;
+        for (int j = 0; j < wb; j++) {
+          const int col = base + j * tbp + t;
+          uint8_t *d = X + (size_t)(col / ZQ_PW) * xs + (size_t)Q * 64 + (size_t)(col % ZQ_PW) * 4;
+          for (int r = 0; r < 4; r++) {
+            const uint8_t *p = src + ((size_t)(k + r) * N + t0 + t) * wb;
+            d[r] = r < rows ? (part ? p[j] : byte_a(p, j)) : 0;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* Byte-limb sums of one token block -> sums mod 2^44 (acc) or rounded outputs (as zq_recombine). */
+static void zq_recombine_u8(const int32_t *C, size_t ldc, int rows, int tb, int tbp, int64_t *acc, int tbAcc, int addAcc,
+                            int final, uint32_t *aOut, uint32_t *bOut, int N, int t0) {
+  const int parts = (aOut ? 1 : 0) + (bOut ? 1 : 0);
+  for (int o = 0; o < rows; o++) {
+    for (int part = 0; part < parts; part++) {
+      const int isB = bOut && (part == 1 || !aOut);
+      const int nb = isB ? 5 : 6, sh0 = isB ? 4 : 0;
+      const int32_t *l = C + (size_t)o * ldc + (size_t)(part ? 6 * tbp : 0);
+      int64_t *ac = acc ? acc + ((size_t)o * parts + part) * tbAcc : NULL;
+      uint32_t *out = (isB ? bOut : aOut) + (size_t)o * N + t0;
+      /* Wrapping mod 2^64 keeps the low 44 bits exact; limb by limb over the tokens (vectorizes). */
+      /* Each row's strip is a different page: ask for the lines of a later row now. */
+      if (final && o + 8 < rows)
+        for (int t = 0; t < tb; t += 16) __builtin_prefetch(out + 8 * (size_t)N + t, 1);
+      uint64_t sum[ZQ_TB];
+      for (int t = 0; t < tb; t++) sum[t] = ((uint64_t)(int64_t)l[t] << sh0) + (addAcc ? (uint64_t)ac[t] : 0);
+      for (int j = 1; j < nb; j++) {
+        const int32_t *lj = l + (size_t)j * tbp;
+        const int sh = 8 * j + sh0;
+        for (int t = 0; t < tb; t++) sum[t] += (uint64_t)(int64_t)lj[t] << sh;
+      }
+      if (final)
+        for (int t = 0; t < tb; t++) out[t] = (uint32_t)((sum[t] + 2048) >> 12);
+      else
+        for (int t = 0; t < tb; t++) ac[t] = (int64_t)(sum[t] & (MASK44));
+    }
+  }
+}
+
+static int zq_u8(const uint8_t *wp, int rows, int cols, const uint8_t *a, const uint8_t *b, int N, uint32_t *aOut,
+                 uint32_t *bOut) {
+  const int parts = (a ? 1 : 0) + (b ? 1 : 0);
+  const int nl = (a ? 6 : 0) + (b ? 5 : 0);
+  const int K2 = (cols + 1) / 2;
+  const int Mb = (rows + 3) / 4;
+  const int chunks = (cols + ZQ_KCHUNK - 1) / ZQ_KCHUNK;
+  const int K4max = MIN((cols + 3) / 4, ZQ_KCHUNK / 4);
+  const int tbMax = MIN(ZQ_TB, (N + ZQ_PW - 1) / ZQ_PW * ZQ_PW);
+  uint8_t *X = scratch((size_t)K4max * 64 * (size_t)(nl * tbMax / ZQ_PW));
+  int32_t *C = scratch((size_t)Mb * 4 * nl * tbMax * 4);
+  uint8_t *wq = narrow_w(wp, Mb, K2, NULL);
+  int64_t *acc = chunks > 1 ? scratch((size_t)rows * parts * tbMax * 8) : NULL;
+  if (!X || !C || !wq || (chunks > 1 && !acc)) {
+    free(X), free(C), free(wq), free(acc);
+    return -1;
+  }
+  for (int t0 = 0; t0 < N; t0 += ZQ_TB) {
+    const int tb = MIN(ZQ_TB, N - t0);
+    const int tbp = (tb + ZQ_PW - 1) / ZQ_PW * ZQ_PW;
+    const int NP = nl * tbp / ZQ_PW;
+    const size_t ldc = (size_t)nl * tbp;
+    for (int ch = 0; ch < chunks; ch++) {
+      const int k0 = ch * ZQ_KCHUNK;
+      const int k1 = MIN(cols, k0 + ZQ_KCHUNK);
+      const int K4c = (k1 - k0 + 3) / 4;
+      if (tb != tbp) memset(X, 0, (size_t)K4c * 64 * NP);
+      zq_decompose_u8(a, b, N, t0, tb, tbp, k0, k1, X);
+      gemm8(wq + (size_t)(k0 / 4) * 16, (size_t)(K2 + 1) / 2 * 16, X, K4c, C, Mb, NP, ldc);
+      zq_recombine_u8(C, ldc, rows, tb, tbp, acc, tbMax, ch > 0, ch == chunks - 1, a ? aOut : NULL, b ? bOut : NULL, N,
+                      t0);
+    }
+  }
+  free(X), free(C), free(wq), free(acc);
+  return 0;
+}
+
+/* x[K][N] (s8) -> byte panels of x ^ 0x80 (k past K: 0). */
+static void pack_x_u8(const int8_t *x, int K, int N, uint8_t *X, size_t xs) {
+  const __m128i flip = _mm_set1_epi8((char)0x80);
+  for (int Q = 0; Q < (K + 3) / 4; Q++) {
+    const int rows = MIN(4, K - 4 * Q);
+    const int8_t *r[4];
+    for (int i = 0; i < 4; i++) r[i] = i < rows ? x + (size_t)(4 * Q + i) * N : NULL;
+    int j = 0;
+    for (; j + 16 <= N; j += 16) {
+      __m128i v[4];
+      for (int i = 0; i < 4; i++) v[i] = r[i] ? _mm_xor_si128(_mm_loadu_si128((const __m128i *)(r[i] + j)), flip) : _mm_setzero_si128();
+      const __m128i u01l = _mm_unpacklo_epi8(v[0], v[1]), u01h = _mm_unpackhi_epi8(v[0], v[1]);
+      const __m128i u23l = _mm_unpacklo_epi8(v[2], v[3]), u23h = _mm_unpackhi_epi8(v[2], v[3]);
+      uint8_t *d = X + (size_t)(j / ZQ_PW) * xs + (size_t)Q * 64;
+      _mm_storeu_si128((__m128i *)d, _mm_unpacklo_epi16(u01l, u23l));
+      _mm_storeu_si128((__m128i *)(d + 16), _mm_unpackhi_epi16(u01l, u23l));
+      _mm_storeu_si128((__m128i *)(d + 32), _mm_unpacklo_epi16(u01h, u23h));
+      _mm_storeu_si128((__m128i *)(d + 48), _mm_unpackhi_epi16(u01h, u23h));
+    }
+    for (; j < N; j++) {
+      uint8_t *d = X + (size_t)(j / ZQ_PW) * xs + (size_t)Q * 64 + (size_t)(j % ZQ_PW) * 4;
+      for (int i = 0; i < 4; i++) d[i] = r[i] ? (uint8_t)r[i][j] ^ 0x80 : 0;
+    }
+  }
+}
+
+static int gemm_i8_u8(const uint8_t *wp, int M, int K, const int8_t *x, int N, int32_t *out) {
+  const int K2 = (K + 1) / 2, K4 = (K + 3) / 4;
+  const int Mb = (M + 3) / 4;
+  const int NP = (N + ZQ_PW - 1) / ZQ_PW;
+  const size_t ldc = (size_t)NP * ZQ_PW;
+  const size_t xs = (size_t)K4 * 64;
+  uint8_t *X = scratch(xs * NP);
+  int32_t *C = scratch((size_t)Mb * 4 * ldc * 4);
+  int32_t *rowsum = malloc((size_t)Mb * 4 * sizeof(int32_t));
+  uint8_t *wq = rowsum ? narrow_w(wp, Mb, K2, rowsum) : NULL;
+  if (!X || !C || !wq || !rowsum) {
+    free(X), free(C), free(wq), free(rowsum);
+    return -1;
+  }
+  if ((size_t)N != ldc) memset(X, 0, xs * NP);
+  pack_x_u8(x, K, N, X, xs);
+  gemm8(wq, (size_t)K4 * 16, X, K4, C, Mb, NP, ldc);
+  for (int i = 0; i < M; i++) {
+    const uint32_t corr = (uint32_t)rowsum[i] << 7;
+    const int32_t *c = C + (size_t)i * ldc;
+    for (int j = 0; j < N; j++) out[(size_t)i * N + j] = (int32_t)((uint32_t)c[j] - corr);
+  }
+  free(X), free(C), free(wq), free(rowsum);
+  return 0;
+}
+#endif
+
 int FN(hl_zq)(const uint8_t *wp, int rows, int cols, const uint8_t *a, const uint8_t *b, int N, uint32_t *aOut,
               uint32_t *bOut) {
+#if defined(__AVX512VNNI__)
+  return zq_u8(wp, rows, cols, a, b, N, aOut, bOut);
+#endif
   const int parts = (a ? 1 : 0) + (b ? 1 : 0);
   const int nl = 3 * parts;
   const int K2 = (cols + 1) / 2;
@@ -657,6 +963,9 @@ int FN(hl_zq)(const uint8_t *wp, int rows, int cols, const uint8_t *a, const uin
 /* int8 GEMM on the same int16 kernel                                                          */
 
 int FN(hl_gemm_i8)(const uint8_t *wp, int M, int K, const int8_t *x, int N, int32_t *out) {
+#if defined(__AVX512VNNI__)
+  return gemm_i8_u8(wp, M, K, x, N, out);
+#endif
   const int K2 = (K + 1) / 2;
   const int Mb = (M + 3) / 4;
   const int NP = (N + ZQ_PW - 1) / ZQ_PW;
