@@ -3,20 +3,21 @@
  *   scalar      portable C (whatever the compiler makes of it)
  *   avx2        -mavx2 -mfma:                     vpmaddwd + vpaddd ymm, vfmadd231ps ymm
  *   avx512      -mavx512f -mavx512bw -mfma:       vpmaddwd + vpaddd zmm, vfmadd231ps zmm
- *   avx512vnni  the above and -mavx512vnni:       vpdpwssd zmm (fused multiply-add of s16 pairs)
+ *   avx512vnni  the above and -mavx512vnni:       vpdpbusd zmm on byte limbs (see "Byte limbs" below)
  *   neon        AArch64 baseline (arm64 builds):  smlal/smlal2 by lane (s16 -> s32), fmla q
  *   dotprod     neon and -march=armv8.2-a+dotprod: sdot by lane on the limbs' bytes (see kern16)
- * The levels share the blocking drivers (gemm16, hl_sgemm) and differ only in their micro-kernels:
- * the fp32 tiles are one body over the vector macros below; the full int16 tiles of AVX2 and
- * AVX-512 are short asm blocks (GCC 12 adds register moves to the intrinsics version), and
- * AVX-512's partial int16 tiles use the intrinsics body.
+ * The levels share the blocking drivers (gemm16, gemm8, hl_sgemm) and differ only in their
+ * micro-kernels: the fp32 tiles are one body over the vector macros below; the full int16 and byte
+ * tiles of AVX2 and AVX-512 are short asm blocks (GCC 12 adds register moves to the intrinsics
+ * version), and AVX-512's partial tiles use the intrinsics body.
  *
- * Why s16 limbs for VNNI too (vpdpwssd, 3 limbs per operand) rather than vpdpbusd on u8 limbs
- * (5 for b, 6 for a): by the register-only ceilings measured on an AVX-512 VNNI EPYC (design
- * notes section 5) vpdpbusd gives ~47 and vpdpwssd ~39 G MAC/s per core for the 40-bit b part,
- * ~21 vs ~19.5 for both parts: not enough to pay for a second limb layout, decomposition and
- * recombination that could not be run on the machine this was written on (no AVX-512). One layout
- * also keeps every level bit-identical to the WebAssembly kernel limb for limb.
+ * Which instruction for the 44-bit products was measured, not assumed: on an AVX-512 VNNI EPYC
+ * (Zen 5, one core) the register-only rates were vpdpbusd ~360-450 G MAC/s, vpdpwssd ~180,
+ * vpmaddwd + vpaddd ~175 and IFMA vpmadd52luq ~58 (8 lanes, one full-width product each). Per
+ * 44-bit product that is ~70-90 (b, 5 byte limbs) and ~60-75 (a, 6) on vpdpbusd, ~60-75 on
+ * vpdpwssd (3 int16 limbs) and ~58 on IFMA; in the whole product the byte limbs measured 1.2x
+ * (both parts) to 1.4x (b alone) faster than vpdpwssd, so the VNNI level uses them. Every level
+ * stays bit-identical to the WebAssembly kernel (all are exact mod 2^32 / 2^44).
  */
 #include "kernels.h"
 
@@ -894,12 +895,15 @@ static int gemm_i8_u8(const uint8_t *wp, int M, int K, const int8_t *x, int N, i
   const int NP = (N + ZQ_PW - 1) / ZQ_PW;
   const size_t ldc = (size_t)NP * ZQ_PW;
   const size_t xs = (size_t)K4 * 64;
+  /* Whole panels and whole row blocks: the tiles go straight into out. */
+  const int direct = (size_t)N == ldc && M % 4 == 0;
   uint8_t *X = scratch(xs * NP);
-  int32_t *C = scratch((size_t)Mb * 4 * ldc * 4);
+  int32_t *C = direct ? out : scratch((size_t)Mb * 4 * ldc * 4);
   int32_t *rowsum = malloc((size_t)Mb * 4 * sizeof(int32_t));
   uint8_t *wq = rowsum ? narrow_w(wp, Mb, K2, rowsum) : NULL;
   if (!X || !C || !wq || !rowsum) {
-    free(X), free(C), free(wq), free(rowsum);
+    free(X), free(wq), free(rowsum);
+    if (!direct) free(C);
     return -1;
   }
   if ((size_t)N != ldc) memset(X, 0, xs * NP);
@@ -908,9 +912,11 @@ static int gemm_i8_u8(const uint8_t *wp, int M, int K, const int8_t *x, int N, i
   for (int i = 0; i < M; i++) {
     const uint32_t corr = (uint32_t)rowsum[i] << 7;
     const int32_t *c = C + (size_t)i * ldc;
-    for (int j = 0; j < N; j++) out[(size_t)i * N + j] = (int32_t)((uint32_t)c[j] - corr);
+    int32_t *o = out + (size_t)i * N;
+    for (int j = 0; j < N; j++) o[j] = (int32_t)((uint32_t)c[j] - corr);
   }
-  free(X), free(C), free(wq), free(rowsum);
+  free(X), free(wq), free(rowsum);
+  if (!direct) free(C);
   return 0;
 }
 #endif
