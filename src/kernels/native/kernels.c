@@ -11,13 +11,14 @@
  * tiles of AVX2 and AVX-512 are short asm blocks (GCC 12 adds register moves to the intrinsics
  * version), and AVX-512's partial tiles use the intrinsics body.
  *
- * Which instruction for the 44-bit products was measured, not assumed: on an AVX-512 VNNI EPYC
- * (Zen 5, one core) the register-only rates were vpdpbusd ~360-450 G MAC/s, vpdpwssd ~180,
- * vpmaddwd + vpaddd ~175 and IFMA vpmadd52luq ~58 (8 lanes, one full-width product each). Per
- * 44-bit product that is ~70-90 (b, 5 byte limbs) and ~60-75 (a, 6) on vpdpbusd, ~60-75 on
- * vpdpwssd (3 int16 limbs) and ~58 on IFMA; in the whole product the byte limbs measured 1.2x
- * (both parts) to 1.4x (b alone) faster than vpdpwssd, so the VNNI level uses them. Every level
- * stays bit-identical to the WebAssembly kernel (all are exact mod 2^32 / 2^44).
+ * Which instruction for the 44-bit products was measured, not assumed (scripts/instruction-peaks.c
+ * and bench:he's native_int8_peak_gmacs): on an AVX-512 VNNI EPYC (Zen 5, one core) the
+ * register-only rates were vpdpbusd ~370-450 G MAC/s, vpdpwssd ~165-200, vpmaddwd + vpaddd
+ * ~160-180 and IFMA vpmadd52luq ~55 (8 lanes, one full-width product each). Per exact 44-bit
+ * product that is ~74-90 (b, 5 byte limbs) and ~61-75 (a, 6 byte limbs) on vpdpbusd, ~55-67 on
+ * vpdpwssd (3 int16 limbs) and ~55 on IFMA; in the whole product the byte limbs measured 1.2x
+ * (both parts) to 1.4x (b alone) faster than the vpdpwssd kernel, so the VNNI level uses them.
+ * Every level stays bit-identical to the WebAssembly kernel (all are exact mod 2^32 / 2^44).
  */
 #include "kernels.h"
 
