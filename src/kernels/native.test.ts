@@ -202,9 +202,10 @@ function randInt8(n: number): Int8Array {
   return a;
 }
 
-test('native int8 GEMM is bit-identical to WebAssembly and the reference, every level', () => {
+test('native int8 GEMM is bit-identical to WebAssembly and the reference, every level, 1 and 3 threads', () => {
   const cases: [Int8Array, Int8Array, number, number, number, string][] = [];
-  for (const [M, K, N] of [[1, 1, 1], [13, 37, 19], [4, 8, 8], [33, 130, 41], [5, 2051, 9], [70, 3, 130], [3, 16384, 17], [9, 64, 1]] as const) {
+  // (37 x 1027 x 300 is above the threading threshold and splits into unequal row ranges)
+  for (const [M, K, N] of [[1, 1, 1], [13, 37, 19], [4, 8, 8], [33, 130, 41], [5, 2051, 9], [70, 3, 130], [3, 16384, 17], [9, 64, 1], [37, 1027, 300]] as const) {
     cases.push([randInt8(M * K), randInt8(K * N), M, K, N, `random ${M}x${K}x${N}`]);
   }
   for (const [wv, xv] of [[-128, -128], [127, -128], [-127, 127]] as const) {
@@ -215,7 +216,17 @@ test('native int8 GEMM is bit-identical to WebAssembly and the reference, every 
     wasm.heap.resetScratch();
     const want = wasm.gemmInt8Packed(wasm.packInt8(w, M, K, false), M, K, x, N);
     assert.equal(mismatches(want, gemmInt8Reference(w, x, M, K, N)), 0, `wasm vs reference, ${label}`);
-    eachLevel((k, lv) => assert.equal(mismatches(k.gemmI8(k.packI8(w, M, K), M, K, x, N), want), 0, `${lv}, ${label}`));
+    eachLevel((k, lv) => {
+      const threads = k.threads;
+      try {
+        for (const t of [1, 3]) {
+          k.threads = t;
+          assert.equal(mismatches(k.gemmI8(k.packI8(w, M, K), M, K, x, N), want), 0, `${lv}, ${t} threads, ${label}`);
+        }
+      } finally {
+        k.threads = threads;
+      }
+    });
   }
 });
 

@@ -23,7 +23,7 @@ interface Addon {
   packI8(w: Int8Array, M: number, K: number, dst: Uint8Array): void;
   zq(level: number, wp: Uint8Array, rows: number, cols: number, a: Uint8Array | null, b: Uint8Array | null, N: number,
     aOut: Uint32Array | null, bOut: Uint32Array | null): void;
-  gemmI8(level: number, wp: Uint8Array, M: number, K: number, x: Int8Array, N: number, out: Int32Array): void;
+  gemmI8(level: number, wp: Uint8Array, M: number, K: number, x: Int8Array, N: number, out: Int32Array, threads: number): void;
   sgemm(level: number, M: number, N: number, K: number, A: Float32Array, aOff: number, sai: number, sak: number,
     B: Float32Array, bOff: number, sbk: number, sbj: number, C: Float32Array, cOff: number, sci: number, scj: number,
     accumulate: number, bias: Float32Array | null, threads: number): void;
@@ -122,9 +122,9 @@ export class NativeKernels {
     this.zq(packed, rows, cols, null, b, N, null, bOut);
   }
 
-  /** out[M][N] = W · x[K][N] in int32 for packed W; into `out` when given. */
+  /** out[M][N] = W · x[K][N] in int32 for packed W (rows split over `threads`); into `out` when given. */
   gemmI8(packed: Uint8Array, M: number, K: number, x: Int8Array, N: number, out: Int32Array = new Int32Array(M * N)): Int32Array {
-    this.addon.gemmI8(this.levelIndex, packed, M, K, x, N, out);
+    this.addon.gemmI8(this.levelIndex, packed, M, K, x, N, out, this.threads);
     return out;
   }
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import {
   quantizePerToken, quantizePerTensor, dequantizePerToken, quantizeWeightsPerChannel, dequantizeForward,
   prepareBackwardInput, dequantizeBackward, quantizedLinearForward, quantizedLinearBackward, maxAbsProduct,
-  roundHalfEven, type QuantizedWeights,
+  roundHalfEven, forwardAccumulate, backwardAccumulate, type QuantizedWeights, type QuantizedActivations,
 } from './quantize.js';
 
 // Deterministic test data (mulberry32 + Box-Muller).
@@ -189,6 +189,37 @@ test('quantized forward/backward: exactly the naive integer formula, and close t
       assert.ok(ef < 0.02, `forward rel err ${ef} bits=${bits}`);
       assert.ok(eb < 0.02, `backward rel err ${eb} bits=${bits}`);
       if (bits === 16) { assert.ok(ef < 0.01); assert.ok(eb < 0.01); } // only weight error left
+    }
+  }
+});
+
+test('forwardAccumulate / backwardAccumulate: exact integer sums on odd shapes and +-127 extremes, weights reused', () => {
+  const r = rng(41);
+  const ints = (n: number, extreme: boolean): Int8Array => Int8Array.from({ length: n }, () => (extreme ? (r() < 0.5 ? -127 : 127) : Math.round(r() * 254) - 127));
+  for (const [T, C, OC] of [[7, 33, 5], [1, 1, 1], [19, 130, 17], [64, 257, 36]] as const) {
+    for (const extreme of [false, true]) {
+      const wq: QuantizedWeights = { values: ints(OC * C, extreme), scales: new Float32Array(OC).fill(1), rows: OC, cols: C };
+      // Twice with the same weights object: the second call uses the kept W^T.
+      for (let rep = 0; rep < 2; rep++) {
+        const qx: QuantizedActivations = { values: ints(T * C, extreme), scales: new Float32Array(T).fill(1), rows: T, cols: C, bits: 8 };
+        const acc = forwardAccumulate(qx, wq);
+        for (let t = 0; t < T; t++) {
+          for (let o = 0; o < OC; o++) {
+            let want = 0;
+            for (let i = 0; i < C; i++) want += qx.values[t * C + i]! * wq.values[o * C + i]!;
+            assert.equal(acc[t * OC + o], want, `forward ${T}x${C}x${OC} t=${t} o=${o}`);
+          }
+        }
+        const qdy: QuantizedActivations = { values: ints(T * OC, extreme), scales: new Float32Array(T).fill(1), rows: T, cols: OC, bits: 8 };
+        const dacc = backwardAccumulate(qdy, wq);
+        for (let t = 0; t < T; t++) {
+          for (let i = 0; i < C; i++) {
+            let want = 0;
+            for (let o = 0; o < OC; o++) want += qdy.values[t * OC + o]! * wq.values[o * C + i]!;
+            assert.equal(dacc[t * C + i], want, `backward ${T}x${OC}x${C} t=${t} i=${i}`);
+          }
+        }
+      }
     }
   }
 });

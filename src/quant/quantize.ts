@@ -325,21 +325,30 @@ function checkExactF64(bits: number, K: number): void {
   }
 }
 
-/** Integer y-accumulator acc[t,o] = sum_i qx[t,i] qw[o,i] (T x OC), exact. */
+/** W^T (cols x rows) of each frozen weight matrix, made on first use. */
+const weightTransposes = new WeakMap<QuantizedWeights, Int8Array>();
+
+function transposedWeights(wq: QuantizedWeights): Int8Array {
+  let wt = weightTransposes.get(wq);
+  if (!wt) {
+    const { rows, cols, values } = wq;
+    wt = new Int8Array(rows * cols);
+    for (let o = 0; o < rows; o++) for (let i = 0; i < cols; i++) wt[i * rows + o] = values[o * cols + i]!;
+    weightTransposes.set(wq, wt);
+  }
+  return wt;
+}
+
+/** Integer y-accumulator acc[t,o] = sum_i qx[t,i] qw[o,i] (T x OC), exact. The weights must not change afterwards (W^T is kept). */
 export function forwardAccumulate(qx: QuantizedActivations, wq: QuantizedWeights): Int32Array | Float64Array {
   checkWeights(wq);
   const T = qx.rows, C = qx.cols, OC = wq.rows;
   if (wq.cols !== C) throw new Error(`helora: weight has ${wq.cols} input features, activations have ${C}`);
   checkLen(qx.values, T * C, 'quantized activations');
   if (int8Fits(qx.bits, C) && qx.values instanceof Int8Array) {
-    // The server orientation: W (OC x C) . X^T (C x T), then back to token-major.
-    const xt = new Int8Array(C * T);
-    const xv = qx.values;
-    for (let t = 0; t < T; t++) for (let i = 0; i < C; i++) xt[i * T + t] = xv[t * C + i];
-    const accT = T * C * OC === 0 ? new Int32Array(OC * T) : gemmInt8(wq.values, xt, OC, C, T);
-    const acc = new Int32Array(T * OC);
-    for (let o = 0; o < OC; o++) for (let t = 0; t < T; t++) acc[t * OC + o] = accT[o * T + t];
-    return acc;
+    // X (T x C) . W^T (C x OC): the activations are the GEMM's packed left operand and W^T is kept,
+    // so the result is token-major and nothing is transposed per call (the sums are the same integers).
+    return T * C * OC === 0 ? new Int32Array(T * OC) : gemmInt8(qx.values, transposedWeights(wq), T, C, OC);
   }
   checkExactF64(qx.bits, C);
   const acc = new Float64Array(T * OC);

@@ -199,20 +199,21 @@ static napi_value js_zq(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
-/** gemmI8(level, packedW, M, K, x Int8Array, N, out Int32Array). */
+/** gemmI8(level, packedW, M, K, x Int8Array, N, out Int32Array, threads): rows split over threads. */
 static napi_value js_gemm_i8(napi_env env, napi_callback_info info) {
-  napi_value argv[7];
-  int64_t M, K, N;
+  napi_value argv[8];
+  int64_t M, K, N, threads;
   void *w, *x, *out;
   size_t len;
   const level_t *lv;
-  if (!get_args(env, info, 7, argv) || !(lv = get_level(env, argv[0])) || !get_int(env, argv[2], 1, MAX_DIM, "M", &M) ||
+  if (!get_args(env, info, 8, argv) || !(lv = get_level(env, argv[0])) || !get_int(env, argv[2], 1, MAX_DIM, "M", &M) ||
       !get_int(env, argv[3], 1, 131072, "K", &K) || !get_int(env, argv[5], 1, MAX_DIM, "N", &N) ||
       !get_array(env, argv[1], napi_uint8_array, hl_packed_i8_bytes((int)M, (int)K), 1, "packed weights", &w, &len) ||
       !get_array(env, argv[4], napi_int8_array, (uint64_t)K * N, 1, "x", &x, &len) ||
-      !get_array(env, argv[6], napi_int32_array, (uint64_t)M * N, 1, "out", &out, &len))
+      !get_array(env, argv[6], napi_int32_array, (uint64_t)M * N, 1, "out", &out, &len) ||
+      !get_int(env, argv[7], 1, MAX_THREADS, "threads", &threads))
     return NULL;
-  if (lv->fn.gemm_i8(w, (int)M, (int)K, x, (int)N, out) != 0) return oom(env);
+  if (lv->fn.gemm_i8_mt(w, (int)M, (int)K, x, (int)N, out, (int)threads) != 0) return oom(env);
   return undefined(env);
 }
 

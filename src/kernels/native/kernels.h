@@ -63,6 +63,7 @@ typedef struct {
 
 /*
  * The client's fp32 model work (model-ops.c), each over `threads` threads (1: the caller's alone):
+ * gemm_i8_mt: hl_gemm_i8 with the rows split over the threads (exact: the same result).
  * sgemm_mt:  hl_sgemm with rows or columns split over the threads (the same bits as one call).
  * cross_entropy: per row t of logits[T][V], losses[t] = logsumexp - logit[target] (0 where the
  *        target is negative: ignored); with grad the row becomes its gradient softmax*inv - inv at
@@ -87,6 +88,7 @@ typedef struct {
  *        seq [T] sequence ids; backward adds into dq, dk, dv.
  */
 #define HL_DECLARE_MODEL_OPS(lv)                                                                        \
+  int HL_CAT(hl_gemm_i8_mt, lv)(const uint8_t *wp, int M, int K, const int8_t *x, int N, int32_t *out, int threads); \
   int HL_CAT(hl_sgemm_mt, lv)(int M, int N, int K, const float *A, long sai, long sak, const float *B,   \
                               long sbk, long sbj, float *C, long sci, long scj, int acc, const float *bias, \
                               int threads);                                                             \
@@ -172,6 +174,7 @@ typedef struct {
   __typeof__(hl_dequantize_scalar) *dequantize;
   __typeof__(hl_attn_fwd_scalar) *attn_fwd;
   __typeof__(hl_attn_bwd_scalar) *attn_bwd;
+  __typeof__(hl_gemm_i8_mt_scalar) *gemm_i8_mt;
 } hl_level_fns;
 
 /* The initializer of level lv's table (field order above). */
@@ -180,7 +183,8 @@ typedef struct {
    HL_CAT(hl_cc_encrypt, lv), HL_CAT(hl_cc_decrypt, lv), HL_CAT(hl_cc_transpose, lv), HL_CAT(hl_sgemm_mt, lv),           \
    HL_CAT(hl_cross_entropy, lv), HL_CAT(hl_swiglu_fwd, lv), HL_CAT(hl_swiglu_bwd, lv), HL_CAT(hl_lora_fwd, lv),          \
    HL_CAT(hl_lora_bwd, lv), HL_CAT(hl_dropout_mask, lv), HL_CAT(hl_rmsnorm_fwd, lv), HL_CAT(hl_rmsnorm_bwd, lv),         \
-   HL_CAT(hl_quantize_rows, lv), HL_CAT(hl_dequantize, lv), HL_CAT(hl_attn_fwd, lv), HL_CAT(hl_attn_bwd, lv)}
+   HL_CAT(hl_quantize_rows, lv), HL_CAT(hl_dequantize, lv), HL_CAT(hl_attn_fwd, lv), HL_CAT(hl_attn_bwd, lv),      \
+   HL_CAT(hl_gemm_i8_mt, lv)}
 
 #if defined(__x86_64__)
 /* The x86-64 levels' run-time checks (unused where the compiler could not build the level). */

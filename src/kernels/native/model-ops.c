@@ -211,6 +211,35 @@ int FN(hl_sgemm_mt)(int M, int N, int K, const float *A, long sai, long sak, con
   return j.failed ? -1 : 0;
 }
 
+typedef struct {
+  const uint8_t *wp;
+  const int8_t *x;
+  int32_t *out;
+  int M, K, N, chunk;
+  int failed;
+} gemm_i8_job;
+
+static void gemm_i8_task(void *ctx, int task) {
+  gemm_i8_job *j = ctx;
+  const int lo = task * j->chunk, hi = MIN((task + 1) * j->chunk, j->M);
+  if (lo >= hi) return;
+  /* lo is a multiple of 4: its rows start a block of the packed weights */
+  const uint8_t *w = j->wp + (size_t)(lo / 4) * (size_t)((j->K + 1) / 2) * 16;
+  if (FN(hl_gemm_i8)(w, hi - lo, j->K, j->x, j->N, j->out + (size_t)lo * j->N) != 0)
+    __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
+}
+
+/* hl_gemm_i8 with the rows split over threads in whole 4-row blocks (exact integer sums: the
+ * result does not depend on the split); every thread packs x itself. */
+int FN(hl_gemm_i8_mt)(const uint8_t *wp, int M, int K, const int8_t *x, int N, int32_t *out, int threads) {
+  if (threads <= 1 || M < 8 || (long)M * N * K < SGEMM_MT_MIN_MACS) return FN(hl_gemm_i8)(wp, M, K, x, N, out);
+  int chunk = (M + threads - 1) / threads;
+  chunk = (chunk + 3) / 4 * 4;
+  gemm_i8_job j = {wp, x, out, M, K, N, chunk, 0};
+  hl_parallel_for(threads, (M + chunk - 1) / chunk, gemm_i8_task, &j);
+  return j.failed ? -1 : 0;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* LoRA branch: y += scale * (dropout(x) A^T) B^T and its gradients                            */
 

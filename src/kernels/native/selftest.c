@@ -117,7 +117,8 @@ typedef struct {
   int p[10];
 } test_t;
 
-/* gemm_i8: M, K, N, weight mode (1: +-127), x mode (1: +-127/-128 extremes). */
+/* gemm_i8: M, K, N, weight mode (1: +-127), x mode (1: +-127/-128 extremes), threads (0: the
+ * single-thread entry, else gemm_i8_mt). */
 static void t_gemm_i8(const level_t *L, const int *p, out_t *o) {
   const int M = p[0], K = p[1], N = p[2];
   int8_t *w = i8vec((size_t)M * K, p[3]);
@@ -126,7 +127,7 @@ static void t_gemm_i8(const level_t *L, const int *p, out_t *o) {
   uint8_t *wp = xmalloc(hl_packed_i8_bytes(M, K));
   hl_pack_i8(w, M, K, wp);
   int32_t *out = xmalloc((size_t)M * N * 4);
-  check_rc("gemm_i8", L->fn.gemm_i8(wp, M, K, x, N, out));
+  check_rc("gemm_i8", p[5] ? L->fn.gemm_i8_mt(wp, M, K, x, N, out, p[5]) : L->fn.gemm_i8(wp, M, K, x, N, out));
   out_init(o, 1);
   out_add(o, out, (size_t)M * N * 4);
   free(w), free(x), free(wp), free(out);
@@ -440,6 +441,7 @@ static const test_t TESTS[] = {
     {"gemm_i8.37x1027x45", t_gemm_i8, {37, 1027, 45, 0, 0}},
     {"gemm_i8.extreme.8x4096x17", t_gemm_i8, {8, 4096, 17, 1, 1}},
     {"gemm_i8.3x1x5", t_gemm_i8, {3, 1, 5, 0, 0}},
+    {"gemm_i8_mt.3threads.37x1027x300", t_gemm_i8, {37, 1027, 300, 0, 0, 3}},
     {"zq_a.13x515x70", t_zq, {13, 515, 70, 1, 0, 0}},
     {"zq_b.13x515x70", t_zq, {13, 515, 70, 2, 0, 0}},
     {"zq_ab.29x1001x24", t_zq, {29, 1001, 24, 3, 0, 0}},
