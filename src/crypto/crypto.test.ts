@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createCipheriv } from 'node:crypto';
 import {
-  RLWE_N2048_Q44 as P, paramsById, maxInnerDim, randomSeed, expandMask, MaskStream, SecretKey, encryptBlock,
+  RLWE_N2048_Q44 as P, paramsById, maxInnerDim, randomSeed, expandMask, MaskStream, maskStreamPieces, SecretKey, encryptBlock,
   encryptFresh, decryptBlock, resultNoiseStd, resultErrorBound, serverProductReference, sampleGaussian,
   gaussianMagnitudeCdt, gaussianTablePmf, choosePlaintextBits, MIN_PLAINTEXT_BITS,
 } from './index.js';
@@ -217,6 +217,14 @@ test('expandMask: deterministic, 6-byte AES-128-CTR format, blocks and seeds dif
   const s = new MaskStream(seed, 0);
   const parts = [s.next(N * 6 * 3), s.next(N * 6 * 5)];
   assert.deepEqual(new Uint8Array(Buffer.concat(parts)), m0);
+  // pieces expanded independently (the server's workers) give the same bytes, from any aligned offset
+  for (const [off, len, count] of [[0, m0.length, 3], [N * 6 * 2, N * 6 * 5 + 16, 4], [48, 100, 7], [16, 0, 2]] as const) {
+    const pieces = maskStreamPieces(0, off, len, count);
+    assert.ok(pieces.length <= count && pieces.every((p) => p.start % 16 === 0));
+    const got = Buffer.concat(pieces.map((p) => createCipheriv('aes-128-ctr', seed, p.iv).update(new Uint8Array(p.length))));
+    assert.deepEqual(new Uint8Array(got), m0.subarray(off, off + len), `offset ${off}, ${len} bytes, ${count} pieces`);
+  }
+  assert.throws(() => maskStreamPieces(0, 8, 16, 2), /multiple of 16/);
   // 44-bit values look uniform: mean near 2^43
   let sum = 0;
   for (let i = 0; i < d * N; i++) {

@@ -108,6 +108,29 @@ function maskIv(blockIndex: number, byteOffset: number): Uint8Array {
 /** AES block size: a mask stream can start at any multiple of it. */
 export const MASK_STREAM_ALIGN = 16;
 
+/** One piece of a mask stream: `length` bytes at `start` (relative to the range), from AES-128-CTR(seed, iv). */
+export interface MaskStreamPiece {
+  iv: Uint8Array;
+  start: number;
+  length: number;
+}
+
+/**
+ * The bytes [byteOffset, byteOffset + bytes) of block blockIndex's mask stream cut into at most
+ * `pieces` parts that start at multiples of 16 bytes, each with the IV that starts the stream there:
+ * expanded independently (in parallel), they give exactly MaskStream's bytes.
+ */
+export function maskStreamPieces(blockIndex: number, byteOffset: number, bytes: number, pieces: number): MaskStreamPiece[] {
+  if (!(Number.isSafeInteger(bytes) && bytes >= 0)) throw new Error(`helora: mask range must be a non-negative byte count, got ${bytes}`);
+  if (!(Number.isInteger(pieces) && pieces >= 1)) throw new Error(`helora: piece count must be a positive integer, got ${pieces}`);
+  const per = Math.max(MASK_STREAM_ALIGN, Math.ceil(bytes / pieces / MASK_STREAM_ALIGN) * MASK_STREAM_ALIGN);
+  const out: MaskStreamPiece[] = [];
+  for (let start = 0; start < bytes; start += per) {
+    out.push({ iv: maskIv(blockIndex, byteOffset + start), start, length: Math.min(per, bytes - start) });
+  }
+  return out;
+}
+
 function checkSeed(seed: Uint8Array): void {
   if (!(seed instanceof Uint8Array) || seed.length !== SEED_BYTES) {
     throw new Error(`helora: mask seed must be ${SEED_BYTES} bytes, got ${seed instanceof Uint8Array ? seed.length : typeof seed}`);

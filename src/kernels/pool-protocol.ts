@@ -10,7 +10,8 @@ export type PoolRequest =
   | { op: 'int8'; handle: number; x: Int8Array; N: number; out: Int32Array; offset: number }
   | { op: 'f32'; handle: number; x: Float32Array; N: number }
   | { op: 'fwd'; handle: number; inp: Float32Array; T: number }
-  | { op: 'bwdIn'; handle: number; dout: Float32Array; T: number; OC: number; r0: number };
+  | { op: 'bwdIn'; handle: number; dout: Float32Array; T: number; OC: number; r0: number }
+  | { op: 'keystream'; key: Uint8Array; iv: Uint8Array; dst: Uint8Array };
 
 export type PoolResult =
   | { kind: 'none' }

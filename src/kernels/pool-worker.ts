@@ -3,6 +3,7 @@
  * weights resident in its linear memory (with the native kernels: packed int8 weights in a JS
  * array, fp32 weights as given); computes its rows of each product.
  */
+import { createCipheriv } from 'node:crypto';
 import { parentPort } from 'node:worker_threads';
 import { KernelEngine } from './engine.js';
 import { nativeKernels } from './native.js';
@@ -13,6 +14,7 @@ import { ZQ_KERNEL_LAYOUT } from './zq-matmul.js';
 interface Int8Shard { kind: 'int8'; ptr: number; packed: Uint8Array | null; rows: number; cols: number }
 interface F32Shard { kind: 'f32'; w: Float32Array; rows: number; cols: number; aForm: number; bForm: number }
 
+const KEYSTREAM_PIECE_BYTES = 1 << 20;
 const engine = new KernelEngine();
 const native = nativeKernels();
 const shards = new Map<number, Int8Shard | F32Shard>();
@@ -70,6 +72,15 @@ function handle(req: PoolRequest): { result: PoolResult; transfer: ArrayBuffer[]
     }
     case 'regF32': {
       shards.set(req.handle, { kind: 'f32', w: req.w, rows: req.rows, cols: req.cols, aForm: 0, bForm: 0 });
+      return { result: { kind: 'none' }, transfer: [] };
+    }
+    case 'keystream': {
+      // AES-128-CTR key stream (a public mask's bytes) straight into shared memory, 1 MiB at a time.
+      const cipher = createCipheriv('aes-128-ctr', req.key, req.iv);
+      const zeros = new Uint8Array(Math.min(KEYSTREAM_PIECE_BYTES, req.dst.length));
+      for (let off = 0; off < req.dst.length; off += zeros.length) {
+        req.dst.set(cipher.update(zeros.subarray(0, Math.min(zeros.length, req.dst.length - off))), off);
+      }
       return { result: { kind: 'none' }, transfer: [] };
     }
     case 'zq': {

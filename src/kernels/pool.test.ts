@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createCipheriv, randomBytes } from 'node:crypto';
 import { KernelPool } from './pool.js';
 import { zqMatmulReference } from './zq-matmul.js';
 import { gemmInt8Reference } from './gemm-int8.js';
@@ -69,6 +70,31 @@ test('KernelPool computes every op like the references (3 workers, uneven shards
       assert.deepEqual(o.aOut, ar);
       assert.deepEqual(o.bOut, br);
     });
+  } finally {
+    await pool.close();
+  }
+});
+
+test('KernelPool.aesCtrInto fills shared memory with the AES-128-CTR key stream, pieces on every worker', async () => {
+  const pool = await KernelPool.create(2);
+  try {
+    const key = randomBytes(16), iv = randomBytes(16);
+    iv[15] = 0xf0; // the counter carries across bytes within the first pieces
+    const bytes = (3 << 20) + 48; // more than one 1 MiB step per piece
+    const dst = pool.sharedScratch(bytes);
+    const per = 1 << 20;
+    const pieces: { iv: Uint8Array; dst: Uint8Array }[] = [];
+    for (let off = 0; off < bytes; off += per) {
+      // the IV that starts the stream at block off / 16: the 128-bit big-endian counter plus off / 16
+      const ctr = (BigInt('0x' + Buffer.from(iv).toString('hex')) + BigInt(off / 16)) % (1n << 128n);
+      pieces.push({ iv: Uint8Array.from(Buffer.from(ctr.toString(16).padStart(32, '0'), 'hex')), dst: dst.view.subarray(off, Math.min(bytes, off + per)) });
+    }
+    await pool.aesCtrInto(key, pieces);
+    const want = createCipheriv('aes-128-ctr', key, iv).update(new Uint8Array(bytes));
+    assert.ok(Buffer.from(dst.view).equals(want));
+    dst.release();
+    await assert.rejects(pool.aesCtrInto(key, [{ iv, dst: new Uint8Array(16) }]), /shared memory/);
+    await assert.rejects(pool.aesCtrInto(key.subarray(0, 8), []), /16-byte key/);
   } finally {
     await pool.close();
   }

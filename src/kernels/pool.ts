@@ -216,6 +216,23 @@ export class KernelPool {
     }
   }
 
+  /**
+   * Fills each piece's dst (shared memory) with the AES-128-CTR key stream of (key, iv), the pieces
+   * spread over the workers: the server's public masks, expanded on every core.
+   */
+  async aesCtrInto(key: Uint8Array, pieces: readonly { iv: Uint8Array; dst: Uint8Array }[]): Promise<void> {
+    this.live();
+    if (!(key instanceof Uint8Array) || key.length !== 16) throw new Error('helora: aesCtrInto needs a 16-byte key');
+    for (const p of pieces) {
+      if (!(p.iv instanceof Uint8Array) || p.iv.length !== 16) throw new Error('helora: aesCtrInto needs 16-byte IVs');
+      if (!(p.dst instanceof Uint8Array) || !(p.dst.buffer instanceof SharedArrayBuffer)) throw new Error('helora: aesCtrInto writes only into shared memory (sharedScratch)');
+    }
+    await settleAll(pieces.map(async (p, i) => {
+      const res = await this.call(i % this.workers.length, { op: 'keystream', key, iv: p.iv, dst: p.dst });
+      if (res.kind !== 'none') throw new Error('helora: kernel worker sent an unexpected result');
+    }));
+  }
+
   /** Registers int8 weights w[M][K] for gemmInt8; returns a handle. */
   async registerInt8(w: Int8Array, M: number, K: number): Promise<number> {
     this.live();

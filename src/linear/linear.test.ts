@@ -6,7 +6,8 @@ import { RLWE_N2048_Q44, SecretKey, encodeFeatures, encryptBlock, randomSeed, re
 import { quantizePerToken, quantizeWeightsPerChannel } from '../quant/quantize.js';
 import { accumulateBlock, HeLinearClient } from './client.js';
 import { rowSqNorms, stackedColSqNorms } from './layout.js';
-import { HeLinearServer } from './server.js';
+import { HeLinearServer, poolBackend } from './server.js';
+import { KernelPool } from '../kernels/pool.js';
 import { QuantizedGroup } from './plain.js';
 import type { EncryptedInput, Int8Matrix } from './types.js';
 
@@ -558,6 +559,32 @@ test('public mask tables: a single-use secret per block, only W·B from the serv
     assert.ok(Math.abs(dx[i] - want[i]) <= bound, `table backward: error ${dx[i] - want[i]} > ${bound}`);
   }
   await client.close();
+});
+
+test('server on the kernel pool: masks expanded on the workers, answers and mask tables identical to the calling-thread server', async () => {
+  const C = 72;
+  const parts = [randMatrix(40, C), randMatrix(24, C)];
+  const pool = await KernelPool.create(3);
+  try {
+    const pooled = new HeLinearServer({ backend: poolBackend(pool) });
+    const local = new HeLinearServer();
+    await pooled.registerGroup('g', parts);
+    await local.registerGroup('g', parts);
+    const { client } = await setup(parts);
+    const T = N + 33; // two column blocks, each with its own mask stream
+    const req = await client.encryptIntegers(randInts(T * C, 127), T, [C]);
+    const [a, b] = [await pooled.forward('g', req), await local.forward('g', req)];
+    assert.equal(a.blocks.length, 2);
+    a.blocks.forEach((row, i) => row.forEach((m, j) => {
+      assert.deepEqual(m.a, b.blocks[i]![j]!.a, `a, block ${i} matrix ${j}`);
+      assert.deepEqual(m.b, b.blocks[i]![j]!.b, `b, block ${i} matrix ${j}`);
+    }));
+    const seed = randomSeed();
+    assert.deepEqual(await pooled.maskTable('g', 'forward', seed), await local.maskTable('g', 'forward', seed));
+    await client.close();
+  } finally {
+    await pool.close();
+  }
 });
 
 test('public mask tables: a single-use secret encrypts one block only, and every request draws new ones', async () => {

@@ -6,7 +6,7 @@
 //          arrive stacked the same way, so the sum is one GEMM too.
 // Products whose K exceeds the plaintext headroom are split into K-chunk terms (layout.ts).
 
-import { DEFAULT_PARAMS, expandMask, MASK_STREAM_ALIGN, MaskStream, maskBytes, maxInnerDim, uploadBytes, type RlweParams } from '../crypto/index.js';
+import { DEFAULT_PARAMS, expandMask, MASK_STREAM_ALIGN, MaskStream, maskBytes, maskStreamPieces, maxInnerDim, uploadBytes, type RlweParams } from '../crypto/index.js';
 import { DEFAULT_ACT_BITS, WEIGHT_BITS } from '../quant/quantize.js';
 import { ZqWeights, zqLayout, zqMatmul, type ZqModulus } from '../kernels/zq-matmul.js';
 import type { KernelPool } from '../kernels/pool.js';
@@ -21,6 +21,12 @@ export interface ZqBackend {
   matmul(modulus: ZqModulus, handle: number, aBytes: Uint8Array, bBytes: Uint8Array, N: number): Promise<CipherMatrixPair>;
   /** One part alone: 'a' = W·A (a mask table), 'b' = W·B (a public-mask request). */
   matmulPart(modulus: ZqModulus, handle: number, part: 'a' | 'b', bytes: Uint8Array, N: number): Promise<Uint32Array>;
+  /**
+   * Fills scratch views with AES-128-CTR key stream, the pieces in parallel (`threads` of them at
+   * once); absent: the masks are expanded on the calling thread.
+   */
+  keystreamInto?(key: Uint8Array, pieces: { iv: Uint8Array; dst: Uint8Array }[]): Promise<void>;
+  threads?: number;
 }
 interface CipherMatrixPair {
   aOut: Uint32Array;
@@ -60,6 +66,9 @@ export function poolBackend(pool: KernelPool): ZqBackend {
     register: (w, rows, cols) => pool.registerZq(w, rows, cols),
     matmul: (modulus, handle, aBytes, bBytes, N) => pool.zqMatmulShared(modulus, handle, aBytes, bBytes, N),
     scratch: (bytes) => pool.sharedScratch(bytes),
+    // The masks of a fresh-mask request, expanded on every worker instead of the main thread.
+    keystreamInto: (key, pieces) => pool.aesCtrInto(key, pieces),
+    threads: pool.threads,
     // Native kernels compute the asked part alone (the WebAssembly one both, on zeros).
     matmulPart: (modulus, handle, part, bytes, N) => pool.zqMatmulPart(modulus, handle, part, bytes, N),
   };
@@ -169,7 +178,7 @@ export class HeLinearServer {
     const chunks = direction === 'forward' ? g.forward : g.backward;
     const terms: Uint32Array[] = [];
     for (const c of chunks) {
-      const mask = this.chunkMask(tableSeed, 0, c.chunk);
+      const mask = await this.chunkMask(tableSeed, 0, c.chunk);
       try {
         terms.push(await this.backend.matmulPart(this.params, c.handle, 'a', mask.view, this.params.ringDegree));
       } finally {
@@ -204,7 +213,7 @@ export class HeLinearServer {
    * The masks a_i of one K-chunk of a column block (expandMask's bytes for features
    * [chunk.start, chunk.end)), written straight into the backend's scratch when it has one.
    */
-  private chunkMask(seed: Uint8Array, blk: number, chunk: FeatureChunk): { view: Uint8Array; release: () => void } {
+  private async chunkMask(seed: Uint8Array, blk: number, chunk: FeatureChunk): Promise<{ view: Uint8Array; release: () => void }> {
     const N = this.params.ringDegree, aBytes = maskBytes(this.params);
     const offset = chunk.start * N * aBytes, bytes = (chunk.end - chunk.start) * N * aBytes;
     if (!this.backend.scratch || offset % MASK_STREAM_ALIGN !== 0) {
@@ -212,7 +221,12 @@ export class HeLinearServer {
     }
     const scratch = this.backend.scratch(bytes);
     try {
-      new MaskStream(seed, blk, offset).nextInto(scratch.view);
+      if (this.backend.keystreamInto) {
+        const pieces = maskStreamPieces(blk, offset, bytes, this.backend.threads ?? 1);
+        await this.backend.keystreamInto(seed, pieces.map((p) => ({ iv: p.iv, dst: scratch.view.subarray(p.start, p.start + p.length) })));
+      } else {
+        new MaskStream(seed, blk, offset).nextInto(scratch.view);
+      }
     } catch (e) {
       scratch.release();
       throw e;
@@ -254,7 +268,7 @@ export class HeLinearServer {
           results.push({ aOut: NO_A, bOut: await this.backend.matmulPart(params, c.handle, 'b', b, N) });
           continue;
         }
-        const mask = this.chunkMask(input.seed, blk, c.chunk);
+        const mask = await this.chunkMask(input.seed, blk, c.chunk);
         try {
           const res = await this.backend.matmul(params, c.handle, mask.view, b, N);
           if (res.release) releases.push(res.release);
