@@ -24,7 +24,9 @@ export function levelsFor(arch) {
 }
 
 // -O3 and no -ffast-math: the fp32 sums stay IEEE (only their order differs from WebAssembly).
-export const commonFlags = ['-O3', '-pthread', '-std=c11', '-D_ISOC11_SOURCE', '-Wall', '-Wextra', '-Wno-unused-parameter'];
+// A call to an undeclared function links into the addon as an unresolved symbol that fails only when
+// called: make it a compile error.
+export const commonFlags = ['-O3', '-pthread', '-std=c11', '-D_ISOC11_SOURCE', '-Wall', '-Wextra', '-Wno-unused-parameter', '-Werror=implicit-function-declaration'];
 
 /** The units compiled once per level (src/kernels/native/<name>.c) and their extra flags. */
 export const levelUnits = [

@@ -546,6 +546,7 @@ static inline void store_pair8(uint8_t *X, size_t xs, int q, int col, __m256i u,
 }
 #endif
 
+#if !defined(__AVX512VNNI__) /* the int16 limb plan (the VNNI level uses byte limbs, below) */
 static void zq_decompose(const uint8_t *a, const uint8_t *b, int N, int t0, int tb, int tbp, int k0, int k1, uint8_t *X) {
   const int K2c = (k1 - k0 + 1) / 2;
   const size_t xs = (size_t)K2c * 64;
@@ -646,6 +647,7 @@ static void zq_recombine(const int32_t *C, size_t ldc, int rows, int tb, int tbp
     }
   }
 }
+#endif
 
 #if defined(__AVX512VNNI__)
 /* ------------------------------------------------------------------------------------------ */
@@ -827,43 +829,6 @@ static void zq_recombine_u8(const int32_t *C, size_t ldc, int rows, int tb, int 
   }
 }
 
-static int zq_u8(const uint8_t *wp, int rows, int cols, const uint8_t *a, const uint8_t *b, int N, uint32_t *aOut,
-                 uint32_t *bOut) {
-  const int parts = (a ? 1 : 0) + (b ? 1 : 0);
-  const int nl = (a ? 6 : 0) + (b ? 5 : 0);
-  const int K2 = (cols + 1) / 2;
-  const int Mb = (rows + 3) / 4;
-  const int chunks = (cols + ZQ_KCHUNK - 1) / ZQ_KCHUNK;
-  const int K4max = MIN((cols + 3) / 4, ZQ_KCHUNK / 4);
-  const int tbMax = MIN(ZQ_TB, (N + ZQ_PW - 1) / ZQ_PW * ZQ_PW);
-  uint8_t *X = scratch((size_t)K4max * 64 * (size_t)(nl * tbMax / ZQ_PW));
-  int32_t *C = scratch((size_t)Mb * 4 * nl * tbMax * 4);
-  uint8_t *wq = narrow_w(wp, Mb, K2, NULL);
-  int64_t *acc = chunks > 1 ? scratch((size_t)rows * parts * tbMax * 8) : NULL;
-  if (!X || !C || !wq || (chunks > 1 && !acc)) {
-    free(X), free(C), free(wq), free(acc);
-    return -1;
-  }
-  for (int t0 = 0; t0 < N; t0 += ZQ_TB) {
-    const int tb = MIN(ZQ_TB, N - t0);
-    const int tbp = (tb + ZQ_PW - 1) / ZQ_PW * ZQ_PW;
-    const int NP = nl * tbp / ZQ_PW;
-    const size_t ldc = (size_t)nl * tbp;
-    for (int ch = 0; ch < chunks; ch++) {
-      const int k0 = ch * ZQ_KCHUNK;
-      const int k1 = MIN(cols, k0 + ZQ_KCHUNK);
-      const int K4c = (k1 - k0 + 3) / 4;
-      if (tb != tbp) memset(X, 0, (size_t)K4c * 64 * NP);
-      zq_decompose_u8(a, b, N, t0, tb, tbp, k0, k1, X);
-      gemm8(wq + (size_t)(k0 / 4) * 16, (size_t)(K2 + 1) / 2 * 16, X, K4c, C, Mb, NP, ldc);
-      zq_recombine_u8(C, ldc, rows, tb, tbp, acc, tbMax, ch > 0, ch == chunks - 1, a ? aOut : NULL, b ? bOut : NULL, N,
-                      t0);
-    }
-  }
-  free(X), free(C), free(wq), free(acc);
-  return 0;
-}
-
 /* x[K][N] (s8) -> byte panels of x ^ 0x80 (k past K: 0). */
 static void pack_x_u8(const int8_t *x, int K, int N, uint8_t *X, size_t xs) {
   const __m128i flip = _mm_set1_epi8((char)0x80);
@@ -922,28 +887,40 @@ static int gemm_i8_u8(const uint8_t *wp, int M, int K, const int8_t *x, int N, i
 }
 #endif
 
+/*
+ * One driver for both limb plans: tokens in blocks of ZQ_TB, K in chunks of ZQ_KCHUNK; per block and
+ * chunk the limb panels, their GEMM against W, and the recombination (kept mod 2^44 across chunks).
+ * The VNNI level runs byte limbs (4 k per step, W narrowed to quads once), the others int16 limbs
+ * (2 k per step, W as packed).
+ */
 int FN(hl_zq)(const uint8_t *wp, int rows, int cols, const uint8_t *a, const uint8_t *b, int N, uint32_t *aOut,
               uint32_t *bOut) {
-#if defined(__AVX512VNNI__)
-  return zq_u8(wp, rows, cols, a, b, N, aOut, bOut);
-#endif
   const int parts = (a ? 1 : 0) + (b ? 1 : 0);
-  const int nl = 3 * parts;
   const int K2 = (cols + 1) / 2;
   const int Mb = (rows + 3) / 4;
+#if defined(__AVX512VNNI__)
+  const int kStep = 4, nl = (a ? 6 : 0) + (b ? 5 : 0);
+  uint8_t *wq = narrow_w(wp, Mb, K2, NULL);
+  const uint8_t *W = wq;
+  const size_t wBlock = (size_t)(K2 + 1) / 2 * 16;
+  if (!wq) return -1;
+#else
+  const int kStep = 2, nl = 3 * parts;
+  uint8_t *wq = NULL;
+  const uint8_t *W = wp;
+  const size_t wBlock = (size_t)K2 * 16;
+#endif
   const int chunks = (cols + ZQ_KCHUNK - 1) / ZQ_KCHUNK;
-  const int K2max = MIN(K2, ZQ_KCHUNK / 2);
+  const int stepsMax = MIN((cols + kStep - 1) / kStep, ZQ_KCHUNK / kStep);
   const int tbMax = MIN(ZQ_TB, (N + ZQ_PW - 1) / ZQ_PW * ZQ_PW);
-  const size_t xBytes = (size_t)K2max * 64 * (size_t)(nl * tbMax / ZQ_PW);
-  uint8_t *X = scratch(xBytes);
+  uint8_t *X = scratch((size_t)stepsMax * 64 * (size_t)(nl * tbMax / ZQ_PW));
   int32_t *C = scratch((size_t)Mb * 4 * nl * tbMax * 4);
   int64_t *acc = chunks > 1 ? scratch((size_t)rows * parts * tbMax * 8) : NULL;
   if (!X || !C || (chunks > 1 && !acc)) {
-    free(X);
-    free(C);
-    free(acc);
+    free(X), free(C), free(acc), free(wq);
     return -1;
   }
+  uint32_t *ao = a ? aOut : NULL, *bo = b ? bOut : NULL;
   for (int t0 = 0; t0 < N; t0 += ZQ_TB) {
     const int tb = MIN(ZQ_TB, N - t0);
     const int tbp = (tb + ZQ_PW - 1) / ZQ_PW * ZQ_PW;
@@ -952,17 +929,21 @@ int FN(hl_zq)(const uint8_t *wp, int rows, int cols, const uint8_t *a, const uin
     for (int ch = 0; ch < chunks; ch++) {
       const int k0 = ch * ZQ_KCHUNK;
       const int k1 = MIN(cols, k0 + ZQ_KCHUNK);
-      const int K2c = (k1 - k0 + 1) / 2;
-      if (tb != tbp) memset(X, 0, (size_t)K2c * 64 * NP);
+      const int steps = (k1 - k0 + kStep - 1) / kStep;
+      const uint8_t *Wc = W + (size_t)(k0 / kStep) * 16;
+      if (tb != tbp) memset(X, 0, (size_t)steps * 64 * NP);
+#if defined(__AVX512VNNI__)
+      zq_decompose_u8(a, b, N, t0, tb, tbp, k0, k1, X);
+      gemm8(Wc, wBlock, X, steps, C, Mb, NP, ldc);
+      zq_recombine_u8(C, ldc, rows, tb, tbp, acc, tbMax, ch > 0, ch == chunks - 1, ao, bo, N, t0);
+#else
       zq_decompose(a, b, N, t0, tb, tbp, k0, k1, X);
-      gemm16(wp + (size_t)(k0 / 2) * 16, (size_t)K2 * 16, X, K2c, C, Mb, NP, ldc);
-      zq_recombine(C, ldc, rows, tb, tbp, acc, tbMax, ch > 0, ch == chunks - 1, a ? aOut : NULL, b ? bOut : NULL, N,
-                   t0);
+      gemm16(Wc, wBlock, X, steps, C, Mb, NP, ldc);
+      zq_recombine(C, ldc, rows, tb, tbp, acc, tbMax, ch > 0, ch == chunks - 1, ao, bo, N, t0);
+#endif
     }
   }
-  free(X);
-  free(C);
-  free(acc);
+  free(X), free(C), free(acc), free(wq);
   return 0;
 }
 
