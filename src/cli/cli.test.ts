@@ -168,6 +168,8 @@ test('CLI argument errors are clear', () => {
   assert.match(r.err, /--eval-split.*expected a fraction in \(0, 1\), got "1"/);
   r = run('train', '--model', modelDir, '--data', dataPath, '--out', join(work, 'x'), '--mode', 'quantized', '--act-bits', '1');
   assert.match(r.err, /--act-bits.*expected an activation bit width in 2\.\.16, got "1"/);
+  r = run('train', '--model', modelDir, '--data', dataPath, '--out', join(work, 'x'), '--mode', 'fp32', '--threads', '0');
+  assert.match(r.err, /--threads.*expected a positive integer, got "0"/);
   r = run('eval', '--model', modelDir, '--data', dataPath, '--act-bits', '5');
   assert.match(r.err, /--act-bits is only used with --mode quantized/);
   r = run('serve', '--model', modelDir, '--port', '70000');
@@ -314,7 +316,8 @@ test('client killed (SIGKILL) mid-run: --resume finishes with exactly the weight
     proc.on('exit', () => { clearInterval(t); clearTimeout(giveUp); resolve(); });
   });
   const wasFinished = existsSync(join(crashed, 'adapter'));
-  const r1 = spawnSync(process.execPath, [...args(crashed), '--resume'], { encoding: 'utf8', timeout: 60_000 });
+  // Resumed on one thread (the uninterrupted run used every core): the kernels' results do not depend on it.
+  const r1 = spawnSync(process.execPath, [...args(crashed), '--resume', '--threads', '1'], { encoding: 'utf8', timeout: 60_000 });
   assert.equal(r1.status, 0, r1.stderr);
   if (!wasFinished) assert.match(r1.stderr, /resuming quantized from step [2-5] of 5/);
 

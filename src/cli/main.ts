@@ -91,13 +91,14 @@ addTrainingHyperparameters(program
   .option('--checkpoint-every <n>', 'steps between checkpoints', positiveInt, TRAIN_DEFAULTS.checkpointEvery)
   .option('--audit-log <file>', 'encrypted mode: hash-chained log of every exchange with the server (default: audit.jsonl in --out); no secrets, no loss')
   .option('--no-audit-log', 'encrypted mode: keep no audit log')
+  .option('--threads <n>', 'client threads: the native model kernels and, in encrypted mode, the encryption and decryption workers (default: every core, or HELORA_THREADS)', positiveInt)
   .option('--no-progress', 'no progress output')
   .addOption(new Option('--stop-after <n>', 'stop after this many steps without finishing the run (testing crash recovery)').argParser(positiveInt).hideHelp())
   .action(async (o: {
     server?: string; model: string; data: string; out: string; mode: TrainMode; steps?: number; epochs?: number; batchTokens: number; gradAccum: number;
     lr: number; warmup: number; schedule: 'cosine' | 'linear' | 'constant'; rank: number; alpha: number; dropout: number; targets: ProjectionName[]; layers?: number[]; masks?: 'table' | 'fresh'; tableCache?: string; seed: number;
     token?: string; tokenFile?: string; allowUnverified: boolean; verifyResults: boolean; checkTokens: number; expectHash?: string; ca?: string; resume: boolean; checkpointEvery: number; progress: boolean; stopAfter?: number;
-    auditLog: string | boolean; evalData?: string; evalSplit?: number; evalEvery?: number; actBits?: number;
+    auditLog: string | boolean; evalData?: string; evalSplit?: number; evalEvery?: number; actBits?: number; threads?: number;
   }) => {
     const r = await runTrain({ ...o, env: process.env, ca: o.ca !== undefined ? readFileSync(o.ca, 'utf8') : undefined });
     const last = r.history[r.history.length - 1];

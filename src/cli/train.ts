@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fineTune, type FineTuneOptions, type FineTuneResult } from '../train/fine-tune.js';
 import { RemoteTraining, type HashCheck, type RemoteTrainingOptions } from '../transport/remote-training.js';
 import { resolveToken } from '../transport/token.js';
+import { nativeKernels } from '../kernels/native.js';
 import type { RemoteStats } from '../transport/client.js';
 import { writeLossPlot, type Series } from './plot.js';
 import type { EvalRow, HistoryRow } from '../train/run-files.js';
@@ -101,10 +102,14 @@ export async function fineTuneWithProgress(o: FineTuneOptions, showProgress: boo
 export async function runTrain(o: TrainOptions): Promise<TrainResult> {
   checkServerFlags(o);
   const say = o.say ?? ((l: string) => process.stderr.write(l + '\n'));
+  // The client's own compute (model work in the native kernels; the crypto workers below).
+  const nk = o.threads !== undefined ? nativeKernels() : null;
+  if (nk) nk.threads = o.threads!;
   const server = o.mode === 'encrypted'
     ? new RemoteTraining({
       url: o.server!, token: resolveToken({ token: o.token, tokenFile: o.tokenFile, env: o.env ?? {} })?.token, expectHash: o.expectHash, ca: o.ca,
       retryDeadlineMs: o.retryDeadlineMs, actBits: o.actBits, allowUnverified: o.allowUnverified, verifyResults: o.verifyResults, checkTokens: o.checkTokens, masks: o.masks, tableCache: o.tableCache, say,
+      threads: o.threads,
       auditLog: auditLogPath(o),
     })
     : null;

@@ -41,6 +41,8 @@ export interface RemoteTrainingOptions {
   checkTokens?: number;
   /** Bits the client quantizes to (default: the server's; at most the server's, never sent). */
   actBits?: number;
+  /** Worker threads of the client's encryption and decryption (default: one per core). */
+  threads?: number;
   /** Messages for the user (the hash check, the table download). */
   say?: (line: string) => void;
   /**
@@ -94,7 +96,7 @@ export class RemoteTraining {
     try {
       integrity = verify ? ResultIntegrity.fromQuantizedLayers(local!.layers, paramsById(session.info.paramsId), session.info.actBits, checkTokens) : undefined;
       remote = await RemoteEncryptedProvider.open(session, {
-        integrity, masks: this.o.masks, tableCache: this.o.tableCache, actBits: this.o.actBits,
+        integrity, masks: this.o.masks, tableCache: this.o.tableCache, actBits: this.o.actBits, threads: this.o.threads,
         onTableLayer: (layer, bytes, layers) => say(`helora: mask table of layer ${layer + 1}/${layers} downloaded (${(bytes / 2 ** 20).toFixed(1)} MiB, checked)`),
       });
     } catch (e) {
