@@ -55,6 +55,10 @@ export class ClientCryptoKernel {
   private cdtLen = 0;
   /** Identity of the secret currently loaded (set by the caller via loadSecret). */
   private secretOwner: object | null = null;
+  /** The loaded secret's coefficients (n int8), kept for its NTT form. */
+  private readonly secretRaw: number;
+  /** Whether the NTT form of the loaded secret is in the tables (only the exact reference paths use it). */
+  private nttSecretReady = false;
 
   /** The native twins of the hot loops, or null: WebAssembly throughout. */
   readonly native: NativeKernels | null;
@@ -79,6 +83,7 @@ export class ClientCryptoKernel {
     this.tables = [this.heap.allocPermanent(tableWords * 4), this.heap.allocPermanent(tableWords * 4)];
     this.bufs = [this.heap.allocPermanent(n * 4), this.heap.allocPermanent(n * 4)];
     this.cdtPtr = this.heap.allocPermanent(64 * 4);
+    this.secretRaw = this.heap.allocPermanent(n);
     for (let k = 0; k < 2; k++) {
       let off = this.tables[k];
       for (const t of nttTables(NTT_PRIMES[k], n)) {
@@ -114,24 +119,20 @@ export class ClientCryptoKernel {
     return this.secretOwner === owner;
   }
 
-  /** Loads a secret with coefficients in [-1, 1] (stored in FFT form and in the reference's NTT form, 1/N folded in). */
+  /**
+   * Loads a secret with coefficients in [-1, 1], stored in FFT form; its form for the reference NTT
+   * (1/N folded in) is made when an exact path first needs it (a single-use secret per request
+   * block never does: that work was ~8% of a table-mode request's client time).
+   */
   loadSecret(s: Int8Array, owner: object): void {
     const n = this.n;
     if (s.length !== n) throw new Error(`helora: secret has ${s.length} coefficients, expected ${n}`);
-    for (let k = 0; k < 2; k++) {
-      const p = NTT_PRIMES[k];
-      const buf = this.heap.u32(this.bufs[k], n);
-      for (let i = 0; i < n; i++) {
-        const c = s[i];
-        if (c < -1 || c > 1) throw new Error(`helora: secret coefficient ${c} at ${i} is not ternary`);
-        buf[i] = c < 0 ? p + c : c;
-      }
-      this.ex.nttForward(k);
-      const [sh, shs] = nttSecretTables(this.heap.u32(this.bufs[k], n), p);
-      const shOff = this.tables[k] + 6 * n * 4; // after fw, fws, fw2, fw2s, iw, iws, iw2, iw2s (6n words)
-      this.heap.u32(shOff, n).set(sh);
-      this.heap.u32(shOff + n * 4, n).set(shs);
+    for (let i = 0; i < n; i++) {
+      const c = s[i];
+      if (c < -1 || c > 1) throw new Error(`helora: secret coefficient ${c} at ${i} is not ternary`);
     }
+    this.heap.i8(this.secretRaw, n).set(s);
+    this.nttSecretReady = false;
     // The decryption FFT's copy: the transform of s with the inverse's 1/(n/2) folded in.
     const n2 = n / 2;
     this.heap.resetScratch();
@@ -162,9 +163,28 @@ export class ClientCryptoKernel {
     if (this.secretOwner === null) throw new Error('helora: no secret loaded in the client kernel');
   }
 
+  /** The loaded secret in the reference NTT's form, in both primes' tables. */
+  private requireNttSecret(): void {
+    this.requireSecret();
+    if (this.nttSecretReady) return;
+    const n = this.n;
+    const s = this.heap.i8(this.secretRaw, n);
+    for (let k = 0; k < 2; k++) {
+      const p = NTT_PRIMES[k];
+      const buf = this.heap.u32(this.bufs[k], n);
+      for (let i = 0; i < n; i++) buf[i] = s[i] < 0 ? p + s[i] : s[i];
+      this.ex.nttForward(k);
+      const [sh, shs] = nttSecretTables(this.heap.u32(this.bufs[k], n), p);
+      const shOff = this.tables[k] + 6 * n * 4; // after fw, fws, fw2, fw2s, iw, iws, iw2, iw2s (6n words)
+      this.heap.u32(shOff, n).set(sh);
+      this.heap.u32(shOff + n * 4, n).set(shs);
+    }
+    this.nttSecretReady = true;
+  }
+
   /** Exact integers a*s by the reference NTT for a with coefficients in [0, 2^44) (tests, reference checks). */
   exactNttProduct44(a: ArrayLike<number>): BigInt64Array {
-    this.requireSecret();
+    this.requireNttSecret();
     const n = this.n;
     if (a.length !== n) throw new Error(`helora: operand has ${a.length} coefficients, expected ${n}`);
     this.heap.resetScratch();
@@ -183,6 +203,7 @@ export class ClientCryptoKernel {
 
   /** Exact integers a*s by the reference NTT for u32 a (tests, reference checks). */
   exactNttProduct32(a: Uint32Array): BigInt64Array {
+    this.requireNttSecret();
     return new BigInt64Array(this.productRun([a], (p, dst) => this.ex.productExact32(p[0], dst)));
   }
 
@@ -252,6 +273,7 @@ export class ClientCryptoKernel {
     if (this.cdtLen === 0) throw new Error('helora: no noise table loaded');
     if (!(Number.isInteger(mLimit) && mLimit >= 1 && mLimit <= 2 ** 30)) throw new Error(`helora: bad message limit ${mLimit}`);
     const pairs = this.pairHigh && opts.pairs !== false;
+    if (opts.exactNtt) this.requireNttSecret();
     const bad = this.native && !opts.exactNtt
       ? this.native.ccEncrypt(this.memory(), this.layout, p.nPolys, p.a, p.m, p.rnd, this.cdtPtr, this.cdtLen, deltaShift, upShift, p.outBytes,
         p.out, mLimit, p.mBytes, pairs)
@@ -293,6 +315,7 @@ export class ClientCryptoKernel {
     if (!(sh >= 1 && sh <= 31)) throw new Error(`helora: bad decryption shift ${sh}`);
     if (opts.exactNtt) {
       if (opts.accumulate) throw new Error('helora: the NTT decryption does not accumulate');
+      this.requireNttSecret();
       this.ex.decryptRows(p.nRows, p.a, p.b, sh, p.y);
     } else if (this.native) {
       this.native.ccDecrypt(this.memory(), this.layout, p.nRows, p.a, p.b, sh, p.y, opts.accumulate === true);

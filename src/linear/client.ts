@@ -69,7 +69,8 @@ export interface HeClientOptions {
  */
 interface ResultConsumer<R> {
   range(results: IntegerResult[], j: number, t0: number, tn: number, r0: number, nr: number): void;
-  finish(): R;
+  /** After the last range; results are still valid here (and no longer afterwards). */
+  finish(results: IntegerResult[]): R;
 }
 
 /** A checked upload about to be encrypted. */
@@ -298,16 +299,10 @@ export class HeLinearClient {
    * `request` by this client).
    */
   async decryptIntegers(request: EncryptedInput, response: EncryptedOutput, expectedRows: number[], plaintextBits?: readonly number[], blockSecrets?: SecretKey[]): Promise<IntegerResult[]> {
-    const outs: IntegerResult[] = [];
     return this.decryptOnPool(request, response, expectedRows, plaintextBits, blockSecrets, {
-      range: (results, j, t0, tn, r0, nr) => {
-        const rows = expectedRows[j];
-        const src = results[j];
-        // ordinary memory of the shared result's type (Int32Array, or Float64Array when wide)
-        const dst = outs[j] ??= src instanceof Float64Array ? new Float64Array(src.length) : new Int32Array(src.length);
-        for (let t = t0; t < t0 + tn; t++) dst.set(src.subarray(t * rows + r0, t * rows + r0 + nr), t * rows + r0);
-      },
-      finish: () => outs,
+      range: () => undefined,
+      // one copy of each whole result into ordinary memory of its type (slice() makes a plain ArrayBuffer)
+      finish: (results) => results.map((r) => r.slice()),
     });
   }
 
@@ -357,7 +352,7 @@ export class HeLinearClient {
         });
       }
       await settleAll(jobs); // every task done before the buffers go back
-      return consume.finish();
+      return consume.finish(results);
     } finally {
       for (const b of buffers) pool.buffers.release(b);
     }
@@ -368,7 +363,7 @@ export class HeLinearClient {
     plaintextBits: readonly number[] | undefined, blockSecrets: SecretKey[] | undefined, consume: ResultConsumer<R>): R {
     const results = this.decryptIntegersReference(request, response, expectedRows, plaintextBits, blockSecrets);
     expectedRows.forEach((rows, j) => consume.range(results, j, 0, request.T, 0, rows));
-    return consume.finish();
+    return consume.finish(results);
   }
 
   /** Checks a pending product against the outputs about to be decrypted for it (before any decryption). */
