@@ -744,7 +744,7 @@ static inline void store_quad8(uint8_t *X, size_t xs, int Q, int col, __m256i v)
   _mm256_storeu_si256((__m256i *)(X + (size_t)(col / ZQ_PW) * xs + (size_t)Q * 64 + (size_t)(col % ZQ_PW) * 4), v);
 }
 
-/* Byte j of the 44-bit a word / 40-bit b word at p. */
+/* Byte j of the 44-bit a word at p (its 48-bit word masked to 44 bits). */
 static inline uint8_t byte_a(const uint8_t *p, int j) { return j == 5 ? p[5] & 0x0f : p[j]; }
 
 /*
@@ -790,8 +790,12 @@ static void zq_decompose_u8(const uint8_t *a, const uint8_t *b, int N, int t0, i
           const int col = base + j * tbp + t;
           uint8_t *d = X + (size_t)(col / ZQ_PW) * xs + (size_t)Q * 64 + (size_t)(col % ZQ_PW) * 4;
           for (int r = 0; r < 4; r++) {
+            if (r >= rows) {
+              d[r] = 0;
+              continue;
+            }
             const uint8_t *p = src + ((size_t)(k + r) * N + t0 + t) * wb;
-            d[r] = r < rows ? (part ? p[j] : byte_a(p, j)) : 0;
+            d[r] = part ? p[j] : byte_a(p, j);
           }
         }
       }
@@ -810,10 +814,10 @@ static void zq_recombine_u8(const int32_t *C, size_t ldc, int rows, int tb, int 
       const int32_t *l = C + (size_t)o * ldc + (size_t)(part ? 6 * tbp : 0);
       int64_t *ac = acc ? acc + ((size_t)o * parts + part) * tbAcc : NULL;
       uint32_t *out = (isB ? bOut : aOut) + (size_t)o * N + t0;
-      /* Wrapping mod 2^64 keeps the low 44 bits exact; limb by limb over the tokens (vectorizes). */
       /* Each row's strip is a different page: ask for the lines of a later row now. */
       if (final && o + 8 < rows)
         for (int t = 0; t < tb; t += 16) __builtin_prefetch(out + 8 * (size_t)N + t, 1);
+      /* Wrapping mod 2^64 keeps the low 44 bits exact; limb by limb over the tokens (vectorizes). */
       uint64_t sum[ZQ_TB];
       for (int t = 0; t < tb; t++) sum[t] = ((uint64_t)(int64_t)l[t] << sh0) + (addAcc ? (uint64_t)ac[t] : 0);
       for (int j = 1; j < nb; j++) {
