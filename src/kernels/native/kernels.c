@@ -6,7 +6,7 @@
  *   avx512vnni  the above and -mavx512vnni:       vpdpbusd zmm on byte limbs (see "Byte limbs" below)
  *   neon        AArch64 baseline (arm64 builds):  smlal/smlal2 by lane (s16 -> s32), fmla q
  *   dotprod     neon and -march=armv8.2-a+dotprod: sdot by lane on the limbs' bytes (see kern16)
- * The levels share the blocking drivers (gemm16, gemm8, hl_sgemm) and differ only in their
+ * The levels share the blocking drivers (gemm_steps, hl_sgemm) and differ only in their
  * micro-kernels: the fp32 tiles are one body over the vector macros below; the full int16 and byte
  * tiles of AVX2 and AVX-512 are short asm blocks (GCC 12 adds register moves to the intrinsics
  * version), and AVX-512's partial tiles use the intrinsics body.
@@ -135,16 +135,16 @@ static inline int32_t load_i32(const void *p) {
 /*
  * X "16-token panels": for panel p and k-pair q, 64 bytes = 16 columns, each an i16 pair
  * (x[2q][j], x[2q+1][j]); a panel holds K2 pairs (panel stride K2*64 bytes).
- * Blocking (BLIS order): K in chunks of KC16 pairs (256 for one-panel tiles, 128 for four); rows
+ * Blocking (BLIS order): K in chunks of KC_STEPS pairs (256 for one-panel tiles, 128 for four); rows
  * in slabs of MCB blocks (a W slab of 128 rows x 256 pairs = 128 KiB stays in L2); for each tile
  * of panels (16-32 KiB of X, stays in L1) the kernel sweeps the slab's row blocks. The C tile is
  * prefetched before each kernel call: C is revisited once per K chunk and has left the caches.
  */
 #define ZQ_PW 16
 #if ZQ_TILE_P == 4
-#define KC16 128
+#define KC_STEPS 128
 #else
-#define KC16 256
+#define KC_STEPS 256
 #endif
 #define MCB 32
 
@@ -244,8 +244,8 @@ static void kern16(const uint8_t *a, const uint8_t *x, size_t xs, int32_t *c, si
   (void)xs;
   (void)np;
   const int nq = n / 2;
-  /* The quads' weights as bytes (row r in lane r), shared by both halves; n <= KC16 pairs. */
-  int8x16_t wq[KC16 / 2];
+  /* The quads' weights as bytes (row r in lane r), shared by both halves; n <= KC_STEPS pairs. */
+  int8x16_t wq[KC_STEPS / 2];
   int32x4_t wsum = vdupq_n_s32(0);
   for (int i = 0; i < nq; i++) {
     const int8x8_t n0 = vmovn_s16(vld1q_s16((const int16_t *)(const void *)(a + 32 * i)));
@@ -419,11 +419,20 @@ static void kern16(const uint8_t *a, const uint8_t *x, size_t xs, int32_t *c, si
 }
 #endif
 
-/* W: row blocks of wBlock bytes (the slice of the packed weights starting at this K range). */
-static void gemm16(const uint8_t *W, size_t wBlock, const uint8_t *X, int K2, int32_t *C, int Mb, int NP, size_t ldc) {
-  const size_t xs = (size_t)K2 * 64;
-  for (int q0 = 0; q0 < K2; q0 += KC16) {
-    const int n = MIN(KC16, K2 - q0);
+/* A micro-kernel: a 4-row x np-panel tile of C (=/+=) W · X over n steps (see kern16). */
+typedef void (*tile_kern)(const uint8_t *a, const uint8_t *x, size_t xs, int32_t *c, size_t ldc, int n, int first, int np);
+
+/*
+ * C[4*Mb][16*NP] = W · X over `steps` steps for either step kind (an i16 pair, or four bytes on the
+ * VNNI level's byte path: 16 bytes of W and 64 of each X panel per step either way) with that kind's
+ * micro-kernel. W: row blocks of wBlock bytes (the slice of the weights starting at this K range).
+ * Inlined at each call so that the kernel is a direct call there (through the pointer: ~5% slower).
+ */
+static inline __attribute__((always_inline)) void gemm_steps(tile_kern kern, const uint8_t *W, size_t wBlock, const uint8_t *X, int steps, int32_t *C, int Mb,
+                       int NP, size_t ldc) {
+  const size_t xs = (size_t)steps * 64;
+  for (int q0 = 0; q0 < steps; q0 += KC_STEPS) {
+    const int n = MIN(KC_STEPS, steps - q0);
     for (int rb0 = 0; rb0 < Mb; rb0 += MCB) {
       const int rb1 = MIN(Mb, rb0 + MCB);
       for (int p = 0; p < NP; p += ZQ_TILE_P) {
@@ -433,8 +442,8 @@ static void gemm16(const uint8_t *W, size_t wBlock, const uint8_t *X, int K2, in
           const int32_t *ct = C + (size_t)rb * 4 * ldc + (size_t)p * ZQ_PW;
           for (int r = 0; r < 4; r++)
             for (int v = 0; v < np; v++) __builtin_prefetch(ct + r * ldc + v * ZQ_PW, 1);
-          kern16(W + (size_t)rb * wBlock + (size_t)q0 * 16, x, xs, C + (size_t)rb * 4 * ldc + (size_t)p * ZQ_PW, ldc, n,
-                 q0 == 0, np);
+          kern(W + (size_t)rb * wBlock + (size_t)q0 * 16, x, xs, C + (size_t)rb * 4 * ldc + (size_t)p * ZQ_PW, ldc, n,
+               q0 == 0, np);
         }
       }
     }
@@ -666,8 +675,6 @@ static void zq_recombine(const int32_t *C, size_t ldc, int rows, int tb, int tbp
  * half as much). X "16-token byte panels": for panel p and quad Q, 64 bytes = 16 tokens, each
  * 4 bytes (k = 4Q..4Q+3).
  */
-#define KC8 128 /* quads per K slice: a tile's X (4 panels x 128 quads x 64 B) stays in L1 */
-
 /* W in pair blocks (K2 pairs per block, Mb blocks) -> quad blocks of K4 = ceil(K2/2) quads (a missing
  * last pair is zero); rowsum (if given) = each row's sum of weights. NULL when memory ran out. */
 static uint8_t *narrow_w(const uint8_t *W, int Mb, int K2, int32_t *rowsum) {
@@ -700,27 +707,6 @@ static void kern8(const uint8_t *a, const uint8_t *x, size_t xs, int32_t *c, siz
     case 3: kern16_np(a, x, xs, c, ldc, n, first, 3, 1); return;
     case 2: kern16_np(a, x, xs, c, ldc, n, first, 2, 1); return;
     default: kern16_np(a, x, xs, c, ldc, n, first, 1, 1); return;
-  }
-}
-
-/* C[4*Mb][16*NP] = W · X over K4 quads; W: quad blocks of wBlock bytes (from this K range on). */
-static void gemm8(const uint8_t *W, size_t wBlock, const uint8_t *X, int K4, int32_t *C, int Mb, int NP, size_t ldc) {
-  const size_t xs = (size_t)K4 * 64;
-  for (int Q0 = 0; Q0 < K4; Q0 += KC8) {
-    const int n = MIN(KC8, K4 - Q0);
-    for (int rb0 = 0; rb0 < Mb; rb0 += MCB) {
-      const int rb1 = MIN(Mb, rb0 + MCB);
-      for (int p = 0; p < NP; p += ZQ_TILE_P) {
-        const int np = MIN(ZQ_TILE_P, NP - p);
-        const uint8_t *x = X + (size_t)p * xs + (size_t)Q0 * 64;
-        for (int rb = rb0; rb < rb1; rb++) {
-          int32_t *ct = C + (size_t)rb * 4 * ldc + (size_t)p * ZQ_PW;
-          for (int r = 0; r < 4; r++)
-            for (int v = 0; v < np; v++) __builtin_prefetch(ct + r * ldc + v * ZQ_PW, 1);
-          kern8(W + (size_t)rb * wBlock + (size_t)Q0 * 16, x, xs, ct, ldc, n, Q0 == 0, np);
-        }
-      }
-    }
   }
 }
 
@@ -878,7 +864,7 @@ static int gemm_i8_u8(const uint8_t *wp, int M, int K, const int8_t *x, int N, i
   }
   if ((size_t)N != ldc) memset(X, 0, xs * NP);
   pack_x_u8(x, K, N, X, xs);
-  gemm8(wq, (size_t)K4 * 16, X, K4, C, Mb, NP, ldc);
+  gemm_steps(kern8, wq, (size_t)K4 * 16, X, K4, C, Mb, NP, ldc);
   for (int i = 0; i < M; i++) {
     const uint32_t corr = (uint32_t)rowsum[i] << 7;
     const int32_t *c = C + (size_t)i * ldc;
@@ -938,11 +924,11 @@ int FN(hl_zq)(const uint8_t *wp, int rows, int cols, const uint8_t *a, const uin
       if (tb != tbp) memset(X, 0, (size_t)steps * 64 * NP);
 #if defined(__AVX512VNNI__)
       zq_decompose_u8(a, b, N, t0, tb, tbp, k0, k1, X);
-      gemm8(Wc, wBlock, X, steps, C, Mb, NP, ldc);
+      gemm_steps(kern8, Wc, wBlock, X, steps, C, Mb, NP, ldc);
       zq_recombine_u8(C, ldc, rows, tb, tbp, acc, tbMax, ch > 0, ch == chunks - 1, ao, bo, N, t0);
 #else
       zq_decompose(a, b, N, t0, tb, tbp, k0, k1, X);
-      gemm16(Wc, wBlock, X, steps, C, Mb, NP, ldc);
+      gemm_steps(kern16, Wc, wBlock, X, steps, C, Mb, NP, ldc);
       zq_recombine(C, ldc, rows, tb, tbp, acc, tbMax, ch > 0, ch == chunks - 1, ao, bo, N, t0);
 #endif
     }
@@ -979,7 +965,7 @@ int FN(hl_gemm_i8)(const uint8_t *wp, int M, int K, const int8_t *x, int N, int3
       memcpy(X + (size_t)(j / ZQ_PW) * xs + (size_t)q * 64 + (size_t)(j % ZQ_PW) * 4, &pr, 4);
     }
   }
-  gemm16(wp, (size_t)K2 * 16, X, K2, C, Mb, NP, ldc);
+  gemm_steps(kern16, wp, (size_t)K2 * 16, X, K2, C, Mb, NP, ldc);
   for (int i = 0; i < M; i++) memcpy(out + (size_t)i * N, C + (size_t)i * ldc, (size_t)N * 4);
   free(X);
   free(C);
