@@ -11,7 +11,7 @@ import { RLWE_N2048_Q44, randomSeed, SecretKey } from '../crypto/index.js';
 import { KernelPool } from '../kernels/pool.js';
 import { KernelEngine } from '../kernels/engine.js';
 import { loadNativeKernels, type NativeKernels } from '../kernels/native.js';
-import { quantizePerToken, quantizeWeightsPerChannel } from '../quant/quantize.js';
+import { quantizePerToken, quantizeWeightsPerChannel, transposeInt8 } from '../quant/quantize.js';
 import { HeLinearClient } from '../linear/client.js';
 import { HeLinearServer, poolBackend } from '../linear/server.js';
 import type { EncryptedOutput } from '../linear/types.js';
@@ -105,12 +105,6 @@ function nativeInt8Peak(nk: NativeKernels): { run: () => Promise<void>; macs: nu
 
 type Backend = 'native' | 'wasm';
 
-function transpose(src: Int8Array, rows: number, cols: number): Int8Array {
-  const out = new Int8Array(rows * cols);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = src[r * cols + c];
-  return out;
-}
-
 async function runCase(c: LayerCase, cores: number, runs: number, native: NativeKernels | null): Promise<Record<string, unknown>[]> {
   const backends: Backend[] = native ? ['native', 'wasm'] : ['wasm'];
   log(`${c.name}, T=${T}, ${cores} core(s), backends ${backends.join(' + ')}`);
@@ -120,7 +114,7 @@ async function runCase(c: LayerCase, cores: number, runs: number, native: Native
     const x = activations(T, c.dIn);
     const wq = quantizeWeightsPerChannel(weights(c.dOut, c.dIn), c.dOut, c.dIn);
     const xq = quantizePerToken(x, T, c.dIn, 8);
-    const xt = transpose(xq.values as Int8Array, T, c.dIn); // the server orientation: K x T
+    const xt = transposeInt8(xq.values as Int8Array, T, c.dIn); // the server orientation: K x T
     const wf = new Float32Array(wq.values.length);
     for (let i = 0; i < wf.length; i++) wf[i] = wq.values[i];
     const xf = new Float32Array(xt.length);

@@ -328,12 +328,17 @@ function checkExactF64(bits: number, K: number): void {
 /** W^T (cols x rows) of each frozen weight matrix, made on first use. */
 const weightTransposes = new WeakMap<QuantizedWeights, Int8Array>();
 
+/** rows x cols row-major -> cols x rows. */
+export function transposeInt8(src: Int8Array, rows: number, cols: number): Int8Array {
+  const out = new Int8Array(rows * cols);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = src[r * cols + c]!;
+  return out;
+}
+
 function transposedWeights(wq: QuantizedWeights): Int8Array {
   let wt = weightTransposes.get(wq);
   if (!wt) {
-    const { rows, cols, values } = wq;
-    wt = new Int8Array(rows * cols);
-    for (let o = 0; o < rows; o++) for (let i = 0; i < cols; i++) wt[i * rows + o] = values[o * cols + i]!;
+    wt = transposeInt8(wq.values, wq.rows, wq.cols);
     weightTransposes.set(wq, wt);
   }
   return wt;
